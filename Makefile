@@ -1,0 +1,27 @@
+# The two commands of the README: `make arena` (the main job) and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: arena test lint clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	# The CPU wheel of torch, pinned for development and CI; the package itself asks for a range.
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+arena: $(STAMP)
+	$(VENV)/bin/trevo arena quick --out runs/arena
+
+test: $(STAMP)
+	$(PY) -m ruff check trevo tests
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(PY) -m ruff check trevo tests
+
+clean:
+	rm -rf $(VENV) runs

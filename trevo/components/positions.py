@@ -1,0 +1,133 @@
+"""Position encodings.
+
+Absolute encodings (``applies="absolute"``) map positions to vectors added to the token embeddings:
+``forward(positions) -> [T, d_model]``. Relative encodings (``applies="relative"``) act inside the
+mixers that accept them (see a mixer's ``relative_positions`` metadata): RoPE rotates queries and
+keys (``rotate``), ALiBi adds a distance bias to the scores (``bias``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from trevo.registry import Paper, TrevoError, register
+
+
+class AbsolutePosition(nn.Module):
+    applies = "absolute"
+
+
+class RelativePosition(nn.Module):
+    applies = "relative"
+
+
+@register("position", "none", category="Pe", family="position", applies="absolute",
+          paper=Paper("Transformer Language Models without Positional Encodings Still Learn Positional "
+                      "Information (NoPE)", "2203.16634", 2022))
+class NoPosition(AbsolutePosition):
+    """No position encoding (NoPE): causal masking alone carries order."""
+
+    def __init__(self, d_model: int) -> None:
+        super().__init__()
+        self.d_model = d_model
+
+    def forward(self, positions: torch.Tensor) -> torch.Tensor | None:
+        return None
+
+
+@register("position", "sinusoidal", category="Pe", family="position", applies="absolute",
+          paper=Paper("Attention Is All You Need", "1706.03762", 2017))
+class SinusoidalPosition(AbsolutePosition):
+    """PE(p, 2i) = sin(p / base^(2i/d)), PE(p, 2i+1) = cos(p / base^(2i/d)) (Vaswani et al., §3.5)."""
+
+    def __init__(self, d_model: int, base: float = 10000.0) -> None:
+        super().__init__()
+        self.d_model = d_model
+        inv_freq = base ** (-torch.arange(0, d_model, 2, dtype=torch.float64) / d_model)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def forward(self, positions: torch.Tensor) -> torch.Tensor:
+        angles = positions.to(torch.float64)[:, None] * self.inv_freq[None, :]
+        pe = torch.zeros(positions.shape[0], self.d_model, dtype=torch.float64, device=positions.device)
+        pe[:, 0::2] = torch.sin(angles)
+        pe[:, 1::2] = torch.cos(angles[:, : self.d_model // 2])
+        return pe.to(torch.get_default_dtype())
+
+
+@register("position", "learned", category="Pe", family="position", applies="absolute", fixed_length=True,
+          paper=Paper("BERT: Pre-training of Deep Bidirectional Transformers", "1810.04805", 2018))
+class LearnedPosition(AbsolutePosition):
+    """A learned vector per position index, up to ``max_len`` (no spatial structure at all)."""
+
+    def __init__(self, d_model: int, max_len: int = 1024) -> None:
+        super().__init__()
+        self.max_len = max_len
+        self.table = nn.Parameter(torch.randn(max_len, d_model) * 0.02)
+
+    def forward(self, positions: torch.Tensor) -> torch.Tensor:
+        if positions.numel() and int(positions.max()) >= self.max_len:
+            raise TrevoError(
+                f"position {int(positions.max())} is past the learned position table of length "
+                f"{self.max_len}; build the model with a larger max_len (model.max_len) or use a "
+                f"length-free position (none, sinusoidal, rope, alibi)"
+            )
+        return self.table[positions]
+
+
+@register("position", "rope", category="Pe", family="position", applies="relative",
+          paper=Paper("RoFormer: Enhanced Transformer with Rotary Position Embedding", "2104.09864", 2021))
+class RotaryPosition(RelativePosition):
+    """RoPE: rotate each (x_i, x_{i+d/2}) pair of q and k by angle p·θ_i, θ_i = base^(-2i/d), so that
+    q_m·k_n depends on m - n only (RoFormer eq. 34; the half-split pairing of GPT-NeoX)."""
+
+    def __init__(self, d_model: int, base: float = 10000.0) -> None:
+        super().__init__()
+        self.base = base
+
+    def rotate(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        """x: ``[B, H, T, D]`` at positions offset .. offset+T-1."""
+        d = x.shape[-1]
+        if d % 2:
+            raise TrevoError(f"RoPE needs an even head dimension, got {d}")
+        inv_freq = self.base ** (-torch.arange(0, d // 2, device=x.device, dtype=torch.float64) * 2 / d)
+        pos = torch.arange(offset, offset + x.shape[-2], device=x.device, dtype=torch.float64)
+        angles = pos[:, None] * inv_freq[None, :]
+        cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+        x1, x2 = x[..., : d // 2], x[..., d // 2 :]
+        return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
+
+
+def alibi_slopes(n_heads: int) -> torch.Tensor:
+    """Head slopes 2^(-8h/n) for h = 1..n; for n not a power of two, the closest power's slopes plus
+    every other slope of the next power (Press et al., the reference implementation's rule)."""
+
+    def power_of_two(n: int) -> list[float]:
+        start = 2 ** (-8 / n)
+        return [start ** (i + 1) for i in range(n)]
+
+    if math.log2(n_heads).is_integer():
+        return torch.tensor(power_of_two(n_heads))
+    closest = 2 ** math.floor(math.log2(n_heads))
+    extra = power_of_two(2 * closest)[0::2][: n_heads - closest]
+    return torch.tensor(power_of_two(closest) + extra)
+
+
+@register("position", "alibi", category="Pe", family="position", applies="relative",
+          paper=Paper("Train Short, Test Long: Attention with Linear Biases Enables Input Length "
+                      "Extrapolation", "2108.12409", 2021))
+class ALiBiPosition(RelativePosition):
+    """ALiBi: add -m_h·(i - j) to the score of query i and key j (causal); -m_h·|i - j| when
+    bidirectional. No position embedding at all."""
+
+    def __init__(self, d_model: int) -> None:
+        super().__init__()
+
+    def bias(self, n_heads: int, tq: int, tk: int, *, device: torch.device | None = None) -> torch.Tensor:
+        """``[H, Tq, Tk]`` with the queries at the last Tq of Tk positions."""
+        i = torch.arange(tk - tq, tk, device=device)[:, None]
+        j = torch.arange(tk, device=device)[None, :]
+        distance = (i - j).abs().to(torch.float32)
+        return -alibi_slopes(n_heads).to(device)[:, None, None] * distance[None]

@@ -1,0 +1,201 @@
+"""Typed run configuration: dataclasses, YAML load/save (safe loader only), dotted overrides.
+
+A run is ``RunConfig(model, task, train)``. Components are named by registry name plus options::
+
+    model:
+      d_model: 256
+      n_layers: 4
+      mixer: {name: rwkv4, chunk_size: 32}
+      channel: {name: swiglu, expand: 4}
+      norm: rmsnorm
+    task: {name: byte_lm, seq_len: 256}
+    train: {steps: 300, lr: 0.002}
+
+``--set model.mixer.name=linear_attention`` (or ``model.mixer.n_heads=8``) overrides one field.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from trevo.registry import TrevoError
+
+
+class ConfigError(TrevoError, ValueError):
+    """A config that cannot be read or names something that does not exist."""
+
+
+@dataclass
+class ComponentSpec:
+    """A registry name and the options passed to its constructor."""
+
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def to_yaml(self) -> Any:
+        return {"name": self.name, **self.options} if self.options else self.name
+
+    @classmethod
+    def parse(cls, value: Any, where: str) -> ComponentSpec:
+        if isinstance(value, ComponentSpec):
+            return value
+        if isinstance(value, str):
+            return cls(value)
+        if isinstance(value, dict) and isinstance(value.get("name"), str):
+            options = {k: v for k, v in value.items() if k != "name"}
+            return cls(value["name"], options)
+        raise ConfigError(f"{where}: expected a component name or {{name: ..., <options>}}, got {value!r}")
+
+
+def _spec(name: str, **options: Any) -> Any:
+    return field(default_factory=lambda: ComponentSpec(name, dict(options)))
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "metaformer"
+    d_model: int = 256
+    n_layers: int = 4
+    mixer: ComponentSpec = _spec("softmax_attention")
+    channel: ComponentSpec = _spec("swiglu")
+    norm: ComponentSpec = _spec("rmsnorm")
+    position: ComponentSpec = _spec("none")
+    block: str = "prenorm"  # prenorm: x + f(norm(x)); postnorm: norm(x + f(x))
+    # "auto": causal for the causal LM, bidirectional where the task and mixer allow it.
+    causal: str = "auto"
+    max_len: int = 4096  # only fixed-length components (learned positions …) use it
+    dropout: float = 0.0
+    tie_embeddings: bool = True
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 300
+    batch_size: int = 16
+    lr: float = 2e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 30
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+    eval_every: int = 100
+    eval_batches: int = 8
+    checkpoint_every: int = 100
+    seed: int = 0
+    device: str = "cpu"
+    dtype: str = "float32"
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    task: ComponentSpec = _spec("byte_lm")
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_plain(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def hash(self) -> str:
+        """A stable hash of the full resolved config (the arena's run key)."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_yaml())
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        return _from_plain(cls, data, "config")
+
+    @classmethod
+    def load(cls, path: str | Path) -> RunConfig:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {str(path)!r} does not exist")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path} is not valid YAML: {e}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping with model/task/train")
+        return cls.from_dict(data)
+
+    def override(self, assignments: list[str]) -> RunConfig:
+        """A copy with each ``dotted.key=value`` applied (value parsed as YAML: 8, 1e-3, true, [1,2])."""
+        data = self.to_dict()
+        for assignment in assignments:
+            key, sep, raw = assignment.partition("=")
+            if not sep or not key:
+                raise ConfigError(f"override {assignment!r} is not of the form dotted.key=value")
+            try:
+                value = yaml.safe_load(raw)
+            except yaml.YAMLError:
+                value = raw
+            _assign(data, key.split("."), value, key)
+        return RunConfig.from_dict(data)
+
+
+def _assign(data: dict[str, Any], path: list[str], value: Any, full: str) -> None:
+    node: Any = data
+    for i, part in enumerate(path[:-1]):
+        child = node.get(part) if isinstance(node, dict) else None
+        if isinstance(child, str) and i == len(path) - 2:  # a bare component name gains options
+            child = node[part] = {"name": child}
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {full!r}: {'.'.join(path[:i + 1])!r} is not a section")
+        node = child
+    node[path[-1]] = value
+
+
+def _to_plain(obj: Any) -> Any:
+    if isinstance(obj, ComponentSpec):
+        return obj.to_yaml()
+    if dataclasses.is_dataclass(obj):
+        return {f.name: _to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    return copy.deepcopy(obj)
+
+
+def _from_plain(cls: type, data: Any, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = [k for k in data if k not in fields]
+    if unknown:
+        raise ConfigError(f"{where}: unknown field {', '.join(map(repr, unknown))}; "
+                          f"valid fields: {', '.join(sorted(fields))}")
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _coerce(hints[name], value, f"{where}.{name}")
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, where: str) -> Any:
+    if hint is ComponentSpec:
+        return ComponentSpec.parse(value, where)
+    if dataclasses.is_dataclass(hint):
+        return _from_plain(hint, value, where)
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint is float and isinstance(value, str):  # YAML 1.1 reads 3e-3 (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if hint in (int, str, bool) and type(value) is not hint:
+        raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
+    if hint is float and not isinstance(value, float):
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    return value

@@ -1,0 +1,82 @@
+"""The task contract: a task yields batches from a seed and owns its loss and metric.
+
+Batches are dicts of tensors: ``input`` (token ids ``[B, T]``), ``target``, and optionally
+``padding_mask`` (True at real tokens) and ``loss_mask``. Training batches are a pure function of
+(seed, step), so a resumed run sees exactly the batches an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+Batch = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    vocab_size: int
+    head: str  # "lm" (next token), "mlm" (masked tokens) or "classify" (one label per sequence)
+    seq_len: int
+    n_classes: int = 0
+    # "required" (causal LM), "forbidden" (masked LM) or "either" (classification).
+    causal: str = "either"
+    layout: tuple[int, ...] | None = None  # the N-D grid of the positions, e.g. (H, W) for images
+    metric: str = "loss"  # the primary metric
+    higher_is_better: bool = False
+
+
+class Task:
+    """Base class. Subclasses set ``info`` and implement ``train_batch`` and ``eval_batches``."""
+
+    info: TaskInfo
+
+    def train_batch(self, step: int, batch_size: int, seed: int) -> Batch:
+        raise NotImplementedError
+
+    def eval_batches(self, split: str, batch_size: int, n_batches: int) -> Iterator[Batch]:
+        raise NotImplementedError
+
+    def loss(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """Mean cross-entropy over the scored positions."""
+        return cross_entropy(logits, batch)
+
+    def score(self, logits: torch.Tensor, batch: Batch) -> dict[str, float]:
+        """Sums over one evaluation batch; ``finalize`` turns their totals into metrics."""
+        nll = cross_entropy(logits, batch, reduction="sum")
+        pred = logits.argmax(-1)
+        mask = scored_mask(batch)
+        correct = ((pred == batch["target"]) & mask).sum()
+        return {"nll": float(nll), "count": float(mask.sum()), "correct": float(correct)}
+
+    def finalize(self, totals: dict[str, float]) -> dict[str, float]:
+        loss = totals["nll"] / max(totals["count"], 1)
+        return {"loss": loss, "accuracy": totals["correct"] / max(totals["count"], 1)}
+
+
+def scored_mask(batch: Batch) -> torch.Tensor:
+    if "loss_mask" in batch:
+        return batch["loss_mask"].bool()
+    return torch.ones_like(batch["target"], dtype=torch.bool)
+
+
+def cross_entropy(logits: torch.Tensor, batch: Batch, reduction: str = "mean") -> torch.Tensor:
+    target = batch["target"]
+    mask = scored_mask(batch)
+    nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), target.reshape(-1), reduction="none")
+    nll = nll * mask.reshape(-1)
+    if reduction == "sum":
+        return nll.sum()
+    return nll.sum() / mask.sum().clamp_min(1)
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    """A generator for (seed, step) alone: batches do not depend on what was drawn before."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + step)
+
+
+BITS_PER_NAT = 1 / math.log(2)

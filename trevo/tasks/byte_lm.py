@@ -1,0 +1,52 @@
+"""Causal byte-level language modelling: vocabulary = the 256 byte values, no tokenizer."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+from trevo.registry import Paper, register
+from trevo.tasks.base import BITS_PER_NAT, Batch, Task, TaskInfo, step_generator
+from trevo.tasks.corpus import DataError, load_corpus
+
+
+@register("task", "byte_lm", category="Pretrain", family="language_model",
+          paper=Paper("Language Models are Unsupervised Multitask Learners (causal LM objective)", "", 2019))
+class ByteLM(Task):
+    """Predict each next byte; metric: bits per byte on validation windows (lower is better).
+
+    Training windows start at uniform random offsets (drawn from (seed, step)); validation uses
+    ``eval_batches × batch_size`` windows spread evenly over the validation split."""
+
+    def __init__(self, seq_len: int = 256, data: str | None = None, val_fraction: float = 0.05) -> None:
+        self.corpus = load_corpus(data, val_fraction)
+        for split, tokens in (("train", self.corpus.train), ("validation", self.corpus.val)):
+            if tokens.numel() <= seq_len + 1:
+                raise DataError(f"the {split} split of {self.corpus.source!r} has {tokens.numel()} bytes, "
+                                f"too few for seq_len={seq_len}; use a shorter seq_len or more data")
+        self.info = TaskInfo(vocab_size=256, head="lm", seq_len=seq_len, causal="required",
+                             layout=(seq_len,), metric="bpb")
+
+    def _windows(self, data: torch.Tensor, starts: torch.Tensor) -> Batch:
+        idx = starts[:, None] + torch.arange(self.info.seq_len + 1)[None, :]
+        chunk = data[idx].long()
+        return {"input": chunk[:, :-1], "target": chunk[:, 1:]}
+
+    def train_batch(self, step: int, batch_size: int, seed: int) -> Batch:
+        data = self.corpus.train
+        starts = torch.randint(0, data.numel() - self.info.seq_len - 1, (batch_size,),
+                               generator=step_generator(seed, step))
+        return self._windows(data, starts)
+
+    def eval_batches(self, split: str, batch_size: int, n_batches: int) -> Iterator[Batch]:
+        data = self.corpus.val if split == "val" else self.corpus.train
+        span = data.numel() - self.info.seq_len - 1
+        starts = torch.linspace(0, span, batch_size * n_batches).long()
+        for b in range(n_batches):
+            yield self._windows(data, starts[b * batch_size:(b + 1) * batch_size])
+
+    def finalize(self, totals: dict[str, float]) -> dict[str, float]:
+        metrics = super().finalize(totals)
+        metrics["bpb"] = metrics["loss"] * BITS_PER_NAT
+        return metrics
