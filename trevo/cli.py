@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import json
 import sys
 from pathlib import Path
 
 from trevo.registry import KINDS, TrevoError
+
+PLUGINS = {
+    "arena": "trevo.arena.cli",
+    "report": "trevo.arena.cli",
+    "bench": "trevo.bench.cli",
+    "tasks": "trevo.tasks.cli",
+}
 
 
 def _list(args: argparse.Namespace) -> None:
@@ -64,6 +73,13 @@ def _generate(args: argparse.Namespace) -> None:
         print(f"[generation state: {state:,} bytes]", file=sys.stderr)
 
 
+def _has_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:  # its parent package does not exist
+        return False
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="trevo", description=(
         "Transformer evolution: every published part of the Transformer block as a tested component, "
@@ -97,12 +113,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(run=_generate)
 
-    for name, module in (("arena", "trevo.arena.cli"), ("report", "trevo.arena.cli"), ("bench", "trevo.bench")):
-        try:
-            add = __import__(module, fromlist=["add_parser"]).add_parser
-        except ImportError:
-            continue
-        add(sub, name)
+    # Verbs that live beside their layer; each module defines add_parser(subparsers, name).
+    for name, module in PLUGINS.items():
+        if _has_module(module):
+            importlib.import_module(module).add_parser(sub, name)
     return p
 
 

@@ -1,3 +1,10 @@
-"""Components: token mixers, channel mixers, norms, positions, activations."""
+"""Components: token mixers (``mixers/``), channel mixers, norms, positions, activations.
 
-from trevo.components import activations, channels, mixers, norms, positions  # noqa: F401
+Every module in this package and in ``mixers/`` is imported on ``import trevo``, which registers its
+components: adding a family is adding a file."""
+
+import importlib
+import pkgutil
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
