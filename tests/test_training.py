@@ -102,7 +102,7 @@ def test_missing_empty_and_small_data(tmp_path, tiny_cfg):
     with pytest.raises(DataError, match="too few for seq_len"):
         build(tiny_cfg(f"task.data={tmp_path / 'small.txt'}"))
     (tmp_path / "folder").mkdir()
-    with pytest.raises(DataError, match="no readable"):
+    with pytest.raises(DataError, match="too little"):
         build(tiny_cfg(f"task.data={tmp_path / 'folder'}"))
 
 

@@ -75,6 +75,8 @@ class ModelConfig:
     max_len: int = 4096  # only fixed-length components (learned positions …) use it
     dropout: float = 0.0
     tie_embeddings: bool = True
+    # Architecture-specific options (e.g. the Perceiver's n_latents); metaformer takes none.
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -134,15 +136,21 @@ class RunConfig:
 
     def override(self, assignments: list[str]) -> RunConfig:
         """A copy with each ``dotted.key=value`` applied (value parsed as YAML: 8, 1e-3, true, [1,2])."""
-        data = self.to_dict()
+        values = {}
         for assignment in assignments:
             key, sep, raw = assignment.partition("=")
             if not sep or not key:
                 raise ConfigError(f"override {assignment!r} is not of the form dotted.key=value")
             try:
-                value = yaml.safe_load(raw)
+                values[key] = yaml.safe_load(raw)
             except yaml.YAMLError:
-                value = raw
+                values[key] = raw
+        return self.replace(values)
+
+    def replace(self, values: dict[str, Any]) -> RunConfig:
+        """A copy with each ``{"dotted.key": value}`` applied."""
+        data = self.to_dict()
+        for key, value in values.items():
             _assign(data, key.split("."), value, key)
         return RunConfig.from_dict(data)
 

@@ -131,6 +131,7 @@ def train(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, progress
     result = {
         "config_hash": cfg.hash(),
         "metric": task.info.metric,
+        "higher_is_better": task.info.higher_is_better,
         "final": history[-1] if history else {},
         "history": history,
         "losses": losses,

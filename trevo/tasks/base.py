@@ -2,7 +2,9 @@
 
 Batches are dicts of tensors: ``input`` (token ids ``[B, T]``), ``target``, and optionally
 ``padding_mask`` (True at real tokens) and ``loss_mask``. Training batches are a pure function of
-(seed, step), so a resumed run sees exactly the batches an uninterrupted one would.
+(seed, step), so a resumed run sees exactly the batches an uninterrupted one would. Evaluation has
+two fixed splits: ``"val"`` (used during training and for choosing hyper-parameters) and ``"test"``
+(evaluated once per chosen config by the arena); synthetic tasks draw them from two fixed seeds.
 """
 
 from __future__ import annotations
@@ -52,6 +54,10 @@ class Task:
         mask = scored_mask(batch)
         correct = ((pred == batch["target"]) & mask).sum()
         return {"nll": float(nll), "count": float(mask.sum()), "correct": float(correct)}
+
+    def references(self) -> dict[str, float]:
+        """Reference values of the primary metric that need no model (e.g. the unigram entropy)."""
+        return {}
 
     def finalize(self, totals: dict[str, float]) -> dict[str, float]:
         loss = totals["nll"] / max(totals["count"], 1)

@@ -17,11 +17,11 @@ class ByteLM(Task):
     """Predict each next byte; metric: bits per byte on validation windows (lower is better).
 
     Training windows start at uniform random offsets (drawn from (seed, step)); validation uses
-    ``eval_batches × batch_size`` windows spread evenly over the validation split."""
+    ``eval_batches × batch_size`` windows spread evenly over the validation (or test) split."""
 
     def __init__(self, seq_len: int = 256, data: str | None = None, val_fraction: float = 0.05) -> None:
         self.corpus = load_corpus(data, val_fraction)
-        for split, tokens in (("train", self.corpus.train), ("validation", self.corpus.val)):
+        for split, tokens in (("train", self.corpus.train), ("val", self.corpus.val), ("test", self.corpus.test)):
             if tokens.numel() <= seq_len + 1:
                 raise DataError(f"the {split} split of {self.corpus.source!r} has {tokens.numel()} bytes, "
                                 f"too few for seq_len={seq_len}; use a shorter seq_len or more data")
@@ -40,11 +40,14 @@ class ByteLM(Task):
         return self._windows(data, starts)
 
     def eval_batches(self, split: str, batch_size: int, n_batches: int) -> Iterator[Batch]:
-        data = self.corpus.val if split == "val" else self.corpus.train
+        data = self.corpus.split(split)
         span = data.numel() - self.info.seq_len - 1
         starts = torch.linspace(0, span, batch_size * n_batches).long()
         for b in range(n_batches):
             yield self._windows(data, starts[b * batch_size:(b + 1) * batch_size])
+
+    def references(self) -> dict[str, float]:
+        return {"unigram entropy of the training bytes": self.corpus.unigram_entropy()}
 
     def finalize(self, totals: dict[str, float]) -> dict[str, float]:
         metrics = super().finalize(totals)

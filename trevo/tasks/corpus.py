@@ -1,9 +1,10 @@
 """Byte corpora: the embedded default (the running Python's standard library source) or a user's
 file or folder, split deterministically into train and validation.
 
-A folder is split by file path: a file goes to validation when the first byte of the SHA-256 of its
-relative path is below ``256 · val_fraction``; so the split depends on paths only, never on file
-order or contents. A single file is split by position: the last ``val_fraction`` of its bytes.
+A folder is split by file path: with h the first byte of the SHA-256 of a file's relative path, the
+file goes to validation when h < 256·f, to test when 256·f <= h < 512·f (f = ``val_fraction``), else
+to train; so the split depends on paths only, never on file order or contents. A single file is split
+by position: its last fraction f is the test split, the fraction f before it validation.
 The default corpus is every ``*.py`` file under ``sysconfig.get_paths()["stdlib"]`` outside
 ``site-packages`` (about 30 MB on CPython 3.11); its exact bytes depend on the Python version.
 """
@@ -30,7 +31,13 @@ class DataError(TrevoError, ValueError):
 class Corpus:
     train: torch.Tensor  # uint8 [N]
     val: torch.Tensor  # uint8 [M]
+    test: torch.Tensor  # uint8 [K]
     source: str
+
+    def split(self, name: str) -> torch.Tensor:
+        if name not in ("train", "val", "test"):
+            raise DataError(f"unknown split {name!r}; splits are train, val, test")
+        return getattr(self, name)
 
     def unigram_entropy(self) -> float:
         """Entropy in bits of the byte distribution of the training split: a model that ignores
@@ -40,8 +47,9 @@ class Corpus:
         return float(-(p * p.log2()).sum())
 
 
-def _in_validation(relative: str, val_fraction: float) -> bool:
-    return hashlib.sha256(relative.encode()).digest()[0] < 256 * val_fraction
+def _split_of(relative: str, val_fraction: float) -> str:
+    h = hashlib.sha256(relative.encode()).digest()[0]
+    return "val" if h < 256 * val_fraction else "test" if h < 512 * val_fraction else "train"
 
 
 def _read(path: Path) -> bytes:
@@ -71,14 +79,15 @@ def load_corpus(path: str | None = None, val_fraction: float = 0.05, suffix: str
             data = _read(root)
             if not data:
                 raise DataError(f"data file {str(root)!r} is empty; give a file with text in it")
-            cut = len(data) - max(1, int(len(data) * val_fraction))
-            return Corpus(_as_tensor([data[:cut]]), _as_tensor([data[cut:]]), source)
+            n = max(1, int(len(data) * val_fraction))
+            cut_val, cut_test = len(data) - 2 * n, len(data) - n
+            return Corpus(_as_tensor([data[:cut_val]]), _as_tensor([data[cut_val:cut_test]]),
+                          _as_tensor([data[cut_test:]]), source)
         files = [f for f in root.rglob(f"*{suffix}") if f.is_file()]
-    train, val = [], []
+    splits: dict[str, list[bytes]] = {"train": [], "val": [], "test": []}
     for f in sorted(files):
-        relative = f.relative_to(root).as_posix()
-        (val if _in_validation(relative, val_fraction) else train).append(_read(f))
-    if not any(train) or not any(val):
-        raise DataError(f"data folder {str(root)!r} holds no readable {suffix or 'files'} for both splits "
-                        f"({len(files)} files found); give a folder with more text in it")
-    return Corpus(_as_tensor(train), _as_tensor(val), source)
+        splits[_split_of(f.relative_to(root).as_posix(), val_fraction)].append(_read(f))
+    if not all(any(chunks) for chunks in splits.values()):
+        raise DataError(f"data folder {str(root)!r} holds too little {suffix or 'data'} for train, validation "
+                        f"and test splits ({len(files)} files found); give a folder with more files in it")
+    return Corpus(*(_as_tensor(splits[s]) for s in ("train", "val", "test")), source)

@@ -6,6 +6,8 @@ The WKV operator and its stable forms live in ``trevo.ops.rwkv4``.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -33,7 +35,7 @@ class RWKV4TimeMix(TokenMixer):
 
     forms = ("chunk", "parallel", "recurrent")
 
-    def __init__(self, d_model: int, *, causal: bool = True, chunk_size: int = 32, layer_idx: int = 0,
+    def __init__(self, d_model: int, *, causal: bool = True, chunk_size: int = 16, layer_idx: int = 0,
                  n_layers: int = 1, impl: str = "auto") -> None:
         super().__init__(d_model, causal=causal, impl=impl)
         self._require_causal("RWKV-4 time-mix (the WKV sum runs over the past only)")
@@ -43,7 +45,7 @@ class RWKV4TimeMix(TokenMixer):
         # The RWKV-4 initialisation: decays spread from fast to slow channels, deeper layers slower.
         self.time_decay = nn.Parameter(-5 + 8 * h ** (0.7 + 1.3 * ratio0))
         zigzag = torch.tensor([(i + 1) % 3 - 1 for i in range(d_model)], dtype=torch.float32) * 0.5
-        self.time_first = nn.Parameter(torch.full((d_model,), float(torch.log(torch.tensor(0.3)))) + zigzag)
+        self.time_first = nn.Parameter(torch.full((d_model,), math.log(0.3)) + zigzag)
         x = torch.arange(d_model, dtype=torch.float32) / d_model
         self.time_mix_k = nn.Parameter(x ** ratio1)
         self.time_mix_v = nn.Parameter(x ** ratio1 + 0.3 * ratio0)

@@ -1,0 +1,58 @@
+"""`trevo arena` and `trevo report`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def _arena(args: argparse.Namespace) -> None:
+    from trevo.arena.report import leaderboard_text, write_report
+    from trevo.arena.runner import DB_NAME, run_sweep
+    from trevo.arena.sweep import load_sweep, plan_summary, plan_sweep
+
+    sweep = load_sweep(args.sweep)
+    out = Path(args.out or f"runs/arena-{sweep.name}")
+    if args.plan:
+        print(plan_summary(plan_sweep(sweep)))
+        return
+    run_sweep(sweep, out, workers=args.workers)
+    db = out / DB_NAME
+    print("\n" + leaderboard_text(db, sweep.baseline))
+    if not args.no_report:
+        paths = write_report(db, out, sweep.baseline)
+        print(f"\nReport: {paths['html']} (and {paths['md'].name}, {paths['csv'].name}, {paths['json'].name})")
+
+
+def _report(args: argparse.Namespace) -> None:
+    from trevo.arena.report import write_report
+    from trevo.registry import TrevoError
+
+    if not Path(args.db).is_file():
+        raise TrevoError(f"no results database at {args.db}; run `trevo arena` first (it writes OUT/arena.sqlite)")
+    paths = write_report(args.db, args.out, args.baseline)
+    for kind, path in paths.items():
+        print(f"{kind}: {path}")
+
+
+def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
+    if name == "arena":
+        from trevo.arena.sweep import preset_names
+
+        s = sub.add_parser("arena", help="compare components fairly: a sweep of variants × tasks × seeds",
+                           description="Run a sweep (a preset or a YAML file): same backbone, data, token budget "
+                                       "and optimizer for every variant, widths matched to a parameter budget, "
+                                       "several seeds. Re-running skips finished runs and resumes unfinished ones.")
+        s.add_argument("sweep", nargs="?", default="quick",
+                       help=f"a preset ({', '.join(preset_names())}) or a sweep YAML file (default: quick)")
+        s.add_argument("--out", help="output directory (default runs/arena-<sweep name>)")
+        s.add_argument("--workers", type=int, default=1, help="runs at once, each in its own process")
+        s.add_argument("--plan", action="store_true", help="validate and print the plan, run nothing")
+        s.add_argument("--no-report", action="store_true", help="skip writing the HTML/Markdown report")
+        s.set_defaults(run=_arena)
+    else:
+        s = sub.add_parser("report", help="write the HTML + Markdown report of an arena results database")
+        s.add_argument("db", help="the arena.sqlite written by `trevo arena`")
+        s.add_argument("--out", help="output directory (default: beside the database)")
+        s.add_argument("--baseline", help="the variant to compare against (default: the sweep's baseline)")
+        s.set_defaults(run=_report)

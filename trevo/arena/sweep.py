@@ -1,0 +1,222 @@
+"""Sweeps: what the arena compares, and the plan of runs it expands to.
+
+A sweep file (or a preset in ``trevo/arena/presets/``)::
+
+    name: quick
+    base:                       # a RunConfig shared by every run: the controlled variables
+      model: {n_layers: 4, channel: swiglu, norm: rmsnorm}
+      train: {steps: 200, batch_size: 16, lr: 3.0e-3, warmup_steps: 20}
+    param_budget: 400000        # d_model matched per (variant, task) to this many parameters
+    baseline: softmax_attention # the variant the others are compared with
+    seeds: [0, 1]
+    lrs: [1.0e-3, 3.0e-3]       # optional: the best per variant and task is chosen on validation
+    variants:                   # a bare string is a mixer name
+      - softmax_attention
+      - {label: rwkv4+cmix, set: {model.mixer.name: rwkv4, model.channel.name: rwkv4_channel}}
+    tasks:                      # a bare string is a task name
+      - {label: byte_lm, set: {task.name: byte_lm, task.seq_len: 128}}
+
+Every variant × task × seed × lr becomes one run. The plan is validated whole — unknown fields,
+unknown components, incompatible mixer/task pairs — before any run starts.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from trevo.config import ConfigError, RunConfig
+from trevo.models import build_model
+from trevo.models.metaformer import check_compatible
+from trevo.registry import TrevoError, create, get
+from trevo.tasks.base import TaskInfo
+
+SWEEP_FIELDS = {"name", "description", "base", "param_budget", "baseline", "seeds", "lrs", "variants", "tasks"}
+WIDTH_STEP = 4  # d_model is matched in steps of 4: fine enough for a 5% parameter match from d = 96 up
+
+
+class SweepError(TrevoError, ValueError):
+    """A sweep that cannot run; the message lists every problem found."""
+
+
+@dataclass(frozen=True)
+class Variant:
+    label: str
+    values: dict[str, Any]
+
+
+@dataclass
+class Sweep:
+    name: str
+    base: RunConfig
+    variants: list[Variant]
+    tasks: list[Variant]
+    seeds: list[int] = field(default_factory=lambda: [0])
+    lrs: list[float] = field(default_factory=list)
+    param_budget: int | None = None
+    baseline: str | None = None
+    description: str = ""
+    spec: dict[str, Any] = field(default_factory=dict)  # the sweep as written
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    label: str
+    family: str
+    task: str
+    seed: int
+    lr: float
+    config: RunConfig
+    key: str
+
+
+def preset_names() -> list[str]:
+    folder = importlib.resources.files("trevo.arena") / "presets"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_sweep(source: str) -> Sweep:
+    """A preset name (``quick``, ``standard`` …) or the path of a sweep YAML file."""
+    if source in preset_names():
+        text = (importlib.resources.files("trevo.arena") / "presets" / f"{source}.yaml").read_text()
+        where = f"preset {source!r}"
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise SweepError(f"{source!r} is neither a preset ({', '.join(preset_names())}) nor a sweep file")
+        text, where = path.read_text(), str(path)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise SweepError(f"{where} is not valid YAML: {e}") from None
+    return parse_sweep(data, where)
+
+
+def _variants(items: Any, where: str, key: str) -> list[Variant]:
+    if not isinstance(items, list) or not items:
+        raise SweepError(f"{where}: '{key}' must be a non-empty list")
+    out = []
+    for item in items:
+        if isinstance(item, str):
+            target = "model.mixer.name" if key == "variants" else "task.name"
+            out.append(Variant(item, {target: item}))
+        elif isinstance(item, dict) and set(item) <= {"label", "set"} and isinstance(item.get("set"), dict):
+            label = str(item.get("label") or ",".join(f"{k}={v}" for k, v in item["set"].items()))
+            out.append(Variant(label, dict(item["set"])))
+        else:
+            raise SweepError(f"{where}: each of '{key}' is a name or {{label: ..., set: {{dotted.key: value}}}}, "
+                             f"got {item!r}")
+    labels = [v.label for v in out]
+    if len(set(labels)) != len(labels):
+        raise SweepError(f"{where}: '{key}' labels must be unique, got {labels}")
+    return out
+
+
+def parse_sweep(data: Any, where: str = "sweep") -> Sweep:
+    if not isinstance(data, dict):
+        raise SweepError(f"{where}: a sweep is a mapping with name, base, variants, tasks …")
+    unknown = set(data) - SWEEP_FIELDS
+    if unknown:
+        raise SweepError(f"{where}: unknown field {', '.join(sorted(unknown))}; "
+                         f"fields: {', '.join(sorted(SWEEP_FIELDS))}")
+    try:
+        base = RunConfig.from_dict(data.get("base") or {})
+    except ConfigError as e:
+        raise SweepError(f"{where}: base: {e}") from None
+    seeds = data.get("seeds", [0])
+    lrs = data.get("lrs") or []
+    if not isinstance(seeds, list) or not all(isinstance(s, int) for s in seeds) or not seeds:
+        raise SweepError(f"{where}: seeds must be a non-empty list of integers")
+    try:
+        lrs = [float(x) for x in lrs]
+    except (TypeError, ValueError):
+        raise SweepError(f"{where}: lrs must be a list of numbers, got {lrs!r}") from None
+    budget = data.get("param_budget")
+    if budget is not None and (not isinstance(budget, int) or budget <= 0):
+        raise SweepError(f"{where}: param_budget must be a positive integer")
+    sweep = Sweep(name=str(data.get("name") or Path(where).stem), base=base,
+                  variants=_variants(data.get("variants"), where, "variants"),
+                  tasks=_variants(data.get("tasks"), where, "tasks"), seeds=seeds, lrs=lrs,
+                  param_budget=budget, baseline=data.get("baseline"), description=data.get("description", ""),
+                  spec=data)
+    if sweep.baseline is not None and sweep.baseline not in [v.label for v in sweep.variants]:
+        raise SweepError(f"{where}: baseline {sweep.baseline!r} is not one of the variants' labels")
+    return sweep
+
+
+def count_params(cfg: RunConfig, info: TaskInfo) -> int:
+    return sum(p.numel() for p in build_model(cfg.model, info).parameters())
+
+
+def match_width(cfg: RunConfig, info: TaskInfo, budget: int) -> tuple[RunConfig, int]:
+    """The config with the d_model (a multiple of WIDTH_STEP) whose parameter count is closest to
+    ``budget``, and that count. Parameter counts are close to quadratic in d_model, so three probes
+    give a guess and a few neighbours settle it; widths a component cannot take are skipped."""
+    def params_at(d: int) -> int | None:
+        try:
+            return count_params(cfg.replace({"model.d_model": d}), info)
+        except TrevoError:
+            return None
+
+    probes = {d: params_at(d) for d in (32, 128, 256)}
+    known = [(d, p) for d, p in probes.items() if p is not None]
+    if len(known) == 3:
+        import numpy as np
+
+        a, b, c = np.polyfit([d for d, _ in known], [p for _, p in known], 2)
+        roots = [r.real for r in np.roots([a, b, c - budget]) if abs(r.imag) < 1e-9 and r.real > 0]
+        guess = int(round(max(roots) / WIDTH_STEP)) * WIDTH_STEP if roots else 128
+    else:
+        guess = 128
+    best: tuple[int, int] | None = None
+    for d in range(max(WIDTH_STEP, guess - 3 * WIDTH_STEP), guess + 4 * WIDTH_STEP, WIDTH_STEP):
+        p = probes.get(d) if d in probes else params_at(d)
+        if p is not None and (best is None or abs(p - budget) < abs(best[1] - budget)):
+            best = (d, p)
+    if best is None:
+        raise SweepError(f"no d_model near {guess} builds {cfg.model.mixer.name!r} for a {budget:,}-parameter budget")
+    return cfg.replace({"model.d_model": best[0]}), best[1]
+
+
+def plan_sweep(sweep: Sweep) -> list[PlannedRun]:
+    """Every run of the sweep, widths matched; raises one SweepError listing every problem."""
+    problems: list[str] = []
+    runs: list[PlannedRun] = []
+    for task in sweep.tasks:
+        try:
+            task_cfg = sweep.base.replace(task.values)
+            task_obj = create("task", task_cfg.task.name, **task_cfg.task.options)
+        except TrevoError as e:
+            problems.append(f"task {task.label!r}: {e}")
+            continue
+        for variant in sweep.variants:
+            try:
+                # The task's settings win over a variant's: every variant sees the same task.
+                cfg = task_cfg.replace(variant.values).replace(task.values)
+                check_compatible(cfg.model, task_obj.info)
+                if sweep.param_budget:
+                    cfg, _ = match_width(cfg, task_obj.info, sweep.param_budget)
+                family = get("mixer", cfg.model.mixer.name).family
+            except TrevoError as e:
+                problems.append(f"variant {variant.label!r} on task {task.label!r}: {e}")
+                continue
+            for lr in sweep.lrs or [cfg.train.lr]:
+                for seed in sweep.seeds:
+                    run_cfg = cfg.replace({"train.lr": lr, "train.seed": seed})
+                    runs.append(PlannedRun(variant.label, family, task.label, seed, lr, run_cfg, run_cfg.hash()))
+    if problems:
+        raise SweepError("the sweep cannot run; nothing was started:\n  - " + "\n  - ".join(problems))
+    return runs
+
+
+def plan_summary(runs: list[PlannedRun]) -> str:
+    lines = [f"{len(runs)} runs:"]
+    for r in runs:
+        m = r.config.model
+        lines.append(f"  {r.task:<16} {r.label:<28} d_model={m.d_model:<4} lr={r.lr:<8g} seed={r.seed}")
+    return "\n".join(lines)
+
