@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 arena: $(STAMP)
-	$(VENV)/bin/trevo arena quick --out runs/arena
+	$(VENV)/bin/trevo arena quick --out runs/arena --workers 2
 
 test: $(STAMP)
 	$(PY) -m ruff check trevo tests

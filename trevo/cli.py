@@ -62,7 +62,7 @@ def _generate(args: argparse.Namespace) -> None:
     from trevo.generate import generate
     from trevo.train import build
 
-    run = Path(args.run)
+    run = Path(args.run_dir)
     cfg = RunConfig.load(run / "config.yaml")
     _, model = build(cfg)
     load_checkpoint(run / CHECKPOINT, model)
@@ -105,7 +105,7 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(run=_train)
 
     s = sub.add_parser("generate", help="generate bytes from a trained causal LM run")
-    s.add_argument("--run", required=True, help="a run directory written by `trevo train`")
+    s.add_argument("--run", dest="run_dir", required=True, help="a run directory written by `trevo train`")
     s.add_argument("--prompt", default="def ")
     s.add_argument("--tokens", type=int, default=200, help="how many bytes to generate")
     s.add_argument("--mode", choices=("parallel", "recurrent"), default="recurrent")

@@ -125,7 +125,8 @@ def train(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, progress
         if done % tc.checkpoint_every == 0 or done == tc.steps:
             checkpoint(done)
         elapsed = time.perf_counter() - t0
-        bar.set_postfix(loss=f"{losses[-1]:.3f}", **{task.info.metric: f"{metrics.get(task.info.metric, 0):.3f}"},
+        shown = f"{metrics[task.info.metric]:.3f}" if task.info.metric in metrics else "—"
+        bar.set_postfix(loss=f"{losses[-1]:.3f}", **{task.info.metric: shown},
                         tok_s=f"{(done - start) * tokens_per_step / elapsed:.0f}")
     wall = time.perf_counter() - t0
     result = {
