@@ -6,9 +6,9 @@ STAMP := $(VENV)/.installed
 
 .PHONY: arena test lint clean
 
+# The CPU wheel of torch, pinned for development and CI; the package itself asks for a range.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	# The CPU wheel of torch, pinned for development and CI; the package itself asks for a range.
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)

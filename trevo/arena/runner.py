@@ -10,13 +10,13 @@ test metric is evaluated once, for the chosen runs.
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.connection
 import os
 import resource
 import statistics
 import time
 import traceback
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,7 @@ def _flops_per_token(cfg) -> float:
     return counter.get_total_flops() / batch["input"].numel()
 
 
-def execute_run(db_path: str, key: str, run_dir: str, threads: int) -> tuple[str, str]:
+def execute_run(db_path: str, key: str, run_dir: str, threads: int) -> None:
     """Train one run (in a worker process) and record it; never raises for the run's own failure."""
     from trevo.config import RunConfig
     from trevo.train import train
@@ -55,7 +55,7 @@ def execute_run(db_path: str, key: str, run_dir: str, threads: int) -> tuple[str
     torch.set_num_threads(threads)
     store = Store(db_path)
     if not store.claim(key):
-        return key, "skipped"
+        return
     run = store.get(key)
     try:
         cfg = RunConfig.from_dict(run.config)
@@ -69,13 +69,11 @@ def execute_run(db_path: str, key: str, run_dir: str, threads: int) -> tuple[str
                      params=result["params"], tokens_per_s=result["tokens_per_s"], wall_s=result["wall_s"],
                      peak_mem_mb=peak, flops_per_token=_flops_per_token(cfg), versions=result["versions"],
                      higher_is_better=int(result["higher_is_better"]))
-        return key, "done"
     except Exception as e:  # a crashed run is recorded and the sweep goes on
         store.update(key, status="failed", error=f"{type(e).__name__}: {e}\n{traceback.format_exc()[-2000:]}")
-        return key, "failed"
 
 
-def evaluate_test(db_path: str, key: str, run_dir: str, threads: int) -> dict[str, float]:
+def evaluate_test(db_path: str, key: str, run_dir: str, threads: int) -> None:
     """The test metrics of a finished run, from its final checkpoint (evaluated once)."""
     from trevo.checkpoint import CHECKPOINT, load_checkpoint
     from trevo.config import RunConfig
@@ -88,7 +86,6 @@ def evaluate_test(db_path: str, key: str, run_dir: str, threads: int) -> dict[st
     load_checkpoint(Path(run_dir) / CHECKPOINT, model)
     metrics = evaluate(model, task, "test", cfg.train.batch_size, cfg.train.eval_batches, cfg.train.device)
     store.update(key, test=metrics)
-    return metrics
 
 
 def choose(runs: list[Run]) -> list[Run]:
@@ -107,9 +104,30 @@ def choose(runs: list[Run]) -> list[Run]:
     return chosen
 
 
-def _pool(workers: int) -> ProcessPoolExecutor:
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                               max_tasks_per_child=1)
+def run_in_processes(jobs: list[tuple[Callable[..., Any], tuple]], workers: int,
+                     on_exit: Callable[[int, int], None]) -> None:
+    """Run each ``fn(*args)`` in a fresh spawned process, ``workers`` at a time; ``on_exit(index,
+    exitcode)`` is called as each ends. A fresh process per job keeps runs from sharing memory peaks
+    or state, and a run that kills its process (a segfault, the OOM killer) is seen by its exit code."""
+    ctx = multiprocessing.get_context("spawn")
+    pending = list(enumerate(jobs))
+    running: dict[int, multiprocessing.process.BaseProcess] = {}
+    try:
+        while pending or running:
+            while pending and len(running) < workers:
+                index, (fn, args) = pending.pop(0)
+                proc = ctx.Process(target=fn, args=args)
+                proc.start()
+                running[index] = proc
+            multiprocessing.connection.wait([p.sentinel for p in running.values()])
+            for index, proc in list(running.items()):
+                if not proc.is_alive():
+                    proc.join()
+                    del running[index]
+                    on_exit(index, proc.exitcode)
+    finally:
+        for proc in running.values():
+            proc.kill()
 
 
 def run_sweep(sweep: Sweep, out_dir: str | Path, *, workers: int = 1,
@@ -117,36 +135,37 @@ def run_sweep(sweep: Sweep, out_dir: str | Path, *, workers: int = 1,
     """Run every unfinished run of ``sweep`` into ``out_dir``; returns the store and the chosen runs."""
     out = Path(out_dir)
     plan: list[PlannedRun] = plan_sweep(sweep)  # raises before anything runs
-    store = Store(out / DB_NAME)
+    db = str(out / DB_NAME)
+    store = Store(db)
     store.add_sweep(sweep.name, sweep.baseline, sweep.description, sweep.spec)
     for p in plan:
         store.add(Run(key=p.key, sweep=sweep.name, label=p.label, family=p.family, task=p.task, seed=p.seed,
                       lr=p.lr, status="pending", config=p.config.to_dict()))
     todo = [p for p in plan if store.get(p.key).status != "done"]
     log(f"arena {sweep.name!r}: {len(plan)} runs, {len(plan) - len(todo)} already done, {len(todo)} to run "
-        f"with {workers} worker(s); results in {out / DB_NAME}")
+        f"with {workers} worker(s); results in {db}")
     threads = max(1, (os.cpu_count() or 1) // workers)
-    by_key = {p.key: p for p in plan}
     start = time.perf_counter()
-    with _pool(workers) as pool:
-        futures = [pool.submit(execute_run, str(out / DB_NAME), p.key, str(out / "runs" / p.key), threads)
-                   for p in todo]
-        for i, future in enumerate(as_completed(futures), 1):
-            key, status = future.result()
-            p, r = by_key[key], store.get(key)
-            detail = (f"{r.metric} {r.val[r.metric]:.4f}, {r.params:,} params, {r.wall_s:.0f} s" if status == "done"
-                      else (r.error or "").splitlines()[0] if status == "failed" else "claimed by another process")
-            log(f"[{i}/{len(todo)}] {p.task} / {p.label} lr={p.lr:g} seed={p.seed}: {status} ({detail})")
-    chosen = choose([store.get(p.key) for p in plan])
-    pending = [r for r in chosen if r.test is None]
-    with _pool(workers) as pool:
-        for future in [pool.submit(evaluate_test, str(out / DB_NAME), r.key, str(out / "runs" / r.key), threads)
-                       for r in pending]:
-            future.result()
+    finished = 0
+
+    def report(index: int, exitcode: int) -> None:
+        nonlocal finished
+        finished += 1
+        p = todo[index]
+        r = store.get(p.key)
+        if r.status == "running" and exitcode != 0:  # the process died without recording anything
+            store.update(p.key, status="failed", error=f"the run's process died (exit code {exitcode})")
+            r = store.get(p.key)
+        if r.status == "done":
+            detail = f"{r.metric} {r.val[r.metric]:.4f}, {r.params:,} params, {r.wall_s:.0f} s"
+        else:
+            detail = (r.error or "claimed by another process").splitlines()[0]
+        log(f"[{finished}/{len(todo)}] {p.task} / {p.label} lr={p.lr:g} seed={p.seed}: {r.status} ({detail})")
+
+    run_in_processes([(execute_run, (db, p.key, str(out / "runs" / p.key), threads)) for p in todo],
+                     workers, report)
+    chosen = [r for r in choose([store.get(p.key) for p in plan]) if r.test is None]
+    run_in_processes([(evaluate_test, (db, r.key, str(out / "runs" / r.key), threads)) for r in chosen],
+                     workers, lambda index, code: None)
     log(f"arena {sweep.name!r} finished in {time.perf_counter() - start:.0f} s")
-    return store, [store.get(r.key) for r in chosen]
-
-
-def failed_runs(store: Store, sweep: str) -> list[dict[str, Any]]:
-    return [{"task": r.task, "label": r.label, "seed": r.seed, "error": r.error}
-            for r in store.runs(sweep) if r.status == "failed"]
+    return store, choose([store.get(p.key) for p in plan])
