@@ -148,7 +148,7 @@ def test_state_carried_across_a_split_equals_one_pass(name, causal):
         torch.testing.assert_close(torch.cat([y1, y2], dim=1), full, rtol=1e-9, atol=1e-10)
 
 
-@pytest.mark.parametrize("name,causal", cases(lambda e, causal: not causal and not e.fixed_length))
+@pytest.mark.parametrize("name,causal", cases(lambda e, causal: not causal))
 def test_bidirectional_padding_is_ignored(name, causal):
     mixer = build(name, False)
     n = seq_len(name)

@@ -72,7 +72,9 @@ class ModelConfig:
     block: str = "prenorm"  # prenorm: x + f(norm(x)); postnorm: norm(x + f(x))
     # "auto": causal for the causal LM, bidirectional where the task and mixer allow it.
     causal: str = "auto"
-    max_len: int = 4096  # only fixed-length components (learned positions …) use it
+    # The longest sequence of fixed-length components (learned positions, AFT-full, Linformer …);
+    # None: the task's sequence length.
+    max_len: int | None = None
     dropout: float = 0.0
     tie_embeddings: bool = True
     # Architecture-specific options (e.g. the Perceiver's n_latents); metaformer takes none.

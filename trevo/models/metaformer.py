@@ -120,10 +120,16 @@ def check_compatible(cfg: ModelConfig, info: TaskInfo) -> bool:
     if mixer.needs_2d and (info.layout is None or len(info.layout) != 2):
         raise IncompatibleError(f"mixer {mixer.name!r} needs a 2-D layout (an image task); "
                                 f"this task's layout is {info.layout}")
-    if position.fixed_length and info.seq_len > cfg.max_len:
-        raise IncompatibleError(f"position {position.name!r} holds {cfg.max_len} positions but the task's "
-                                f"sequences have {info.seq_len}; raise model.max_len")
+    max_len = resolve_max_len(cfg, info)
+    for entry in (position, mixer):
+        if entry.fixed_length and info.seq_len > max_len:
+            raise IncompatibleError(f"{entry.kind} {entry.name!r} holds {max_len} positions but the task's "
+                                    f"sequences have {info.seq_len}; raise model.max_len")
     return causal
+
+
+def resolve_max_len(cfg: ModelConfig, info: TaskInfo) -> int:
+    return info.seq_len if cfg.max_len is None else cfg.max_len
 
 
 @register("model", "metaformer", paper=Paper("MetaFormer Is Actually What You Need for Vision",
@@ -137,14 +143,14 @@ class MetaFormer(nn.Module):
         self.causal = check_compatible(cfg, info)
         d = cfg.d_model
         self.embed = nn.Embedding(info.vocab_size, d)
-        position = _build("position", cfg.position.name, cfg.position.options,
-                          {"d_model": d, "max_len": cfg.max_len})
+        max_len = resolve_max_len(cfg, info)
+        position = _build("position", cfg.position.name, cfg.position.options, {"d_model": d, "max_len": max_len})
         relative = getattr(position, "applies", "absolute") == "relative"
         self.position = None if relative else position
         self.blocks = nn.ModuleList()
         for i in range(cfg.n_layers):
             context = {"d_model": d, "causal": self.causal, "layer_idx": i, "n_layers": cfg.n_layers,
-                       "max_len": cfg.max_len, "position": position if relative else None}
+                       "max_len": max_len, "position": position if relative else None}
             mixer = _build("mixer", cfg.mixer.name, cfg.mixer.options, context)
             channel = _build("channel", cfg.channel.name, cfg.channel.options, context)
             norms = [_build("norm", cfg.norm.name, cfg.norm.options, {"d_model": d}) for _ in range(2)]

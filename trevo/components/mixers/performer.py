@@ -1,0 +1,110 @@
+"""Performer: softmax attention estimated with FAVOR+ positive orthogonal random features."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from trevo.components.base import State, TokenMixer
+from trevo.ops.performer import (
+    favor_bidirectional,
+    favor_chunked,
+    favor_parallel,
+    favor_prefix,
+    favor_recurrent,
+    favor_state,
+    orthogonal_gaussian,
+    positive_features,
+)
+from trevo.registry import IncompatibleError, Paper, register
+
+
+@register("mixer", "performer", paper=Paper("Rethinking Attention with Performers", "2009.14794", 2020),
+          category="MHA/RightProduct", family="performer", causal=True, bidirectional=True, recurrent=True,
+          forms=("parallel", "chunk", "prefix", "recurrent"),
+          time="O(T·m·d) chunk/prefix/recurrent, O(T²·m) parallel", memory="O(m·d/H) state per head",
+          test_options={"n_features": 8, "chunk_size": 8})
+class Performer(TokenMixer):
+    """Performer FAVOR+ (Choromanski et al. 2020): softmax(QKᵀ/√d)V estimated by
+    φ(q)ᵀφ(k) with φ(x) = exp(Wx − |x|²/2)/√m (Lemma 1) on q, k scaled by d^(-1/4), W with
+    block-orthogonal rows (section 2.4) shared by the heads.
+
+    ``redraw_interval`` > 0 draws a new W every that many training forward passes (the paper's feature
+    redraw); ``redraw()`` draws one on demand. Causal forms: ``parallel`` (masked quadratic),
+    ``chunk``, ``prefix`` (cumulative sums, section 2.6) and ``recurrent``; bidirectional use computes
+    φ(Q)(φ(K)ᵀV) whatever the form."""
+
+    forms = ("parallel", "chunk", "prefix", "recurrent")
+
+    def __init__(self, d_model: int, *, causal: bool, n_heads: int = 4, n_features: int = 64,
+                 redraw_interval: int = 0, chunk_size: int = 64, impl: str = "auto") -> None:
+        super().__init__(d_model, causal=causal, impl=impl)
+        if d_model % n_heads:
+            raise IncompatibleError(f"d_model={d_model} is not divisible by n_heads={n_heads}")
+        self.n_heads, self.head_dim = n_heads, d_model // n_heads
+        self.n_features, self.redraw_interval, self.chunk_size = n_features, redraw_interval, chunk_size
+        self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
+        self.out_proj = nn.Linear(d_model, d_model, bias=False)
+        self.register_buffer("projection", orthogonal_gaussian(n_features, self.head_dim))
+        # A buffer, so that a resumed run redraws at the same steps as an uninterrupted one.
+        self.register_buffer("calls", torch.zeros((), dtype=torch.long))
+
+    @torch.no_grad()
+    def redraw(self) -> None:
+        """Draw a new random projection W (from torch's global generator)."""
+        self.projection.copy_(orthogonal_gaussian(self.n_features, self.head_dim))
+
+    def features(self, x: torch.Tensor, *, is_query: bool) -> torch.Tensor:
+        """φ of queries or keys ``[B, H, T, Dh]`` (scaled by Dh^(-1/4) so that φ(q)ᵀφ(k) ≈ e^(qᵀk/√Dh))."""
+        return positive_features(x * self.head_dim ** -0.25, self.projection, stabilise=is_query)
+
+    def _qkv(self, x: torch.Tensor, padding_mask: torch.Tensor | None = None):
+        q, k, v = (t.unflatten(-1, (self.n_heads, self.head_dim)).transpose(1, 2)
+                   for t in self.qkv(x).chunk(3, dim=-1))
+        qf, kf = self.features(q, is_query=True), self.features(k, is_query=False)
+        if padding_mask is not None:  # padded keys add nothing to the sums
+            kf = kf * padding_mask[:, None, :, None].to(kf.dtype)
+        return qf, kf, v
+
+    def _out(self, o: torch.Tensor) -> torch.Tensor:
+        return self.out_proj(o.transpose(1, 2).flatten(2))
+
+    def pick_form(self, seq_len: int) -> str:
+        if self.impl != "auto":
+            return self.impl
+        return "recurrent" if seq_len == 1 else "chunk"
+
+    def forward(self, x: torch.Tensor, *, padding_mask: torch.Tensor | None = None,
+                layout: tuple[int, ...] | None = None) -> torch.Tensor:
+        self.check_input(x)
+        if self.training and self.redraw_interval > 0:
+            if int(self.calls) % self.redraw_interval == 0 and int(self.calls) > 0:
+                self.redraw()
+            self.calls += 1
+        if self.causal:
+            return self.prefill(x)[0]
+        qf, kf, v = self._qkv(x, padding_mask)
+        return self._out(favor_bidirectional(qf, kf, v))
+
+    def init_state(self, batch: int, device, dtype) -> State:
+        S = torch.zeros(batch, self.n_heads, self.n_features, self.head_dim, device=device, dtype=dtype)
+        return {"S": S, "z": torch.zeros(batch, self.n_heads, self.n_features, device=device, dtype=dtype)}
+
+    def prefill(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        self._require_causal("prefill")
+        self.check_input(x)
+        if state is None:
+            state = self.init_state(x.shape[0], x.device, x.dtype)
+        qf, kf, v = self._qkv(x)
+        S, z = state["S"], state["z"]
+        form = self.pick_form(x.shape[1])
+        if form == "parallel":
+            o = favor_parallel(qf, kf, v, causal=True, S=S, z=z)
+        elif form == "chunk":
+            o = favor_chunked(qf, kf, v, S, z, self.chunk_size)
+        elif form == "prefix":
+            o = favor_prefix(qf, kf, v, S, z)
+        else:
+            o = favor_recurrent(qf, kf, v, S, z)
+        S, z = favor_state(kf, v, S, z)
+        return self._out(o), {"S": S, "z": z}

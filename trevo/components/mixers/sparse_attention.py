@@ -1,0 +1,142 @@
+"""Softmax attention under a fixed sparsity pattern: the Sparse Transformer's strided and fixed
+patterns and sliding-window (local) attention. The patterns live in ``trevo.ops.sparse_patterns``;
+the attention is PyTorch's SDPA with a boolean mask (a dense computation: the masks are exact,
+the savings of block-sparse kernels are not claimed)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trevo.components.base import State, TokenMixer
+from trevo.ops.sparse_patterns import fixed_mask, sliding_window_mask, strided_mask
+from trevo.registry import IncompatibleError, Paper, register
+
+SPARSE_PAPER = Paper("Generating Long Sequences with Sparse Transformers", "1904.10509", 2019)
+
+
+class _MaskedAttention(TokenMixer):
+    """Multi-head softmax attention whose allowed (query, key) pairs come from ``pattern``."""
+
+    def __init__(self, d_model: int, *, causal: bool, n_heads: int, impl: str) -> None:
+        super().__init__(d_model, causal=causal, impl=impl)
+        if d_model % n_heads:
+            raise IncompatibleError(f"d_model={d_model} is not divisible by n_heads={n_heads}")
+        self.n_heads, self.head_dim = n_heads, d_model // n_heads
+        self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
+        self.out_proj = nn.Linear(d_model, d_model, bias=False)
+
+    def pattern(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def mask(self, rows: torch.Tensor, cols: torch.Tensor, padding_mask: torch.Tensor | None = None
+             ) -> torch.Tensor:
+        """``[B|1, 1, Tq, Tk]`` boolean: the pattern, minus padded keys. A padded query keeps its own
+        key, so that no row is empty (an empty softmax row would be NaN)."""
+        m = self.pattern(rows, cols)
+        if padding_mask is not None:
+            own = rows[:, None] == cols[None, :]
+            m = m & (padding_mask.bool()[:, None, :] | own)
+        return m[:, None] if m.dim() == 3 else m[None, None]
+
+    def _heads(self, x: torch.Tensor):
+        return (t.unflatten(-1, (self.n_heads, self.head_dim)).transpose(1, 2) for t in self.qkv(x).chunk(3, dim=-1))
+
+    def _attend(self, q, k, v, mask) -> torch.Tensor:
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.out_proj(o.transpose(1, 2).flatten(2))
+
+    def forward(self, x: torch.Tensor, *, padding_mask: torch.Tensor | None = None,
+                layout: tuple[int, ...] | None = None) -> torch.Tensor:
+        self.check_input(x)
+        q, k, v = self._heads(x)
+        pos = torch.arange(x.shape[1], device=x.device)
+        return self._attend(q, k, v, self.mask(pos, pos, None if self.causal else padding_mask))
+
+    def init_state(self, batch: int, device, dtype) -> State:
+        empty = torch.zeros(batch, self.n_heads, 0, self.head_dim, device=device, dtype=dtype)
+        return {"k": empty, "v": empty.clone(), "pos": torch.zeros((), dtype=torch.long, device=device)}
+
+    def prefill(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        self._require_causal("prefill")
+        self.check_input(x)
+        if state is None:
+            state = self.init_state(x.shape[0], x.device, x.dtype)
+        q, k, v = self._heads(x)
+        k, v = torch.cat([state["k"], k], dim=2), torch.cat([state["v"], v], dim=2)
+        stop = int(state["pos"]) + x.shape[1]
+        cols = torch.arange(stop - k.shape[2], stop, device=x.device)
+        y = self._attend(q, k, v, self.mask(cols[-x.shape[1]:], cols))
+        keep = self.cache_size(k.shape[2])
+        return y, {"k": k[:, :, k.shape[2] - keep:], "v": v[:, :, v.shape[2] - keep:], "pos": state["pos"] + x.shape[1]}
+
+    def cache_size(self, n: int) -> int:
+        """How many of the latest keys a later query may still need."""
+        return n
+
+
+_SPARSE_META = dict(paper=SPARSE_PAPER, family="sparse_attention", causal=True, bidirectional=True,
+                    forms=("parallel",), time="O(T²·d) dense-masked (O(T·√T·d) with block-sparse kernels)",
+                    memory="O(T²) mask; KV cache O(T·d)")
+
+
+@register("mixer", "sparse_strided", category="MHA/SparseOrLowRank", **_SPARSE_META,
+          test_options={"stride": 4})
+class SparseStridedAttention(_MaskedAttention):
+    """Sparse Transformer strided attention (Child et al. 2019, section 4.2): query i attends
+    A1 ∪ A2, A1 = {j : i − j < l}, A2 = {j : (i − j) mod l = 0} (j <= i when causal)."""
+
+    forms = ("parallel",)
+
+    def __init__(self, d_model: int, *, causal: bool, n_heads: int = 4, stride: int = 16, impl: str = "auto") -> None:
+        super().__init__(d_model, causal=causal, n_heads=n_heads, impl=impl)
+        self.stride = stride
+
+    def pattern(self, rows, cols):
+        return strided_mask(rows, cols, self.stride, causal=self.causal)
+
+
+@register("mixer", "sparse_fixed", category="MHA/SparseOrLowRank", **_SPARSE_META,
+          test_options={"stride": 4, "summary": 1})
+class SparseFixedAttention(_MaskedAttention):
+    """Sparse Transformer fixed attention (Child et al. 2019, section 4.2): query i attends
+    A1 ∪ A2, A1 = {j : ⌊j/l⌋ = ⌊i/l⌋}, A2 = {j : j mod l ∈ {l − c, …, l − 1}} (j <= i when causal)."""
+
+    forms = ("parallel",)
+
+    def __init__(self, d_model: int, *, causal: bool, n_heads: int = 4, stride: int = 16, summary: int = 1,
+                 impl: str = "auto") -> None:
+        super().__init__(d_model, causal=causal, n_heads=n_heads, impl=impl)
+        if not 1 <= summary <= stride:
+            raise IncompatibleError(f"sparse_fixed needs 1 <= summary <= stride, got summary={summary}, "
+                                    f"stride={stride}")
+        self.stride, self.summary = stride, summary
+
+    def pattern(self, rows, cols):
+        return fixed_mask(rows, cols, self.stride, self.summary, causal=self.causal)
+
+
+@register("mixer", "sliding_window_attention",
+          paper=Paper("Longformer: The Long-Document Transformer", "2004.05150", 2020),
+          category="MHA/LocalGlobal", family="sparse_attention", causal=True, bidirectional=True, recurrent=True,
+          forms=("parallel",), time="O(T²·d) dense-masked", memory="O(T²) mask; KV cache of w keys",
+          test_options={"window": 5})
+class SlidingWindowAttention(_MaskedAttention):
+    """Sliding-window (local) attention as in Longformer's local part (Beltagy et al. 2020): query i
+    attends keys with |i − j| < w (0 <= i − j < w when causal). Generation keeps only the last
+    w − 1 keys: a constant-size state."""
+
+    forms = ("parallel",)
+
+    def __init__(self, d_model: int, *, causal: bool, n_heads: int = 4, window: int = 128, impl: str = "auto") -> None:
+        super().__init__(d_model, causal=causal, n_heads=n_heads, impl=impl)
+        if window < 1:
+            raise IncompatibleError(f"sliding_window_attention needs window >= 1, got {window}")
+        self.window = window
+
+    def pattern(self, rows, cols):
+        return sliding_window_mask(rows, cols, self.window, causal=self.causal)
+
+    def cache_size(self, n: int) -> int:
+        return min(n, self.window - 1)
