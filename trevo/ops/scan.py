@@ -1,0 +1,82 @@
+"""The diagonal linear recurrence h_t = a_t ⊙ h_{t-1} + b_t, for real or complex a, in two forms.
+
+It is the core of the linear RNNs and diagonal state-space models (LRU, S4D's recurrent mode, S5,
+Mamba's selective scan). Both forms take the decay in log space, ``log_a`` (a_t = exp(log_a_t)):
+every caller has it at hand (LRU: log λ = −exp(ν) + i·exp(θ); ZOH: ΔA), and the chunked form needs
+it to build decay products without dividing by vanishing cumulative products.
+
+- ``linear_scan_sequential``: one step at a time, the reference and the generation form;
+- ``linear_scan_chunked``: time-parallel inside chunks of ``chunk_size`` — the decay from step s to
+  step t is exp(Σ_{s<r<=t} log a_r), a difference of in-chunk cumulative sums, so nothing is divided
+  by a vanishing product — with the state carried across chunks. Memory O(B·L²·|state|).
+
+Layout: ``b`` is ``[B, T, *S]``; ``log_a`` broadcasts to it (``[*S]`` for a time-invariant decay,
+``[B, T, *S]`` for an input-dependent one); ``h0`` is ``[B, *S]``. Both return (all states
+``[B, T, *S]``, last state ``[B, *S]``).
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def _prepare(log_a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None):
+    if log_a.dim() < b.dim():
+        log_a = log_a.reshape((1,) * (b.dim() - log_a.dim()) + tuple(log_a.shape))
+    dtype = torch.promote_types(log_a.dtype, b.dtype)
+    log_a, b = log_a.to(dtype), b.to(dtype)
+    if h0 is None:
+        h0 = torch.zeros((b.shape[0], *b.shape[2:]), dtype=dtype, device=b.device)
+    return log_a, b, h0.to(dtype)
+
+
+def linear_scan_sequential(log_a: torch.Tensor, b: torch.Tensor,
+                           h0: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """h_t = exp(log_a_t) ⊙ h_{t-1} + b_t, one step at a time."""
+    log_a, b, h = _prepare(log_a, b, h0)
+    a = torch.exp(log_a)
+    time_invariant = a.shape[1] == 1
+    hs = []
+    for t in range(b.shape[1]):
+        h = a[:, 0 if time_invariant else t] * h + b[:, t]
+        hs.append(h)
+    if not hs:
+        return b, h
+    return torch.stack(hs, dim=1), h
+
+
+def linear_scan_chunked(log_a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = None,
+                        chunk_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same recurrence, time-parallel inside chunks: inside a chunk starting from state h,
+    h_t = exp(c_t) h + Σ_{s<=t} exp(c_t − c_s) b_s with c the in-chunk cumulative sum of log a."""
+    log_a, b, h = _prepare(log_a, b, h0)
+    T = b.shape[1]
+    if log_a.shape[1] == 1:
+        log_a = log_a.expand(log_a.shape[0], T, *log_a.shape[2:])
+    extra = b.dim() - 2
+    outs = []
+    for start in range(0, T, chunk_size):
+        la, bb = log_a[:, start:start + chunk_size], b[:, start:start + chunk_size]
+        L = bb.shape[1]
+        cum = la.cumsum(dim=1)
+        diff = cum[:, :, None] - cum[:, None, :]  # [B, t, s, *S]
+        past = torch.ones(L, L, dtype=torch.bool, device=b.device).tril()
+        past = past.reshape(1, L, L, *([1] * extra))
+        # Zero the future before exp (it could overflow) and after (its gradient must vanish too);
+        # the zeros keep the chunk exactly causal.
+        decay = torch.where(past, torch.exp(torch.where(past, diff, torch.zeros_like(diff))),
+                            torch.zeros_like(diff))
+        hs = (decay * bb[:, None]).sum(dim=2) + torch.exp(cum) * h[:, None]
+        outs.append(hs)
+        h = hs[:, -1]
+    if not outs:
+        return b, h
+    return torch.cat(outs, dim=1), h
+
+
+def linear_scan(log_a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = None, *, form: str = "chunk",
+                chunk_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """The scan in the named form: ``"recurrent"`` (sequential) or ``"chunk"``/``"scan"`` (chunked)."""
+    if form == "recurrent":
+        return linear_scan_sequential(log_a, b, h0)
+    return linear_scan_chunked(log_a, b, h0, chunk_size)
