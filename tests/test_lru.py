@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from trevo.components.mixers.lru import LRU
-from trevo.ops.scan import linear_scan_chunked, linear_scan_sequential
+from trevo.ops.scan import linear_scan_chunked, linear_scan_doubling, linear_scan_sequential
 
 
 def _loop(a: torch.Tensor, b: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
@@ -39,6 +39,9 @@ def test_chunked_scan_equals_the_sequential_recurrence(complex_decay, time_invar
     reference = _loop(torch.exp(log_a).expand(B, T, N), b, h0)
     seq, seq_last = linear_scan_sequential(log_a, b, h0)
     chunked, last = linear_scan_chunked(log_a, b, h0, chunk_size=5)
+    doubled, doubled_last = linear_scan_doubling(log_a, b, h0)
+    torch.testing.assert_close(doubled, reference, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(doubled_last, reference[:, -1], rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(seq, reference, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(chunked, reference, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(last, reference[:, -1])
@@ -46,17 +49,19 @@ def test_chunked_scan_equals_the_sequential_recurrence(complex_decay, time_invar
     weights = torch.randn_like(reference)
     g_ref = torch.autograd.grad((reference * weights.conj()).real.sum(), (log_a, b))
     g_chunk = torch.autograd.grad((chunked * weights.conj()).real.sum(), (log_a, b))
-    for g1, g2 in zip(g_ref, g_chunk, strict=True):
+    g_doubled = torch.autograd.grad((doubled * weights.conj()).real.sum(), (log_a, b))
+    for g1, g2, g3 in zip(g_ref, g_chunk, g_doubled, strict=True):
         torch.testing.assert_close(g1, g2, rtol=1e-9, atol=1e-11)
+        torch.testing.assert_close(g1, g3, rtol=1e-9, atol=1e-11)
 
 
 def test_chunked_scan_is_stable_for_fast_decays():
     # exp(cumsum) underflows to 0 over a long chunk; a division by the cumulative product would give nan.
     log_a = torch.full((1, 400, 2), -5.0, dtype=torch.float64)
     b = torch.ones(1, 400, 2, dtype=torch.float64)
-    h, _ = linear_scan_chunked(log_a, b, chunk_size=400)
-    assert torch.isfinite(h).all()
-    torch.testing.assert_close(h[0, -1], torch.full((2,), 1 / (1 - math.exp(-5.0)), dtype=torch.float64))
+    for h, _ in (linear_scan_chunked(log_a, b, chunk_size=400), linear_scan_doubling(log_a, b)):
+        assert torch.isfinite(h).all()
+        torch.testing.assert_close(h[0, -1], torch.full((2,), 1 / (1 - math.exp(-5.0)), dtype=torch.float64))
 
 
 def test_lru_eigenvalues_lie_on_the_initial_ring():

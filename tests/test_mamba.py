@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
 from trevo.components.mixers.mamba import Mamba
-from trevo.ops.selective_scan import selective_scan_chunked, selective_scan_sequential
+from trevo.ops.selective_scan import selective_scan_chunked, selective_scan_parallel, selective_scan_sequential
 
 
 def _scan_inputs(B=2, T=21, D=3, N=4):
@@ -37,11 +38,15 @@ def _reference(x, dt, A, Bm, C, h0):
     return y
 
 
-def test_chunked_selective_scan_equals_the_sequential_scan_forward_and_gradients():
+@pytest.mark.parametrize("parallel_form", ["chunk", "scan"])
+def test_parallel_selective_scans_equal_the_sequential_scan_forward_and_gradients(parallel_form):
     inputs = _scan_inputs()
     params = inputs[:5]
     y_seq, h_seq = selective_scan_sequential(*inputs)
-    y_chunk, h_chunk = selective_scan_chunked(*inputs, chunk_size=5)
+    if parallel_form == "chunk":
+        y_chunk, h_chunk = selective_scan_chunked(*inputs, chunk_size=5)
+    else:
+        y_chunk, h_chunk = selective_scan_parallel(*inputs)
     torch.testing.assert_close(y_seq, _reference(*(t.detach() for t in inputs)), rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(y_chunk, y_seq, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(h_chunk, h_seq, rtol=1e-10, atol=1e-12)

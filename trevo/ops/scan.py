@@ -8,7 +8,9 @@ it to build decay products without dividing by vanishing cumulative products.
 - ``linear_scan_sequential``: one step at a time, the reference and the generation form;
 - ``linear_scan_chunked``: time-parallel inside chunks of ``chunk_size`` — the decay from step s to
   step t is exp(Σ_{s<r<=t} log a_r), a difference of in-chunk cumulative sums, so nothing is divided
-  by a vanishing product — with the state carried across chunks. Memory O(B·L²·|state|).
+  by a vanishing product — with the state carried across chunks. Memory O(B·L²·|state|);
+- ``linear_scan_doubling``: the whole sequence in ⌈log2 T⌉ steps of recursive doubling (a parallel
+  prefix scan), O(T·log T·|state|) work and no L² term — the form for large states (Mamba).
 
 Layout: ``b`` is ``[B, T, *S]``; ``log_a`` broadcasts to it (``[*S]`` for a time-invariant decay,
 ``[B, T, *S]`` for an input-dependent one); ``h0`` is ``[B, *S]``. Both return (all states
@@ -72,6 +74,28 @@ def linear_scan_chunked(log_a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor |
     if not outs:
         return b, h
     return torch.cat(outs, dim=1), h
+
+
+def linear_scan_doubling(log_a: torch.Tensor, b: torch.Tensor,
+                         h0: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The recurrence by recursive doubling (Hillis & Steele 1986; Blelloch 1990's scan with the
+    associative operator (a1, b1) ∘ (a2, b2) = (a1·a2, a2·b1 + b2)): after the step of stride s every
+    h_t holds the sum over its last 2s inputs. Decays combine by adding their logs, so products of
+    |a| <= 1 only shrink towards 0, never overflow."""
+    log_a, b, h = _prepare(log_a, b, h0)
+    T = b.shape[1]
+    if T == 0:
+        return b, h
+    if log_a.shape[1] == 1:
+        log_a = log_a.expand(log_a.shape[0], T, *log_a.shape[2:])
+    # The initial state enters as part of the first input.
+    b = torch.cat([b[:, :1] + torch.exp(log_a[:, :1]) * h[:, None], b[:, 1:]], dim=1)
+    stride = 1
+    while stride < T:
+        b = torch.cat([b[:, :stride], b[:, stride:] + torch.exp(log_a[:, stride:]) * b[:, :-stride]], dim=1)
+        log_a = torch.cat([log_a[:, :stride], log_a[:, stride:] + log_a[:, :-stride]], dim=1)
+        stride *= 2
+    return b, b[:, -1]
 
 
 def linear_scan(log_a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = None, *, form: str = "chunk",

@@ -8,14 +8,16 @@ Layout: x, Δ ``[B, T, D]``; A ``[D, N]`` (negative); B, C ``[B, T, N]``; state 
 
 - ``selective_scan_sequential``: one step at a time (the reference and the decoding form);
 - ``selective_scan_chunked``: time-parallel inside chunks with the decays built in log space
-  (cumulative sums of Δ_t A) and the state carried across chunks (``trevo.ops.scan``).
+  (cumulative sums of Δ_t A) and the state carried across chunks (``trevo.ops.scan``);
+- ``selective_scan_parallel``: the whole sequence by recursive doubling, O(T·log T·D·N): no
+  [L, L, D, N] tensor, so much cheaper than the chunked form for Mamba's large state.
 """
 
 from __future__ import annotations
 
 import torch
 
-from trevo.ops.scan import linear_scan_chunked
+from trevo.ops.scan import linear_scan_chunked, linear_scan_doubling
 
 
 def selective_scan_sequential(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
@@ -40,4 +42,13 @@ def selective_scan_chunked(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B
     log_a = dt[..., None] * A  # [B, T, D, N]
     inputs = (dt * x)[..., None] * B[:, :, None, :]
     h, last = linear_scan_chunked(log_a, inputs, h0, chunk_size)
+    return torch.einsum("btdn,btn->btd", h, C), last
+
+
+def selective_scan_parallel(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
+                            C: torch.Tensor, h0: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same outputs by a log-depth parallel scan over the whole sequence."""
+    log_a = dt[..., None] * A
+    inputs = (dt * x)[..., None] * B[:, :, None, :]
+    h, last = linear_scan_doubling(log_a, inputs, h0)
     return torch.einsum("btdn,btn->btd", h, C), last

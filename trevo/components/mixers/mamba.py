@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trevo.components.base import State, TokenMixer
-from trevo.ops.selective_scan import selective_scan_chunked, selective_scan_sequential
+from trevo.ops.selective_scan import selective_scan_chunked, selective_scan_parallel, selective_scan_sequential
 from trevo.ops.ssm import s4d_real_init
 from trevo.registry import Paper, register
 
@@ -24,16 +24,17 @@ MAMBA_PAPER = Paper("Mamba: Linear-Time Sequence Modeling with Selective State S
 
 
 @register("mixer", "mamba", paper=MAMBA_PAPER, category="LongConv", family="mamba", causal=True,
-          bidirectional=False, recurrent=True, forms=("chunk", "recurrent"),
-          time="O(T·L·E·d·N) chunked, O(T·E·d·N) recurrent", memory="O(E·d·(N + d_conv)) state",
+          bidirectional=False, recurrent=True, forms=("scan", "chunk", "recurrent"),
+          time="O(T·log T·E·d·N) scan, O(T·L·E·d·N) chunked, O(T·E·d·N) recurrent", memory="O(E·d·(N + d_conv)) state",
           test_options={"d_state": 4, "chunk_size": 8})
 class Mamba(TokenMixer):
     """Mamba block: gated (SiLU(z)) selective SSM with input-dependent Δ, B, C after a short causal
     depthwise convolution; A = −exp(A_log) from the S4D-Real initialisation A_n = −(n+1), D skip,
     Δ's bias set so that softplus gives Δ log-uniform in [dt_min, dt_max] (Gu & Dao 2023, §3.6).
-    Forms: ``chunk`` (log-space chunked selective scan) and ``recurrent`` (sequential)."""
+    Forms: ``scan`` (log-depth parallel scan, the training default), ``chunk`` (log-space chunked
+    selective scan) and ``recurrent`` (sequential, the decoding default)."""
 
-    forms = ("chunk", "recurrent")
+    forms = ("scan", "chunk", "recurrent")
 
     def __init__(self, d_model: int, *, causal: bool = True, d_state: int = 16, expand: int = 2, d_conv: int = 4,
                  dt_rank: int | None = None, dt_min: float = 1e-3, dt_max: float = 1e-1, chunk_size: int = 16,
@@ -56,7 +57,7 @@ class Mamba(TokenMixer):
     def pick_form(self, seq_len: int) -> str:
         if self.impl != "auto":
             return self.impl
-        return "recurrent" if seq_len == 1 else "chunk"
+        return "recurrent" if seq_len == 1 else "scan"
 
     def forward(self, x: torch.Tensor, *, padding_mask: torch.Tensor | None = None,
                 layout: tuple[int, ...] | None = None) -> torch.Tensor:
@@ -77,8 +78,11 @@ class Mamba(TokenMixer):
         dt_low, B, C = self.x_proj(x).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         dt = F.softplus(self.dt_proj(dt_low) + self.dt_bias)
         A = -torch.exp(self.A_log)
-        if self.pick_form(u.shape[1]) == "recurrent":
+        form = self.pick_form(u.shape[1])
+        if form == "recurrent":
             y, h = selective_scan_sequential(x, dt, A, B, C, state["h"])
+        elif form == "scan":
+            y, h = selective_scan_parallel(x, dt, A, B, C, state["h"])
         else:
             y, h = selective_scan_chunked(x, dt, A, B, C, state["h"], self.chunk_size)
         y = (y + self.D * x) * F.silu(z)
