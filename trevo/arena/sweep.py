@@ -31,12 +31,13 @@ import yaml
 
 from trevo.config import ConfigError, RunConfig
 from trevo.models import build_model
-from trevo.models.metaformer import check_compatible
 from trevo.registry import TrevoError, create, get
 from trevo.tasks.base import TaskInfo
 
 SWEEP_FIELDS = {"name", "description", "base", "param_budget", "baseline", "seeds", "lrs", "variants", "tasks"}
-WIDTH_STEP = 4  # d_model is matched in steps of 4: fine enough for a 5% parameter match from d = 96 up
+# d_model is matched in steps of 2 (widths a component cannot take are skipped): parameters grow about
+# as d², so a step is about 4/d of them, and the match is within 5% from d ≈ 80 up.
+WIDTH_STEP = 2
 
 
 class SweepError(TrevoError, ValueError):
@@ -156,6 +157,8 @@ def match_width(cfg: RunConfig, info: TaskInfo, budget: int) -> tuple[RunConfig,
     """The config with the d_model (a multiple of WIDTH_STEP) whose parameter count is closest to
     ``budget``, and that count. Parameter counts are close to quadratic in d_model, so three probes
     give a guess and a few neighbours settle it; widths a component cannot take are skipped."""
+    count_params(cfg, info)  # a config that cannot build at any width fails here, with its own message
+
     def params_at(d: int) -> int | None:
         try:
             return count_params(cfg.replace({"model.d_model": d}), info)
@@ -173,7 +176,7 @@ def match_width(cfg: RunConfig, info: TaskInfo, budget: int) -> tuple[RunConfig,
     else:
         guess = 128
     best: tuple[int, int] | None = None
-    for d in range(max(WIDTH_STEP, guess - 3 * WIDTH_STEP), guess + 4 * WIDTH_STEP, WIDTH_STEP):
+    for d in range(max(WIDTH_STEP, guess - 6 * WIDTH_STEP), guess + 7 * WIDTH_STEP, WIDTH_STEP):
         p = probes.get(d) if d in probes else params_at(d)
         if p is not None and (best is None or abs(p - budget) < abs(best[1] - budget)):
             best = (d, p)
@@ -197,9 +200,10 @@ def plan_sweep(sweep: Sweep) -> list[PlannedRun]:
             try:
                 # The task's settings win over a variant's: every variant sees the same task.
                 cfg = task_cfg.replace(variant.values).replace(task.values)
-                check_compatible(cfg.model, task_obj.info)
                 if sweep.param_budget:
                     cfg, _ = match_width(cfg, task_obj.info, sweep.param_budget)
+                else:
+                    count_params(cfg, task_obj.info)  # builds it: every build-time check runs
                 family = get("mixer", cfg.model.mixer.name).family
             except TrevoError as e:
                 problems.append(f"variant {variant.label!r} on task {task.label!r}: {e}")

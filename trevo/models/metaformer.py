@@ -105,6 +105,9 @@ def _mixers():
 
 def check_compatible(cfg: ModelConfig, info: TaskInfo) -> bool:
     """Every build-time check, without building: returns whether the model will be causal."""
+    if cfg.options:
+        raise IncompatibleError(f"model.options {sorted(cfg.options)} are not used by the metaformer; they are "
+                                f"architecture options of perceiver, perceiver_io and perceiver_ar")
     if cfg.block not in BLOCKS:
         raise IncompatibleError(f"model.block must be one of {', '.join(BLOCKS)}, got {cfg.block!r}")
     for kind, spec in (("channel", cfg.channel), ("norm", cfg.norm), ("position", cfg.position)):
@@ -239,4 +242,7 @@ def _init_weights(module: nn.Module) -> None:
 
 def build_model(cfg: ModelConfig, info: TaskInfo) -> nn.Module:
     """The model named by ``cfg.arch`` for a task described by ``info``."""
+    if info.models and cfg.arch not in info.models:
+        raise IncompatibleError(f"this task needs model.arch to be one of {', '.join(info.models)}, "
+                                f"got {cfg.arch!r}")
     return create("model", cfg.arch, cfg=cfg, info=info)

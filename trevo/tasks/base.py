@@ -30,6 +30,7 @@ class TaskInfo:
     layout: tuple[int, ...] | None = None  # the N-D grid of the positions, e.g. (H, W) for images
     metric: str = "loss"  # the primary metric
     higher_is_better: bool = False
+    models: tuple[str, ...] = ()  # the model architectures that can solve it; empty: any
 
 
 class Task:

@@ -95,7 +95,7 @@ class DigitsMultitask(_DigitsTask):
         super().__init__()
         self.info = StructuredTaskInfo(vocab_size=LEVELS, head="classify", seq_len=64, n_classes=10,
                                        layout=(8, 8), metric="accuracy", higher_is_better=True,
-                                       task_classes=(10, 2))
+                                       task_classes=(10, 2), models=("perceiver_io",))
 
     def _make(self, pixels, labels, gen, train):
         flip = torch.rand(len(labels), generator=gen) < 0.5
