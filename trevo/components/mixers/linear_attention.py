@@ -1,4 +1,4 @@
-"""Linear attention with the φ = elu + 1 feature map (Katharopoulos et al. 2020)."""
+"""Linear attention with the φ = elu + 1 feature map (Katharopoulos et al. 2020), on the engine."""
 
 from __future__ import annotations
 
@@ -6,72 +6,58 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trevo.components.base import State, TokenMixer
-from trevo.ops.linear_attention import (
-    linear_attention_parallel,
-    linear_attention_recurrent,
-    linear_attention_state,
-)
-from trevo.registry import IncompatibleError, Paper, register
+from trevo.components.base import State
+from trevo.components.mixers._recurrence import EngineMixer, check_heads, merge_heads, split_heads
+from trevo.ops.linear_attention import linear_attention_parallel
+from trevo.ops.linear_recurrence import linear_recurrence
+from trevo.registry import Paper, register
 
 
 @register("mixer", "linear_attention",
           paper=Paper("Transformers are RNNs: Fast Autoregressive Transformers with Linear Attention",
                       "2006.16236", 2020),
           category="MHA/RightProduct", family="linear_attention", causal=True, bidirectional=True,
-          recurrent=True, forms=("parallel", "recurrent"), time="O(T·d²) recurrent, O(T²·d) parallel",
-          memory="O(d²/H) state")
-class LinearAttention(TokenMixer):
-    """o_t = φ(q_t)ᵀ Σ_{i<=t} φ(k_i) v_iᵀ / φ(q_t)ᵀ Σ_{i<=t} φ(k_i), φ(x) = elu(x) + 1 (eq. 6-9)."""
+          recurrent=True, forms=("chunk", "parallel", "recurrent"),
+          time="O(T·C·d + T·d²/H) chunk, O(T²·d) parallel, O(T·d²/H) recurrent", memory="O(d²/H) state",
+          test_options={"chunk_size": 4})
+class LinearAttention(EngineMixer):
+    """o_t = φ(q_t)ᵀ Σ_{i<=t} φ(k_i) v_iᵀ / φ(q_t)ᵀ Σ_{i<=t} φ(k_i), φ(x) = elu(x) + 1 (eq. 6-9).
 
-    forms = ("parallel", "recurrent")
+    Numerator and denominator are one engine call: the value gets a constant 1 appended, so the
+    state's last column is z = Σ φ(k_i). Bidirectional: the sums run over all real tokens."""
 
     def __init__(self, d_model: int, *, causal: bool, n_heads: int = 4, eps: float = 1e-6,
-                 impl: str = "auto") -> None:
+                 chunk_size: int = 64, impl: str = "auto") -> None:
         super().__init__(d_model, causal=causal, impl=impl)
-        if d_model % n_heads:
-            raise IncompatibleError(f"d_model={d_model} is not divisible by n_heads={n_heads}")
-        self.n_heads, self.head_dim, self.eps = n_heads, d_model // n_heads, eps
+        check_heads(d_model, n_heads)
+        self.n_heads, self.head_dim, self.eps, self.chunk_size = n_heads, d_model // n_heads, eps, chunk_size
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
         self.out_proj = nn.Linear(d_model, d_model, bias=False)
 
     def _qkv(self, x: torch.Tensor, padding_mask: torch.Tensor | None = None):
-        q, k, v = (t.unflatten(-1, (self.n_heads, self.head_dim)).transpose(1, 2)
-                   for t in self.qkv(x).chunk(3, dim=-1))
+        q, k, v = (split_heads(t, self.n_heads) for t in self.qkv(x).chunk(3, dim=-1))
         q, k = F.elu(q) + 1, F.elu(k) + 1
         if padding_mask is not None:  # padded keys add nothing to the sums
             k = k * padding_mask[:, None, :, None].to(k.dtype)
         return q, k, v
 
-    def _out(self, o: torch.Tensor) -> torch.Tensor:
-        return self.out_proj(o.transpose(1, 2).flatten(2))
-
-    def forward(self, x: torch.Tensor, *, padding_mask: torch.Tensor | None = None,
-                layout: tuple[int, ...] | None = None) -> torch.Tensor:
-        self.check_input(x)
-        if self.causal:
-            return self.prefill(x)[0]
+    def bidirectional(self, x: torch.Tensor, padding_mask: torch.Tensor | None) -> torch.Tensor:
         q, k, v = self._qkv(x, padding_mask)
-        return self._out(linear_attention_parallel(q, k, v, causal=False, eps=self.eps))
+        return self.out_proj(merge_heads(linear_attention_parallel(q, k, v, causal=False, eps=self.eps)))
 
     def init_state(self, batch: int, device, dtype) -> State:
         S = torch.zeros(batch, self.n_heads, self.head_dim, self.head_dim, device=device, dtype=dtype)
         z = torch.zeros(batch, self.n_heads, self.head_dim, device=device, dtype=dtype)
         return {"S": S, "z": z}
 
-    def pick_form(self, seq_len: int) -> str:
-        if self.impl != "auto":
-            return self.impl
-        return "recurrent" if seq_len == 1 else "parallel"
-
     def prefill(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         self._require_causal("prefill")
         if state is None:
             state = self.init_state(x.shape[0], x.device, x.dtype)
         q, k, v = self._qkv(x)
-        if self.pick_form(x.shape[1]) == "recurrent":
-            o, S, z = linear_attention_recurrent(q, k, v, state["S"], state["z"], self.eps)
-        else:
-            o = linear_attention_parallel(q, k, v, causal=True, S=state["S"], z=state["z"], eps=self.eps)
-            S, z = linear_attention_state(k, v, state["S"], state["z"])
-        return self._out(o), {"S": S, "z": z}
+        v1 = torch.cat([v, torch.ones_like(v[..., :1])], dim=-1)
+        S0 = torch.cat([state["S"], state["z"][..., None]], dim=-1)
+        o, S = linear_recurrence(q, k, v1, initial_state=S0, impl=self.pick_form(x.shape[1]),
+                                 chunk_size=self.chunk_size)
+        o = o[..., :-1] / (o[..., -1:] + self.eps)
+        return self.out_proj(merge_heads(o)), {"S": S[..., :-1], "z": S[..., -1]}

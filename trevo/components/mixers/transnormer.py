@@ -1,0 +1,126 @@
+"""TransNormer's two token mixers (Qin et al., "The Devil in Linear Transformer", arXiv:2210.10340):
+NormAttention (linear attention without the denominator, normalised output; upper layers) and
+DiagAttention (softmax attention inside non-overlapping blocks; lower layers)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trevo.components.base import State
+from trevo.components.mixers._recurrence import EngineMixer, check_heads, merge_heads, split_heads
+from trevo.ops.linear_recurrence import linear_recurrence
+from trevo.registry import Paper, register
+
+TRANSNORMER = Paper("The Devil in Linear Transformer", "2210.10340", 2022)
+
+
+@register("mixer", "transnormer_norm", paper=TRANSNORMER, category="MHA/RightProduct", family="transnormer",
+          causal=True, bidirectional=True, recurrent=True, forms=("chunk", "parallel", "recurrent"),
+          time="O(T·C·d + T·d²/H) chunk, O(T·d²/H) recurrent", memory="O(d²/H) state",
+          test_options={"chunk_size": 4})
+class NormAttention(EngineMixer):
+    """NormAttention (§4.1): O = RMSNorm(φ(Q)(φ(K)ᵀ V)) with φ = 1 + elu: linear attention without
+    the scaling denominator (whose unbounded gradients the paper identifies), the output normalised
+    instead. Causal: o_t = RMSNorm(φ(q_t)ᵀ Σ_{i<=t} φ(k_i) v_iᵀ); bidirectional: the sum over all real tokens."""
+
+    def __init__(self, d_model: int, *, causal: bool, n_heads: int = 4, chunk_size: int = 64,
+                 impl: str = "auto") -> None:
+        super().__init__(d_model, causal=causal, impl=impl)
+        check_heads(d_model, n_heads)
+        self.n_heads, self.head_dim, self.chunk_size = n_heads, d_model // n_heads, chunk_size
+        self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
+        self.norm = nn.RMSNorm(d_model, eps=1e-6)
+        self.out_proj = nn.Linear(d_model, d_model, bias=False)
+
+    def _qkv(self, x, padding_mask=None):
+        q, k, v = (split_heads(t, self.n_heads) for t in self.qkv(x).chunk(3, dim=-1))
+        q, k = F.elu(q) + 1, F.elu(k) + 1
+        if padding_mask is not None:
+            k = k * padding_mask[:, None, :, None].to(k.dtype)
+        return q, k, v
+
+    def _out(self, o):
+        return self.out_proj(self.norm(merge_heads(o)))
+
+    def bidirectional(self, x: torch.Tensor, padding_mask: torch.Tensor | None) -> torch.Tensor:
+        q, k, v = self._qkv(x, padding_mask)
+        return self._out(q @ (k.transpose(-1, -2) @ v))
+
+    def init_state(self, batch: int, device, dtype) -> State:
+        return {"S": torch.zeros(batch, self.n_heads, self.head_dim, self.head_dim, device=device, dtype=dtype)}
+
+    def prefill(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        self._require_causal("prefill")
+        if state is None:
+            state = self.init_state(x.shape[0], x.device, x.dtype)
+        q, k, v = self._qkv(x)
+        o, S = linear_recurrence(q, k, v, initial_state=state["S"], impl=self.pick_form(x.shape[1]),
+                                 chunk_size=self.chunk_size)
+        return self._out(o), {"S": S}
+
+
+@register("mixer", "transnormer_diag", paper=TRANSNORMER, category="MHA/LocalGlobal", family="transnormer",
+          causal=True, bidirectional=True, recurrent=True, forms=("parallel",),
+          time="O(T·w·d)", memory="O(w·d) cache (the current block)", test_options={"block_size": 4})
+class DiagAttention(EngineMixer):
+    """DiagAttention (§4.2): softmax attention restricted to non-overlapping blocks of ``block_size``
+    tokens (a block-diagonal attention matrix; causal inside the block when causal). Its generation
+    state is the keys and values of the current block, so it never exceeds ``block_size`` tokens."""
+
+    forms = ("parallel",)
+
+    def __init__(self, d_model: int, *, causal: bool, n_heads: int = 4, block_size: int = 64,
+                 impl: str = "auto") -> None:
+        super().__init__(d_model, causal=causal, impl=impl)
+        check_heads(d_model, n_heads)
+        self.n_heads, self.head_dim, self.block_size = n_heads, d_model // n_heads, block_size
+        self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
+        self.out_proj = nn.Linear(d_model, d_model, bias=False)
+
+    def pick_form(self, seq_len: int) -> str:
+        return "parallel"
+
+    def _attend(self, q, k, v, q_pos, k_pos, k_valid):
+        same = (q_pos[:, None] // self.block_size) == (k_pos[None, :] // self.block_size)
+        allowed = same & k_valid[:, None, :]  # [B, Tq, Tk]
+        if self.causal:
+            allowed = allowed & (k_pos[None, :] <= q_pos[:, None])
+        mask = allowed[:, None]
+        scores = (q @ k.transpose(-1, -2)) * self.head_dim ** -0.5
+        attn = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1).nan_to_num(0.0)
+        return self.out_proj(merge_heads(attn @ v))
+
+    def bidirectional(self, x: torch.Tensor, padding_mask: torch.Tensor | None) -> torch.Tensor:
+        q, k, v = (split_heads(t, self.n_heads) for t in self.qkv(x).chunk(3, dim=-1))
+        pos = torch.arange(x.shape[1], device=x.device)
+        valid = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device) if padding_mask is None else padding_mask
+        return self._attend(q, k, v, pos, pos, valid)
+
+    def init_state(self, batch: int, device, dtype) -> State:
+        shape = (batch, self.n_heads, self.block_size, self.head_dim)
+        zeros = torch.zeros(shape, device=device, dtype=dtype)
+        return {"k": zeros, "v": zeros.clone(),
+                "pos": torch.zeros((), device=device, dtype=torch.long)}
+
+    def prefill(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        self._require_causal("prefill")
+        if state is None:
+            state = self.init_state(x.shape[0], x.device, x.dtype)
+        B, T, _ = x.shape
+        w = self.block_size
+        start = int(state["pos"])
+        held = start % w  # tokens of the current block already in the cache
+        q, k, v = (split_heads(t, self.n_heads) for t in self.qkv(x).chunk(3, dim=-1))
+        k_all = torch.cat([state["k"][:, :, :held].to(k.dtype), k], dim=2)
+        v_all = torch.cat([state["v"][:, :, :held].to(v.dtype), v], dim=2)
+        k_pos = torch.arange(start - held, start + T, device=x.device)
+        valid = torch.ones(B, held + T, dtype=torch.bool, device=x.device)
+        y = self._attend(q, k_all, v_all, k_pos[held:], k_pos, valid)
+        end = start + T
+        keep = end - (end // w) * w  # tokens of the last (open) block
+        pad = (0, 0, 0, w - keep)
+        new_k = F.pad(k_all[:, :, k_all.shape[2] - keep:], pad)
+        new_v = F.pad(v_all[:, :, v_all.shape[2] - keep:], pad)
+        return y, {"k": new_k, "v": new_v, "pos": state["pos"] + T}

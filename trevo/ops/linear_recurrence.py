@@ -1,0 +1,232 @@
+"""One linear-recurrence engine for the linear-attention / linear-RNN family, in three exact forms.
+
+Layout: q, k ``[B, H, T, Dk]``, v ``[B, H, T, Dv]``, state ``[B, H, Dk, Dv]``. The recurrence is
+
+    S_t = diag(exp(log_decay_t)) S_{t-1} + k_t v_tᵀ,        o_t = scale · S_tᵀ q_t
+
+with ``log_decay`` None (no decay: linear attention), ``[B, H, T]`` (a scalar per head and step:
+RetNet, Mamba-2 / SSD) or ``[B, H, T, Dk]`` (a vector over the key dimension: GLA, HGRN2, RWKV-6).
+Decays are factors in (0, 1], so ``log_decay <= 0``.
+
+With a ``bonus`` u ``[H, Dk]`` (RWKV-5/6, "Eagle and Finch", arXiv:2404.05892, eq. for wkv_t) the
+query reads the state *before* the current write, and the current token enters through u instead:
+
+    o_t = scale · (S_{t-1}ᵀ q_t + (q_tᵀ (u ⊙ k_t)) v_t),     S_t = diag(exp(log_decay_t)) S_{t-1} + k_t v_tᵀ
+
+so the decay of step t only acts on later steps (RWKV's w_t multiplies the state that token t+1 reads).
+
+Forms (``impl``):
+  ``parallel``  the masked quadratic form, O(T²) memory: the reference. Pairwise decays are segment
+                sums Σ_{i<j<=t} log_decay_j, never differences of long cumulative sums (which lose
+                all precision in float32 after a few thousand strongly decayed steps).
+  ``chunk``     matmuls inside chunks of ``chunk_size`` plus the state carried across chunks;
+                O(T·C·Dk + T·Dk·Dv). Gates stay in log space relative to a point inside the chunk so
+                that every exponent taken is <= 0: strong decay underflows to 0 harmlessly and nothing
+                overflows. A vector decay cannot be folded into q and k with one reference point
+                without positive exponents, so each chunk is split into sub-chunks: between
+                sub-chunks the reference is the start of the query's sub-chunk; inside a sub-chunk the
+                decay is applied elementwise.
+  ``recurrent`` one step at a time: the inference form and the second reference.
+
+Every form takes an initial state and returns the final state. ``padding_mask`` ``[B, T]`` (True =
+real token) turns padded steps into no-ops (no write, no decay), so padding changes neither the
+outputs at real positions nor the final state.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from trevo.registry import TrevoError
+
+IMPLS = ("parallel", "chunk", "recurrent")
+
+
+def linear_recurrence(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
+                      log_decay: torch.Tensor | None = None, bonus: torch.Tensor | None = None,
+                      initial_state: torch.Tensor | None = None, padding_mask: torch.Tensor | None = None,
+                      scale: float = 1.0, impl: str = "chunk", chunk_size: int = 64
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run the gated linear recurrence (see the module docstring). Returns (o ``[B, H, T, Dv]``,
+    final state ``[B, H, Dk, Dv]``). ``impl="auto"`` is recurrent for one token, chunk otherwise."""
+    g, S0 = _prepare(q, k, v, log_decay, bonus, initial_state, padding_mask)
+    if padding_mask is not None:
+        k = k * padding_mask[:, None, :, None].to(k.dtype)
+    if impl == "auto":
+        impl = "recurrent" if q.shape[2] == 1 else "chunk"
+    if impl not in IMPLS:
+        raise TrevoError(f"unknown impl {impl!r}; choose one of auto, {', '.join(IMPLS)}")
+    if q.shape[2] == 0:
+        return v.new_zeros(v.shape), S0
+    if impl == "recurrent":
+        o, S = _recurrent(q, k, v, g, bonus, S0)
+    elif impl == "parallel":
+        o, S = _parallel(q, k, v, g, bonus, S0)
+    elif impl == "chunk":
+        if chunk_size < 1:
+            raise TrevoError(f"chunk_size must be >= 1, got {chunk_size}")
+        o, S = _chunk(q, k, v, g, bonus, S0, chunk_size)
+    return o * scale, S
+
+
+def _prepare(q, k, v, log_decay, bonus, initial_state, padding_mask):
+    """Validate shapes; return the log decay as ``[B, H, T, 1 or Dk]`` (zeros when None, zero at
+    padded steps) and the initial state (zeros when None)."""
+    if q.dim() != 4 or q.shape != k.shape or v.dim() != 4 or v.shape[:3] != q.shape[:3]:
+        raise TrevoError(f"expected q, k [B, H, T, Dk] and v [B, H, T, Dv]; got q {tuple(q.shape)}, "
+                         f"k {tuple(k.shape)}, v {tuple(v.shape)}")
+    B, H, T, Dk = q.shape
+    Dv = v.shape[-1]
+    if log_decay is None:
+        g = q.new_zeros(B, H, T, 1)
+    elif log_decay.shape == (B, H, T):
+        g = log_decay[..., None]
+    elif log_decay.shape == (B, H, T, Dk):
+        g = log_decay
+    else:
+        raise TrevoError(f"log_decay must be [B, H, T] = {(B, H, T)} or [B, H, T, Dk] = {(B, H, T, Dk)}, "
+                         f"got {tuple(log_decay.shape)}")
+    if bonus is not None and bonus.shape != (H, Dk):
+        raise TrevoError(f"bonus must be [H, Dk] = {(H, Dk)}, got {tuple(bonus.shape)}")
+    if padding_mask is not None:
+        if padding_mask.shape != (B, T):
+            raise TrevoError(f"padding_mask must be [B, T] = {(B, T)}, got {tuple(padding_mask.shape)}")
+        g = g * padding_mask[:, None, :, None].to(g.dtype)
+    if initial_state is None:
+        S0 = q.new_zeros(B, H, Dk, Dv)
+    elif initial_state.shape != (B, H, Dk, Dv):
+        raise TrevoError(f"initial_state must be [B, H, Dk, Dv] = {(B, H, Dk, Dv)}, "
+                         f"got {tuple(initial_state.shape)}")
+    else:
+        S0 = initial_state.to(q.dtype)
+    return g.to(q.dtype), S0
+
+
+def _bonus_term(q, k, v, bonus):
+    """(q_tᵀ (u ⊙ k_t)) v_t for ``[B, H, T, D]`` inputs (``[B, H, D]`` when ``bonus`` is pre-broadcast)."""
+    u = bonus[:, None, :] if q.dim() == 4 else bonus
+    return ((q * u * k).sum(-1, keepdim=True)) * v
+
+
+def _recurrent(q, k, v, g, bonus, S):
+    out = []
+    for t in range(q.shape[2]):
+        qt, kt, vt = q[:, :, t], k[:, :, t], v[:, :, t]
+        write = kt[..., :, None] * vt[..., None, :]
+        decay = torch.exp(g[:, :, t])[..., None]
+        if bonus is None:
+            S = decay * S + write
+            out.append((qt[..., None, :] @ S)[..., 0, :])
+        else:
+            out.append((qt[..., None, :] @ S)[..., 0, :] + _bonus_term(qt, kt, vt, bonus))
+            S = decay * S + write
+    return torch.stack(out, dim=2), S
+
+
+def segsum(x: torch.Tensor) -> torch.Tensor:
+    """``out[..., t, i] = Σ_{i<j<=t} x[..., j]`` for i <= t and -inf above the diagonal, summed
+    directly (not as a difference of cumulative sums, which cancels catastrophically)."""
+    T = x.shape[-1]
+    xx = x[..., :, None].expand(*x.shape, T)  # xx[..., j, i] = x_j
+    strict = torch.ones(T, T, dtype=torch.bool, device=x.device).tril(-1)
+    out = xx.masked_fill(~strict, 0).cumsum(dim=-2)
+    return out.masked_fill(~strict.logical_or(torch.eye(T, dtype=torch.bool, device=x.device)), -math.inf)
+
+
+def _parallel(q, k, v, g, bonus, S0):
+    gd = g.transpose(-1, -2)  # [B, H, G, T]
+    seg = segsum(gd)  # [B, H, G, T(t), T(i)]
+    if bonus is not None:  # the query reads S_{t-1}: drop g_t and the diagonal
+        T = q.shape[2]
+        diag = torch.eye(T, dtype=torch.bool, device=q.device)
+        seg = (seg - gd[..., :, None]).masked_fill(diag, -math.inf)
+    w = torch.exp(seg)
+    if g.shape[-1] == 1:
+        A = (q @ k.transpose(-1, -2)) * w[:, :, 0]
+    else:
+        A = torch.einsum("bhtd,bhid,bhdti->bhti", q, k, w)
+    o = A @ v
+    L = g.cumsum(dim=2)  # decay from the start, for the initial state
+    Lq = torch.cat([torch.zeros_like(L[:, :, :1]), L[:, :, :-1]], dim=2) if bonus is not None else L
+    o = o + (q * torch.exp(Lq)) @ S0
+    if bonus is not None:
+        o = o + _bonus_term(q, k, v, bonus)
+    # Decay from step i to the end, Σ_{j>i} g_j, as a suffix sum (precise for the steps that matter).
+    suffix = g.flip(2).cumsum(dim=2).flip(2)
+    after = torch.cat([suffix[:, :, 1:], torch.zeros_like(suffix[:, :, :1])], dim=2)
+    S = torch.exp(suffix[:, :, :1]).transpose(-1, -2) * S0 + (k * torch.exp(after)).transpose(-1, -2) @ v
+    return o, S
+
+
+def _sub_chunk(C: int) -> int:
+    """The divisor of C closest to √C: balances the two vector-decay costs (T·C²/c and T·c·Dk)."""
+    divisors = [d for d in range(1, C + 1) if C % d == 0]
+    return min(divisors, key=lambda d: abs(d - math.sqrt(C)))
+
+
+def _chunk(q, k, v, g, bonus, S0, C):
+    B, H, T, Dk = q.shape
+    Dv, G = v.shape[-1], g.shape[-1]
+    N = -(-T // C)
+    pad = N * C - T
+    if pad:  # zero keys and zero log decay: padded steps are no-ops
+
+        def padded(x):
+            return torch.cat([x, x.new_zeros(*x.shape[:2], pad, x.shape[-1])], dim=2)
+
+        qc, kc, vc, gc = padded(q), padded(k), padded(v), padded(g)
+    else:
+        qc, kc, vc, gc = q, k, v, g
+    qc, kc, vc, gc = (x.reshape(B, H, N, C, x.shape[-1]) for x in (qc, kc, vc, gc))
+    b = gc.cumsum(dim=3)  # inclusive log decay from the chunk start, >= -C·max|g|
+    # What the query at t has seen decay by: with a bonus b_{t-1}, taken by shifting (b_t − g_t would
+    # round differently from b_{t-1} and put a float32 error on the dominant i = t−1 term).
+    bq = torch.cat([torch.zeros_like(b[:, :, :, :1]), b[:, :, :, :-1]], dim=3) if bonus is not None else b
+    idx = torch.arange(C, device=q.device)
+    causal = idx[:, None] > idx[None, :] if bonus is not None else idx[:, None] >= idx[None, :]
+
+    if G == 1:
+        diff = bq[..., :, None, 0] - b[..., None, :, 0]  # [B, H, N, C, C], <= 0 where causal
+        w = torch.exp(diff.masked_fill(~causal, -math.inf))
+        o = ((qc @ kc.transpose(-1, -2)) * w) @ vc
+    else:
+        o = _vector_intra(qc, kc, vc, b, bq, causal, _sub_chunk(C))
+
+    b_last = b[:, :, :, -1:]  # [B, H, N, 1, G]
+    writes = (kc * torch.exp(b_last - b)).transpose(-1, -2) @ vc  # [B, H, N, Dk, Dv]
+    decays = torch.exp(b_last).transpose(-1, -2)  # [B, H, N, G, 1]
+    states = []
+    S = S0
+    for n in range(N):
+        states.append(S)
+        S = decays[:, :, n] * S + writes[:, :, n]
+    o = o + (qc * torch.exp(bq)) @ torch.stack(states, dim=2)
+    o = o.reshape(B, H, N * C, Dv)[:, :, :T]
+    if bonus is not None:
+        o = o + _bonus_term(q, k, v, bonus)
+    return o, S
+
+
+def _vector_intra(q, k, v, b, bq, causal, c):
+    """Within-chunk output for a vector decay, every exponent <= 0 (see the module docstring)."""
+    B, H, N, C, Dk = q.shape
+    nS = C // c
+    sub = torch.arange(C, device=q.device) // c
+    # ref[I] = b at the last step before sub-chunk I (0 for the first): the query side carries
+    # bq_t - ref (<= 0), the key side ref - b_i (<= 0 for the keys before sub-chunk I).
+    ref = torch.cat([torch.zeros_like(b[:, :, :, :1]), b[:, :, :, c - 1:C - 1:c]], dim=3)  # [B,H,N,nS,Dk]
+    q_off = q * torch.exp(bq - ref.repeat_interleave(c, dim=3))
+    before = sub[None, :] < torch.arange(nS, device=q.device)[:, None]  # [nS, C]: key i before sub-chunk I
+    expo = (ref[:, :, :, :, None, :] - b[:, :, :, None, :, :]).masked_fill(~before[..., None], -math.inf)
+    k_off = k[:, :, :, None] * torch.exp(expo)  # [B, H, N, nS, C, Dk]
+    A_off = q_off.reshape(B, H, N, nS, c, Dk) @ k_off.transpose(-1, -2)  # [B, H, N, nS, c, C]
+    o = A_off.reshape(B, H, N, C, C) @ v
+    # Inside a sub-chunk: the pairwise decay elementwise, [B, H, N, nS, c, c, Dk].
+    qs, ks, vs = (x.reshape(B, H, N, nS, c, x.shape[-1]) for x in (q, k, v))
+    bqs, bs = bq.reshape(B, H, N, nS, c, Dk), b.reshape(B, H, N, nS, c, Dk)
+    mask = causal[:c, :c]
+    expo = (bqs[..., :, None, :] - bs[..., None, :, :]).masked_fill(~mask[..., None], -math.inf)
+    A_diag = torch.einsum("...td,...id,...tid->...ti", qs, ks, torch.exp(expo))
+    return o + (A_diag @ vs).reshape(B, H, N, C, v.shape[-1])
