@@ -29,6 +29,7 @@ class Row:
     family: str
     params: int
     d_model: int
+    expand: str  # the channel mixer's expand, where the width match adjusted it
     lr: float
     seeds: int
     metric: str
@@ -63,7 +64,8 @@ def leaderboard(runs: list[Run], baseline: str | None) -> dict[str, list[Row]]:
             compare = not is_base and base_values is not None
             rows.append(Row(
                 label=label, family=first.family, params=int(statistics.fmean(r.params for r in rs)),
-                d_model=first.config["model"]["d_model"], lr=first.lr, seeds=len(rs), metric=first.metric,
+                d_model=first.config["model"]["d_model"], expand=_expand(first.config), lr=first.lr,
+                seeds=len(rs), metric=first.metric,
                 higher_is_better=bool(first.higher_is_better), test=estimate(values),
                 val=estimate([r.val[r.metric] for r in rs]),
                 tokens_per_s=statistics.fmean(r.tokens_per_s for r in rs),
@@ -77,6 +79,11 @@ def leaderboard(runs: list[Run], baseline: str | None) -> dict[str, list[Row]]:
     return boards
 
 
+def _expand(config: dict[str, Any]) -> str:
+    channel = config["model"]["channel"]
+    return f"{channel['expand']:g}" if isinstance(channel, dict) and "expand" in channel else ""
+
+
 def _mark(row: Row) -> str:
     if row.delta is None:
         return "baseline" if row.significant is None and row.seeds else ""
@@ -87,10 +94,10 @@ def _mark(row: Row) -> str:
 
 def _table(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
     metric = rows[0].metric if rows else "metric"
-    header = ["rank", "variant", "family", "params", "d_model", "lr", "seeds", f"test {metric} (95% CI)",
+    header = ["rank", "variant", "family", "params", "d_model", "expand", "lr", "seeds", f"test {metric} (95% CI)",
               "vs baseline", f"val {metric}", "tokens/s", "peak MB", "MFLOP/token"]
-    body = [[str(i), r.label, r.family, f"{r.params:,}", str(r.d_model), f"{r.lr:g}", str(r.seeds), str(r.test),
-             _mark(r), f"{r.val.mean:.4f}", f"{r.tokens_per_s:,.0f}", f"{r.peak_mem_mb:,.0f}",
+    body = [[str(i), r.label, r.family, f"{r.params:,}", str(r.d_model), r.expand, f"{r.lr:g}", str(r.seeds),
+             str(r.test), _mark(r), f"{r.val.mean:.4f}", f"{r.tokens_per_s:,.0f}", f"{r.peak_mem_mb:,.0f}",
              f"{r.flops_per_token / 1e6:,.2f}"] for i, r in enumerate(rows, 1)]
     return header, body
 

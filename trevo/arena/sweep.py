@@ -23,10 +23,12 @@ unknown components, incompatible mixer/task pairs — before any run starts.
 from __future__ import annotations
 
 import importlib.resources
+import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from trevo.config import ConfigError, RunConfig
@@ -153,36 +155,66 @@ def count_params(cfg: RunConfig, info: TaskInfo) -> int:
     return sum(p.numel() for p in build_model(cfg.model, info).parameters())
 
 
+def _channel_expand(cfg: RunConfig) -> float | None:
+    """The channel mixer's ``expand`` (its hidden width over d_model), or None if it has none."""
+    default = inspect.signature(get("channel", cfg.model.channel.name).factory).parameters.get("expand")
+    if default is None:
+        return None
+    return float(cfg.model.channel.options.get("expand", default.default))
+
+
 def match_width(cfg: RunConfig, info: TaskInfo, budget: int) -> tuple[RunConfig, int]:
-    """The config with the d_model (a multiple of WIDTH_STEP) whose parameter count is closest to
-    ``budget``, and that count. Parameter counts are close to quadratic in d_model, so three probes
-    give a guess and a few neighbours settle it; widths a component cannot take are skipped."""
+    """The config whose parameter count is closest to ``budget``, and that count.
+
+    First d_model, in steps of WIDTH_STEP: counts are close to quadratic in d_model, so three probes
+    give a guess, and the search walks out from it until a buildable width on each side of the budget
+    is found (widths a component cannot take, e.g. not a multiple of its head size, are skipped).
+    Where the buildable widths are too coarse to land within 2%, the channel mixer's ``expand`` is
+    then adjusted, the count being linear in it."""
     count_params(cfg, info)  # a config that cannot build at any width fails here, with its own message
 
-    def params_at(d: int) -> int | None:
+    def params_of(c: RunConfig) -> int | None:
         try:
-            return count_params(cfg.replace({"model.d_model": d}), info)
+            return count_params(c, info)
         except TrevoError:
             return None
 
-    probes = {d: params_at(d) for d in (32, 128, 256)}
+    probes = {d: params_of(cfg.replace({"model.d_model": d})) for d in (32, 128, 256)}
     known = [(d, p) for d, p in probes.items() if p is not None]
+    guess = 128
     if len(known) == 3:
-        import numpy as np
-
         a, b, c = np.polyfit([d for d, _ in known], [p for _, p in known], 2)
         roots = [r.real for r in np.roots([a, b, c - budget]) if abs(r.imag) < 1e-9 and r.real > 0]
-        guess = int(round(max(roots) / WIDTH_STEP)) * WIDTH_STEP if roots else 128
-    else:
-        guess = 128
-    best: tuple[int, int] | None = None
-    for d in range(max(WIDTH_STEP, guess - 6 * WIDTH_STEP), guess + 7 * WIDTH_STEP, WIDTH_STEP):
-        p = probes.get(d) if d in probes else params_at(d)
-        if p is not None and (best is None or abs(p - budget) < abs(best[1] - budget)):
-            best = (d, p)
-    if best is None:
+        guess = int(round(max(roots) / WIDTH_STEP)) * WIDTH_STEP if roots else guess
+    below: tuple[int, int] | None = None
+    above: tuple[int, int] | None = None
+    for offset in range(0, 40 * WIDTH_STEP, WIDTH_STEP):
+        for d in {guess - offset, guess + offset}:
+            p = probes[d] if d in probes else params_of(cfg.replace({"model.d_model": d})) if d > 0 else None
+            if p is None:
+                continue
+            if p <= budget and (below is None or p > below[1]):
+                below = (d, p)
+            if p >= budget and (above is None or p < above[1]):
+                above = (d, p)
+        if below and above:
+            break
+    found = [x for x in (below, above) if x]
+    if not found:
         raise SweepError(f"no d_model near {guess} builds {cfg.model.mixer.name!r} for a {budget:,}-parameter budget")
-    return cfg.replace({"model.d_model": best[0]}), best[1]
+    d, params = min(found, key=lambda x: abs(x[1] - budget))
+    cfg = cfg.replace({"model.d_model": d})
+    expand = _channel_expand(cfg)
+    if expand is not None and abs(params - budget) > 0.02 * budget:
+        probe = params_of(cfg.replace({"model.channel.expand": expand * 1.25}))
+        if probe is not None and probe != params:
+            slope = (probe - params) / (expand * 0.25)
+            target = min(2 * expand, max(0.5 * expand, expand + (budget - params) / slope))
+            tuned = cfg.replace({"model.channel.expand": round(target * 64) / 64})
+            tuned_params = params_of(tuned)
+            if tuned_params is not None and abs(tuned_params - budget) < abs(params - budget):
+                cfg, params = tuned, tuned_params
+    return cfg, params
 
 
 def plan_sweep(sweep: Sweep) -> list[PlannedRun]:
