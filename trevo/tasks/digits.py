@@ -1,0 +1,81 @@
+"""Pixel-sequence classification on scikit-learn's bundled 8×8 handwritten digits (no download).
+
+The sequential-image protocol of sequential / permuted MNIST (Le et al. 2015, "A Simple Way to
+Initialize Recurrent Networks of Rectified Linear Units"), on the 1797 UCI digits that ship with
+scikit-learn instead of MNIST: each image is read pixel by pixel in row-major order and classified
+(10 classes) from the whole sequence; metric accuracy. Pixels (17 grey levels 0 … 16) are scaled to
+256 levels and used as tokens, as LRA does with pixels. ``upsample`` enlarges the image bilinearly
+(8·u × 8·u, for longer sequences); ``permuted=True`` applies one fixed permutation of the pixel order
+(drawn from ``permutation_seed``) to every image, and the layout becomes 1-D since the grid is gone.
+Splits: a fixed permutation (seed 0) of the images into train 1397, val 200, test 200.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+
+from trevo.registry import Paper, register
+from trevo.tasks.base import Batch, Task, TaskInfo, step_generator
+from trevo.tasks.corpus import DataError
+from trevo.tasks.synthetic import require
+
+SPLITS = {"train": (0, 1397), "val": (1397, 1597), "test": (1597, 1797)}
+PAPER = Paper("A Simple Way to Initialize Recurrent Networks of Rectified Linear Units (pixel MNIST)",
+              "1504.00941", 2015)
+
+
+def load_digit_images() -> tuple[torch.Tensor, torch.Tensor]:
+    """Images ``[1797, 8, 8]`` (levels 0..16, float) and labels, in the fixed split order."""
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise DataError("the digits task needs scikit-learn, which bundles the images "
+                        "(pip install scikit-learn)") from None
+    data = load_digits()
+    order = torch.randperm(len(data.target), generator=torch.Generator().manual_seed(0))
+    images = torch.as_tensor(data.images, dtype=torch.float32)[order]
+    return images, torch.as_tensor(data.target, dtype=torch.long)[order]
+
+
+@register("task", "digits", paper=PAPER, category="Benchmark", family="pixels")
+class Digits(Task):
+    """Classify an 8×8 digit read as a sequence of 256-level pixels (optionally upsampled, permuted)."""
+
+    def __init__(self, upsample: int = 1, permuted: bool = False, permutation_seed: int = 0) -> None:
+        require(isinstance(upsample, int) and upsample >= 1,
+                f"digits: upsample must be an integer >= 1, got {upsample}")
+        images, self.labels = load_digit_images()
+        side = 8 * upsample
+        if upsample > 1:
+            images = F.interpolate(images[:, None], scale_factor=upsample, mode="bilinear", align_corners=False)[:, 0]
+        self.pixels = torch.round(images.reshape(len(images), -1) * (255 / 16)).clamp(0, 255).long()
+        self.permutation = None
+        if permuted:
+            self.permutation = torch.randperm(side * side, generator=torch.Generator().manual_seed(permutation_seed))
+            self.pixels = self.pixels[:, self.permutation]
+        layout = (side * side,) if permuted else (side, side)
+        self.info = TaskInfo(vocab_size=256, head="classify", seq_len=side * side, n_classes=10, causal="either",
+                             layout=layout, metric="accuracy", higher_is_better=True)
+
+    def _split(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        if split not in SPLITS:
+            raise DataError(f"unknown split {split!r}; splits are {', '.join(SPLITS)}")
+        lo, hi = SPLITS[split]
+        return self.pixels[lo:hi], self.labels[lo:hi]
+
+    def train_batch(self, step: int, batch_size: int, seed: int) -> Batch:
+        pixels, labels = self._split("train")
+        idx = torch.randint(0, len(labels), (batch_size,), generator=step_generator(seed, step))
+        return {"input": pixels[idx], "target": labels[idx]}
+
+    def eval_batches(self, split: str, batch_size: int, n_batches: int) -> Iterator[Batch]:
+        """The split's images in order, at most ``n_batches`` batches (fewer if the split runs out)."""
+        pixels, labels = self._split(split)
+        for b in range(n_batches):
+            lo = b * batch_size
+            if lo >= len(labels):
+                return
+            yield {"input": pixels[lo:lo + batch_size], "target": labels[lo:lo + batch_size]}

@@ -1,0 +1,97 @@
+"""Induction heads, the associative-recall probe of Mamba (Gu & Dao 2023, §4.1.2 and appendix E.1),
+after H3 (Fu et al. 2023): a length-extrapolation test.
+
+Definition followed: vocabulary V, whose last token V-1 is the special (trigger) token; every other
+position holds a token drawn uniformly from 0 … V-2. Once, at a uniformly random position p in
+[0, T-3], the special token is followed by the answer token; the last position T-1 holds the special
+token again, and the model must output the answer there (the only scored position).
+Models are trained at ``seq_len`` and evaluated at every length in ``eval_lengths`` (plus
+``seq_len``): ``finalize`` reports ``acc@L`` for each length L and ``accuracy``, their mean.
+
+Paper size: train at T = 256 with V = 16, test at 2^6 … 2^20. The CPU default trains at T = 64 and
+tests at 64, 128, 256 and 512.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+from trevo.registry import Paper, register
+from trevo.tasks.base import Batch, Task, TaskInfo, cross_entropy, scored_mask, step_generator
+from trevo.tasks.synthetic import BLOCK, concat, require, slice_batch, split_seed
+
+MAMBA = Paper("Mamba: Linear-Time Sequence Modeling with Selective State Spaces", "2312.00752", 2023)
+
+
+def induction_examples(gen: torch.Generator, n: int, length: int, vocab_size: int) -> Batch:
+    special = vocab_size - 1
+    tokens = torch.randint(0, special, (n, length), generator=gen)
+    pos = torch.randint(0, length - 2, (n, 1), generator=gen)
+    answer = tokens.gather(1, pos + 1)
+    tokens.scatter_(1, pos, special)
+    tokens[:, -1] = special
+    target = torch.zeros(n, length, dtype=torch.long)
+    target[:, -1] = answer[:, 0]
+    loss_mask = torch.zeros(n, length, dtype=torch.bool)
+    loss_mask[:, -1] = True
+    return {"input": tokens, "target": target, "loss_mask": loss_mask}
+
+
+@register("task", "induction", paper=MAMBA, category="Benchmark", family="recall")
+class Induction(Task):
+    """Recall the token that followed the special token when it appears again; trained at one length,
+    accuracy reported at each test length (Mamba's induction-heads task)."""
+
+    def __init__(self, seq_len: int = 64, vocab_size: int = 16,
+                 eval_lengths: list[int] | tuple[int, ...] = (64, 128, 256, 512)) -> None:
+        require(vocab_size >= 3, f"induction: vocab_size must be at least 3 (two tokens and the special one), "
+                                 f"got {vocab_size}")
+        lengths = sorted({int(L) for L in eval_lengths} | {seq_len})
+        require(lengths[0] >= 3, f"induction: every length must be at least 3 (trigger, answer, query), "
+                                 f"got {lengths[0]}")
+        self.seq_len, self.vocab_size, self.eval_lengths = seq_len, vocab_size, tuple(lengths)
+        self.info = TaskInfo(vocab_size=vocab_size, head="lm", seq_len=seq_len, causal="required",
+                             layout=(seq_len,), metric="accuracy", higher_is_better=True)
+
+    def train_batch(self, step: int, batch_size: int, seed: int) -> Batch:
+        return induction_examples(step_generator(seed, step), batch_size, self.seq_len, self.vocab_size)
+
+    def eval_set(self, split: str, n: int, length: int) -> Batch:
+        # One block stream per length, so each length's set is fixed whatever the others are.
+        seed = split_seed(split) + length
+        blocks = -(-n // BLOCK)
+        data = concat([induction_examples(step_generator(seed, b), BLOCK, length, self.vocab_size)
+                       for b in range(blocks)])
+        return slice_batch(data, 0, n)
+
+    def eval_batches(self, split: str, batch_size: int, n_batches: int) -> Iterator[Batch]:
+        """``n_batches`` batches at each evaluation length, shortest first."""
+        for length in self.eval_lengths:
+            data = self.eval_set(split, batch_size * n_batches, length)
+            for b in range(n_batches):
+                yield slice_batch(data, b * batch_size, (b + 1) * batch_size)
+
+    def score(self, logits: torch.Tensor, batch: Batch) -> dict[str, float]:
+        length = batch["input"].shape[1]
+        mask = scored_mask(batch)
+        correct = ((logits.argmax(-1) == batch["target"]) & mask).sum()
+        nll = cross_entropy(logits, batch, reduction="sum")
+        n = float(mask.sum())
+        return {"nll": float(nll), "count": n, "correct": float(correct),
+                f"correct@{length}": float(correct), f"count@{length}": n}
+
+    def finalize(self, totals: dict[str, float]) -> dict[str, float]:
+        metrics = super().finalize(totals)
+        per_length = [L for L in self.eval_lengths if totals.get(f"count@{L}", 0) > 0]
+        for L in per_length:
+            metrics[f"acc@{L}"] = totals[f"correct@{L}"] / totals[f"count@{L}"]
+        if per_length:
+            metrics["accuracy"] = sum(metrics[f"acc@{L}"] for L in per_length) / len(per_length)
+        return metrics
+
+    def render(self, batch: Batch, i: int) -> str:
+        special = self.vocab_size - 1
+        seq = " ".join("*" if t == special else str(t) for t in batch["input"][i].tolist())
+        return f"{seq}\n  -> {int(batch['target'][i, -1])}"
