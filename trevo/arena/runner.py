@@ -47,8 +47,10 @@ def _flops_per_token(cfg) -> float:
     return counter.get_total_flops() / batch["input"].numel()
 
 
-def execute_run(db_path: str, key: str, run_dir: str, threads: int) -> None:
-    """Train one run (in a worker process) and record it; never raises for the run's own failure."""
+def execute_run(db_path: str, key: str, run_dir: str, threads: int, eval_test: bool) -> None:
+    """Train one run (in a worker process) and record it; never raises for the run's own failure.
+    ``eval_test``: the run is chosen whatever its metric (no learning-rate sweep), so its test metric
+    is evaluated here, once, instead of in a process of its own."""
     from trevo.config import RunConfig
     from trevo.train import train
 
@@ -69,6 +71,8 @@ def execute_run(db_path: str, key: str, run_dir: str, threads: int) -> None:
                      params=result["params"], tokens_per_s=result["tokens_per_s"], wall_s=result["wall_s"],
                      peak_mem_mb=peak, flops_per_token=_flops_per_token(cfg), versions=result["versions"],
                      higher_is_better=int(result["higher_is_better"]))
+        if eval_test:
+            evaluate_test(db_path, key, run_dir, threads)
     except Exception as e:  # a crashed run is recorded and the sweep goes on
         store.update(key, status="failed", error=f"{type(e).__name__}: {e}\n{traceback.format_exc()[-2000:]}")
 
@@ -162,7 +166,8 @@ def run_sweep(sweep: Sweep, out_dir: str | Path, *, workers: int = 1,
             detail = (r.error or "claimed by another process").splitlines()[0]
         log(f"[{finished}/{len(todo)}] {p.task} / {p.label} lr={p.lr:g} seed={p.seed}: {r.status} ({detail})")
 
-    run_in_processes([(execute_run, (db, p.key, str(out / "runs" / p.key), threads)) for p in todo],
+    eval_test = len(sweep.lrs) <= 1
+    run_in_processes([(execute_run, (db, p.key, str(out / "runs" / p.key), threads, eval_test)) for p in todo],
                      workers, report)
     chosen = [r for r in choose([store.get(p.key) for p in plan]) if r.test is None]
     run_in_processes([(evaluate_test, (db, r.key, str(out / "runs" / r.key), threads)) for r in chosen],

@@ -75,6 +75,7 @@ class PlannedRun:
     lr: float
     config: RunConfig
     key: str
+    params: int
 
 
 def preset_names() -> list[str]:
@@ -169,7 +170,7 @@ def match_width(cfg: RunConfig, info: TaskInfo, budget: int) -> tuple[RunConfig,
     First d_model, in steps of WIDTH_STEP: counts are close to quadratic in d_model, so three probes
     give a guess, and the search walks out from it until a buildable width on each side of the budget
     is found (widths a component cannot take, e.g. not a multiple of its head size, are skipped).
-    Where the buildable widths are too coarse to land within 2%, the channel mixer's ``expand`` is
+    Where the buildable widths are too coarse to land within 4%, the channel mixer's ``expand`` is
     then adjusted, the count being linear in it."""
     count_params(cfg, info)  # a config that cannot build at any width fails here, with its own message
 
@@ -205,7 +206,7 @@ def match_width(cfg: RunConfig, info: TaskInfo, budget: int) -> tuple[RunConfig,
     d, params = min(found, key=lambda x: abs(x[1] - budget))
     cfg = cfg.replace({"model.d_model": d})
     expand = _channel_expand(cfg)
-    if expand is not None and abs(params - budget) > 0.02 * budget:
+    if expand is not None and abs(params - budget) > 0.04 * budget:
         probe = params_of(cfg.replace({"model.channel.expand": expand * 1.25}))
         if probe is not None and probe != params:
             slope = (probe - params) / (expand * 0.25)
@@ -233,9 +234,9 @@ def plan_sweep(sweep: Sweep) -> list[PlannedRun]:
                 # The task's settings win over a variant's: every variant sees the same task.
                 cfg = task_cfg.replace(variant.values).replace(task.values)
                 if sweep.param_budget:
-                    cfg, _ = match_width(cfg, task_obj.info, sweep.param_budget)
+                    cfg, params = match_width(cfg, task_obj.info, sweep.param_budget)
                 else:
-                    count_params(cfg, task_obj.info)  # builds it: every build-time check runs
+                    params = count_params(cfg, task_obj.info)  # builds it: every build-time check runs
                 family = get("mixer", cfg.model.mixer.name).family
             except TrevoError as e:
                 problems.append(f"variant {variant.label!r} on task {task.label!r}: {e}")
@@ -243,7 +244,8 @@ def plan_sweep(sweep: Sweep) -> list[PlannedRun]:
             for lr in sweep.lrs or [cfg.train.lr]:
                 for seed in sweep.seeds:
                     run_cfg = cfg.replace({"train.lr": lr, "train.seed": seed})
-                    runs.append(PlannedRun(variant.label, family, task.label, seed, lr, run_cfg, run_cfg.hash()))
+                    runs.append(PlannedRun(variant.label, family, task.label, seed, lr, run_cfg, run_cfg.hash(),
+                                           params))
     if problems:
         raise SweepError("the sweep cannot run; nothing was started:\n  - " + "\n  - ".join(problems))
     return runs
@@ -253,6 +255,8 @@ def plan_summary(runs: list[PlannedRun]) -> str:
     lines = [f"{len(runs)} runs:"]
     for r in runs:
         m = r.config.model
-        lines.append(f"  {r.task:<16} {r.label:<28} d_model={m.d_model:<4} lr={r.lr:<8g} seed={r.seed}")
+        expand = m.channel.options.get("expand", "")
+        lines.append(f"  {r.task:<16} {r.label:<28} params={r.params:<9,} d_model={m.d_model:<4} "
+                     f"expand={expand!s:<6} lr={r.lr:<8g} seed={r.seed}")
     return "\n".join(lines)
 
