@@ -42,8 +42,14 @@ class TokenMixer(nn.Module):
             )
 
     def pick_form(self, seq_len: int) -> str:
-        """The form used for a sequence of ``seq_len`` tokens (overridden where ``auto`` matters)."""
-        return self.forms[0] if self.impl == "auto" else self.impl
+        """The form for ``seq_len`` tokens: ``impl``, or for ``auto`` the first of ``forms`` (each mixer
+        lists its fastest training form first), except that a causal one-token step uses the
+        ``recurrent`` form where there is one."""
+        if self.impl != "auto":
+            return self.impl
+        if seq_len == 1 and self.causal and "recurrent" in self.forms:
+            return "recurrent"
+        return self.forms[0]
 
     def check_input(self, x: torch.Tensor) -> None:
         if x.dim() != 3 or x.shape[-1] != self.d_model:

@@ -33,11 +33,6 @@ class EngineMixer(TokenMixer):
 
     forms = ("chunk", "parallel", "recurrent")
 
-    def pick_form(self, seq_len: int) -> str:
-        if self.impl != "auto":
-            return self.impl
-        return "recurrent" if seq_len == 1 else "chunk"
-
     def forward(self, x: torch.Tensor, *, padding_mask: torch.Tensor | None = None,
                 layout: tuple[int, ...] | None = None) -> torch.Tensor:
         self.check_input(x)

@@ -52,14 +52,11 @@ class _AFT(TokenMixer):
                              f"(model.max_len) but got position {stop - 1}; raise model.max_len or "
                              f"use aft_simple / aft_conv, which take any length")
 
-    def pick_form(self, seq_len: int) -> str:
-        return "chunk" if self.impl == "auto" else self.impl
-
 
 class _AFTWithBias(_AFT):
     """AFT-full, -local and -conv: a dense bias block for (query rows, key columns)."""
 
-    forms = ("parallel", "chunk")
+    forms = ("chunk", "parallel")
 
     def bias(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -83,7 +80,7 @@ class _AFTWithBias(_AFT):
         return self._out(q, self._mix(k, v, 0, None if self.causal else padding_mask))
 
 
-@register("mixer", "aft_full", **_META, recurrent=False, fixed_length=True, forms=("parallel", "chunk"),
+@register("mixer", "aft_full", **_META, recurrent=False, fixed_length=True, forms=("chunk", "parallel"),
           time="O(T²·d)", memory="O(T²) bias + O(T·d); KV cache O(T·d) in generation",
           test_options={"max_len": 19, "chunk_size": 8})
 class AFTFull(_AFTWithBias):
@@ -116,7 +113,7 @@ class AFTFull(_AFTWithBias):
         return self._out(q, self._mix(k, v, state["k"].shape[1])), {"k": k, "v": v}
 
 
-@register("mixer", "aft_simple", **_META, recurrent=True, forms=("parallel", "chunk", "recurrent"),
+@register("mixer", "aft_simple", **_META, recurrent=True, forms=("chunk", "parallel", "recurrent"),
           time="O(T·d) chunk/recurrent, O(T²·d) parallel", memory="O(d) state",
           test_options={"chunk_size": 8})
 class AFTSimple(_AFT):
@@ -127,15 +124,10 @@ class AFTSimple(_AFT):
     carried state) and ``recurrent`` (one step at a time). Bidirectional: one global context vector
     (``parallel`` computes it position by position, the others once)."""
 
-    forms = ("parallel", "chunk", "recurrent")
+    forms = ("chunk", "parallel", "recurrent")
 
     def __init__(self, d_model: int, *, causal: bool, chunk_size: int = 64, impl: str = "auto") -> None:
         super().__init__(d_model, causal=causal, chunk_size=chunk_size, impl=impl)
-
-    def pick_form(self, seq_len: int) -> str:
-        if self.impl != "auto":
-            return self.impl
-        return "recurrent" if seq_len == 1 else "chunk"
 
     def forward(self, x: torch.Tensor, *, padding_mask: torch.Tensor | None = None,
                 layout: tuple[int, ...] | None = None) -> torch.Tensor:
@@ -198,7 +190,7 @@ class _AFTBanded(_AFTWithBias):
         return y, {**prefix, "k": kw, "v": vw, "pos": state["pos"] + 1}
 
 
-@register("mixer", "aft_local", **_META, recurrent=True, fixed_length=True, forms=("parallel", "chunk"),
+@register("mixer", "aft_local", **_META, recurrent=True, fixed_length=True, forms=("chunk", "parallel"),
           time="O(T²·d)", memory="O(T·s) bias; O(s·d) state in generation",
           test_options={"max_len": 19, "window": 4, "chunk_size": 8})
 class AFTLocal(_AFTBanded):
@@ -217,7 +209,7 @@ class AFTLocal(_AFTBanded):
         self.band = nn.Parameter(torch.zeros(1, max_len, window if causal else 2 * window - 1))
 
 
-@register("mixer", "aft_conv", **_META, recurrent=True, forms=("parallel", "chunk"),
+@register("mixer", "aft_conv", **_META, recurrent=True, forms=("chunk", "parallel"),
           time="O(T²·d) (dense banded bias)", memory="O(T²) bias; O(s·d) state in generation",
           test_options={"window": 4, "n_heads": 2, "chunk_size": 8})
 class AFTConv(_AFTBanded):

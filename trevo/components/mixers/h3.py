@@ -61,11 +61,6 @@ class H3(TokenMixer):
         lam = torch.complex(-torch.exp(self.A_re_log), self.A_im)
         return zoh(self.log_dt[:, None], lam, torch.complex(self.B_re, self.B_im))
 
-    def pick_form(self, seq_len: int) -> str:
-        if self.impl != "auto":
-            return self.impl
-        return "recurrent" if seq_len == 1 else "fft"
-
     def forward(self, x: torch.Tensor, *, padding_mask: torch.Tensor | None = None,
                 layout: tuple[int, ...] | None = None) -> torch.Tensor:
         self.check_input(x)

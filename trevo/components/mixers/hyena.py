@@ -82,9 +82,6 @@ class Hyena(TokenMixer):
         self.bias = nn.Parameter(torch.randn(order - 1, d_model))
         self.out_proj = nn.Linear(d_model, d_model)
 
-    def pick_form(self, seq_len: int) -> str:
-        return "fft" if self.impl == "auto" else self.impl
-
     def _long_conv(self, u: torch.Tensor, k: torch.Tensor, n_new: int) -> torch.Tensor:
         """The last ``n_new`` outputs of the causal convolution of the history ``u`` [B, d, t]."""
         if n_new == 1:  # one new token: its output is a dot product with the flipped filter

@@ -72,11 +72,6 @@ class LRU(TokenMixer):
         """log λ = −exp(ν) + i·exp(θ) (complex, [N])."""
         return torch.complex(-torch.exp(self.nu_log), torch.exp(self.theta_log))
 
-    def pick_form(self, seq_len: int) -> str:
-        if self.impl != "auto":
-            return self.impl
-        return "recurrent" if seq_len == 1 else "chunk"
-
     def forward(self, x: torch.Tensor, *, padding_mask: torch.Tensor | None = None,
                 layout: tuple[int, ...] | None = None) -> torch.Tensor:
         self.check_input(x)

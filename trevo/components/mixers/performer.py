@@ -21,7 +21,7 @@ from trevo.registry import IncompatibleError, Paper, register
 
 @register("mixer", "performer", paper=Paper("Rethinking Attention with Performers", "2009.14794", 2020),
           category="MHA/RightProduct", family="performer", causal=True, bidirectional=True, recurrent=True,
-          forms=("parallel", "chunk", "prefix", "recurrent"),
+          forms=("chunk", "parallel", "prefix", "recurrent"),
           time="O(T·m·d) chunk/prefix/recurrent, O(T²·m) parallel", memory="O(m·d/H) state per head",
           test_options={"n_features": 8, "chunk_size": 8})
 class Performer(TokenMixer):
@@ -34,7 +34,7 @@ class Performer(TokenMixer):
     ``chunk``, ``prefix`` (cumulative sums, section 2.6) and ``recurrent``; bidirectional use computes
     φ(Q)(φ(K)ᵀV) whatever the form."""
 
-    forms = ("parallel", "chunk", "prefix", "recurrent")
+    forms = ("chunk", "parallel", "prefix", "recurrent")
 
     def __init__(self, d_model: int, *, causal: bool, n_heads: int = 4, n_features: int = 64,
                  redraw_interval: int = 0, chunk_size: int = 64, impl: str = "auto") -> None:
@@ -68,11 +68,6 @@ class Performer(TokenMixer):
 
     def _out(self, o: torch.Tensor) -> torch.Tensor:
         return self.out_proj(o.transpose(1, 2).flatten(2))
-
-    def pick_form(self, seq_len: int) -> str:
-        if self.impl != "auto":
-            return self.impl
-        return "recurrent" if seq_len == 1 else "chunk"
 
     def forward(self, x: torch.Tensor, *, padding_mask: torch.Tensor | None = None,
                 layout: tuple[int, ...] | None = None) -> torch.Tensor:

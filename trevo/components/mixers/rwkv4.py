@@ -55,11 +55,6 @@ class RWKV4TimeMix(TokenMixer):
         self.receptance = nn.Linear(d_model, d_model, bias=False)
         self.output = nn.Linear(d_model, d_model, bias=False)
 
-    def pick_form(self, seq_len: int) -> str:
-        if self.impl != "auto":
-            return self.impl
-        return "recurrent" if seq_len == 1 else "chunk"
-
     def forward(self, x: torch.Tensor, *, padding_mask: torch.Tensor | None = None,
                 layout: tuple[int, ...] | None = None) -> torch.Tensor:
         self.check_input(x)

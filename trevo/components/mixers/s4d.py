@@ -69,11 +69,6 @@ class S4D(TokenMixer):
     def C(self, direction: int = 0) -> torch.Tensor:
         return torch.complex(self.C_re[direction], self.C_im[direction])
 
-    def pick_form(self, seq_len: int) -> str:
-        if self.impl != "auto":
-            return self.impl
-        return "recurrent" if seq_len == 1 and self.causal else "fft"
-
     def _block(self, seq_len: int) -> int:
         return self.conv_block or max(32, -(-seq_len // 16))
 

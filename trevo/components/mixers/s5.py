@@ -61,11 +61,6 @@ class S5(TokenMixer):
         dtA, Bbar = zoh(self.log_dt[:, None], lam[:, None], torch.complex(self.B_re, self.B_im))
         return dtA[:, 0], Bbar
 
-    def pick_form(self, seq_len: int) -> str:
-        if self.impl != "auto":
-            return self.impl
-        return "recurrent" if seq_len == 1 else "chunk"
-
     def forward(self, x: torch.Tensor, *, padding_mask: torch.Tensor | None = None,
                 layout: tuple[int, ...] | None = None) -> torch.Tensor:
         self.check_input(x)

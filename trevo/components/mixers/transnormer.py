@@ -79,9 +79,6 @@ class DiagAttention(EngineMixer):
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
         self.out_proj = nn.Linear(d_model, d_model, bias=False)
 
-    def pick_form(self, seq_len: int) -> str:
-        return "parallel"
-
     def _attend(self, q, k, v, q_pos, k_pos, k_valid):
         same = (q_pos[:, None] // self.block_size) == (k_pos[None, :] // self.block_size)
         allowed = same & k_valid[:, None, :]  # [B, Tq, Tk]
