@@ -12,6 +12,8 @@ def _arena(args: argparse.Namespace) -> None:
     from trevo.arena.sweep import load_sweep, plan_summary, plan_sweep
 
     sweep = load_sweep(args.sweep)
+    if args.set:
+        sweep.base = sweep.base.override(args.set)
     out = Path(args.out or f"runs/arena-{sweep.name}")
     if args.plan:
         print(plan_summary(plan_sweep(sweep)))
@@ -47,6 +49,8 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
                        help=f"a preset ({', '.join(preset_names())}) or a sweep YAML file (default: quick)")
         s.add_argument("--out", help="output directory (default runs/arena-<sweep name>)")
         s.add_argument("--workers", type=int, default=1, help="runs at once, each in its own process")
+        s.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="override a field of every run, e.g. --set train.device=cuda --set train.steps=50")
         s.add_argument("--plan", action="store_true", help="validate and print the plan, run nothing")
         s.add_argument("--no-report", action="store_true", help="skip writing the HTML/Markdown report")
         s.set_defaults(run=_arena)
