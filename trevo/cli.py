@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import os
 import json
 import sys
 from pathlib import Path
@@ -127,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     except TrevoError as e:
         print(f"trevo: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (keeps the interpreter's final flush quiet)
+        return 0
     except KeyboardInterrupt:
         print("trevo: interrupted; `--resume` continues from the last checkpoint", file=sys.stderr)
         return 130
