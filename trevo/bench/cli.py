@@ -1,0 +1,124 @@
+"""``trevo bench mixers`` and ``trevo bench ops`` (plugged into ``trevo`` by trevo/cli.py)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from trevo.bench.output import fmt
+from trevo.registry import TrevoError
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        out = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from exc
+    if not out or min(out) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive lengths, got {text!r}")
+    return out
+
+
+def _names(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def _progress(row: dict) -> None:
+    what = row.get("mixer") or row.get("form")
+    took = f"{fmt(row['ms'])} ms" if row.get("ms") is not None else ""
+    extra = f" ({row['reason']})" if row.get("reason") else ""
+    print(f"  {what:<28} {row['mode']:<8} T={row['length']:<6} {row['status']:<9} {took}{extra}"[:160],
+          file=sys.stderr, flush=True)
+
+
+def _mixers(args: argparse.Namespace) -> None:
+    from trevo.bench import mixers, output
+
+    result = mixers.run(args.mixers, args.lengths, args.mode, d_model=args.d_model, batch=args.batch,
+                        repeats=args.repeats, time_cap_s=args.time_cap, device=args.device, dtype=args.dtype,
+                        seed=args.seed, isolate=not args.in_process, threads=args.threads, on_row=_progress)
+    paths = output.write_results(result, args.out, f"mixers-{args.mode}")
+    if not args.no_plots:
+        paths["png"] = output.plot_mixers(result, args.out)
+    print(output.mixer_table(result))
+    print("\nwritten: " + ", ".join(str(p) for p in paths.values()))
+
+
+def _ops(args: argparse.Namespace) -> None:
+    from trevo.bench import ops, output
+
+    result = ops.run(args.lengths, args.forms, isolate=not args.in_process, threads=args.threads,
+                     on_row=_progress, batch=args.batch, heads=args.heads, head_dim=args.head_dim,
+                     chunk_size=args.chunk_size, gate=args.gate, repeats=args.repeats, time_cap_s=args.time_cap,
+                     recurrent_max_len=args.recurrent_max_len, device=args.device, dtype=args.dtype)
+    paths = output.write_results(result, args.out, "ops")
+    if not args.no_plots:
+        paths["png"] = ops.plot(result, Path(args.out) / (output.stem(result["meta"], "ops") + ".png"))
+    print(ops.table(result))
+    print("\nwritten: " + ", ".join(str(p) for p in paths.values()))
+
+
+def _common(s: argparse.ArgumentParser, repeats: int) -> None:
+    s.add_argument("--repeats", type=int, default=repeats, help="timed calls per point after the warm-up")
+    s.add_argument("--time-cap", type=float, default=30.0, metavar="S",
+                   help="a point whose one call takes longer than S seconds is recorded as time_cap and the "
+                        "longer lengths of that mixer/form are skipped (a hard limit of 5·S+60 s ends a stuck point)")
+    s.add_argument("--out", default="runs/bench",
+                   help="folder for the CSV, JSON and PNG files (default runs/bench); inside an arena output "
+                        "folder (e.g. runs/arena/bench) `trevo report` adds a benchmark section")
+    s.add_argument("--device", default="cpu", help="cpu or cuda (CUDA events time the calls there)")
+    s.add_argument("--dtype", default="float32", choices=("float32", "float64", "float16", "bfloat16"))
+    s.add_argument("--threads", type=int,
+                   help="torch threads (default: torch's own choice); on a shared or busy machine 1 avoids "
+                        "thread-pool stalls that dominate small ops")
+    s.add_argument("--in-process", action="store_true",
+                   help="measure in this process instead of one child process per mixer/form (no isolation "
+                        "from crashes; peak memory less clean)")
+    s.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+
+
+def _no_verb(args: argparse.Namespace) -> None:
+    raise TrevoError("`trevo bench` needs a verb: `trevo bench mixers` or `trevo bench ops` (see --help)")
+
+
+def add_parser(subparsers, name: str) -> None:
+    p = subparsers.add_parser(name, help="speed and memory of mixers and ops against sequence length",
+                              description="Benchmarks: times, peak memory, ratios to softmax attention and "
+                                          "log-log scaling exponents, written as CSV + JSON + PNG.")
+    p.set_defaults(run=_no_verb)
+    verbs = p.add_subparsers(dest="bench_verb")
+
+    s = verbs.add_parser("mixers", help="every token mixer at matched width against sequence length",
+                         description="Per mixer and length: time per token (median after warm-up), peak "
+                                     "memory, ratio to softmax attention, log-log slopes, achieved FLOP/s as a "
+                                     "fraction of this machine's matmul FLOP/s. Peak memory: "
+                                     "torch.cuda.max_memory_allocated on CUDA; on CPU the resident-set "
+                                     "high-water mark of the measuring child process, with glibc's mmap "
+                                     "threshold pinned so that freed tensors leave it (trevo.bench.measure).")
+    s.add_argument("--mixers", type=_names, help="comma-separated mixer names (default: every registered mixer)")
+    s.add_argument("--lengths", type=_ints, default=[256, 1024, 4096], help="comma-separated sequence lengths")
+    s.add_argument("--mode", choices=("fwd", "fwdbwd", "generate"), default="fwdbwd",
+                   help="fwd (inference), fwdbwd (training), generate (prefill a context, then one step)")
+    s.add_argument("--d-model", type=int, default=256)
+    s.add_argument("--batch", type=int, default=1)
+    s.add_argument("--seed", type=int, default=0)
+    _common(s, repeats=5)
+    s.set_defaults(run=_mixers)
+
+    s = verbs.add_parser("ops", help="the linear-recurrence engine's forms against causal softmax attention",
+                         description="Forward and forward+backward time of linear_recurrence per form and of "
+                                     "causal SDPA at the same B, H, D; chunk/recurrent ratio, chunk slope, "
+                                     "crossover length, chunk FLOP/s fraction.")
+    s.add_argument("--lengths", type=_ints, default=[512, 1024, 2048, 4096, 8192, 16384])
+    s.add_argument("--forms", type=_names, default=["parallel", "chunk", "recurrent"])
+    s.add_argument("--batch", type=int, default=1)
+    s.add_argument("--heads", type=int, default=4)
+    s.add_argument("--head-dim", type=int, default=64)
+    s.add_argument("--chunk-size", type=int, default=64)
+    s.add_argument("--gate", choices=("none", "scalar", "vector"), default="scalar",
+                   help="log decay: none, one per head and step, or one per key channel and step")
+    s.add_argument("--recurrent-max-len", type=int, default=4096,
+                   help="the recurrent form is skipped above this length (it takes T sequential steps)")
+    _common(s, repeats=3)
+    s.set_defaults(run=_ops)
