@@ -1,0 +1,72 @@
+"""Explicit top-k sparse attention; the math lives in ``trevo.ops.topk_attention``."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from trevo.components.base import State, TokenMixer
+from trevo.ops.topk_attention import chunked_topk_attention, topk_attention
+from trevo.registry import IncompatibleError, Paper, register
+
+
+@register("mixer", "topk_attention",
+          paper=Paper("Explicit Sparse Transformer: Concentrated Attention Through Explicit Selection",
+                      "1912.11637", 2019),
+          category="MHA/SparseOrLowRank", family="topk_attention", causal=True, bidirectional=True,
+          forms=("parallel", "chunk"), time="O(T²·d)", memory="O(T²) parallel, O(C·T) chunk; KV cache O(T·d)",
+          test_options={"topk": 5, "chunk_size": 8})
+class TopKAttention(TokenMixer):
+    """Multi-head explicit sparse attention (Zhao et al. 2019, eq. 6-8): per query only the ``topk``
+    largest scores of q kᵀ/√d survive, A = softmax(top-k(P)), y = W_o A V. Forms: ``parallel`` (all
+    queries at once) and ``chunk`` (blocks of ``chunk_size`` queries, O(C·T) memory). Generation keeps a
+    KV cache: the selection looks at every past key."""
+
+    forms = ("parallel", "chunk")
+
+    def __init__(self, d_model: int, *, causal: bool, n_heads: int = 4, topk: int = 8, chunk_size: int = 128,
+                 impl: str = "auto") -> None:
+        super().__init__(d_model, causal=causal, impl=impl)
+        if d_model % n_heads:
+            raise IncompatibleError(f"d_model={d_model} is not divisible by n_heads={n_heads}")
+        if topk < 1:
+            raise IncompatibleError(f"topk_attention needs topk >= 1, got {topk}")
+        self.n_heads, self.head_dim, self.topk, self.chunk_size = n_heads, d_model // n_heads, topk, chunk_size
+        self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
+        self.out_proj = nn.Linear(d_model, d_model, bias=False)
+
+    def pick_form(self, seq_len: int) -> str:
+        if self.impl != "auto":
+            return self.impl
+        return "chunk" if seq_len > 4 * self.chunk_size else "parallel"
+
+    def _heads(self, x: torch.Tensor):
+        return (t.unflatten(-1, (self.n_heads, self.head_dim)).transpose(1, 2) for t in self.qkv(x).chunk(3, dim=-1))
+
+    def _attend(self, q, k, v, padding_mask) -> torch.Tensor:
+        if self.pick_form(k.shape[-2]) == "chunk":
+            o = chunked_topk_attention(q, k, v, topk=self.topk, causal=self.causal, key_padding_mask=padding_mask,
+                                       chunk_size=self.chunk_size)
+        else:
+            o = topk_attention(q, k, v, topk=self.topk, causal=self.causal, key_padding_mask=padding_mask)
+        return self.out_proj(o.transpose(1, 2).flatten(2))
+
+    def forward(self, x: torch.Tensor, *, padding_mask: torch.Tensor | None = None,
+                layout: tuple[int, ...] | None = None) -> torch.Tensor:
+        self.check_input(x)
+        q, k, v = self._heads(x)
+        # Causal attention cannot see right padding, so the key mask only matters bidirectionally.
+        return self._attend(q, k, v, None if self.causal else padding_mask)
+
+    def init_state(self, batch: int, device, dtype) -> State:
+        empty = torch.zeros(batch, self.n_heads, 0, self.head_dim, device=device, dtype=dtype)
+        return {"k": empty, "v": empty.clone()}
+
+    def prefill(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        self._require_causal("prefill")
+        self.check_input(x)
+        if state is None:
+            state = self.init_state(x.shape[0], x.device, x.dtype)
+        q, k, v = self._heads(x)
+        k, v = torch.cat([state["k"], k], dim=2), torch.cat([state["v"], v], dim=2)
+        return self._attend(q, k, v, None), {"k": k, "v": v}

@@ -1,0 +1,43 @@
+"""XCiT's cross-covariance attention; the math lives in ``trevo.ops.xcit``."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from trevo.components.base import TokenMixer
+from trevo.ops.xcit import cross_covariance_attention
+from trevo.registry import IncompatibleError, Paper, register
+
+
+@register("mixer", "xcit", paper=Paper("XCiT: Cross-Covariance Image Transformers", "2106.09681", 2021),
+          category="MHA/RightProduct", family="xcit", causal=False, bidirectional=True, forms=("parallel",),
+          time="O(T·d²/h)", memory="O(d²/h) map per head")
+class CrossCovarianceAttention(TokenMixer):
+    """XCA (El-Nouby et al. 2021, eq. 2-3): per head A = softmax(τ·Q̂ᵀK̂) over channels, Q̂ and K̂
+    L2-normalised along the tokens, τ learned per head (initialised to 1), y = W_o (V Aᵀ). The
+    channel map sums over every token, so XCA is bidirectional only (causal use is refused); padded
+    tokens are left out of the map. The paper's local patch interaction (a depthwise convolution
+    between XCA and the FFN) belongs to the block, not to this mixer."""
+
+    forms = ("parallel",)
+
+    def __init__(self, d_model: int, *, causal: bool = False, n_heads: int = 4, qkv_bias: bool = True,
+                 impl: str = "auto") -> None:
+        super().__init__(d_model, causal=causal, impl=impl)
+        if causal:
+            raise IncompatibleError("xcit's channel attention map sums over every token and cannot be causal; "
+                                    "choose a causal mixer for a causal model")
+        if d_model % n_heads:
+            raise IncompatibleError(f"d_model={d_model} is not divisible by n_heads={n_heads}")
+        self.n_heads, self.head_dim = n_heads, d_model // n_heads
+        self.qkv = nn.Linear(d_model, 3 * d_model, bias=qkv_bias)
+        self.temperature = nn.Parameter(torch.ones(n_heads))
+        self.out_proj = nn.Linear(d_model, d_model)
+
+    def forward(self, x: torch.Tensor, *, padding_mask: torch.Tensor | None = None,
+                layout: tuple[int, ...] | None = None) -> torch.Tensor:
+        self.check_input(x)
+        q, k, v = (t.unflatten(-1, (self.n_heads, self.head_dim)).transpose(1, 2) for t in self.qkv(x).chunk(3, -1))
+        o = cross_covariance_attention(q, k, v, self.temperature.to(x.dtype), padding_mask)
+        return self.out_proj(o.transpose(1, 2).flatten(2))
