@@ -182,3 +182,38 @@ def test_metadata_is_complete(name):
     cls = entry.factory
     assert tuple(entry.forms) == tuple(getattr(cls, "forms", entry.forms)), "registry forms differ from the class"
     assert (cls.__doc__ or "").strip(), "a public component needs a docstring naming its paper and equation"
+
+
+def _backbone_cases():
+    out = []
+    for name in names("mixer"):
+        entry = get("mixer", name)
+        # Causal mixers on the causal byte LM; the others classify digit pixels (an 8×8 layout).
+        task = "byte_lm" if entry.causal and not entry.needs_2d else "digits"
+        out.append(pytest.param(name, task, id=f"{name}-{task}"))
+    return out
+
+
+@pytest.mark.parametrize("name,task", _backbone_cases())
+def test_trains_one_step_inside_the_backbone(name, task):
+    from trevo.config import RunConfig
+    from trevo.train import build, make_optimizer
+
+    # Size options of the tiny test instance (max_len, height, width) give way to the task's sizes.
+    options = {k: v for k, v in get("mixer", name).test_options.items() if k not in ("max_len", "height", "width")}
+    cfg = RunConfig().replace({"model.mixer": {"name": name, **options}, "model.d_model": D, "model.n_layers": 1,
+                               "task.name": task, "train.batch_size": 2})
+    if task == "byte_lm":
+        cfg = cfg.replace({"task.seq_len": 16})
+    task_obj, model = build(cfg)
+    optimizer = make_optimizer(model, cfg.train)
+    batch = task_obj.train_batch(0, 2, 0)
+    losses = []
+    for _ in range(2):
+        loss = task_obj.loss(model(batch["input"], batch.get("padding_mask")), batch)
+        assert torch.isfinite(loss)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[1] < losses[0], "one AdamW step on the same batch should lower its loss"
