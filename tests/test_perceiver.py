@@ -14,6 +14,7 @@ from trevo.models import build_model
 from trevo.ops.cross_attention import naive_causal_cross_attention, windowed_causal_cross_attention
 from trevo.registry import IncompatibleError, TrevoError, create, get, names
 from trevo.tasks.base import TaskInfo
+from trevo.train import logits_of
 
 DIGITS = TaskInfo(vocab_size=17, head="classify", seq_len=64, n_classes=10, layout=(8, 8))
 TEXT_LM = TaskInfo(vocab_size=256, head="lm", seq_len=56, causal="required", layout=(40,))
@@ -126,6 +127,30 @@ def test_decoding_a_subset_of_outputs_equals_the_full_decode():
     torch.testing.assert_close(m(x, outputs=per_row), full.gather(1, per_row[..., None].expand(-1, -1, 256)),
                                rtol=0, atol=1e-13)
 
+
+def test_a_boolean_mask_decodes_only_the_masked_positions():
+    m = model("perceiver_io", TEXT_MLM)
+    x = torch.randint(0, 256, (3, 24))
+    full = m(x)
+    mask = torch.zeros(3, 24, dtype=torch.bool)
+    mask[0, [2, 9, 17]] = mask[1, [0, 23]] = mask[2, [5, 6, 7]] = True  # rows with different counts
+    out = m(x, outputs=mask)
+    assert out.shape == full.shape
+    torch.testing.assert_close(out[mask], full[mask], rtol=0, atol=1e-13)
+    assert not out[~mask].any()
+    with ScoreShapes() as rec:
+        m(x, outputs=mask)
+    assert rec.scores == {(8, 24), (8, 8), (3, 8)}  # decoder: 3 queries (the most masked in a row), not 24
+
+
+def test_masked_lm_training_decodes_only_the_loss_mask():
+    task = create("task", "mlm", seq_len=40)
+    m = model("perceiver_io", task.info, dtype=torch.float32)
+    batch = task.train_batch(0, 2, 0)
+    with ScoreShapes() as rec:
+        logits = logits_of(m, batch)
+    assert rec.scores == {(8, 40), (8, 8), (6, 8)}  # round(15% of 40) = 6 decoder queries per row
+    torch.testing.assert_close(task.loss(logits, batch), task.loss(m(batch["input"]), batch))
 
 def test_weight_sharing_really_shares():
     def count(repeats, share):

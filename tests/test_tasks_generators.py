@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from trevo.config import ComponentSpec, ModelConfig
+from trevo.models import build_model
 from trevo.registry import TrevoError, create
 from trevo.tasks.corpus import DataError
 
@@ -173,7 +175,9 @@ def test_digits_levels_and_fixed_permutation():
     a, b = plain.train_batch(0, 8, 0), permuted.train_batch(0, 8, 0)
     assert torch.equal(a["target"], b["target"]) and torch.equal(a["input"][:, permuted.permutation], b["input"])
     assert int(a["input"].max()) == 255 and int(a["input"].min()) == 0
-    assert plain.info.layout == (8, 8) and permuted.info.layout == (64,)
+    assert plain.info.layout == permuted.info.layout == (8, 8)  # a 2-D model still runs on the scrambled grid
+    s2mlp = build_model(ModelConfig(d_model=16, n_layers=1, mixer=ComponentSpec("s2mlp")), permuted.info)
+    assert s2mlp(b["input"]).shape == (8, 10)
     assert create("task", "digits", upsample=2).info.layout == (16, 16)
     assert sum(len(x["target"]) for x in plain.eval_batches("val", 64, 10)) == 200
 

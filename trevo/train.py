@@ -48,6 +48,14 @@ def make_optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
 
 
+def logits_of(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The model's logits on ``batch``. A model with ``decodes_subset`` (Perceiver IO) gets the loss mask
+    as ``outputs=`` and decodes only the scored positions; the task's loss and score read no others."""
+    if getattr(model, "decodes_subset", False) and "loss_mask" in batch:
+        return model(batch["input"], batch.get("padding_mask"), outputs=batch["loss_mask"].bool())
+    return model(batch["input"], batch.get("padding_mask"))
+
+
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, task: Task, split: str, batch_size: int, n_batches: int,
              device: str = "cpu") -> dict[str, float]:
@@ -56,7 +64,7 @@ def evaluate(model: torch.nn.Module, task: Task, split: str, batch_size: int, n_
     totals: dict[str, float] = {}
     for batch in task.eval_batches(split, batch_size, n_batches):
         batch = {k: v.to(device) for k, v in batch.items()}
-        logits = model(batch["input"], batch.get("padding_mask"))
+        logits = logits_of(model, batch)
         for key, value in task.score(logits, batch).items():
             totals[key] = totals.get(key, 0.0) + value
     model.train(was_training)
@@ -106,7 +114,7 @@ def train(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, progress
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, tc)
         batch = {k: v.to(tc.device) for k, v in task.train_batch(step, tc.batch_size, tc.seed).items()}
-        loss = task.loss(model(batch["input"], batch.get("padding_mask")), batch)
+        loss = task.loss(logits_of(model, batch), batch)
         if not torch.isfinite(loss):
             raise TrainingDiverged(
                 f"the loss became {loss.item()} at step {step}; the last good checkpoint is kept in "

@@ -38,12 +38,12 @@ def _flops_per_token(cfg) -> float:
     FlopCounterMode (element-wise work, e.g. a recurrent scan's, is not counted)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from trevo.train import build
+    from trevo.train import build, logits_of
 
     task, model = build(cfg)
     batch = task.train_batch(0, cfg.train.batch_size, cfg.train.seed)
     with FlopCounterMode(display=False) as counter:
-        task.loss(model(batch["input"], batch.get("padding_mask")), batch).backward()
+        task.loss(logits_of(model, batch), batch).backward()
     return counter.get_total_flops() / batch["input"].numel()
 
 

@@ -365,6 +365,8 @@ class PerceiverIO(_PerceiverBase):
         d = self.encoder.width
         self.task_classes = tuple(getattr(info, "task_classes", None) or ())
         self.per_point = info.head in ("lm", "mlm")
+        # the training loop passes a batch's loss_mask as outputs= to models that say so
+        self.decodes_subset = self.per_point
         if self.per_point:
             modalities = getattr(info, "modalities", None)
             if modalities:
@@ -417,15 +419,32 @@ class PerceiverIO(_PerceiverBase):
                   for i, head in enumerate(self.heads)]
         return torch.stack(logits, dim=1)
 
+    def decode_masked(self, latents: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``[B, T, V]`` logits decoded only where ``mask [B, T]`` is True, zero elsewhere: one query per
+        masked position (rows with fewer masked positions fill up with unmasked ones, whose outputs are
+        dropped), so a masked LM's decoder costs O(#masked·N) instead of O(T·N)."""
+        b, t = mask.shape
+        n = int(mask.sum(1).max()) if mask.numel() else 0
+        index = torch.argsort((~mask).to(torch.uint8), dim=1, stable=True)[:, :n]  # masked positions first
+        y = self.decode(latents, self.output_queries(b, index, t, mask.device))
+        y = torch.where(mask.gather(1, index)[..., None], y, torch.zeros((), dtype=y.dtype, device=y.device))
+        return y.new_zeros(b, t, y.shape[-1]).scatter(1, index[..., None].expand(-1, -1, y.shape[-1]), y)
+
     def forward(self, tokens: torch.Tensor, padding_mask: torch.Tensor | None = None,
                 outputs: torch.Tensor | None = None) -> torch.Tensor:
         """Logits ``[B, T, V]`` (lm/mlm heads; ``[B, Q, V]`` at the output points ``outputs`` ``[Q]`` or
-        ``[B, Q]`` when given), ``[B, n_classes]`` (classify) or ``[B, n_tasks, max classes]``
-        (multi-task, classes past a task's own padded with -inf)."""
+        ``[B, Q]`` when given as indices; ``[B, T, V]`` decoded only where ``outputs`` is True, zero
+        elsewhere, when given as a boolean mask ``[B, T]``), ``[B, n_classes]`` (classify) or
+        ``[B, n_tasks, max classes]`` (multi-task, classes past a task's own padded with -inf)."""
         _check_tokens(tokens, self.info.vocab_size)
         if outputs is not None and not self.per_point:
             raise TrevoError("outputs= selects output points, which only per-position heads (lm, mlm) have")
+        if outputs is not None and outputs.dtype == torch.bool and outputs.shape != tokens.shape:
+            raise TrevoError(f"a boolean outputs= mask must have the tokens' shape {tuple(tokens.shape)}, "
+                             f"got {tuple(outputs.shape)}")
         latents = self.encoder(tokens, padding_mask)
+        if outputs is not None and outputs.dtype == torch.bool:
+            return self.decode_masked(latents, outputs)
         return self.decode(latents, self.output_queries(tokens.shape[0], outputs, tokens.shape[1], tokens.device))
 
 

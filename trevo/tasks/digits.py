@@ -6,7 +6,12 @@ scikit-learn instead of MNIST: each image is read pixel by pixel in row-major or
 (10 classes) from the whole sequence; metric accuracy. Pixels (17 grey levels 0 … 16) are scaled to
 256 levels and used as tokens, as LRA does with pixels. ``upsample`` enlarges the image bilinearly
 (8·u × 8·u, for longer sequences); ``permuted=True`` applies one fixed permutation of the pixel order
-(drawn from ``permutation_seed``) to every image, and the layout becomes 1-D since the grid is gone.
+(drawn from ``permutation_seed``) to every image. The layout stays (H, W) when permuted, on purpose:
+models still read the scrambled sequence as an H×W grid, as in the Perceiver's permuted-ImageNet
+experiment (arXiv:2103.03206), so whatever assumes 2-D structure (S2-MLP's shifts, GFNet's 2-D FFT,
+Fourier features of the grid position) now mixes pixels that are not neighbours in the image and
+loses accuracy, while learned per-index positions are unaffected (the permutation only relabels
+them). A 1-D layout would instead refuse the 2-D baselines (``needs_2d``) and drop the comparison.
 Splits: a fixed permutation (seed 0) of the images into train 1397, val 200, test 200.
 """
 
@@ -56,9 +61,8 @@ class Digits(Task):
         if permuted:
             self.permutation = torch.randperm(side * side, generator=torch.Generator().manual_seed(permutation_seed))
             self.pixels = self.pixels[:, self.permutation]
-        layout = (side * side,) if permuted else (side, side)
         self.info = TaskInfo(vocab_size=256, head="classify", seq_len=side * side, n_classes=10, causal="either",
-                             layout=layout, metric="accuracy", higher_is_better=True)
+                             layout=(side, side), metric="accuracy", higher_is_better=True)
 
     def _split(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         if split not in SPLITS:
