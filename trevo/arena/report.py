@@ -159,7 +159,12 @@ def _plots(task: str, rows: list[Row], runs: list[Run], references: dict[str, fl
         ax.plot([xs[i] for i in front], [ys[i] for i in front], "--", color="gray", label="Pareto front")
         for name, value in references.items():
             ax.axhline(value, color="red", linestyle=":", label=name)
-        ax.set_xscale("log")
+        if min(xs) > 0 and max(xs) / min(xs) > 10:
+            ax.set_xscale("log")
+        # Two-seed intervals can be wider than the data: keep the means in view, let whiskers run off.
+        spread = (max(ys) - min(ys)) or abs(ys[0]) * 0.1 or 1.0
+        values = ys + list(references.values())
+        ax.set_ylim(min(values) - 0.3 * spread, max(values) + 0.3 * spread)
         ax.set_xlabel(cost_name)
         ax.set_ylabel(f"test {metric}")
         ax.set_title(f"{task}: {metric} vs {cost_name.split(' (')[0]}")
