@@ -9,11 +9,14 @@ test metric is evaluated once, for the chosen runs.
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import multiprocessing.connection
 import os
 import resource
+import signal
 import statistics
+import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -47,6 +50,13 @@ def _flops_per_token(cfg) -> float:
     return counter.get_total_flops() / batch["input"].numel()
 
 
+def _die_with_parent() -> None:
+    """Ask Linux to kill this worker when the sweep's process dies, however it dies (even SIGKILL),
+    so that no orphan keeps training a run the re-started sweep wants to resume."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+
+
 def execute_run(db_path: str, key: str, run_dir: str, threads: int, eval_test: bool) -> None:
     """Train one run (in a worker process) and record it; never raises for the run's own failure.
     ``eval_test``: the run is chosen whatever its metric (no learning-rate sweep), so its test metric
@@ -54,6 +64,7 @@ def execute_run(db_path: str, key: str, run_dir: str, threads: int, eval_test: b
     from trevo.config import RunConfig
     from trevo.train import train
 
+    _die_with_parent()
     torch.set_num_threads(threads)
     store = Store(db_path)
     if not store.claim(key):
