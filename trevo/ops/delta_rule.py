@@ -117,9 +117,11 @@ def _chunk(q, k, v, beta, g, S0, C):
     decay = torch.exp(last)[..., None]  # [B, H, N, 1, 1]
     outs = []
     S = S0
-    for n in range(N):
-        U = U0[:, :, n] - W[:, :, n] @ S
-        outs.append(q_in[:, :, n] @ S + Aqk[:, :, n] @ U)
-        S = decay[:, :, n] * S + k_out[:, :, n].transpose(-1, -2) @ U
+    # unbind, not x[:, :, n]: indexing's gradient is a full-size zero tensor per chunk (quadratic in T).
+    per_chunk = (t.unbind(dim=2) for t in (U0, W, q_in, Aqk, decay, k_out))
+    for u0, w, qi, aqk, dec, ko in zip(*per_chunk, strict=True):
+        U = u0 - w @ S
+        outs.append(qi @ S + aqk @ U)
+        S = dec * S + ko.transpose(-1, -2) @ U
     o = torch.stack(outs, dim=2).reshape(B, H, N * C, Dv)[:, :, :T]
     return o, S

@@ -199,9 +199,11 @@ def _chunk(q, k, v, g, bonus, S0, C):
     decays = torch.exp(b_last).transpose(-1, -2)  # [B, H, N, G, 1]
     states = []
     S = S0
-    for n in range(N):
+    # unbind, not indexing: the gradient of x[:, :, n] is a zero tensor of x's full size per chunk,
+    # which made the backward pass quadratic in T.
+    for decay, write in zip(decays.unbind(dim=2), writes.unbind(dim=2), strict=True):
         states.append(S)
-        S = decays[:, :, n] * S + writes[:, :, n]
+        S = decay * S + write
     o = o + (qc * torch.exp(bq)) @ torch.stack(states, dim=2)
     o = o.reshape(B, H, N * C, Dv)[:, :, :T]
     if bonus is not None:

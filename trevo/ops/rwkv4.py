@@ -51,8 +51,9 @@ def wkv4_chunked(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Ten
     T = k.shape[1]
     L = T if chunk_size is None else chunk_size
     outs = []
-    for start in range(0, T, L):
-        out, state = _wkv4_chunk(w, u, k[:, start:start + L], v[:, start:start + L], state)
+    # split, not k[:, a:b]: a slice's gradient is a zero tensor of k's full size per chunk.
+    for kc, vc in zip(k.split(L, dim=1), v.split(L, dim=1), strict=True):
+        out, state = _wkv4_chunk(w, u, kc, vc, state)
         outs.append(out)
     return torch.cat(outs, dim=1), state
 

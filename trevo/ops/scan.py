@@ -57,8 +57,8 @@ def linear_scan_chunked(log_a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor |
         log_a = log_a.expand(log_a.shape[0], T, *log_a.shape[2:])
     extra = b.dim() - 2
     outs = []
-    for start in range(0, T, chunk_size):
-        la, bb = log_a[:, start:start + chunk_size], b[:, start:start + chunk_size]
+    # split, not x[:, a:b]: a slice's gradient is a zero tensor of x's full size per chunk.
+    for la, bb in zip(log_a.split(chunk_size, dim=1), b.split(chunk_size, dim=1), strict=True):
         L = bb.shape[1]
         cum = la.cumsum(dim=1)
         diff = cum[:, :, None] - cum[:, None, :]  # [B, t, s, *S]
