@@ -237,7 +237,9 @@ def plan_sweep(sweep: Sweep) -> list[PlannedRun]:
                     cfg, params = match_width(cfg, task_obj.info, sweep.param_budget)
                 else:
                     params = count_params(cfg, task_obj.info)  # builds it: every build-time check runs
-                family = get("mixer", cfg.model.mixer.name).family
+                # A Perceiver's family is its architecture's: its mixer only fills the latent stack.
+                family = (get("mixer", cfg.model.mixer.name).family if cfg.model.arch == "metaformer"
+                          else get("model", cfg.model.arch).family)
             except TrevoError as e:
                 problems.append(f"variant {variant.label!r} on task {task.label!r}: {e}")
                 continue

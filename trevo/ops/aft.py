@@ -147,8 +147,8 @@ def aft_simple_chunked(k: torch.Tensor, v: torch.Tensor, state: dict[str, torch.
     carried from earlier chunks. Returns (outputs ``[B, T, D]``, state after the last position)."""
     out = []
     zero_bias = torch.zeros(1, 1, 1, device=k.device, dtype=k.dtype)
-    for s in range(0, k.shape[1], chunk_size):
-        kc, vc = k[:, s:s + chunk_size], v[:, s:s + chunk_size]
+    # split views, not slices in the loop: a slice's backward scatters into a full-length zero tensor
+    for kc, vc in zip(k.split(chunk_size, dim=1), v.split(chunk_size, dim=1), strict=True):
         c = kc.shape[1]
         num, den, _ = merge(aft_partial(kc, vc, zero_bias.expand(1, c, c), causal=True),
                             (state["num"][:, None], state["den"][:, None], state["m"][:, None]))
@@ -161,8 +161,8 @@ def aft_simple_recurrent(k: torch.Tensor, v: torch.Tensor, state: dict[str, torc
                          ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Causal AFT-simple one step at a time (the RNN form)."""
     out = []
-    for t in range(k.shape[1]):
-        state = absorb(state, k[:, t:t + 1], v[:, t:t + 1])
+    for kt, vt in zip(k.split(1, dim=1), v.split(1, dim=1), strict=True):
+        state = absorb(state, kt, vt)
         out.append(state["num"] / state["den"])
     return torch.stack(out, dim=1), state
 

@@ -106,9 +106,11 @@ def chunked_softmax_attention(
     m = torch.full(q.shape[:-1] + (1,), float("-inf"), device=q.device, dtype=q.dtype)
     l = torch.zeros_like(m)
     acc = torch.zeros(q.shape[:-1] + (v.shape[-1],), device=q.device, dtype=q.dtype)
-    for start in range(0, tk, chunk_size):
-        stop = min(start + chunk_size, tk)
-        scores = q @ k[..., start:stop, :].transpose(-1, -2) * scale
+    # split views, not slices in the loop: a slice's backward scatters into a full-length zero tensor
+    for start, k_c, v_c in zip(range(0, tk, chunk_size), k.split(chunk_size, dim=-2), v.split(chunk_size, dim=-2),
+                               strict=True):
+        stop = start + k_c.shape[-2]
+        scores = q @ k_c.transpose(-1, -2) * scale
         mask = attention_mask(tq, tk, causal=causal, bias=bias, key_padding_mask=key_padding_mask,
                               device=q.device, dtype=q.dtype, keys=(start, stop))
         if mask is not None:
@@ -119,6 +121,6 @@ def chunked_softmax_attention(
         p = torch.exp(scores - m_safe)
         correction = torch.exp(m - m_safe)
         l = l * correction + p.sum(dim=-1, keepdim=True)
-        acc = acc * correction + p @ v[..., start:stop, :]
+        acc = acc * correction + p @ v_c
         m = m_new
     return acc / l

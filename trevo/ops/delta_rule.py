@@ -80,12 +80,12 @@ def delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Te
 
 def _recurrent(q, k, v, beta, g, S):
     out = []
-    for t in range(q.shape[2]):
-        kt = k[:, :, t]
-        S = torch.exp(g[:, :, t])[..., None, None] * S
-        u = beta[:, :, t, None] * (v[:, :, t] - (kt[..., None, :] @ S)[..., 0, :])
+    # unbind, not indexing: the gradient of x[:, :, t] is a zero tensor of x's full size per step
+    for qt, kt, vt, gt, bt in zip(q.unbind(2), k.unbind(2), v.unbind(2), g.unbind(2), beta.unbind(2), strict=True):
+        S = torch.exp(gt)[..., None, None] * S
+        u = bt[..., None] * (vt - (kt[..., None, :] @ S)[..., 0, :])
         S = S + kt[..., :, None] * u[..., None, :]
-        out.append((q[:, :, t, None, :] @ S)[..., 0, :])
+        out.append((qt[..., None, :] @ S)[..., 0, :])
     return torch.stack(out, dim=2), S
 
 

@@ -71,19 +71,24 @@ def flash_chunked(qq: torch.Tensor, qk: torch.Tensor, lq: torch.Tensor, lk: torc
         lin = lq @ (lk.transpose(-1, -2) @ v) / n
     if M is None:
         M = torch.zeros(b, qq.shape[-1], v.shape[-1], device=v.device, dtype=v.dtype)
+    # Iterating over split views (not slicing in the loop) keeps the backward pass linear in T:
+    # each slice's backward would scatter into a zero tensor of the full length.
+    pieces = [x.split(chunk_size, dim=1) for x in (qq, qk, lq, lk, v)]
+    none = [None] * len(pieces[0])
+    lin_chunks = none if causal else lin.split(chunk_size, dim=1)
+    real_chunks = none if causal or key_padding_mask is None else key_padding_mask.split(chunk_size, dim=1)
     out = []
-    for s in range(0, t, chunk_size):
-        sl = slice(s, s + chunk_size)
-        a = torch.relu(qq[:, sl] @ qk[:, sl].transpose(-1, -2) / chunk_size).square()
+    for qq_c, qk_c, lq_c, lk_c, v_c, lin_c, real_c in zip(*pieces, lin_chunks, real_chunks, strict=True):
+        a = torch.relu(qq_c @ qk_c.transpose(-1, -2) / chunk_size).square()
         if causal:
             a = a.tril()
-        elif key_padding_mask is not None:
-            a = a * key_padding_mask[:, None, sl].to(a.dtype)
-        y = a @ v[:, sl]
+        elif real_c is not None:
+            a = a * real_c[:, None, :].to(a.dtype)
+        y = a @ v_c
         if causal:
-            y = y + lq[:, sl] @ M
-            M = M + lk[:, sl].transpose(-1, -2) @ v[:, sl] / chunk_size
+            y = y + lq_c @ M
+            M = M + lk_c.transpose(-1, -2) @ v_c / chunk_size
         else:
-            y = y + lin[:, sl]
+            y = y + lin_c
         out.append(y)
     return torch.cat(out, dim=1)

@@ -38,8 +38,8 @@ def linear_attention_recurrent(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
                                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One step at a time: the RNN form, O(Dk·Dv) state. Returns (o, S_T, z_T)."""
     out = []
-    for t in range(q.shape[-2]):
-        qt, kt, vt = q[..., t, :], k[..., t, :], v[..., t, :]
+    # unbind, not indexing: the gradient of x[..., t, :] is a zero tensor of x's full size per step
+    for qt, kt, vt in zip(q.unbind(-2), k.unbind(-2), v.unbind(-2), strict=True):
         S = S + kt[..., :, None] * vt[..., None, :]
         z = z + kt
         num = (qt[..., None, :] @ S)[..., 0, :]

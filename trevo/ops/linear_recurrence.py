@@ -112,10 +112,10 @@ def _bonus_term(q, k, v, bonus):
 
 def _recurrent(q, k, v, g, bonus, S):
     out = []
-    for t in range(q.shape[2]):
-        qt, kt, vt = q[:, :, t], k[:, :, t], v[:, :, t]
+    # unbind, not indexing: the gradient of x[:, :, t] is a zero tensor of x's full size per step
+    for qt, kt, vt, gt in zip(q.unbind(2), k.unbind(2), v.unbind(2), g.unbind(2), strict=True):
         write = kt[..., :, None] * vt[..., None, :]
-        decay = torch.exp(g[:, :, t])[..., None]
+        decay = torch.exp(gt)[..., None]
         if bonus is None:
             S = decay * S + write
             out.append((qt[..., None, :] @ S)[..., 0, :])

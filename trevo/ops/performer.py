@@ -83,10 +83,10 @@ def favor_chunked(qf: torch.Tensor, kf: torch.Tensor, v: torch.Tensor, S: torch.
     """Causal FAVOR+ by chunks: the masked quadratic form inside a chunk plus the state of the
     chunks before it; O(T·C) scores and one state at a time."""
     out = []
-    for s in range(0, qf.shape[-2], chunk_size):
-        sl = slice(s, s + chunk_size)
-        out.append(favor_parallel(qf[..., sl, :], kf[..., sl, :], v[..., sl, :], causal=True, S=S, z=z))
-        S, z = favor_state(kf[..., sl, :], v[..., sl, :], S, z)
+    # split views, not slices in the loop: a slice's backward scatters into a full-length zero tensor
+    for qc, kc, vc in zip(*(x.split(chunk_size, dim=-2) for x in (qf, kf, v)), strict=True):
+        out.append(favor_parallel(qc, kc, vc, causal=True, S=S, z=z))
+        S, z = favor_state(kc, vc, S, z)
     return torch.cat(out, dim=-2)
 
 
@@ -94,9 +94,8 @@ def favor_recurrent(qf: torch.Tensor, kf: torch.Tensor, v: torch.Tensor, S: torc
                     ) -> torch.Tensor:
     """Causal FAVOR+ one step at a time (the RNN form)."""
     out = []
-    for t in range(qf.shape[-2]):
-        S, z = favor_state(kf[..., t:t + 1, :], v[..., t:t + 1, :], S, z)
-        qt = qf[..., t, :]
+    for qt, kt, vt in zip(qf.unbind(-2), kf.split(1, dim=-2), v.split(1, dim=-2), strict=True):
+        S, z = favor_state(kt, vt, S, z)
         out.append(_divide((qt[..., None, :] @ S)[..., 0, :], (qt * z).sum(dim=-1)))
     return torch.stack(out, dim=-2)
 

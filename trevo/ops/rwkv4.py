@@ -31,8 +31,8 @@ def wkv4_recurrent(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.T
     """One token at a time (the RNN / inference form)."""
     a, b, p = state
     out = []
-    for t in range(k.shape[1]):
-        kt, vt = k[:, t], v[:, t]
+    # unbind, not indexing: the gradient of x[:, t] is a zero tensor of x's full size per step
+    for kt, vt in zip(k.unbind(1), v.unbind(1), strict=True):
         ww = u + kt
         q = torch.maximum(p, ww)
         e1, e2 = torch.exp(p - q), torch.exp(ww - q)

@@ -36,11 +36,11 @@ def linear_scan_sequential(log_a: torch.Tensor, b: torch.Tensor,
                            h0: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """h_t = exp(log_a_t) ⊙ h_{t-1} + b_t, one step at a time."""
     log_a, b, h = _prepare(log_a, b, h0)
-    a = torch.exp(log_a)
-    time_invariant = a.shape[1] == 1
+    a = torch.exp(log_a).expand(b.shape[0], b.shape[1], *log_a.shape[2:])
     hs = []
-    for t in range(b.shape[1]):
-        h = a[:, 0 if time_invariant else t] * h + b[:, t]
+    # unbind, not indexing: the gradient of x[:, t] is a zero tensor of x's full size per step
+    for a_t, b_t in zip(a.unbind(1), b.unbind(1), strict=True):
+        h = a_t * h + b_t
         hs.append(h)
     if not hs:
         return b, h

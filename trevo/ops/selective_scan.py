@@ -26,10 +26,11 @@ def selective_scan_sequential(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor
     """(y ``[B, T, D]``, last state ``[B, D, N]``) by the recurrence, one token at a time."""
     h = torch.zeros(x.shape[0], *A.shape, dtype=x.dtype, device=x.device) if h0 is None else h0
     ys = []
-    for t in range(x.shape[1]):
-        decay = torch.exp(dt[:, t, :, None] * A)
-        h = decay * h + (dt[:, t] * x[:, t])[:, :, None] * B[:, t, None, :]
-        ys.append((h * C[:, t, None, :]).sum(-1))
+    # unbind, not indexing: the gradient of x[:, t] is a zero tensor of x's full size per step
+    for dt_t, x_t, B_t, C_t in zip(dt.unbind(1), x.unbind(1), B.unbind(1), C.unbind(1), strict=True):
+        decay = torch.exp(dt_t[:, :, None] * A)
+        h = decay * h + (dt_t * x_t)[:, :, None] * B_t[:, None, :]
+        ys.append((h * C_t[:, None, :]).sum(-1))
     if not ys:
         return x, h
     return torch.stack(ys, dim=1), h

@@ -60,9 +60,8 @@ def chunked_topk_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
     """``topk_attention`` one block of ``chunk_size`` queries at a time (each row is independent)."""
     tq, tk = q.shape[-2], k.shape[-2]
     out = []
-    for start in range(0, tq, chunk_size):
-        stop = min(start + chunk_size, tq)
-        rows = torch.arange(tk - tq + start, tk - tq + stop, device=q.device)
+    for start, q_c in zip(range(0, tq, chunk_size), q.split(chunk_size, dim=-2), strict=True):
+        rows = torch.arange(tk - tq + start, tk - tq + start + q_c.shape[-2], device=q.device)
         mask = _mask(rows, tk, causal, key_padding_mask, q.dtype)
-        out.append(_rows(q[..., start:stop, :], k, v, topk, mask))
+        out.append(_rows(q_c, k, v, topk, mask))
     return torch.cat(out, dim=-2)

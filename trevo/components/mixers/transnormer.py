@@ -79,21 +79,33 @@ class DiagAttention(EngineMixer):
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
         self.out_proj = nn.Linear(d_model, d_model, bias=False)
 
-    def _attend(self, q, k, v, q_pos, k_pos, k_valid):
-        same = (q_pos[:, None] // self.block_size) == (k_pos[None, :] // self.block_size)
-        allowed = same & k_valid[:, None, :]  # [B, Tq, Tk]
+    def _attend(self, q, k, v, k_valid):
+        """Softmax inside each block. The keys ``[B, H, Tk, D]`` start at a block boundary; the queries
+        are the last Tq of their positions. Blocks are reshaped apart, so scores cost O(T·w·d) time and
+        O(T·w) memory instead of a masked T × T matrix."""
+        B, H, Tk, D = k.shape
+        w, Tq = self.block_size, q.shape[2]
+        n = -(-Tk // w) * w  # Tk rounded up to whole blocks
+        q = F.pad(q, (0, 0, Tk - Tq, n - Tk))  # each query beside its own key
+        k, v = (F.pad(t, (0, 0, 0, n - Tk)) for t in (k, v))
+        allowed = torch.zeros(B, n, dtype=torch.bool, device=k.device)
+        allowed[:, :Tk] = k_valid
+        allowed = allowed.view(B, 1, n // w, 1, w)
         if self.causal:
-            allowed = allowed & (k_pos[None, :] <= q_pos[:, None])
-        mask = allowed[:, None]
-        scores = (q @ k.transpose(-1, -2)) * self.head_dim ** -0.5
-        attn = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1).nan_to_num(0.0)
-        return self.out_proj(merge_heads(attn @ v))
+            allowed = allowed & torch.ones(w, w, dtype=torch.bool, device=k.device).tril()
+
+        def blocks(t):
+            return t.reshape(B, H, n // w, w, D)
+
+        scores = (blocks(q) @ blocks(k).transpose(-1, -2)) * D ** -0.5  # [B, H, blocks, w, w]
+        attn = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1).nan_to_num(0.0)
+        o = (attn @ blocks(v)).reshape(B, H, n, D)[:, :, Tk - Tq:Tk]
+        return self.out_proj(merge_heads(o))
 
     def bidirectional(self, x: torch.Tensor, padding_mask: torch.Tensor | None) -> torch.Tensor:
         q, k, v = (split_heads(t, self.n_heads) for t in self.qkv(x).chunk(3, dim=-1))
-        pos = torch.arange(x.shape[1], device=x.device)
         valid = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device) if padding_mask is None else padding_mask
-        return self._attend(q, k, v, pos, pos, valid)
+        return self._attend(q, k, v, valid.bool())
 
     def init_state(self, batch: int, device, dtype) -> State:
         shape = (batch, self.n_heads, self.block_size, self.head_dim)
@@ -112,9 +124,8 @@ class DiagAttention(EngineMixer):
         q, k, v = (split_heads(t, self.n_heads) for t in self.qkv(x).chunk(3, dim=-1))
         k_all = torch.cat([state["k"][:, :, :held].to(k.dtype), k], dim=2)
         v_all = torch.cat([state["v"][:, :, :held].to(v.dtype), v], dim=2)
-        k_pos = torch.arange(start - held, start + T, device=x.device)
         valid = torch.ones(B, held + T, dtype=torch.bool, device=x.device)
-        y = self._attend(q, k_all, v_all, k_pos[held:], k_pos, valid)
+        y = self._attend(q, k_all, v_all, valid)
         end = start + T
         keep = end - (end // w) * w  # tokens of the last (open) block
         pad = (0, 0, 0, w - keep)
