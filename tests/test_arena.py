@@ -49,6 +49,15 @@ def test_quick_preset_plan_is_valid_and_broad():
         assert abs(count_params(p.config, task.info) - sweep.param_budget) <= 0.05 * sweep.param_budget, p.label
 
 
+@pytest.mark.parametrize("preset", ["lm", "recall", "lra", "standard", "perceiver"])
+def test_every_preset_plans(preset):
+    plan = plan_sweep(load_sweep(preset))  # builds every model: each build-time check runs
+    assert plan and len({p.key for p in plan}) == len(plan)
+    if preset == "perceiver":
+        assert {p.family for p in plan if p.config.model.arch != "metaformer"} == {"perceiver"}
+        assert {p.config.task.options["permuted"] for p in plan} == {False, True}
+
+
 CAUSAL_ON_LM = [n for n in names("mixer") if get("mixer", n).causal and not get("mixer", n).needs_2d]
 
 
