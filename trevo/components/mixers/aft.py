@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from trevo.components.base import State, TokenMixer
+from trevo.components.base import State, TokenMixer, empty_kv_cache, extend_kv_cache
 from trevo.ops.aft import (
     absorb,
     aft_blockwise,
@@ -100,8 +100,7 @@ class AFTFull(_AFTWithBias):
         return self.w[rows][:, cols][None]
 
     def init_state(self, batch: int, device, dtype) -> State:
-        empty = torch.zeros(batch, 0, self.d_model, device=device, dtype=dtype)
-        return {"k": empty, "v": empty.clone()}
+        return empty_kv_cache((batch, 0, self.d_model), device, dtype)
 
     def prefill(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         self._require_causal("prefill")
@@ -109,7 +108,7 @@ class AFTFull(_AFTWithBias):
         if state is None:
             state = self.init_state(x.shape[0], x.device, x.dtype)
         q, k, v = self._qkv(x)
-        k, v = torch.cat([state["k"], k], dim=1), torch.cat([state["v"], v], dim=1)
+        k, v = extend_kv_cache(state, k, v, dim=1)
         return self._out(q, self._mix(k, v, state["k"].shape[1])), {"k": k, "v": v}
 
 
@@ -177,7 +176,7 @@ class _AFTBanded(_AFTWithBias):
         q, k, v = self._qkv(x_t[:, None])
         pos = int(state["pos"])
         self._check_length(pos + 1)
-        kw, vw = torch.cat([state["k"], k], dim=1), torch.cat([state["v"], v], dim=1)
+        kw, vw = extend_kv_cache(state, k, v, dim=1)
         cols = torch.arange(pos + 1 - kw.shape[1], pos + 1, device=k.device)
         bias = self.bias(cols[-1:], cols).to(k.dtype)
         prefix = {key: state[key] for key in ("m", "num", "den")}

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trevo.components.base import State, TokenMixer
+from trevo.components.base import State, TokenMixer, extend_kv_cache
 from trevo.ops.flash import flash_chunked, flash_matrix, relu2_attention
 from trevo.registry import Paper, register
 
@@ -65,7 +65,7 @@ class GAU(_GatedUnit):
         if state is None:
             state = self.init_state(x.shape[0], x.device, x.dtype)
         u, v, (q, k) = self._project(x)
-        k, v = torch.cat([state["k"], k], dim=1), torch.cat([state["v"], v], dim=1)
+        k, v = extend_kv_cache(state, k, v, dim=1)
         return self.out_proj(u * relu2_attention(q, k, v, causal=True)), {"k": k, "v": v}
 
 

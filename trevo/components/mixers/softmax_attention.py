@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from trevo.components.base import State, TokenMixer
+from trevo.components.base import State, TokenMixer, empty_kv_cache, extend_kv_cache
 from trevo.ops.attention import chunked_softmax_attention, sdpa_attention
 from trevo.registry import IncompatibleError, Paper, register
 
@@ -77,8 +77,7 @@ class SoftmaxAttention(TokenMixer):
         return self.out_proj(o.transpose(1, 2).flatten(2))
 
     def init_state(self, batch: int, device, dtype) -> State:
-        empty = torch.zeros(batch, self.n_kv_heads, 0, self.head_dim, device=device, dtype=dtype)
-        return {"k": empty, "v": empty.clone()}
+        return empty_kv_cache((batch, self.n_kv_heads, 0, self.head_dim), device, dtype)
 
     def prefill(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         self._require_causal("prefill")
@@ -86,7 +85,7 @@ class SoftmaxAttention(TokenMixer):
         if state is None:
             state = self.init_state(x.shape[0], x.device, x.dtype)
         q, k, v = self._project(x, state["k"].shape[2])
-        k, v = torch.cat([state["k"], k], dim=2), torch.cat([state["v"], v], dim=2)
+        k, v = extend_kv_cache(state, k, v, dim=2)
         o = self._attend(q, k, v, None)
         return self.out_proj(o.transpose(1, 2).flatten(2)), {"k": k, "v": v}
 

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trevo.components.base import State, TokenMixer
+from trevo.components.base import State, TokenMixer, empty_kv_cache, extend_kv_cache
 from trevo.ops.sparse_patterns import fixed_mask, sliding_window_mask, strided_mask
 from trevo.registry import IncompatibleError, Paper, register
 
@@ -55,8 +55,8 @@ class _MaskedAttention(TokenMixer):
         return self._attend(q, k, v, self.mask(pos, pos, None if self.causal else padding_mask))
 
     def init_state(self, batch: int, device, dtype) -> State:
-        empty = torch.zeros(batch, self.n_heads, 0, self.head_dim, device=device, dtype=dtype)
-        return {"k": empty, "v": empty.clone(), "pos": torch.zeros((), dtype=torch.long, device=device)}
+        cache = empty_kv_cache((batch, self.n_heads, 0, self.head_dim), device, dtype)
+        return {**cache, "pos": torch.zeros((), dtype=torch.long, device=device)}
 
     def prefill(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         self._require_causal("prefill")
@@ -64,7 +64,7 @@ class _MaskedAttention(TokenMixer):
         if state is None:
             state = self.init_state(x.shape[0], x.device, x.dtype)
         q, k, v = self._heads(x)
-        k, v = torch.cat([state["k"], k], dim=2), torch.cat([state["v"], v], dim=2)
+        k, v = extend_kv_cache(state, k, v, dim=2)
         stop = int(state["pos"]) + x.shape[1]
         cols = torch.arange(stop - k.shape[2], stop, device=x.device)
         y = self._attend(q, k, v, self.mask(cols[-x.shape[1]:], cols))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from trevo.components.base import State, TokenMixer
+from trevo.components.base import State, TokenMixer, empty_kv_cache, extend_kv_cache
 from trevo.ops.topk_attention import chunked_topk_attention, topk_attention
 from trevo.registry import IncompatibleError, Paper, register
 
@@ -59,8 +59,7 @@ class TopKAttention(TokenMixer):
         return self._attend(q, k, v, None if self.causal else padding_mask)
 
     def init_state(self, batch: int, device, dtype) -> State:
-        empty = torch.zeros(batch, self.n_heads, 0, self.head_dim, device=device, dtype=dtype)
-        return {"k": empty, "v": empty.clone()}
+        return empty_kv_cache((batch, self.n_heads, 0, self.head_dim), device, dtype)
 
     def prefill(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         self._require_causal("prefill")
@@ -68,5 +67,5 @@ class TopKAttention(TokenMixer):
         if state is None:
             state = self.init_state(x.shape[0], x.device, x.dtype)
         q, k, v = self._heads(x)
-        k, v = torch.cat([state["k"], k], dim=2), torch.cat([state["v"], v], dim=2)
+        k, v = extend_kv_cache(state, k, v, dim=2)
         return self._attend(q, k, v, None), {"k": k, "v": v}
