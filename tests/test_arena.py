@@ -49,7 +49,7 @@ def test_quick_preset_plan_is_valid_and_broad():
         assert abs(count_params(p.config, task.info) - sweep.param_budget) <= 0.05 * sweep.param_budget, p.label
 
 
-@pytest.mark.parametrize("preset", ["lm", "recall", "lra", "standard", "perceiver", "perceiver_lm"])
+@pytest.mark.parametrize("preset", ["lm", "mqar", "recall", "lra", "standard", "perceiver", "perceiver_lm"])
 def test_every_preset_plans(preset):
     plan = plan_sweep(load_sweep(preset))  # builds every model: each build-time check runs
     assert plan and len({p.key for p in plan}) == len(plan)

@@ -65,7 +65,7 @@ class LearnedPosition(AbsolutePosition):
     def __init__(self, d_model: int, max_len: int = 1024) -> None:
         super().__init__()
         self.max_len = max_len
-        self.table = nn.Parameter(torch.randn(max_len, d_model) * 0.02)
+        self.table = nn.Parameter(torch.randn(max_len, d_model))
 
     def forward(self, positions: torch.Tensor) -> torch.Tensor:
         if positions.numel() and int(positions.max()) >= self.max_len:

@@ -15,6 +15,7 @@ from torch import nn
 
 from trevo.components.base import State
 from trevo.config import ModelConfig
+from trevo.models.init import ScaledEmbedding, init_unit_scale
 from trevo.registry import IncompatibleError, Paper, TrevoError, create, get, names, register
 from trevo.tasks.base import TaskInfo
 
@@ -145,7 +146,7 @@ class MetaFormer(nn.Module):
         self.cfg, self.info = cfg, info
         self.causal = check_compatible(cfg, info)
         d = cfg.d_model
-        self.embed = nn.Embedding(info.vocab_size, d)
+        self.embed = ScaledEmbedding(info.vocab_size, d)
         max_len = resolve_max_len(cfg, info)
         position = _build("position", cfg.position.name, cfg.position.options, {"d_model": d, "max_len": max_len})
         relative = getattr(position, "applies", "absolute") == "relative"
@@ -167,7 +168,7 @@ class MetaFormer(nn.Module):
             self.head = nn.Linear(d, info.vocab_size, bias=False)
             if cfg.tie_embeddings:
                 self.head.weight = self.embed.weight
-        self.apply(_init_weights)
+        self.apply(init_unit_scale)
 
     def _embed(self, tokens: torch.Tensor, offset: int = 0) -> torch.Tensor:
         if tokens.dtype not in (torch.int32, torch.int64) or tokens.dim() != 2:
@@ -231,13 +232,6 @@ class MetaFormer(nn.Module):
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
-
-
-def _init_weights(module: nn.Module) -> None:
-    if isinstance(module, (nn.Linear, nn.Embedding)):
-        nn.init.normal_(module.weight, std=0.02)
-        if getattr(module, "bias", None) is not None:
-            nn.init.zeros_(module.bias)
 
 
 def build_model(cfg: ModelConfig, info: TaskInfo) -> nn.Module:

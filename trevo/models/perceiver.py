@@ -27,9 +27,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from trevo.components.positions import LearnedPosition
 from trevo.config import ComponentSpec, ModelConfig
-from trevo.models.metaformer import Block, _build, _init_weights, resolve_max_len
+from trevo.models.init import ScaledEmbedding, init_unit_scale
+from trevo.models.metaformer import Block, _build, resolve_max_len
 from trevo.ops.cross_attention import cross_attention, windowed_causal_cross_attention
 from trevo.registry import IncompatibleError, Paper, TrevoError, create, get, names, register
 from trevo.tasks.base import TaskInfo
@@ -233,20 +233,6 @@ def _channel(cfg: ModelConfig, d: int) -> nn.Module:
     return _build("channel", cfg.channel.name, cfg.channel.options, {"d_model": d})
 
 
-def _init_perceiver(module: nn.Module) -> None:
-    """LeCun-normal linear layers (std 1/√fan_in, the Perceiver's Haiku default) and unit-variance
-    embeddings and learned positions: the input reaches the latents only through attention, whose scores stay flat (and
-    learning stalls) under the 0.02 init of a residual-stream Transformer."""
-    if isinstance(module, nn.Linear):
-        nn.init.trunc_normal_(module.weight, std=module.in_features ** -0.5)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.Embedding):
-        nn.init.normal_(module.weight, std=1.0)
-    elif isinstance(module, LearnedPosition):  # concatenated to (or added to) unit-scale embeddings
-        nn.init.normal_(module.table, std=1.0)
-
-
 def _check_fixed_length(cfg: ModelConfig, info: TaskInfo) -> None:
     position, max_len = get("position", cfg.position.name), resolve_max_len(cfg, info)
     if position.fixed_length and info.seq_len > max_len:
@@ -341,7 +327,7 @@ class Perceiver(_PerceiverBase):
         d = self.encoder.width
         self.norm = _build("norm", cfg.norm.name, cfg.norm.options, {"d_model": d})
         self.head = nn.Linear(d, info.n_classes)
-        self.apply(_init_perceiver)
+        self.apply(init_unit_scale)
 
     def forward(self, tokens: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         """``[B, n_classes]`` logits."""
@@ -390,7 +376,7 @@ class PerceiverIO(_PerceiverBase):
                                    dropout=cfg.dropout)
         self.norm = _build("norm", cfg.norm.name, cfg.norm.options, {"d_model": d})
         self.heads = nn.ModuleList(nn.Linear(d, c) for c in (self.task_classes or (n_out,)))
-        self.apply(_init_perceiver)
+        self.apply(init_unit_scale)
 
     def output_queries(self, batch: int, outputs: torch.Tensor | None, n_points: int,
                        device: torch.device) -> torch.Tensor:
@@ -475,7 +461,7 @@ class PerceiverAR(nn.Module):
         _check_fixed_length(cfg, info)
         self.causal = True
         d, self.window = cfg.d_model, opts["n_latents"]
-        self.embed = nn.Embedding(info.vocab_size, d)
+        self.embed = ScaledEmbedding(info.vocab_size, d)
         max_len = resolve_max_len(cfg, info)
         self.position = PositionFeatures(cfg.position, mode="add", width=d, pos_dim=d, max_len=max_len,
                                          layout=(max_len,))
@@ -486,7 +472,7 @@ class PerceiverAR(nn.Module):
         self.head = nn.Linear(d, info.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.head.weight = self.embed.weight
-        self.apply(_init_weights)
+        self.apply(init_unit_scale)
 
     def _embed(self, tokens: torch.Tensor, offset: int) -> torch.Tensor:
         _check_tokens(tokens, self.info.vocab_size)
