@@ -158,7 +158,7 @@ def test_two_writers_do_not_corrupt_the_store(tmp_path):
 
 
 def _fake_run(store: Store, label: str, seed: int, value: float, task: str = "byte_lm") -> None:
-    cfg = RunConfig().to_dict()
+    cfg = RunConfig().override(["model.position.name=rope"] if label == "close" else []).to_dict()
     store.add(Run(key=f"{label}-{seed}", sweep="fixture", label=label, family="fam<ily>", task=task, seed=seed,
                   lr=1e-3, status="pending", config=cfg))
     store.update(f"{label}-{seed}", status="done", metric="bpb", higher_is_better=0,
@@ -181,7 +181,10 @@ def test_report_renders_from_a_fixture_and_escapes_labels(tmp_path):
     assert "data:image/png;base64," in page
     md = paths["md"].read_text()
     assert "(n.s.)" in md  # "close" is within noise of the baseline
-    evil_line = next(line for line in md.splitlines() if "alert" in line)
+    # Only "close" uses RoPE: the position is not reported as shared by every run.
+    controlled = next(line for line in md.splitlines() if line.startswith("- byte_lm: "))
+    assert "norm varies" not in controlled and "position varies (" in controlled and 'close: "rope"' in controlled
+    evil_line = next(line for line in md.splitlines() if "alert" in line and line.startswith("|"))
     assert "n.s." not in evil_line and "+0.5000" in evil_line
     exported = json.loads(paths["json"].read_text())
     assert len(exported["runs"]) == 9

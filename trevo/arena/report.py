@@ -210,18 +210,30 @@ def task_references(runs: list[Run]) -> dict[str, dict[str, float]]:
 
 
 def _controlled(runs: list[Run]) -> list[str]:
-    """What every run of a task shared (the controlled variables), as lines."""
+    """What the runs of a task shared (the controlled variables), as lines; a backbone field that some
+    variant overrides is listed per variant instead of being shown as shared."""
     lines = []
     for task in sorted({r.task for r in runs}):
-        cfg = next(r.config for r in runs if r.task == task)
-        t, m = cfg["train"], cfg["model"]
+        task_runs = [r for r in runs if r.task == task]
+        cfg = task_runs[0].config
+        t = cfg["train"]
         tokens = t["steps"] * t["batch_size"] * cfg["task"].get("seq_len", 0) if isinstance(cfg["task"], dict) else 0
-        lines.append(f"{task}: {m['n_layers']} layers, channel {json.dumps(m['channel'])}, "
-                     f"norm {json.dumps(m['norm'])}, position {json.dumps(m['position'])}, {m['block']}; "
-                     f"AdamW β=({t['beta1']}, {t['beta2']}), "
+        model = ", ".join(f"{field} {_shared(task_runs, field)}" for field in ("n_layers", "channel", "norm",
+                                                                              "position", "block"))
+        lines.append(f"{task}: {model}; AdamW β=({t['beta1']}, {t['beta2']}), "
                      f"wd {t['weight_decay']}, warmup {t['warmup_steps']} + cosine, {t['steps']} steps × batch "
                      f"{t['batch_size']}" + (f" ({tokens:,} tokens)" if tokens else ""))
     return lines
+
+
+def _shared(runs: list[Run], field: str) -> str:
+    """The value of ``model.<field>`` if every run has the same, else which variants have which."""
+    labels: dict[str, set[str]] = {}
+    for r in runs:
+        labels.setdefault(json.dumps(r.config["model"][field]), set()).add(r.label)
+    if len(labels) == 1:
+        return next(iter(labels))
+    return "varies (" + "; ".join(f"{', '.join(sorted(ls))}: {v}" for v, ls in sorted(labels.items())) + ")"
 
 
 CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
@@ -250,7 +262,8 @@ def write_report(db_path: str | Path, out_dir: str | Path | None = None, baselin
     md = [f"# trevo arena report: {', '.join(s['name'] for s in sweeps) or 'runs'}", ""]
     md.append(f"{len(runs)} runs: {len(runs) - len(failed) - len(unfinished)} done, {len(failed)} failed, "
               f"{len(unfinished)} unfinished. Baseline: {baseline or 'none'}. Versions: {json.dumps(versions)}.")
-    md += ["", "Controlled variables (shared by every run of a task):", ""]
+    md += ["", "Controlled variables (shared by every run of a task; a field that variants set themselves is "
+           "listed per variant):", ""]
     md += [f"- {line}" for line in _controlled(runs)]
     md += ["", "Each leaderboard row: the learning rate chosen on validation; test metric mean ± 95% t-interval "
            "over seeds; `n.s.` = the difference from the baseline is not significant (Welch, 95%)."]
