@@ -10,6 +10,7 @@ from trevo.config import RunConfig
 from trevo.models import build_model
 from trevo.models.init import ScaledEmbedding, init_unit_scale
 from trevo.registry import create
+from trevo.train import train
 
 
 def test_linear_layers_are_lecun_normal_and_embeddings_unit_scale():
@@ -32,7 +33,7 @@ def test_logits_start_at_unit_scale_at_every_width(d_model, tied):
     torch.manual_seed(0)
     cfg = RunConfig().override([f"model.d_model={d_model}", "model.n_layers=2", f"model.tie_embeddings={tied}",
                                 "model.position.name=rope", "task.name=mqar", "task.seq_len=64"])
-    task = create("task", "mqar", seq_len=64)
+    task = create("task", cfg.task.name, **cfg.task.options)
     model = build_model(cfg.model, task.info)
     assert (model.head.weight is model.embed.weight) == tied
     with torch.no_grad():
@@ -43,8 +44,6 @@ def test_logits_start_at_unit_scale_at_every_width(d_model, tied):
 def test_attention_learns_associative_recall_quickly(tmp_path):
     """The regression test of the init. Under GPT-2's fixed 0.02 std this run ends at accuracy 0.26, on
     MQAR's 1/N plateau (it answers with some value of the context); under the unit-scale init, 0.70."""
-    from trevo.train import train
-
     cfg = RunConfig().override([
         "task.name=mqar", "task.seq_len=32", "task.n_pairs=4", "task.vocab_size=32",
         "model.d_model=32", "model.n_layers=2", "model.position.name=rope",
