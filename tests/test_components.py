@@ -7,8 +7,9 @@ import math
 import pytest
 import torch
 
-from trevo.components.base import state_nbytes, token_shift
+from trevo.components.base import state_nbytes
 from trevo.components.positions import alibi_slopes
+from trevo.components.token_shift import token_shift
 from trevo.registry import create, get, names
 
 

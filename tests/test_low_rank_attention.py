@@ -10,7 +10,7 @@ import torch
 
 from trevo.config import RunConfig
 from trevo.ops.attention import naive_softmax_attention
-from trevo.ops.nystrom import iterative_pinv, nystrom_attention
+from trevo.ops.nystromformer import iterative_pinv, nystrom_attention
 from trevo.registry import IncompatibleError, TrevoError, create
 from trevo.train import build
 

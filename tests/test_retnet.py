@@ -6,8 +6,8 @@ import math
 
 import torch
 import torch.nn.functional as F
-
 from trevo.components.mixers._recurrence import rotate
+
 from trevo.components.mixers.retnet import Retention, retnet_decays
 
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trevo.components.base import token_shift
 from trevo.components.mixers.rwkv6 import RWKV5TimeMix, RWKV6TimeMix
+from trevo.components.token_shift import token_shift
 
 
 @pytest.mark.parametrize("cls", [RWKV5TimeMix, RWKV6TimeMix])

@@ -49,7 +49,7 @@ def _ops(args: argparse.Namespace) -> None:
     from trevo.bench import ops, output
 
     result = ops.run(args.lengths, args.forms, isolate=not args.in_process, threads=args.threads,
-                     on_row=_progress, batch=args.batch, heads=args.heads, head_dim=args.head_dim,
+                     on_row=_progress, batch=args.batch, n_heads=args.n_heads, head_dim=args.head_dim,
                      chunk_size=args.chunk_size, gate=args.gate, repeats=args.repeats, time_cap_s=args.time_cap,
                      recurrent_max_len=args.recurrent_max_len, device=args.device, dtype=args.dtype)
     paths = output.write_results(result, args.out, "ops")
@@ -111,9 +111,9 @@ def add_parser(subparsers, name: str) -> None:
                                      "causal SDPA at the same B, H, D; chunk/recurrent ratio, chunk slope, "
                                      "crossover length, chunk FLOP/s fraction.")
     s.add_argument("--lengths", type=_ints, default=[512, 1024, 2048, 4096, 8192, 16384])
-    s.add_argument("--forms", type=_names, default=["parallel", "chunk", "recurrent"])
+    s.add_argument("--forms", type=_names, default=["quadratic", "chunk", "recurrent"])
     s.add_argument("--batch", type=int, default=1)
-    s.add_argument("--heads", type=int, default=4)
+    s.add_argument("--n-heads", type=int, default=4)
     s.add_argument("--head-dim", type=int, default=64)
     s.add_argument("--chunk-size", type=int, default=64)
     s.add_argument("--gate", choices=("none", "scalar", "vector"), default="scalar",

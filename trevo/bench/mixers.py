@@ -27,7 +27,9 @@ from trevo.bench import measure as M
 from trevo.bench.fit import loglog_slope
 from trevo.bench.runner import Row, heartbeat, run_points
 from trevo.components.base import state_nbytes
-from trevo.registry import TrevoError, create, get, names
+from trevo.errors import TrevoError
+from trevo.registry import build as build_component
+from trevo.registry import get, names
 
 REFERENCE = "softmax_attention"
 MODES = ("fwd", "fwdbwd", "generate")
@@ -48,32 +50,23 @@ def skip_reason(name: str, length: int, mode: str) -> str:
         return "not causal: no recurrent generation"
     if not entry.causal and not entry.bidirectional:
         return "neither causal nor bidirectional"
-    takes_max_len = "max_len" in inspect.signature(entry.factory).parameters
-    if entry.fixed_length and not (takes_max_len or _takes_grid(entry)):
-        return "fixed-length mixer with no max_len (or height, width) option to build it for this length"
+    takes = inspect.signature(entry.factory).parameters
+    if entry.fixed_length and "max_len" not in takes and "layout" not in takes:
+        return "fixed-length mixer that takes neither max_len nor layout to build it for this length"
     if entry.needs_2d and layout_2d(length) is None:
         return f"needs a 2-D layout and {length} is prime"
     return ""
 
 
-def _takes_grid(entry) -> bool:
-    return entry.needs_2d and {"height", "width"} <= set(inspect.signature(entry.factory).parameters)
-
-
 def build(point: Row) -> tuple[torch.nn.Module, bool, tuple[int, ...]]:
-    """The mixer of ``point`` at its width, its causality and the layout its input has."""
+    """The mixer of ``point`` at its width, its causality and the layout its input has. Fixed-length
+    mixers are built for exactly this length (``max_len``), fixed-size 2-D mixers for this grid (``layout``)."""
     entry = get("mixer", point["mixer"])
-    causal = entry.causal
-    params = inspect.signature(entry.factory).parameters
-    kwargs: dict[str, Any] = {"d_model": point["d_model"], "causal": causal}
-    if "max_len" in params:  # fixed-length mixers are built for exactly this length
-        kwargs["max_len"] = point["length"]
     layout = layout_2d(point["length"]) if entry.needs_2d else (point["length"],)
-    if entry.fixed_length and _takes_grid(entry):  # fixed-size 2-D mixers are built for this grid
-        kwargs["height"], kwargs["width"] = layout
     torch.manual_seed(point.get("seed", 0))
-    mixer = create("mixer", point["mixer"], **kwargs)
-    return mixer.to(point["device"], DTYPES[point["dtype"]]), causal, layout
+    mixer = build_component("mixer", point["mixer"], d_model=point["d_model"], causal=entry.causal,
+                            max_len=point["length"], layout=layout)
+    return mixer.to(point["device"], DTYPES[point["dtype"]]), entry.causal, layout
 
 
 def measure_point(point: Row) -> Row:
@@ -87,7 +80,7 @@ def measure_point(point: Row) -> Row:
     gen = torch.Generator(device="cpu").manual_seed(point.get("seed", 0))
     x = torch.randn(b, t, d, generator=gen).to(device, dtype)
     row: Row = {**point, "causal": causal, "params": sum(p.numel() for p in mixer.parameters()),
-                "form": mixer.pick_form(1 if mode == "generate" else t), "memory_method": M.memory_method(device)}
+                "form": mixer.form_for(1 if mode == "generate" else t), "memory_method": M.memory_method(device)}
     cap = point["time_cap_s"]
     if mode == "generate":
         mixer.eval()

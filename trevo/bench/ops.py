@@ -1,6 +1,6 @@
 """``trevo bench ops``: the linear-recurrence engine's forms against causal softmax attention.
 
-``trevo.ops.linear_recurrence.linear_recurrence(q, k, v, *, log_decay, impl=..., chunk_size=...)``
+``trevo.ops.linear_recurrence.linear_recurrence(q, k, v, *, log_decay, form=..., chunk_size=...)``
 (layout ``[B, H, T, D]``) is timed for each form (``parallel``, ``chunk``, ``recurrent``) and causal
 ``scaled_dot_product_attention`` on the same q, k, v, forward and forward+backward, float32 by
 default. The summary gives the chunk/recurrent speed ratio at each length, the log-log slope of
@@ -27,10 +27,10 @@ from trevo.bench.fit import crossover, loglog_slope
 from trevo.bench.mixers import DTYPES, machine_meta
 from trevo.bench.output import fmt, markdown_table
 from trevo.bench.runner import Row, heartbeat, run_points
-from trevo.registry import TrevoError
+from trevo.errors import TrevoError
 
 ENGINE = "trevo.ops.linear_recurrence:linear_recurrence"
-FORMS = ("parallel", "chunk", "recurrent")
+FORMS = ("quadratic", "chunk", "recurrent")
 SOFTMAX = "softmax_sdpa"
 GATES = ("none", "scalar", "vector")
 SLOPE_RANGE = (2048, 16384)
@@ -47,7 +47,7 @@ def _engine(path: str):
 def inputs(point: Row) -> dict[str, torch.Tensor]:
     """q, k, v ``[B, H, T, D]`` and a log decay (per head ``[B, H, T]`` or per key channel
     ``[B, H, T, D]``) of about -0.02 per step, as a trained gated model has."""
-    b, h, t, d = point["batch"], point["heads"], point["length"], point["head_dim"]
+    b, h, t, d = point["batch"], point["n_heads"], point["length"], point["head_dim"]
     device, dtype = torch.device(point["device"]), DTYPES[point["dtype"]]
     gen = torch.Generator(device="cpu").manual_seed(point.get("seed", 0))
     out = {n: torch.randn(b, h, t, d, generator=gen).to(device, dtype) for n in ("q", "k", "v")}
@@ -69,7 +69,7 @@ def measure_point(point: Row) -> Row:
         engine = _engine(point.get("engine", ENGINE))
 
         def call(t):
-            return engine(t["q"], t["k"], t["v"], log_decay=t.get("log_decay"), impl=point["form"],
+            return engine(t["q"], t["k"], t["v"], log_decay=t.get("log_decay"), form=point["form"],
                           chunk_size=point["chunk_size"])[0]
 
     if point["mode"] == "fwd":
@@ -94,7 +94,7 @@ def measure_point(point: Row) -> Row:
     flops = M.count_flops(fn)
     # The ceilings are measured beside each point: on a shared machine the load changes during a run.
     dtype, c, d = DTYPES[point["dtype"]], point["chunk_size"], point["head_dim"]
-    chunk_shape = (point["batch"] * point["heads"] * max(1, point["length"] // c), c, d, c)
+    chunk_shape = (point["batch"] * point["n_heads"] * max(1, point["length"] // c), c, d, c)
     matmul, _ = M.matmul_flops_per_s(device, dtype, chunk_shape, repeats=3)
     square, _ = M.matmul_flops_per_s(device, dtype, repeats=3)
     times = M.repeat_times(fn, device, point["repeats"], cap, warm)
@@ -106,7 +106,7 @@ def measure_point(point: Row) -> Row:
             "flop_fraction_square": achieved / square}
 
 
-def plan(lengths: list[int], forms: list[str], *, modes=("fwd", "fwdbwd"), batch: int = 1, heads: int = 4,
+def plan(lengths: list[int], forms: list[str], *, modes=("fwd", "fwdbwd"), batch: int = 1, n_heads: int = 4,
          head_dim: int = 64, chunk_size: int = 64, gate: str = "scalar", repeats: int = 3,
          time_cap_s: float = 30.0, recurrent_max_len: int = 4096, device: str = "cpu", dtype: str = "float32",
          engine: str = ENGINE) -> tuple[list[Row], list[Row]]:
@@ -120,7 +120,7 @@ def plan(lengths: list[int], forms: list[str], *, modes=("fwd", "fwdbwd"), batch
         for mode in modes:
             for length in sorted(set(lengths)):
                 p = {"bench": "ops", "form": form, "mode": mode, "length": int(length), "batch": batch,
-                     "heads": heads, "head_dim": head_dim, "chunk_size": chunk_size, "gate": gate,
+                     "n_heads": n_heads, "head_dim": head_dim, "chunk_size": chunk_size, "gate": gate,
                      "device": device, "dtype": dtype, "repeats": repeats, "time_cap_s": time_cap_s,
                      "engine": engine}
                 if form == "recurrent" and length > recurrent_max_len:
@@ -166,7 +166,7 @@ def run(lengths: list[int], forms: list[str], *, isolate: bool = True, threads: 
         torch.set_num_threads(threads)
     dev, dtype = torch.device(probe["device"]), DTYPES[probe["dtype"]]
     c, d = probe["chunk_size"], probe["head_dim"]
-    bh_chunks = probe["batch"] * probe["heads"] * max(1, 4096 // c)
+    bh_chunks = probe["batch"] * probe["n_heads"] * max(1, 4096 // c)
     matmul, shape = M.matmul_flops_per_s(dev, dtype, (bh_chunks, c, d, c))
     square, square_shape = M.matmul_flops_per_s(dev, dtype)
     for r in skipped:
@@ -177,7 +177,7 @@ def run(lengths: list[int], forms: list[str], *, isolate: bool = True, threads: 
                           warm_timeout_s=probe["time_cap_s"] + 30, threads=threads, on_row=on_row)
     rows = sorted(measured + skipped, key=lambda r: (r["mode"], r["form"], r["length"]))
     meta = machine_meta(dev, probe["dtype"], threads)
-    meta.update(bench="ops", engine=probe["engine"], batch=probe["batch"], heads=probe["heads"], head_dim=d,
+    meta.update(bench="ops", engine=probe["engine"], batch=probe["batch"], n_heads=probe["n_heads"], head_dim=d,
                 chunk_size=c, gate=probe["gate"], lengths=sorted(set(lengths)), forms=list(forms),
                 time_cap_s=probe["time_cap_s"], matmul_flop_s=matmul, matmul_shape=shape,
                 matmul_square_flop_s=square, matmul_square_shape=square_shape,
@@ -191,7 +191,7 @@ def table(result: dict[str, Any]) -> str:
     present = {r["form"] for r in rows}
     forms = [f for f in (*FORMS, SOFTMAX) if f in present]
     parts = [f"`trevo bench ops` on {meta['device']} ({meta['device_name']}), {meta['dtype']}, torch "
-             f"{meta['torch']}, {meta['threads']} threads: B={meta['batch']}, H={meta['heads']}, "
+             f"{meta['torch']}, {meta['threads']} threads: B={meta['batch']}, H={meta['n_heads']}, "
              f"D={meta['head_dim']}, C={meta['chunk_size']}, gate {meta['gate']}. torch.matmul at the start: "
              f"{fmt(meta['matmul_flop_s'] / 1e9)} GFLOP/s at {meta['matmul_shape']} (chunk shape), "
              f"{fmt(meta['matmul_square_flop_s'] / 1e9)} GFLOP/s at {meta['matmul_square_shape']}."]

@@ -1,81 +1,121 @@
 """The contracts every token mixer and channel mixer follows (DESIGN.md, "Token mixers").
 
-A token mixer maps ``(batch, seq, d_model)`` to the same shape. Built with ``causal=True`` it never
-lets position t see positions > t and supports recurrent generation through
+A token mixer maps ``(batch, seq, d_model)`` to the same shape. The base class owns the contract;
+a mixer implements its forms and its state, nothing else:
 
-    state = mixer.init_state(batch, device, dtype)
-    y, state = mixer.prefill(x, state)      # a whole chunk at once
-    y_t, state = mixer.step(x_t, state)     # one token: x_t is (batch, d_model)
+- ``causal_forward(x, state) -> (y, state)``: the causal computation from a generation state (a KV
+  cache for softmax attention, a constant-size state for an RNN), and ``init_state(batch, device,
+  dtype)``. ``forward`` of a causal mixer is ``causal_forward`` from the initial state; ``prefill``
+  and ``step`` are ``causal_forward`` on a chunk and on one token. A mixer whose incremental path is
+  one token at a time may implement ``step`` instead (``causal_forward`` then loops it).
+- ``bidirectional_forward(x, padding_mask, layout) -> y`` for a mixer that can see both sides.
 
-where ``state`` is a dict of tensors (a KV cache for softmax attention, a constant-size state for an
-RNN). ``prefill`` on x[:t] then on x[t:] with the carried state equals ``forward`` on x.
-
-Mixers with several exact forms (``parallel``, ``chunk``, ``recurrent`` …) select one with the
-``impl`` attribute; ``"auto"`` picks the fastest for the input.
+Which of the two a mixer supports is its registry metadata (``causal``, ``bidirectional``); building
+it the other way is refused. Mixers with several exact forms list them in the class attribute
+``forms`` (names from ``trevo.registry.FORMS``, the training default first); ``form=`` picks one,
+``"auto"`` lets ``form_for`` choose by the input.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import ClassVar
 
 import torch
 from torch import nn
 
-from trevo.registry import IncompatibleError, TrevoError
+from trevo.errors import IncompatibleError, TrevoError
 
 State = dict[str, torch.Tensor]
 
 
 class TokenMixer(nn.Module):
-    """Base class of token mixers: shape checks, the generation contract and form selection."""
+    """Base class of token mixers: input checks, forward dispatch, the generation contract, form choice."""
 
-    forms: tuple[str, ...] = ("parallel",)
+    forms: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, d_model: int, *, causal: bool, impl: str = "auto") -> None:
+    def __init__(self, d_model: int, *, causal: bool, form: str = "auto") -> None:
         super().__init__()
         self.d_model = d_model
         self.causal = causal
-        self.impl = impl
-        if impl != "auto" and impl not in self.forms:
-            raise IncompatibleError(
-                f"{type(self).__name__} has no form {impl!r}; its forms are: auto, {', '.join(self.forms)}"
-            )
+        self.form = form
+        what = type(self).__name__
+        if form != "auto" and form not in self.forms:
+            choices = f"auto, {', '.join(self.forms)}" if self.forms else "auto (it has one form)"
+            raise IncompatibleError(f"{what} has no form {form!r}; its forms are: {choices}")
+        entry = getattr(type(self), "registry_entry", None)
+        if entry is not None and causal and not entry.causal:
+            raise IncompatibleError(f"mixer {entry.name!r} is bidirectional only (it mixes every position "
+                                    f"together) and cannot be built with causal=True; choose a causal mixer")
+        if entry is not None and not causal and not entry.bidirectional:
+            raise IncompatibleError(f"mixer {entry.name!r} is causal only and cannot be built with causal=False; "
+                                    f"choose a bidirectional mixer")
 
-    def pick_form(self, seq_len: int) -> str:
-        """The form for ``seq_len`` tokens: ``impl``, or for ``auto`` the first of ``forms`` (each mixer
-        lists its fastest training form first), except that a causal one-token step uses the
-        ``recurrent`` form where there is one."""
-        if self.impl != "auto":
-            return self.impl
+    def form_for(self, seq_len: int) -> str:
+        """The form for ``seq_len`` tokens: ``form``, or for ``auto`` the first of ``forms`` (the training
+        default), except that a causal one-token step uses the ``recurrent`` form where there is one."""
+        if self.form != "auto":
+            return self.form
         if seq_len == 1 and self.causal and "recurrent" in self.forms:
             return "recurrent"
-        return self.forms[0]
+        return self.forms[0] if self.forms else ""
 
     def check_input(self, x: torch.Tensor) -> None:
         if x.dim() != 3 or x.shape[-1] != self.d_model:
-            raise TrevoError(
-                f"{type(self).__name__} expects input of shape (batch, seq, {self.d_model}), "
-                f"got {tuple(x.shape)}"
-            )
+            raise TrevoError(f"{type(self).__name__} expects input of shape (batch, seq, {self.d_model}), "
+                             f"got {tuple(x.shape)}")
         if not x.is_floating_point():
             raise TrevoError(f"{type(self).__name__} expects a floating-point input, got {x.dtype}")
 
-    # The generation contract. Recurrent mixers override all three; the default prefill loops step.
-    def init_state(self, batch: int, device: torch.device | str, dtype: torch.dtype) -> State:
-        raise NotImplementedError(f"{type(self).__name__} does not support recurrent generation")
+    def grid(self, x: torch.Tensor, layout: tuple[int, ...] | None) -> tuple[int, int]:
+        """(H, W) of the 2-D ``layout`` of x's positions; a clear error for a 1-D or mismatched one."""
+        if layout is None or len(layout) != 2:
+            raise TrevoError(f"{type(self).__name__} needs a 2-D layout (H, W) of the positions (an image task); "
+                             f"got layout={layout}")
+        if layout[0] * layout[1] != x.shape[1]:
+            raise TrevoError(f"{type(self).__name__} got layout {tuple(layout)} ({layout[0] * layout[1]} positions) "
+                             f"for an input of {x.shape[1]} positions")
+        return int(layout[0]), int(layout[1])
 
-    def prefill(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        self._require_causal("prefill")
-        if state is None:
-            state = self.init_state(x.shape[0], x.device, x.dtype)
+    def forward(self, x: torch.Tensor, *, padding_mask: torch.Tensor | None = None,
+                layout: tuple[int, ...] | None = None) -> torch.Tensor:
+        """``y`` for ``x``; ``padding_mask`` (True at real tokens) only matters bidirectionally, since
+        causal positions never see the right padding after them."""
+        self.check_input(x)
+        if self.causal:
+            return self.causal_forward(x, self.init_state(x.shape[0], x.device, x.dtype))[0]
+        return self.bidirectional_forward(x, padding_mask, layout)
+
+    # What a mixer implements.
+    def init_state(self, batch: int, device: torch.device | str, dtype: torch.dtype) -> State:
+        raise NotImplementedError(f"{type(self).__name__} implements no generation state")
+
+    def causal_forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        if type(self).step is TokenMixer.step:
+            raise NotImplementedError(f"{type(self).__name__} implements neither causal_forward nor step")
         ys = []
-        for t in range(x.shape[1]):
-            y, state = self.step(x[:, t], state)
+        for x_t in x.unbind(1):
+            y, state = self.step(x_t, state)
             ys.append(y)
         return torch.stack(ys, dim=1), state
 
+    def bidirectional_forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None,
+                              layout: tuple[int, ...] | None) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} implements no bidirectional form")
+
+    # The generation contract, written once.
+    def prefill(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        """Outputs for a chunk ``x`` after the context held in ``state`` (None: no context), and the new state."""
+        self._require_causal("prefill")
+        self.check_input(x)
+        if state is None:
+            state = self.init_state(x.shape[0], x.device, x.dtype)
+        return self.causal_forward(x, state)
+
     def step(self, x_t: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        y, state = self.prefill(x_t[:, None], state)
+        """One token ``x_t`` ``(batch, d_model)`` after the context in ``state``."""
+        self._require_causal("step")
+        y, state = self.causal_forward(x_t[:, None], state)
         return y[:, 0], state
 
     def _require_causal(self, what: str) -> None:
@@ -103,18 +143,6 @@ class ChannelMixer(nn.Module):
         return self(x_t[:, None])[:, 0], state
 
 
-def empty_kv_cache(shape: tuple[int, ...], device, dtype: torch.dtype) -> State:
-    """A key/value cache holding no tokens yet: ``shape`` has a time axis of size 0."""
-    empty = torch.zeros(shape, device=device, dtype=dtype)
-    return {"k": empty, "v": empty.clone()}
-
-
-def extend_kv_cache(state: State, k: torch.Tensor, v: torch.Tensor, dim: int
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The cached keys and values followed by the new ones along the time axis ``dim``."""
-    return torch.cat([state["k"], k], dim=dim), torch.cat([state["v"], v], dim=dim)
-
-
 def state_nbytes(state: Mapping[str, object] | list | tuple | torch.Tensor | None) -> int:
     """Bytes held by a (nested) generation state: what recurrent decoding keeps in memory."""
     if state is None:
@@ -126,11 +154,3 @@ def state_nbytes(state: Mapping[str, object] | list | tuple | torch.Tensor | Non
     if isinstance(state, (list, tuple)):
         return sum(state_nbytes(v) for v in state)
     return 0
-
-
-def token_shift(x: torch.Tensor, last: torch.Tensor | None = None) -> torch.Tensor:
-    """x shifted one step along time: out[:, t] = x[:, t-1], out[:, 0] = ``last`` (zeros if None).
-
-    The "time-mix" interpolation of RWKV and friends mixes each token with its predecessor."""
-    first = torch.zeros_like(x[:, :1]) if last is None else last[:, None].to(x.dtype)
-    return torch.cat([first, x[:, :-1]], dim=1)

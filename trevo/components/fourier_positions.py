@@ -20,7 +20,8 @@ import torch
 from torch import nn
 
 from trevo.components.positions import AbsolutePosition
-from trevo.registry import IncompatibleError, Paper, TrevoError, register
+from trevo.errors import IncompatibleError, TrevoError
+from trevo.registry import Paper, register
 
 COMBINES = ("concat", "add")
 

@@ -13,7 +13,9 @@ import math
 import torch
 from torch import nn
 
-from trevo.registry import Paper, TrevoError, register
+from trevo.components.rotary import apply_rotary
+from trevo.errors import TrevoError
+from trevo.registry import Paper, register
 
 
 class AbsolutePosition(nn.Module):
@@ -89,15 +91,7 @@ class RotaryPosition(RelativePosition):
 
     def rotate(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
         """x: ``[B, H, T, D]`` at positions offset .. offset+T-1."""
-        d = x.shape[-1]
-        if d % 2:
-            raise TrevoError(f"RoPE needs an even head dimension, got {d}")
-        inv_freq = self.base ** (-torch.arange(0, d // 2, device=x.device, dtype=torch.float64) * 2 / d)
-        pos = torch.arange(offset, offset + x.shape[-2], device=x.device, dtype=torch.float64)
-        angles = pos[:, None] * inv_freq[None, :]
-        cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
-        x1, x2 = x[..., : d // 2], x[..., d // 2 :]
-        return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
+        return apply_rotary(x, offset, self.base)
 
 
 def alibi_slopes(n_heads: int) -> torch.Tensor:

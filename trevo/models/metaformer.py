@@ -7,7 +7,6 @@ post-norm block: ``x = norm1(x + mixer(x)); x = norm2(x + channel(x))``.
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import torch
@@ -15,23 +14,13 @@ from torch import nn
 
 from trevo.components.base import State
 from trevo.config import ModelConfig
+from trevo.errors import IncompatibleError
 from trevo.models.init import ScaledEmbedding, init_unit_scale
-from trevo.registry import IncompatibleError, Paper, TrevoError, create, get, names, register
+from trevo.models.tokens import check_token_ids
+from trevo.registry import Paper, build, create, get, names, register
 from trevo.tasks.base import TaskInfo
 
 BLOCKS = ("prenorm", "postnorm")
-
-
-def _build(kind: str, spec_name: str, options: dict[str, Any], context: dict[str, Any]) -> Any:
-    """Create a component, passing the context arguments (d_model, causal, layer_idx …) it accepts."""
-    factory = get(kind, spec_name).factory
-    params = inspect.signature(factory).parameters
-    accepted = {k: v for k, v in context.items() if k in params}
-    clash = set(options) & set(accepted)
-    if clash:
-        raise IncompatibleError(f"{kind} {spec_name!r}: {', '.join(sorted(clash))} is set by the model "
-                                f"(model.d_model, model.n_layers …), not by the {kind}'s options")
-    return create(kind, spec_name, **accepted, **options)
 
 
 class Block(nn.Module):
@@ -148,18 +137,19 @@ class MetaFormer(nn.Module):
         d = cfg.d_model
         self.embed = ScaledEmbedding(info.vocab_size, d)
         max_len = resolve_max_len(cfg, info)
-        position = _build("position", cfg.position.name, cfg.position.options, {"d_model": d, "max_len": max_len})
+        position = build("position", cfg.position.name, cfg.position.options, d_model=d, max_len=max_len)
         relative = getattr(position, "applies", "absolute") == "relative"
         self.position = None if relative else position
         self.blocks = nn.ModuleList()
         for i in range(cfg.n_layers):
             context = {"d_model": d, "causal": self.causal, "layer_idx": i, "n_layers": cfg.n_layers,
-                       "max_len": max_len, "position": position if relative else None}
-            mixer = _build("mixer", cfg.mixer.name, cfg.mixer.options, context)
-            channel = _build("channel", cfg.channel.name, cfg.channel.options, context)
-            norms = [_build("norm", cfg.norm.name, cfg.norm.options, {"d_model": d}) for _ in range(2)]
+                       "max_len": max_len, "layout": info.layout or (info.seq_len,),
+                       "position": position if relative else None}
+            mixer = build("mixer", cfg.mixer.name, cfg.mixer.options, **context)
+            channel = build("channel", cfg.channel.name, cfg.channel.options, **context)
+            norms = [build("norm", cfg.norm.name, cfg.norm.options, d_model=d) for _ in range(2)]
             self.blocks.append(Block(mixer, channel, *norms, cfg.block, cfg.dropout))
-        self.norm = _build("norm", cfg.norm.name, cfg.norm.options, {"d_model": d})
+        self.norm = build("norm", cfg.norm.name, cfg.norm.options, d_model=d)
         if cfg.block == "postnorm":
             self.norm = nn.Identity()  # each post-norm block already ends in a norm
         if info.head == "classify":
@@ -171,12 +161,7 @@ class MetaFormer(nn.Module):
         self.apply(init_unit_scale)
 
     def _embed(self, tokens: torch.Tensor, offset: int = 0) -> torch.Tensor:
-        if tokens.dtype not in (torch.int32, torch.int64) or tokens.dim() != 2:
-            raise TrevoError(f"the model takes token ids of shape (batch, seq) and integer dtype, "
-                             f"got {tuple(tokens.shape)} {tokens.dtype}")
-        if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= self.info.vocab_size):
-            raise TrevoError(f"token ids must lie in [0, {self.info.vocab_size}), "
-                             f"got [{int(tokens.min())}, {int(tokens.max())}]")
+        check_token_ids(tokens, self.info.vocab_size)
         x = self.embed(tokens)
         if self.position is not None:
             pos = self.position(torch.arange(offset, offset + tokens.shape[1], device=tokens.device))

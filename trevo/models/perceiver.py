@@ -27,11 +27,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from trevo.components.kv_cache import empty_kv_cache
+from trevo.components.multihead import merge_heads, split_heads
 from trevo.config import ComponentSpec, ModelConfig
+from trevo.errors import IncompatibleError, TrevoError
 from trevo.models.init import ScaledEmbedding, init_unit_scale
-from trevo.models.metaformer import Block, _build, resolve_max_len
+from trevo.models.metaformer import Block, resolve_max_len
+from trevo.models.tokens import check_token_ids
 from trevo.ops.cross_attention import cross_attention, windowed_causal_cross_attention
-from trevo.registry import IncompatibleError, Paper, TrevoError, create, get, names, register
+from trevo.registry import Paper, build, get, names, register
 from trevo.tasks.base import TaskInfo
 
 OPTIONS: dict[str, dict[str, Any]] = {
@@ -56,14 +60,6 @@ def _options(arch: str, cfg: ModelConfig) -> dict[str, Any]:
     return opts
 
 
-def _check_tokens(tokens: torch.Tensor, vocab: int) -> None:
-    if tokens.dtype not in (torch.int32, torch.int64) or tokens.dim() != 2:
-        raise TrevoError(f"the model takes token ids of shape (batch, seq) and integer dtype, "
-                         f"got {tuple(tokens.shape)} {tokens.dtype}")
-    if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= vocab):
-        raise TrevoError(f"token ids must lie in [0, {vocab}), got [{int(tokens.min())}, {int(tokens.max())}]")
-
-
 # ----------------------------------------------------------------------------------------------------------
 # Input adapters: token embedding ⊕ position features; multimodal padding.
 
@@ -78,11 +74,10 @@ class PositionFeatures(nn.Module):
             absolute = [n for n in names("position") if get("position", n).applies == "absolute"]
             raise IncompatibleError(f"position {spec.name!r} acts inside attention; the Perceiver adds or "
                                     f"concatenates positions at its input: choose one of {', '.join(absolute)}")
-        context = {"d_model": width if mode == "add" else pos_dim, "max_len": max_len, "layout": layout,
-                   "combine": mode}
-        params = inspect.signature(entry.factory).parameters
-        context = {k: v for k, v in context.items() if k in params and k not in spec.options}
-        self.module = create("position", spec.name, **context, **spec.options)
+        # A position that can concatenate its features (Fourier features) is told how it is combined.
+        combine = {"combine": mode} if "combine" in inspect.signature(entry.factory).parameters else {}
+        self.module = build("position", spec.name, {**combine, **spec.options},
+                            d_model=width if mode == "add" else pos_dim, max_len=max_len, layout=layout)
         self.none = spec.name == "none"
         if hasattr(self.module, "out_width"):
             self.out_width = self.module.out_width(width)
@@ -178,28 +173,25 @@ class CrossAttend(nn.Module):
         if q_dim % n_heads:
             raise IncompatibleError(f"cross-attention: width {q_dim} is not divisible by cross_heads={n_heads}")
         self.n_heads, self.head_dim = n_heads, q_dim // n_heads
-        self.q_norm = _build("norm", norm.name, norm.options, {"d_model": q_dim})
-        self.kv_norm = _build("norm", norm.name, norm.options, {"d_model": kv_dim})
-        self.mlp_norm = _build("norm", norm.name, norm.options, {"d_model": q_dim})
+        self.q_norm = build("norm", norm.name, norm.options, d_model=q_dim)
+        self.kv_norm = build("norm", norm.name, norm.options, d_model=kv_dim)
+        self.mlp_norm = build("norm", norm.name, norm.options, d_model=q_dim)
         self.q_proj = nn.Linear(q_dim, q_dim, bias=False)
         self.kv_proj = nn.Linear(kv_dim, 2 * q_dim, bias=False)
         self.out_proj = nn.Linear(q_dim, q_dim, bias=False)
         self.channel = channel
         self.drop = nn.Dropout(dropout)
 
-    def _heads(self, x: torch.Tensor) -> torch.Tensor:
-        return x.unflatten(-1, (self.n_heads, self.head_dim)).transpose(1, 2)
-
     def queries(self, q_in: torch.Tensor) -> torch.Tensor:
-        return self._heads(self.q_proj(self.q_norm(q_in)))
+        return split_heads(self.q_proj(self.q_norm(q_in)), self.n_heads)
 
     def keys_values(self, kv_in: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         k, v = self.kv_proj(self.kv_norm(kv_in)).chunk(2, dim=-1)
-        return self._heads(k), self._heads(v)
+        return split_heads(k, self.n_heads), split_heads(v, self.n_heads)
 
     def finish(self, q_in: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
         """Residual and MLP after the attention output ``o [B, H, Nq, d]``."""
-        z = q_in + self.drop(self.out_proj(o.transpose(1, 2).flatten(2)))
+        z = q_in + self.drop(self.out_proj(merge_heads(o)))
         return z + self.drop(self.channel(self.mlp_norm(z)))
 
     def forward(self, q_in: torch.Tensor, kv_in: torch.Tensor, *,
@@ -221,16 +213,16 @@ def _latent_blocks(cfg: ModelConfig, d: int, n_latents: int, causal: bool) -> nn
     blocks = nn.ModuleList()
     for i in range(cfg.n_layers):
         context = {"d_model": d, "causal": causal, "layer_idx": i, "n_layers": cfg.n_layers,
-                   "max_len": n_latents, "position": None}
-        norms = [_build("norm", cfg.norm.name, cfg.norm.options, {"d_model": d}) for _ in range(2)]
-        blocks.append(Block(_build("mixer", cfg.mixer.name, cfg.mixer.options, context),
-                            _build("channel", cfg.channel.name, cfg.channel.options, context),
+                   "max_len": n_latents, "layout": (n_latents,), "position": None}
+        norms = [build("norm", cfg.norm.name, cfg.norm.options, d_model=d) for _ in range(2)]
+        blocks.append(Block(build("mixer", cfg.mixer.name, cfg.mixer.options, **context),
+                            build("channel", cfg.channel.name, cfg.channel.options, **context),
                             *norms, cfg.block, cfg.dropout))
     return blocks
 
 
 def _channel(cfg: ModelConfig, d: int) -> nn.Module:
-    return _build("channel", cfg.channel.name, cfg.channel.options, {"d_model": d})
+    return build("channel", cfg.channel.name, cfg.channel.options, d_model=d)
 
 
 def _check_fixed_length(cfg: ModelConfig, info: TaskInfo) -> None:
@@ -325,13 +317,13 @@ class Perceiver(_PerceiverBase):
                                     f"needs per-output queries: use model.arch=perceiver_io")
         self._setup(cfg, info)
         d = self.encoder.width
-        self.norm = _build("norm", cfg.norm.name, cfg.norm.options, {"d_model": d})
+        self.norm = build("norm", cfg.norm.name, cfg.norm.options, d_model=d)
         self.head = nn.Linear(d, info.n_classes)
         self.apply(init_unit_scale)
 
     def forward(self, tokens: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         """``[B, n_classes]`` logits."""
-        _check_tokens(tokens, self.info.vocab_size)
+        check_token_ids(tokens, self.info.vocab_size)
         return self.head(self.norm(self.encoder(tokens, padding_mask).mean(dim=1)))
 
 
@@ -374,7 +366,7 @@ class PerceiverIO(_PerceiverBase):
             n_out = max(self.task_classes or (info.n_classes,))
         self.decoder = CrossAttend(d, d, n_heads=opts["cross_heads"], norm=cfg.norm, channel=_channel(cfg, d),
                                    dropout=cfg.dropout)
-        self.norm = _build("norm", cfg.norm.name, cfg.norm.options, {"d_model": d})
+        self.norm = build("norm", cfg.norm.name, cfg.norm.options, d_model=d)
         self.heads = nn.ModuleList(nn.Linear(d, c) for c in (self.task_classes or (n_out,)))
         self.apply(init_unit_scale)
 
@@ -422,7 +414,7 @@ class PerceiverIO(_PerceiverBase):
         ``[B, Q]`` when given as indices; ``[B, T, V]`` decoded only where ``outputs`` is True, zero
         elsewhere, when given as a boolean mask ``[B, T]``), ``[B, n_classes]`` (classify) or
         ``[B, n_tasks, max classes]`` (multi-task, classes past a task's own padded with -inf)."""
-        _check_tokens(tokens, self.info.vocab_size)
+        check_token_ids(tokens, self.info.vocab_size)
         if outputs is not None and not self.per_point:
             raise TrevoError("outputs= selects output points, which only per-position heads (lm, mlm) have")
         if outputs is not None and outputs.dtype == torch.bool and outputs.shape != tokens.shape:
@@ -468,14 +460,14 @@ class PerceiverAR(nn.Module):
         self.cross = CrossAttend(d, d, n_heads=opts["cross_heads"], norm=cfg.norm, channel=_channel(cfg, d),
                                  dropout=cfg.dropout)
         self.blocks = _latent_blocks(cfg, d, self.window, causal=True)
-        self.norm = _build("norm", cfg.norm.name, cfg.norm.options, {"d_model": d})
+        self.norm = build("norm", cfg.norm.name, cfg.norm.options, d_model=d)
         self.head = nn.Linear(d, info.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.head.weight = self.embed.weight
         self.apply(init_unit_scale)
 
     def _embed(self, tokens: torch.Tensor, offset: int) -> torch.Tensor:
-        _check_tokens(tokens, self.info.vocab_size)
+        check_token_ids(tokens, self.info.vocab_size)
         positions = torch.arange(offset, offset + tokens.shape[1], device=tokens.device)
         return self.position(self.embed(tokens), positions)
 
@@ -505,8 +497,7 @@ class PerceiverAR(nn.Module):
 
     def init_state(self, batch: int, device: torch.device | str = "cpu",
                    dtype: torch.dtype = torch.float32) -> dict[str, Any]:
-        empty = torch.zeros(batch, self.cross.n_heads, 0, self.cross.head_dim, device=device, dtype=dtype)
-        cross = {"k": empty, "v": empty.clone()}
+        cross = empty_kv_cache((batch, self.cross.n_heads, 0, self.cross.head_dim), device, dtype)
         return {"offset": 0, "layers": {"cross": cross, "latent": self._fresh(batch, device, dtype)}}
 
     def _fresh(self, batch: int, device: torch.device | str, dtype: torch.dtype) -> list[dict[str, Any]]:

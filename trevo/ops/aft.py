@@ -40,7 +40,7 @@ def _visible(tq: int, tk: int, causal: bool, key_padding_mask: torch.Tensor | No
     return mask
 
 
-def aft_naive(k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, *, causal: bool,
+def aft_quadratic(k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, *, causal: bool,
               key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
     """The reference: for every (t, t', channel) the weight softmax_t'(K_t' + b_{t,t'}), summed
     against V. Materialises ``[B, Tq, Tk, D]``."""

@@ -19,7 +19,7 @@ entering it, the new values solve the unit lower-triangular system
 
 so U = T(βV) − T(β e^γ K) S_0 with T = (I + A)⁻¹ (the UT transform; W = T(β e^γ K) is the WY
 factor). Then o_t = e^{γ_t} S_0ᵀ q_t + Σ_{i<=t} e^{γ_t − γ_i} (q_tᵀ k_i) u_i and
-S_C = e^{γ_C} S_0 + Σ_i e^{γ_C − γ_i} k_i u_iᵀ. Every exponent is <= 0. ``parallel`` is the same
+S_C = e^{γ_C} S_0 + Σ_i e^{γ_C − γ_i} k_i u_iᵀ. Every exponent is <= 0. ``quadratic`` is the same
 transform over the whole sequence as one chunk (the materialised O(T²) form).
 """
 
@@ -29,17 +29,17 @@ import math
 
 import torch
 
-from trevo.registry import TrevoError
+from trevo.errors import TrevoError
 
-IMPLS = ("parallel", "chunk", "recurrent")
+FORMS = ("quadratic", "chunk", "recurrent")
 
 
 def delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor, *,
                log_decay: torch.Tensor | None = None, initial_state: torch.Tensor | None = None,
-               padding_mask: torch.Tensor | None = None, scale: float = 1.0, impl: str = "chunk",
+               padding_mask: torch.Tensor | None = None, scale: float = 1.0, form: str = "chunk",
                chunk_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
     """Run the (gated) delta rule. Returns (o ``[B, H, T, Dv]``, final state ``[B, H, Dk, Dv]``).
-    Padded steps (``padding_mask`` False) write nothing and do not decay. ``impl="auto"`` is
+    Padded steps (``padding_mask`` False) write nothing and do not decay. ``form="auto"`` is
     recurrent for one token, chunk otherwise."""
     if q.dim() != 4 or q.shape != k.shape or v.dim() != 4 or v.shape[:3] != q.shape[:3]:
         raise TrevoError(f"expected q, k [B, H, T, Dk] and v [B, H, T, Dv]; got q {tuple(q.shape)}, "
@@ -63,18 +63,18 @@ def delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Te
                          f"got {tuple(initial_state.shape)}")
     else:
         S0 = initial_state.to(q.dtype)
-    if impl == "auto":
-        impl = "recurrent" if T == 1 else "chunk"
-    if impl not in IMPLS:
-        raise TrevoError(f"unknown impl {impl!r}; choose one of auto, {', '.join(IMPLS)}")
+    if form == "auto":
+        form = "recurrent" if T == 1 else "chunk"
+    if form not in FORMS:
+        raise TrevoError(f"unknown form {form!r}; choose one of auto, {', '.join(FORMS)}")
     if T == 0:
         return v.new_zeros(v.shape), S0
-    if impl == "recurrent":
+    if form == "recurrent":
         o, S = _recurrent(q, k, v, beta, g, S0)
-    elif impl in ("chunk", "parallel"):
+    elif form in ("chunk", "quadratic"):
         if chunk_size < 1:
             raise TrevoError(f"chunk_size must be >= 1, got {chunk_size}")
-        o, S = _chunk(q, k, v, beta, g, S0, T if impl == "parallel" else chunk_size)
+        o, S = _chunk(q, k, v, beta, g, S0, T if form == "quadratic" else chunk_size)
     return o * scale, S
 
 

@@ -15,8 +15,8 @@ query reads the state *before* the current write, and the current token enters t
 
 so the decay of step t only acts on later steps (RWKV's w_t multiplies the state that token t+1 reads).
 
-Forms (``impl``):
-  ``parallel``  the masked quadratic form, O(T²) memory: the reference. Pairwise decays are segment
+Forms (``form``):
+  ``quadratic`` the masked quadratic form, O(T²) memory: the reference. Pairwise decays are segment
                 sums Σ_{i<j<=t} log_decay_j, never differences of long cumulative sums (which lose
                 all precision in float32 after a few thousand strongly decayed steps).
   ``chunk``     matmuls inside chunks of ``chunk_size`` plus the state carried across chunks;
@@ -39,32 +39,32 @@ import math
 
 import torch
 
-from trevo.registry import TrevoError
+from trevo.errors import TrevoError
 
-IMPLS = ("parallel", "chunk", "recurrent")
+FORMS = ("quadratic", "chunk", "recurrent")
 
 
 def linear_recurrence(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
                       log_decay: torch.Tensor | None = None, bonus: torch.Tensor | None = None,
                       initial_state: torch.Tensor | None = None, padding_mask: torch.Tensor | None = None,
-                      scale: float = 1.0, impl: str = "chunk", chunk_size: int = 64
+                      scale: float = 1.0, form: str = "chunk", chunk_size: int = 64
                       ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run the gated linear recurrence (see the module docstring). Returns (o ``[B, H, T, Dv]``,
-    final state ``[B, H, Dk, Dv]``). ``impl="auto"`` is recurrent for one token, chunk otherwise."""
+    final state ``[B, H, Dk, Dv]``). ``form="auto"`` is recurrent for one token, chunk otherwise."""
     g, S0 = _prepare(q, k, v, log_decay, bonus, initial_state, padding_mask)
     if padding_mask is not None:
         k = k * padding_mask[:, None, :, None].to(k.dtype)
-    if impl == "auto":
-        impl = "recurrent" if q.shape[2] == 1 else "chunk"
-    if impl not in IMPLS:
-        raise TrevoError(f"unknown impl {impl!r}; choose one of auto, {', '.join(IMPLS)}")
+    if form == "auto":
+        form = "recurrent" if q.shape[2] == 1 else "chunk"
+    if form not in FORMS:
+        raise TrevoError(f"unknown form {form!r}; choose one of auto, {', '.join(FORMS)}")
     if q.shape[2] == 0:
         return v.new_zeros(v.shape), S0
-    if impl == "recurrent":
+    if form == "recurrent":
         o, S = _recurrent(q, k, v, g, bonus, S0)
-    elif impl == "parallel":
-        o, S = _parallel(q, k, v, g, bonus, S0)
-    elif impl == "chunk":
+    elif form == "quadratic":
+        o, S = _quadratic(q, k, v, g, bonus, S0)
+    elif form == "chunk":
         if chunk_size < 1:
             raise TrevoError(f"chunk_size must be >= 1, got {chunk_size}")
         o, S = _chunk(q, k, v, g, bonus, S0, chunk_size)
@@ -135,7 +135,7 @@ def segsum(x: torch.Tensor) -> torch.Tensor:
     return out.masked_fill(~strict.logical_or(torch.eye(T, dtype=torch.bool, device=x.device)), -math.inf)
 
 
-def _parallel(q, k, v, g, bonus, S0):
+def _quadratic(q, k, v, g, bonus, S0):
     gd = g.transpose(-1, -2)  # [B, H, G, T]
     seg = segsum(gd)  # [B, H, G, T(t), T(i)]
     if bonus is not None:  # the query reads S_{t-1}: drop g_t and the diagonal

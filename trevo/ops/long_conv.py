@@ -3,14 +3,14 @@
 Used by S4D's convolution mode, H3 and Hyena. Layout: ``u`` ``[B, D, T]`` (channels first, as the
 FFT runs over the last axis); ``k`` ``[D, T_k]`` with T_k >= T (only its first T taps are used).
 
-- ``causal_conv_direct``: the O(T²) Toeplitz product, the reference;
+- ``causal_conv_quadratic``: the O(T²) Toeplitz product, the reference;
 - ``fft_causal_conv``: zero-padded to 2T so the circular convolution is the linear one, O(T log T).
   A single FFT mixes every input into every output at rounding level (~1e-16), so the plain form is
   causal only up to rounding. With ``block`` it is *exactly* causal: outputs in block j take the
   inputs of earlier blocks through one FFT of the prefix (inputs from block j on set to zero) and
   the inputs of block j itself through a direct block×block Toeplitz product. Cost
   O((T/block)·T log T + T·block).
-- ``fft_bidirectional_conv`` / ``bidirectional_conv_direct``: y_t = Σ_{s<=t} k_{t−s} u_s +
+- ``fft_bidirectional_conv`` / ``bidirectional_conv_quadratic``: y_t = Σ_{s<=t} k_{t−s} u_s +
   Σ_{s>t} k'_{s−t−1} u_s, the forward and backward kernels of the S4 code base's bidirectional mode.
 """
 
@@ -28,9 +28,14 @@ def _toeplitz(k: torch.Tensor, n: int) -> torch.Tensor:
     return torch.where(lag >= 0, taps, torch.zeros_like(taps))
 
 
-def causal_conv_direct(u: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+def causal_conv_quadratic(u: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     """y_t = Σ_{s<=t} k_{t−s} u_s by the O(T²) Toeplitz product (exactly causal)."""
     return torch.einsum("dts,bds->bdt", _toeplitz(k, u.shape[-1]), u)
+
+
+def default_block(seq_len: int) -> int:
+    """The block of the exactly causal FFT convolution when the mixer sets none: ⌈T/16⌉, at least 32."""
+    return max(32, -(-seq_len // 16))
 
 
 def fft_causal_conv(u: torch.Tensor, k: torch.Tensor, block: int | None = None) -> torch.Tensor:
@@ -40,7 +45,7 @@ def fft_causal_conv(u: torch.Tensor, k: torch.Tensor, block: int | None = None) 
     n = 2 * T
     if block is None or block >= T:
         if block is not None:  # one block: the direct product is exact and no slower
-            return causal_conv_direct(u, k)
+            return causal_conv_quadratic(u, k)
         return torch.fft.irfft(torch.fft.rfft(u, n=n) * torch.fft.rfft(k, n=n), n=n)[..., :T].to(u.dtype)
     nb = -(-T // block)
     pos = torch.arange(T, device=u.device)
@@ -62,11 +67,11 @@ def _backward_kernel(k_back: torch.Tensor) -> torch.Tensor:
     return F.pad(k_back, (1, 0))  # lag s − t >= 1 takes k'_{s−t−1}; lag 0 belongs to the forward kernel
 
 
-def bidirectional_conv_direct(u: torch.Tensor, k: torch.Tensor, k_back: torch.Tensor) -> torch.Tensor:
+def bidirectional_conv_quadratic(u: torch.Tensor, k: torch.Tensor, k_back: torch.Tensor) -> torch.Tensor:
     """y_t = Σ_{s<=t} k_{t−s} u_s + Σ_{s>t} k'_{s−t−1} u_s, by Toeplitz products (the reference)."""
-    return causal_conv_direct(u, k) + causal_conv_direct(u.flip(-1), _backward_kernel(k_back)).flip(-1)
+    return causal_conv_quadratic(u, k) + causal_conv_quadratic(u.flip(-1), _backward_kernel(k_back)).flip(-1)
 
 
 def fft_bidirectional_conv(u: torch.Tensor, k: torch.Tensor, k_back: torch.Tensor) -> torch.Tensor:
-    """The two-sided convolution of ``bidirectional_conv_direct`` by FFT."""
+    """The two-sided convolution of ``bidirectional_conv_quadratic`` by FFT."""
     return fft_causal_conv(u, k) + fft_causal_conv(u.flip(-1), _backward_kernel(k_back)).flip(-1)

@@ -51,7 +51,7 @@ def _divide(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
     return num / den.clamp_min(torch.finfo(den.dtype).tiny)[..., None]
 
 
-def favor_parallel(qf: torch.Tensor, kf: torch.Tensor, v: torch.Tensor, *, causal: bool,
+def favor_quadratic(qf: torch.Tensor, kf: torch.Tensor, v: torch.Tensor, *, causal: bool,
                    S: torch.Tensor | None = None, z: torch.Tensor | None = None) -> torch.Tensor:
     """The quadratic masked form (the reference): A = φ(Q)φ(K)ᵀ (lower-triangular when causal),
     o = A V / A 1, plus the contribution of a carried state (S, z)."""
@@ -85,7 +85,7 @@ def favor_chunked(qf: torch.Tensor, kf: torch.Tensor, v: torch.Tensor, S: torch.
     out = []
     # split views, not slices in the loop: a slice's backward scatters into a full-length zero tensor
     for qc, kc, vc in zip(*(x.split(chunk_size, dim=-2) for x in (qf, kf, v)), strict=True):
-        out.append(favor_parallel(qc, kc, vc, causal=True, S=S, z=z))
+        out.append(favor_quadratic(qc, kc, vc, causal=True, S=S, z=z))
         S, z = favor_state(kc, vc, S, z)
     return torch.cat(out, dim=-2)
 

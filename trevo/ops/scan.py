@@ -1,25 +1,31 @@
-"""The diagonal linear recurrence h_t = a_t ⊙ h_{t-1} + b_t, for real or complex a, in two forms.
+"""The diagonal linear recurrence h_t = a_t ⊙ h_{t-1} + b_t, for real or complex a, in three forms.
 
 It is the core of the linear RNNs and diagonal state-space models (LRU, S4D's recurrent mode, S5,
 Mamba's selective scan). Both forms take the decay in log space, ``log_a`` (a_t = exp(log_a_t)):
 every caller has it at hand (LRU: log λ = −exp(ν) + i·exp(θ); ZOH: ΔA), and the chunked form needs
 it to build decay products without dividing by vanishing cumulative products.
 
-- ``linear_scan_sequential``: one step at a time, the reference and the generation form;
-- ``linear_scan_chunked``: time-parallel inside chunks of ``chunk_size`` — the decay from step s to
+``linear_scan(log_a, b, h0, form=...)`` runs one of them:
+
+- ``recurrent``: one step at a time, the reference and the generation form;
+- ``chunk``: time-parallel inside chunks of ``chunk_size`` — the decay from step s to
   step t is exp(Σ_{s<r<=t} log a_r), a difference of in-chunk cumulative sums, so nothing is divided
   by a vanishing product — with the state carried across chunks. Memory O(B·L²·|state|);
-- ``linear_scan_doubling``: the whole sequence in ⌈log2 T⌉ steps of recursive doubling (a parallel
+- ``scan``: the whole sequence in ⌈log2 T⌉ steps of recursive doubling (a parallel
   prefix scan), O(T·log T·|state|) work and no L² term — the form for large states (Mamba).
 
 Layout: ``b`` is ``[B, T, *S]``; ``log_a`` broadcasts to it (``[*S]`` for a time-invariant decay,
-``[B, T, *S]`` for an input-dependent one); ``h0`` is ``[B, *S]``. Both return (all states
+``[B, T, *S]`` for an input-dependent one); ``h0`` is ``[B, *S]``. Every form returns (all states
 ``[B, T, *S]``, last state ``[B, *S]``).
 """
 
 from __future__ import annotations
 
 import torch
+
+from trevo.errors import TrevoError
+
+FORMS = ("chunk", "scan", "recurrent")
 
 
 def _prepare(log_a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None):
@@ -32,8 +38,8 @@ def _prepare(log_a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None):
     return log_a, b, h0.to(dtype)
 
 
-def linear_scan_sequential(log_a: torch.Tensor, b: torch.Tensor,
-                           h0: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def _recurrent(log_a: torch.Tensor, b: torch.Tensor,
+        h0: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     """h_t = exp(log_a_t) ⊙ h_{t-1} + b_t, one step at a time."""
     log_a, b, h = _prepare(log_a, b, h0)
     a = torch.exp(log_a).expand(b.shape[0], b.shape[1], *log_a.shape[2:])
@@ -47,8 +53,8 @@ def linear_scan_sequential(log_a: torch.Tensor, b: torch.Tensor,
     return torch.stack(hs, dim=1), h
 
 
-def linear_scan_chunked(log_a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = None,
-                        chunk_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+def _chunk(log_a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None,
+           chunk_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The same recurrence, time-parallel inside chunks: inside a chunk starting from state h,
     h_t = exp(c_t) h + Σ_{s<=t} exp(c_t − c_s) b_s with c the in-chunk cumulative sum of log a."""
     log_a, b, h = _prepare(log_a, b, h0)
@@ -76,8 +82,7 @@ def linear_scan_chunked(log_a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor |
     return torch.cat(outs, dim=1), h
 
 
-def linear_scan_doubling(log_a: torch.Tensor, b: torch.Tensor,
-                         h0: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def _doubling(log_a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     """The recurrence by recursive doubling (Hillis & Steele 1986; Blelloch 1990's scan with the
     associative operator (a1, b1) ∘ (a2, b2) = (a1·a2, a2·b1 + b2)): after the step of stride s every
     h_t holds the sum over its last 2s inputs. Decays combine by adding their logs, so products of
@@ -100,7 +105,13 @@ def linear_scan_doubling(log_a: torch.Tensor, b: torch.Tensor,
 
 def linear_scan(log_a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = None, *, form: str = "chunk",
                 chunk_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
-    """The scan in the named form: ``"recurrent"`` (sequential) or ``"chunk"``/``"scan"`` (chunked)."""
+    """(all states ``[B, T, *S]``, last state ``[B, *S]``) of the recurrence in the named form."""
     if form == "recurrent":
-        return linear_scan_sequential(log_a, b, h0)
-    return linear_scan_chunked(log_a, b, h0, chunk_size)
+        return _recurrent(log_a, b, h0)
+    if form == "chunk":
+        if chunk_size < 1:
+            raise TrevoError(f"chunk_size must be >= 1, got {chunk_size}")
+        return _chunk(log_a, b, h0, chunk_size)
+    if form == "scan":
+        return _doubling(log_a, b, h0)
+    raise TrevoError(f"unknown form {form!r}; choose one of {', '.join(FORMS)}")

@@ -17,7 +17,7 @@ import math
 
 import torch
 
-from trevo.registry import IncompatibleError
+from trevo.errors import IncompatibleError
 
 
 def s4d_lin_init(n: int) -> torch.Tensor:

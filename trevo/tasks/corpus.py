@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trevo.registry import TrevoError
+from trevo.errors import TrevoError
 
 
 class DataError(TrevoError, ValueError):

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 import torch
 
-from trevo.registry import Paper, TrevoError, register
+from trevo.errors import TrevoError
+from trevo.registry import Paper, register
 from trevo.tasks.base import Batch, Task, TaskInfo, step_generator
 
 LEVELS = 17

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from trevo.registry import TrevoError
+from trevo.errors import TrevoError
 from trevo.tasks.base import Batch, Task, step_generator
 from trevo.tasks.corpus import DataError
 

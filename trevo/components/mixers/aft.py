@@ -11,12 +11,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from trevo.components.base import State, TokenMixer, empty_kv_cache, extend_kv_cache
+from trevo.components.base import State, TokenMixer
+from trevo.components.kv_cache import empty_kv_cache, extend_kv_cache
+from trevo.components.multihead import head_dim_of
+from trevo.errors import IncompatibleError, TrevoError
 from trevo.ops.aft import (
     absorb,
     aft_blockwise,
-    aft_naive,
     aft_partial,
+    aft_quadratic,
     aft_simple_chunked,
     aft_simple_global,
     aft_simple_init_state,
@@ -24,7 +27,7 @@ from trevo.ops.aft import (
     banded_bias,
     merge,
 )
-from trevo.registry import IncompatibleError, Paper, TrevoError, register
+from trevo.registry import Paper, register
 
 AFT_PAPER = Paper("An Attention Free Transformer", "2105.14103", 2021)
 _META = dict(paper=AFT_PAPER, category="MHA/RightProduct", family="aft", causal=True, bidirectional=True)
@@ -33,8 +36,8 @@ _META = dict(paper=AFT_PAPER, category="MHA/RightProduct", family="aft", causal=
 class _AFT(TokenMixer):
     """Shared parts: the Q, K, V and output projections and the σ(Q) gate."""
 
-    def __init__(self, d_model: int, *, causal: bool, chunk_size: int, impl: str) -> None:
-        super().__init__(d_model, causal=causal, impl=impl)
+    def __init__(self, d_model: int, *, causal: bool, chunk_size: int, form: str) -> None:
+        super().__init__(d_model, causal=causal, form=form)
         self.chunk_size = chunk_size
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
         self.out_proj = nn.Linear(d_model, d_model, bias=False)
@@ -56,7 +59,7 @@ class _AFT(TokenMixer):
 class _AFTWithBias(_AFT):
     """AFT-full, -local and -conv: a dense bias block for (query rows, key columns)."""
 
-    forms = ("chunk", "parallel")
+    forms = ("chunk", "quadratic")
 
     def bias(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -67,32 +70,30 @@ class _AFTWithBias(_AFT):
         self._check_length(tk)
         rows = torch.arange(start, tk, device=k.device)
         bias = self.bias(rows, torch.arange(tk, device=k.device)).to(k.dtype)
-        if self.pick_form(tk) == "parallel":
-            return aft_naive(k, v, bias, causal=self.causal, key_padding_mask=padding_mask)
+        if self.form_for(tk) == "quadratic":
+            return aft_quadratic(k, v, bias, causal=self.causal, key_padding_mask=padding_mask)
         return aft_blockwise(k, v, bias, causal=self.causal, key_padding_mask=padding_mask,
                              chunk_size=self.chunk_size)
 
-    def forward(self, x: torch.Tensor, *, padding_mask: torch.Tensor | None = None,
-                layout: tuple[int, ...] | None = None) -> torch.Tensor:
-        self.check_input(x)
+    def bidirectional_forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None,
+                              layout: tuple[int, ...] | None) -> torch.Tensor:
         q, k, v = self._qkv(x)
-        # Right padding is invisible to causal queries, so the key mask only matters bidirectionally.
-        return self._out(q, self._mix(k, v, 0, None if self.causal else padding_mask))
+        return self._out(q, self._mix(k, v, 0, padding_mask))
 
 
-@register("mixer", "aft_full", **_META, recurrent=False, fixed_length=True, forms=("chunk", "parallel"),
+@register("mixer", "aft_full", **_META, recurrent=False, fixed_length=True,
           time="O(T²·d)", memory="O(T²) bias + O(T·d); KV cache O(T·d) in generation",
-          test_options={"max_len": 19, "chunk_size": 8})
+          test_options={"chunk_size": 8})
 class AFTFull(_AFTWithBias):
     """AFT-full (eq. 2): a learned pairwise bias w ∈ R^{max_len × max_len}.
 
-    Forms: ``parallel`` (the naive reference, O(T²·d) memory) and ``chunk`` (exp(w) @ (exp(K) ⊙ V),
+    Forms: ``quadratic`` (the naive reference, O(T²·d) memory) and ``chunk`` (exp(w) @ (exp(K) ⊙ V),
     eq. 3, chunked over queries so that causal outputs use only past keys). Generation keeps the
     past K, V (a cache) because w couples every pair of positions."""
 
     def __init__(self, d_model: int, *, causal: bool, max_len: int = 1024, chunk_size: int = 64,
-                 impl: str = "auto") -> None:
-        super().__init__(d_model, causal=causal, chunk_size=chunk_size, impl=impl)
+                 form: str = "auto") -> None:
+        super().__init__(d_model, causal=causal, chunk_size=chunk_size, form=form)
         self.max_len = max_len
         self.w = nn.Parameter(torch.zeros(max_len, max_len))
 
@@ -102,53 +103,42 @@ class AFTFull(_AFTWithBias):
     def init_state(self, batch: int, device, dtype) -> State:
         return empty_kv_cache((batch, 0, self.d_model), device, dtype)
 
-    def prefill(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        self._require_causal("prefill")
-        self.check_input(x)
-        if state is None:
-            state = self.init_state(x.shape[0], x.device, x.dtype)
+    def causal_forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         q, k, v = self._qkv(x)
         k, v = extend_kv_cache(state, k, v, dim=1)
         return self._out(q, self._mix(k, v, state["k"].shape[1])), {"k": k, "v": v}
 
 
-@register("mixer", "aft_simple", **_META, recurrent=True, forms=("chunk", "parallel", "recurrent"),
-          time="O(T·d) chunk/recurrent, O(T²·d) parallel", memory="O(d) state",
+@register("mixer", "aft_simple", **_META, recurrent=True,
+          time="O(T·d) chunk/recurrent, O(T²·d) quadratic", memory="O(d) state",
           test_options={"chunk_size": 8})
 class AFTSimple(_AFT):
     """AFT-simple (eq. 5, s = 0): no position bias, Y_t = σ(Q_t) ⊙ Σ_t' softmax_t'(K) ⊙ V_t'.
 
     Causal: the sums run over t' <= t, an RNN with state (running max m, Σ e^(K−m)V, Σ e^(K−m)).
-    Forms (causal): ``parallel`` (one naive lower-triangular block), ``chunk`` (naive blocks plus the
+    Forms (causal): ``quadratic`` (one naive lower-triangular block), ``chunk`` (naive blocks plus the
     carried state) and ``recurrent`` (one step at a time). Bidirectional: one global context vector
-    (``parallel`` computes it position by position, the others once)."""
+    (``quadratic`` computes it position by position, the others once)."""
 
-    forms = ("chunk", "parallel", "recurrent")
+    forms = ("chunk", "quadratic", "recurrent")
 
-    def __init__(self, d_model: int, *, causal: bool, chunk_size: int = 64, impl: str = "auto") -> None:
-        super().__init__(d_model, causal=causal, chunk_size=chunk_size, impl=impl)
+    def __init__(self, d_model: int, *, causal: bool, chunk_size: int = 64, form: str = "auto") -> None:
+        super().__init__(d_model, causal=causal, chunk_size=chunk_size, form=form)
 
-    def forward(self, x: torch.Tensor, *, padding_mask: torch.Tensor | None = None,
-                layout: tuple[int, ...] | None = None) -> torch.Tensor:
-        self.check_input(x)
-        if self.causal:
-            return self.prefill(x)[0]
+    def bidirectional_forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None,
+                              layout: tuple[int, ...] | None) -> torch.Tensor:
         q, k, v = self._qkv(x)
-        if self.pick_form(x.shape[1]) == "parallel":
+        if self.form_for(x.shape[1]) == "quadratic":
             zero = torch.zeros(1, x.shape[1], x.shape[1], device=x.device, dtype=x.dtype)
-            return self._out(q, aft_naive(k, v, zero, causal=False, key_padding_mask=padding_mask))
+            return self._out(q, aft_quadratic(k, v, zero, causal=False, key_padding_mask=padding_mask))
         return self._out(q, aft_simple_global(k, v, padding_mask))
 
     def init_state(self, batch: int, device, dtype) -> State:
         return aft_simple_init_state(batch, self.d_model, device, dtype)
 
-    def prefill(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        self._require_causal("prefill")
-        self.check_input(x)
-        if state is None:
-            state = self.init_state(x.shape[0], x.device, x.dtype)
+    def causal_forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         q, k, v = self._qkv(x)
-        form = self.pick_form(x.shape[1])
+        form = self.form_for(x.shape[1])
         if form == "recurrent":
             avg, state = aft_simple_recurrent(k, v, state)
         else:
@@ -171,8 +161,18 @@ class _AFTBanded(_AFTWithBias):
         empty = torch.zeros(batch, 0, self.d_model, device=device, dtype=dtype)
         return {**state, "k": empty, "v": empty.clone(), "pos": torch.zeros((), dtype=torch.long, device=device)}
 
+    def causal_forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        if int(state["pos"]) > 0:  # a continuation: token by token through the window's state
+            return super().causal_forward(x, state)
+        q, k, v = self._qkv(x)
+        y = self._out(q, self._mix(k, v, 0))
+        old = x.shape[1] - min(x.shape[1], self.window - 1)  # keys that have left the window
+        prefix = {key: state[key] for key in ("m", "num", "den")}
+        if old:
+            prefix = absorb(prefix, k[:, :old], v[:, :old])
+        return y, {**prefix, "k": k[:, old:], "v": v[:, old:], "pos": state["pos"] + x.shape[1]}
+
     def step(self, x_t: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        self._require_causal("step")
         q, k, v = self._qkv(x_t[:, None])
         pos = int(state["pos"])
         self._check_length(pos + 1)
@@ -189,26 +189,26 @@ class _AFTBanded(_AFTWithBias):
         return y, {**prefix, "k": kw, "v": vw, "pos": state["pos"] + 1}
 
 
-@register("mixer", "aft_local", **_META, recurrent=True, fixed_length=True, forms=("chunk", "parallel"),
+@register("mixer", "aft_local", **_META, recurrent=True, fixed_length=True,
           time="O(T²·d)", memory="O(T·s) bias; O(s·d) state in generation",
-          test_options={"max_len": 19, "window": 4, "chunk_size": 8})
+          test_options={"window": 4, "chunk_size": 8})
 class AFTLocal(_AFTBanded):
     """AFT-local (eq. 4): w_{t,t'} learned where |t − t'| < s (t − t' < s causally), 0 elsewhere;
     keys outside the window still contribute, with bias 0.
 
     Stored as a band ``[max_len, n_offsets]`` (the masked entries of the paper's T×T w are never
-    learned). Forms: ``parallel`` (naive) and ``chunk`` (eq. 3 with the dense banded bias)."""
+    learned). Forms: ``quadratic`` (naive) and ``chunk`` (eq. 3 with the dense banded bias)."""
 
     def __init__(self, d_model: int, *, causal: bool, max_len: int = 1024, window: int = 32,
-                 chunk_size: int = 64, impl: str = "auto") -> None:
-        super().__init__(d_model, causal=causal, chunk_size=chunk_size, impl=impl)
+                 chunk_size: int = 64, form: str = "auto") -> None:
+        super().__init__(d_model, causal=causal, chunk_size=chunk_size, form=form)
         if window < 1:
             raise IncompatibleError(f"aft_local needs window >= 1, got {window}")
         self.max_len, self.window = max_len, window
         self.band = nn.Parameter(torch.zeros(1, max_len, window if causal else 2 * window - 1))
 
 
-@register("mixer", "aft_conv", **_META, recurrent=True, forms=("chunk", "parallel"),
+@register("mixer", "aft_conv", **_META, recurrent=True,
           time="O(T²·d) (dense banded bias)", memory="O(T²) bias; O(s·d) state in generation",
           test_options={"window": 4, "n_heads": 2, "chunk_size": 8})
 class AFTConv(_AFTBanded):
@@ -220,10 +220,9 @@ class AFTConv(_AFTBanded):
     the paper's kernel re-parameterisation is not applied."""
 
     def __init__(self, d_model: int, *, causal: bool, n_heads: int = 4, window: int = 16,
-                 chunk_size: int = 64, impl: str = "auto") -> None:
-        super().__init__(d_model, causal=causal, chunk_size=chunk_size, impl=impl)
-        if d_model % n_heads:
-            raise IncompatibleError(f"d_model={d_model} is not divisible by n_heads={n_heads}")
+                 chunk_size: int = 64, form: str = "auto") -> None:
+        super().__init__(d_model, causal=causal, chunk_size=chunk_size, form=form)
+        head_dim_of(d_model, n_heads)
         if window < 1:
             raise IncompatibleError(f"aft_conv needs window >= 1, got {window}")
         self.window = window

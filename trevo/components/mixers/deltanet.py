@@ -3,14 +3,14 @@ WY / UT transform (``trevo.ops.delta_rule``)."""
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trevo.components.base import State
-from trevo.components.mixers._recurrence import EngineMixer, ShortConv, check_heads, merge_heads, split_heads
+from trevo.components.base import State, TokenMixer
+from trevo.components.multihead import head_dim_of, merge_heads, split_heads
+from trevo.components.short_conv import ShortConv
+from trevo.components.timestep import dt_bias_init
 from trevo.ops.delta_rule import delta_rule
 from trevo.registry import Paper, register
 
@@ -18,18 +18,16 @@ DELTANET_PAPER = Paper("Parallelizing Linear Transformers with the Delta Rule ov
                        "2406.06484", 2024)
 
 
-class _DeltaBase(EngineMixer):
+class _DeltaBase(TokenMixer):
     """q, k, v through short causal convolutions and SiLU; L2-normalised q and k per head;
     β_t = σ(W_β x_t) per head; o_t = S_tᵀ q_t / √d_k; a per-head RMSNorm on the output."""
 
-    gated = False
+    forms = ("chunk", "quadratic", "recurrent")
 
     def __init__(self, d_model: int, *, causal: bool = True, n_heads: int = 4, conv_size: int = 4,
-                 chunk_size: int = 64, impl: str = "auto") -> None:
-        super().__init__(d_model, causal=causal, impl=impl)
-        self._require_causal(f"{type(self).__name__} (a causal recurrence)")
-        check_heads(d_model, n_heads)
-        self.n_heads, self.head_dim, self.chunk_size = n_heads, d_model // n_heads, chunk_size
+                 chunk_size: int = 64, form: str = "auto") -> None:
+        super().__init__(d_model, causal=causal, form=form)
+        self.n_heads, self.head_dim, self.chunk_size = n_heads, head_dim_of(d_model, n_heads), chunk_size
         self.q_proj, self.k_proj, self.v_proj = (nn.Linear(d_model, d_model, bias=False) for _ in range(3))
         self.q_conv, self.k_conv, self.v_conv = (ShortConv(d_model, conv_size) for _ in range(3))
         self.b_proj = nn.Linear(d_model, n_heads, bias=True)
@@ -48,9 +46,7 @@ class _DeltaBase(EngineMixer):
     def output(self, o: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return self.out_proj(merge_heads(self.o_norm(o)))
 
-    def prefill(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        if state is None:
-            state = self.init_state(x.shape[0], x.device, x.dtype)
+    def causal_forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         new: State = {}
         branches = []
         for name in ("q", "k", "v"):
@@ -61,13 +57,13 @@ class _DeltaBase(EngineMixer):
         q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
         beta = torch.sigmoid(self.b_proj(x)).transpose(1, 2)
         o, new["S"] = delta_rule(q, k, v, beta, log_decay=self.log_decay(x), initial_state=state["S"],
-                                 scale=self.head_dim ** -0.5, impl=self.pick_form(x.shape[1]),
+                                 scale=self.head_dim ** -0.5, form=self.form_for(x.shape[1]),
                                  chunk_size=self.chunk_size)
         return self.output(o, x), new
 
 
 @register("mixer", "deltanet", paper=DELTANET_PAPER, category="Rnn", family="deltanet", causal=True,
-          bidirectional=False, recurrent=True, forms=("chunk", "parallel", "recurrent"),
+          bidirectional=False, recurrent=True,
           time="O(T·C·d + T·d²/H) chunk (UT transform), O(T·d²/H) recurrent", memory="O(d²/H) state",
           test_options={"chunk_size": 4})
 class DeltaNet(_DeltaBase):
@@ -79,7 +75,6 @@ class DeltaNet(_DeltaBase):
 @register("mixer", "gated_deltanet",
           paper=Paper("Gated Delta Networks: Improving Mamba2 with Delta Rule", "2412.06464", 2024),
           category="Rnn", family="deltanet", causal=True, bidirectional=False, recurrent=True,
-          forms=("chunk", "parallel", "recurrent"),
           time="O(T·C·d + T·d²/H) chunk (UT transform), O(T·d²/H) recurrent", memory="O(d²/H) state",
           test_options={"chunk_size": 4})
 class GatedDeltaNet(_DeltaBase):
@@ -88,13 +83,12 @@ class GatedDeltaNet(_DeltaBase):
     gate RMSNorm(o) ⊙ SiLU(W_g x)."""
 
     def __init__(self, d_model: int, *, causal: bool = True, n_heads: int = 4, conv_size: int = 4,
-                 chunk_size: int = 64, impl: str = "auto") -> None:
+                 chunk_size: int = 64, form: str = "auto") -> None:
         super().__init__(d_model, causal=causal, n_heads=n_heads, conv_size=conv_size, chunk_size=chunk_size,
-                         impl=impl)
+                         form=form)
         self.a_proj = nn.Linear(d_model, n_heads, bias=False)
         self.A_log = nn.Parameter(torch.empty(n_heads).uniform_(1, 16).log())
-        dt = torch.exp(torch.rand(n_heads) * (math.log(0.1) - math.log(0.001)) + math.log(0.001))
-        self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
+        self.dt_bias = nn.Parameter(dt_bias_init(n_heads, 1e-3, 0.1))
         self.g_proj = nn.Linear(d_model, d_model, bias=False)
 
     def log_decay(self, x: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trevo.components.base import State, TokenMixer
+from trevo.errors import IncompatibleError, TrevoError
 from trevo.ops.explicit_long_conv import (
     fit_length,
     sgconv_kernel,
@@ -23,21 +24,22 @@ from trevo.ops.explicit_long_conv import (
     simple_long_conv_kernel,
 )
 from trevo.ops.long_conv import (
-    bidirectional_conv_direct,
-    causal_conv_direct,
+    bidirectional_conv_quadratic,
+    causal_conv_quadratic,
+    default_block,
     fft_bidirectional_conv,
     fft_causal_conv,
 )
-from trevo.registry import IncompatibleError, Paper, TrevoError, register
+from trevo.registry import Paper, register
 
 
 class _ExplicitLongConv(TokenMixer):
-    forms = ("fft", "direct")
+    forms = ("fft", "quadratic")
 
-    def __init__(self, d_model: int, *, causal: bool, conv_block: int | None, impl: str) -> None:
-        super().__init__(d_model, causal=causal, impl=impl)
+    def __init__(self, d_model: int, *, causal: bool, fft_chunk_size: int | None, form: str) -> None:
+        super().__init__(d_model, causal=causal, form=form)
         self.directions = 1 if causal else 2
-        self.conv_block = conv_block
+        self.fft_chunk_size = fft_chunk_size
         self.skip = nn.Parameter(torch.randn(d_model))
         self.out_proj = nn.Linear(d_model, d_model)
 
@@ -45,30 +47,24 @@ class _ExplicitLongConv(TokenMixer):
         """``[directions, d_model, length]``."""
         raise NotImplementedError
 
-    def pick_form(self, seq_len: int) -> str:
-        return "fft" if self.impl == "auto" else self.impl
-
     def _conv(self, u: torch.Tensor, n_new: int) -> torch.Tensor:
         """The last ``n_new`` outputs of k * u for the history ``u`` ``[B, D, t]``."""
         T = u.shape[-1]
         k = self.kernel(T).to(u.dtype)
-        direct = self.pick_form(T) == "direct"
+        quadratic = self.form_for(T) == "quadratic"
         if not self.causal:
-            return (bidirectional_conv_direct if direct else fft_bidirectional_conv)(u, k[0], k[1])
+            return (bidirectional_conv_quadratic if quadratic else fft_bidirectional_conv)(u, k[0], k[1])
         if n_new == 1:  # one new token: a dot product with the flipped kernel
             return (u * k[0].flip(-1)).sum(-1, keepdim=True)
-        if direct:
-            return causal_conv_direct(u, k[0])[..., T - n_new:]
-        return fft_causal_conv(u, k[0], self.conv_block or max(32, -(-T // 16)))[..., T - n_new:]
+        if quadratic:
+            return causal_conv_quadratic(u, k[0])[..., T - n_new:]
+        return fft_causal_conv(u, k[0], self.fft_chunk_size or default_block(T))[..., T - n_new:]
 
     def _output(self, y: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         return self.out_proj(F.gelu(y + self.skip.to(u.dtype)[:, None] * u).transpose(1, 2))
 
-    def forward(self, x: torch.Tensor, *, padding_mask: torch.Tensor | None = None,
-                layout: tuple[int, ...] | None = None) -> torch.Tensor:
-        self.check_input(x)
-        if self.causal:
-            return self.prefill(x)[0]
+    def bidirectional_forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None,
+                              layout: tuple[int, ...] | None) -> torch.Tensor:
         if padding_mask is not None:
             x = x * padding_mask[..., None].to(x.dtype)
         u = x.transpose(1, 2)
@@ -77,11 +73,7 @@ class _ExplicitLongConv(TokenMixer):
     def init_state(self, batch: int, device, dtype) -> State:
         return {"history": torch.zeros(batch, self.d_model, 0, device=device, dtype=dtype)}
 
-    def prefill(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        self._require_causal("prefill")
-        self.check_input(x)
-        if state is None:
-            state = self.init_state(x.shape[0], x.device, x.dtype)
+    def causal_forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         u = x.transpose(1, 2)
         history = torch.cat([state["history"], u], dim=-1)
         return self._output(self._conv(history, u.shape[-1]), u), {"history": history}
@@ -89,18 +81,18 @@ class _ExplicitLongConv(TokenMixer):
 
 @register("mixer", "sgconv",
           paper=Paper("What Makes Convolutional Models Great on Long Sequence Modeling?", "2210.09298", 2022),
-          category="LongConv", family="explicit_long_conv", causal=True, bidirectional=True, forms=("fft", "direct"),
-          time="O(T log T·d) fft, O(T²·d) direct", memory="O(T·d); generation keeps the input history",
-          test_options={"max_len": 19, "kernel_dim": 4, "conv_block": 8})
+          category="LongConv", family="explicit_long_conv", causal=True, bidirectional=True,
+          time="O(T log T·d) fft, O(T²·d) quadratic", memory="O(T·d); generation keeps the input history",
+          test_options={"kernel_dim": 4, "fft_chunk_size": 8})
 class SGConv(_ExplicitLongConv):
     """SGConv layer (Li et al. 2022, §3.1): y = W_out GELU(k * u + D ⊙ u) with the multi-scale kernel
     k = (1/Z)[α^i · Upsample_{2^{max(i−1,0)}}(w_i)]_{i<N}, N = 1 + ⌈log₂(max_len / kernel_dim)⌉, decay α
     (default 1/2), Z the kernel's norm per channel at initialisation. Lags past the kernel's
-    kernel_dim·2^{N−1} taps weigh zero, so any length works. Forms: ``fft`` and ``direct``."""
+    kernel_dim·2^{N−1} taps weigh zero, so any length works. Forms: ``fft`` and ``quadratic``."""
 
     def __init__(self, d_model: int, *, causal: bool, max_len: int = 2048, kernel_dim: int = 64, decay: float = 0.5,
-                 conv_block: int | None = None, impl: str = "auto") -> None:
-        super().__init__(d_model, causal=causal, conv_block=conv_block, impl=impl)
+                 fft_chunk_size: int | None = None, form: str = "auto") -> None:
+        super().__init__(d_model, causal=causal, fft_chunk_size=fft_chunk_size, form=form)
         if kernel_dim < 1 or not 0 < decay <= 1:
             raise IncompatibleError(f"sgconv needs kernel_dim >= 1 and 0 < decay <= 1, got {kernel_dim}, {decay}")
         self.decay = decay
@@ -118,18 +110,18 @@ class SGConv(_ExplicitLongConv):
 @register("mixer", "simple_long_conv",
           paper=Paper("Simple Hardware-Efficient Long Convolutions for Sequence Modeling", "2302.06646", 2023),
           category="LongConv", family="explicit_long_conv", causal=True, bidirectional=True, fixed_length=True,
-          forms=("fft", "direct"), time="O(T log T·d) fft, O(T²·d) direct",
+          time="O(T log T·d) fft, O(T²·d) quadratic",
           memory="O(L·d) kernel; generation keeps the input history",
-          test_options={"max_len": 19, "conv_block": 8, "squash": 0.01})
+          test_options={"fft_chunk_size": 8, "squash": 0.01})
 class SimpleLongConv(_ExplicitLongConv):
     """Simple long convolution (Fu et al. 2023, §3.1): y = W_out GELU(k * u + D ⊙ u) with a kernel of
     ``max_len`` taps learned directly and regularised in the forward pass, k = Smooth_p(Squash_λ(K)):
     Squash_λ(K) = sign(K)·max(|K| − λ, 0), Smooth_p an average pool over p taps. Inputs longer than
-    max_len are refused. Forms: ``fft`` and ``direct``."""
+    max_len are refused. Forms: ``fft`` and ``quadratic``."""
 
     def __init__(self, d_model: int, *, causal: bool, max_len: int = 2048, squash: float = 1e-3, smooth: int = 3,
-                 conv_block: int | None = None, impl: str = "auto") -> None:
-        super().__init__(d_model, causal=causal, conv_block=conv_block, impl=impl)
+                 fft_chunk_size: int | None = None, form: str = "auto") -> None:
+        super().__init__(d_model, causal=causal, fft_chunk_size=fft_chunk_size, form=form)
         if smooth < 1 or smooth % 2 == 0:
             raise IncompatibleError(f"simple_long_conv needs an odd smooth width >= 1, got {smooth}")
         self.max_len, self.lam, self.width = max_len, squash, smooth

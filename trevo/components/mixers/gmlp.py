@@ -7,13 +7,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from trevo.components.base import State, TokenMixer
+from trevo.errors import IncompatibleError, TrevoError
 from trevo.ops.gmlp import spatial_gating, spatial_mixing_matrix
-from trevo.registry import IncompatibleError, Paper, TrevoError, register
+from trevo.registry import Paper, register
 
 
 @register("mixer", "gmlp", paper=Paper("Pay Attention to MLPs", "2105.08050", 2021), category="Arch",
-          family="gmlp", causal=True, bidirectional=True, fixed_length=True, forms=("parallel",),
-          time="O(T²·d)", memory="O(max_len²) weights; cache O(T·d) in generation", test_options={"max_len": 19})
+          family="gmlp", causal=True, bidirectional=True, fixed_length=True,
+          time="O(T²·d)", memory="O(max_len²) weights; cache O(T·d) in generation")
 class GMLP(TokenMixer):
     """gMLP block's token mixing (eq. 1-3): Z = GELU(XU) split into Z1, Z2;
     s(Z) = Z1 ⊙ (W·LayerNorm(Z2) + b); output s(Z) V. W ``[max_len, max_len]`` starts near zero and
@@ -22,14 +23,11 @@ class GMLP(TokenMixer):
     Bidirectionally, padded positions of LayerNorm(Z2) are zeroed before the spatial mixing (the paper
     does not mask). Generation keeps the past LayerNorm(Z2) rows (the mixing needs all of them)."""
 
-    forms = ("parallel",)
-
-    def __init__(self, d_model: int, *, causal: bool, max_len: int = 1024, expansion: int = 2,
-                 impl: str = "auto") -> None:
-        super().__init__(d_model, causal=causal, impl=impl)
-        hidden = expansion * d_model
+    def __init__(self, d_model: int, *, causal: bool, max_len: int = 1024, expand: int = 2) -> None:
+        super().__init__(d_model, causal=causal)
+        hidden = expand * d_model
         if hidden % 2:
-            raise IncompatibleError(f"gmlp splits expansion·d_model={hidden} channels in two; make it even")
+            raise IncompatibleError(f"gmlp splits expand·d_model={hidden} channels in two; make it even")
         self.max_len, self.half = max_len, hidden // 2
         self.proj_in = nn.Linear(d_model, hidden)
         self.norm = nn.LayerNorm(self.half)
@@ -49,22 +47,17 @@ class GMLP(TokenMixer):
         w = spatial_mixing_matrix(self.spatial_weight, start, stop, causal=self.causal).to(z2.dtype)
         return self.proj_out(spatial_gating(z1, z2, w, self.spatial_bias[start:stop].to(z2.dtype)))
 
-    def forward(self, x: torch.Tensor, *, padding_mask: torch.Tensor | None = None,
-                layout: tuple[int, ...] | None = None) -> torch.Tensor:
-        self.check_input(x)
+    def bidirectional_forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None,
+                              layout: tuple[int, ...] | None) -> torch.Tensor:
         z1, z2 = self._split(x)
-        if padding_mask is not None and not self.causal:
+        if padding_mask is not None:
             z2 = z2 * padding_mask[..., None].to(z2.dtype)
         return self._gate(z1, z2, 0)
 
     def init_state(self, batch: int, device, dtype) -> State:
         return {"z2": torch.zeros(batch, 0, self.half, device=device, dtype=dtype)}
 
-    def prefill(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        self._require_causal("prefill")
-        self.check_input(x)
-        if state is None:
-            state = self.init_state(x.shape[0], x.device, x.dtype)
+    def causal_forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         z1, z2 = self._split(x)
         z2 = torch.cat([state["z2"], z2], dim=1)
         return self._gate(z1, z2, state["z2"].shape[1]), {"z2": z2}

@@ -14,12 +14,13 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from trevo.components.base import State, TokenMixer
-from trevo.ops.long_conv import fft_causal_conv
-from trevo.ops.scan import linear_scan_sequential
+from trevo.components.short_conv import ShortConv
+from trevo.components.timestep import log_dt_init
+from trevo.ops.long_conv import default_block, fft_causal_conv
+from trevo.ops.scan import linear_scan
 from trevo.ops.ssm import s4d_init, ssm_kernel, ssm_state_after, ssm_state_readout, zoh
 from trevo.registry import Paper, register
 
@@ -27,27 +28,27 @@ H3_PAPER = Paper("Hungry Hungry Hippos: Towards Language Modeling with State Spa
 
 
 @register("mixer", "h3", paper=H3_PAPER, category="LongConv", family="h3", causal=True, bidirectional=False,
-          recurrent=True, forms=("fft", "recurrent"), time="O(T log T·d + T·d·N) fft, O(T·d·N) recurrent",
-          memory="O(d·N) state", test_options={"d_state": 4, "shift_len": 4, "conv_block": 8})
+          recurrent=True, time="O(T log T·d + T·d·N) fft, O(T·d·N) recurrent",
+          memory="O(d·N) state", test_options={"d_state": 4, "conv_size": 4, "fft_chunk_size": 8})
 class H3(TokenMixer):
     """H3 layer: y = W_o(Q ⊙ SSM_diag(SSM_shift(K) ⊙ V)) (Fu et al. 2023, §3.1): the shift SSM is
-    a causal FIR filter of ``shift_len`` taps on K, the diagonal SSM an S4D kernel (ZOH, S4D-Lin,
-    ``d_state`` modes) with a D skip. Forms: ``fft`` (both convolutions by exactly causal blocked
-    FFT) and ``recurrent`` (a shift register and the diagonal recurrence: constant-size state)."""
+    a causal FIR filter of ``conv_size`` taps on K (a short convolution without bias), the diagonal
+    SSM an S4D kernel (ZOH, S4D-Lin, ``d_state`` modes) with a D skip. Forms: ``fft`` (both
+    convolutions by exactly causal blocked FFT) and ``recurrent`` (a shift register and the diagonal
+    recurrence: constant-size state)."""
 
     forms = ("fft", "recurrent")
 
-    def __init__(self, d_model: int, *, causal: bool = True, d_state: int = 32, shift_len: int = 4,
-                 init: str = "lin", dt_min: float = 1e-3, dt_max: float = 1e-1, conv_block: int | None = None,
-                 impl: str = "auto") -> None:
-        super().__init__(d_model, causal=causal, impl=impl)
-        self._require_causal("H3 (causal state-space convolutions)")
+    def __init__(self, d_model: int, *, causal: bool = True, d_state: int = 32, conv_size: int = 4,
+                 init: str = "lin", dt_min: float = 1e-3, dt_max: float = 1e-1, fft_chunk_size: int | None = None,
+                 form: str = "auto") -> None:
+        super().__init__(d_model, causal=causal, form=form)
         H = d_model
-        self.d_state, self.shift_len, self.conv_block = d_state, shift_len, conv_block
+        self.d_state, self.fft_chunk_size = d_state, fft_chunk_size
         self.qkv = nn.Linear(d_model, 3 * d_model)
-        self.shift_taps = nn.Parameter(torch.randn(H, shift_len) / math.sqrt(shift_len))
+        self.shift = ShortConv(H, conv_size, bias=False)
         lam, b = s4d_init(init, d_state)
-        self.log_dt = nn.Parameter(torch.rand(H) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+        self.log_dt = nn.Parameter(log_dt_init(H, dt_min, dt_max))
         self.A_re_log = nn.Parameter(torch.log(-lam.real).float().repeat(H, 1))
         self.A_im = nn.Parameter(lam.imag.float().repeat(H, 1))
         self.B_re = nn.Parameter(b.real.float().repeat(H, 1))
@@ -61,37 +62,26 @@ class H3(TokenMixer):
         lam = torch.complex(-torch.exp(self.A_re_log), self.A_im)
         return zoh(self.log_dt[:, None], lam, torch.complex(self.B_re, self.B_im))
 
-    def forward(self, x: torch.Tensor, *, padding_mask: torch.Tensor | None = None,
-                layout: tuple[int, ...] | None = None) -> torch.Tensor:
-        self.check_input(x)
-        return self.prefill(x)[0]
-
     def init_state(self, batch: int, device, dtype) -> State:
-        return {"k": torch.zeros(batch, self.d_model, self.shift_len - 1, device=device, dtype=dtype),
+        return {"conv": self.shift.init_state(batch, device, dtype),
                 "h": torch.zeros(batch, self.d_model, self.d_state, 2, device=device, dtype=dtype)}
 
-    def prefill(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        if state is None:
-            state = self.init_state(x.shape[0], x.device, x.dtype)
+    def causal_forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         T = x.shape[1]
         q, k, v = self.qkv(x).chunk(3, dim=-1)
-        # Shift SSM: a causal FIR filter over the last shift_len keys (carried in the state).
-        keys = torch.cat([state["k"], k.transpose(1, 2)], dim=-1)
-        shifted = F.conv1d(keys, self.shift_taps.flip(-1)[:, None], groups=self.d_model).transpose(1, 2)
+        shifted, conv = self.shift(k, state["conv"])  # the shift SSM: a causal FIR filter over the keys
         u = shifted * v  # [B, T, H]
         dtA, Bbar = self.discretize()
         C = torch.complex(self.C_re, self.C_im)
         h0 = torch.view_as_complex(state["h"].contiguous())
         Bu = u[..., None] * Bbar
-        if self.pick_form(T) == "recurrent":
-            h, last = linear_scan_sequential(dtA, Bu, h0)
+        if self.form_for(T) == "recurrent":
+            h, last = linear_scan(dtA, Bu, h0, form="recurrent")
             y = 2 * torch.einsum("bthn,hn->bth", h, C).real
         else:
             kernel = ssm_kernel(dtA, C * Bbar, T)
-            y = fft_causal_conv(u.transpose(1, 2), kernel, self.conv_block or max(32, -(-T // 16)))
+            y = fft_causal_conv(u.transpose(1, 2), kernel, self.fft_chunk_size or default_block(T))
             y = (y + ssm_state_readout(dtA, C, h0, T)).transpose(1, 2)
             last = ssm_state_after(dtA, Bu, h0)
         y = q * (y + self.D * u)
-        new_state = {"k": keys[..., keys.shape[-1] - (self.shift_len - 1):],
-                     "h": torch.view_as_real(last).to(x.dtype)}
-        return self.out_proj(y), new_state
+        return self.out_proj(y), {"conv": conv, "h": torch.view_as_real(last).to(x.dtype)}

@@ -16,12 +16,13 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from trevo.components.base import State, TokenMixer
-from trevo.ops.long_conv import causal_conv_direct, fft_causal_conv
-from trevo.registry import IncompatibleError, Paper, register
+from trevo.components.short_conv import ShortConv
+from trevo.errors import IncompatibleError
+from trevo.ops.long_conv import causal_conv_quadratic, default_block, fft_causal_conv
+from trevo.registry import Paper, register
 
 HYENA_PAPER = Paper("Hyena Hierarchy: Towards Larger Convolutional Language Models", "2302.10866", 2023)
 
@@ -55,29 +56,27 @@ class ImplicitFilter(nn.Module):
 
 
 @register("mixer", "hyena", paper=HYENA_PAPER, category="LongConv", family="hyena", causal=True,
-          bidirectional=False, recurrent=False, forms=("fft", "direct"),
-          time="O(N·T log T·d) fft, O(N·T²·d) direct", memory="O(T·d) input history",
-          test_options={"conv_block": 8, "filter_hidden": 8})
+          bidirectional=False, recurrent=False,
+          time="O(N·T log T·d) fft, O(N·T²·d) quadratic", memory="O(T·d) input history",
+          test_options={"fft_chunk_size": 8, "filter_hidden": 8})
 class Hyena(TokenMixer):
     """Hyena operator of order N (default 2): y = W_out(x⁰ ⊙ (h¹ * (x¹ ⊙ v) + b¹ ⊙ x¹ ⊙ v)) for
     N = 2, with short causal depthwise convolutions on the projections and implicit long filters
     (Poli et al. 2023, eq. 3 and Algorithm 1-3). Forms: ``fft`` (exactly causal blocked FFT
-    convolution) and ``direct`` (O(T²) Toeplitz). Generation keeps the history of every long
+    convolution) and ``quadratic`` (O(T²) Toeplitz). Generation keeps the history of every long
     convolution's input (a growing state): there is no recurrent form."""
 
-    forms = ("fft", "direct")
+    forms = ("fft", "quadratic")
 
-    def __init__(self, d_model: int, *, causal: bool = True, order: int = 2, short_conv: int = 3,
-                 filter_hidden: int = 32, max_len: int = 2048, conv_block: int | None = None,
-                 impl: str = "auto") -> None:
-        super().__init__(d_model, causal=causal, impl=impl)
-        self._require_causal("Hyena (causal long convolutions)")
+    def __init__(self, d_model: int, *, causal: bool = True, order: int = 2, conv_size: int = 3,
+                 filter_hidden: int = 32, max_len: int = 2048, fft_chunk_size: int | None = None,
+                 form: str = "auto") -> None:
+        super().__init__(d_model, causal=causal, form=form)
         if order < 2:
             raise IncompatibleError(f"Hyena needs order >= 2 (one long convolution), got {order}")
-        self.order, self.short, self.conv_block = order, short_conv, conv_block
+        self.order, self.fft_chunk_size = order, fft_chunk_size
         self.in_proj = nn.Linear(d_model, (order + 1) * d_model)
-        self.short_conv = nn.Conv1d((order + 1) * d_model, (order + 1) * d_model, short_conv,
-                                    groups=(order + 1) * d_model)
+        self.short_conv = ShortConv((order + 1) * d_model, conv_size)
         self.filters = ImplicitFilter((order - 1) * d_model, max_len=max_len, hidden=filter_hidden)
         self.bias = nn.Parameter(torch.randn(order - 1, d_model))
         self.out_proj = nn.Linear(d_model, d_model)
@@ -87,30 +86,22 @@ class Hyena(TokenMixer):
         if n_new == 1:  # one new token: its output is a dot product with the flipped filter
             return (u * k[:, :u.shape[-1]].flip(-1)).sum(-1, keepdim=True)
         T = u.shape[-1]
-        if self.pick_form(T) == "direct":
-            return causal_conv_direct(u, k)[..., T - n_new:]
-        return fft_causal_conv(u, k, self.conv_block or max(32, -(-T // 16)))[..., T - n_new:]
-
-    def forward(self, x: torch.Tensor, *, padding_mask: torch.Tensor | None = None,
-                layout: tuple[int, ...] | None = None) -> torch.Tensor:
-        self.check_input(x)
-        return self.prefill(x)[0]
+        if self.form_for(T) == "quadratic":
+            return causal_conv_quadratic(u, k)[..., T - n_new:]
+        return fft_causal_conv(u, k, self.fft_chunk_size or default_block(T))[..., T - n_new:]
 
     def init_state(self, batch: int, device, dtype) -> State:
         d = self.d_model
-        state = {"short": torch.zeros(batch, (self.order + 1) * d, self.short - 1, device=device, dtype=dtype)}
+        state = {"conv": self.short_conv.init_state(batch, device, dtype)}
         for i in range(self.order - 1):
             state[f"history{i}"] = torch.zeros(batch, d, 0, device=device, dtype=dtype)
         return state
 
-    def prefill(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        if state is None:
-            state = self.init_state(x.shape[0], x.device, x.dtype)
+    def causal_forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         T = x.shape[1]
-        u = torch.cat([state["short"], self.in_proj(x).transpose(1, 2)], dim=-1)
-        new_state = {"short": u[..., u.shape[-1] - (self.short - 1):]}
-        u = F.conv1d(u, self.short_conv.weight, self.short_conv.bias, groups=u.shape[1])
-        *gates, v = u.split(self.d_model, dim=1)
+        u, conv = self.short_conv(self.in_proj(x), state["conv"])
+        new_state = {"conv": conv}
+        *gates, v = u.transpose(1, 2).split(self.d_model, dim=1)
         filters = self.filters(state["history0"].shape[-1] + T).unflatten(0, (self.order - 1, self.d_model))
         z = v * gates[-1]
         for i in range(self.order - 1):

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from trevo.components.base import State, TokenMixer
-from trevo.ops.scan import linear_scan_chunked, linear_scan_sequential
+from trevo.ops.scan import linear_scan
 from trevo.registry import Paper, register
 
 LRU_PAPER = Paper("Resurrecting Recurrent Neural Networks for Long Sequences", "2303.06349", 2023)
@@ -35,7 +35,7 @@ def lru_ring_init(d_state: int, r_min: float, r_max: float, max_phase: float,
 
 
 @register("mixer", "lru", paper=LRU_PAPER, category="LongConv", family="lru", causal=True,
-          bidirectional=False, recurrent=True, forms=("chunk", "recurrent"),
+          bidirectional=False, recurrent=True,
           time="O(T·L·N) chunked, O(T·N) recurrent", memory="O(N) complex state",
           test_options={"d_state": 8, "chunk_size": 8})
 class LRU(TokenMixer):
@@ -52,9 +52,8 @@ class LRU(TokenMixer):
 
     def __init__(self, d_model: int, *, causal: bool = True, d_state: int | None = None, r_min: float = 0.4,
                  r_max: float = 0.99, max_phase: float = 2 * math.pi, chunk_size: int = 64,
-                 impl: str = "auto") -> None:
-        super().__init__(d_model, causal=causal, impl=impl)
-        self._require_causal("the LRU (a forward recurrence)")
+                 form: str = "auto") -> None:
+        super().__init__(d_model, causal=causal, form=form)
         n = d_state or d_model
         self.d_state, self.chunk_size = n, chunk_size
         nu_log, theta_log = lru_ring_init(n, r_min, r_max, max_phase)
@@ -72,24 +71,14 @@ class LRU(TokenMixer):
         """log λ = −exp(ν) + i·exp(θ) (complex, [N])."""
         return torch.complex(-torch.exp(self.nu_log), torch.exp(self.theta_log))
 
-    def forward(self, x: torch.Tensor, *, padding_mask: torch.Tensor | None = None,
-                layout: tuple[int, ...] | None = None) -> torch.Tensor:
-        self.check_input(x)
-        return self.prefill(x)[0]
-
     def init_state(self, batch: int, device, dtype) -> State:
         # The complex state is stored as (real, imaginary) so that it is a plain real tensor.
-        return {"x": torch.zeros(batch, self.d_state, 2, device=device, dtype=dtype)}
+        return {"h": torch.zeros(batch, self.d_state, 2, device=device, dtype=dtype)}
 
-    def prefill(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        if state is None:
-            state = self.init_state(x.shape[0], x.device, x.dtype)
-        h0 = torch.view_as_complex(state["x"].contiguous())
+    def causal_forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        h0 = torch.view_as_complex(state["h"].contiguous())
         bu = torch.complex(x @ self.B_re.T, x @ self.B_im.T) * torch.exp(self.gamma_log)
         log_a = self.log_lambda()
-        if self.pick_form(x.shape[1]) == "recurrent":
-            h, last = linear_scan_sequential(log_a, bu, h0)
-        else:
-            h, last = linear_scan_chunked(log_a, bu, h0, self.chunk_size)
+        h, last = linear_scan(log_a, bu, h0, form=self.form_for(x.shape[1]), chunk_size=self.chunk_size)
         y = h.real @ self.C_re.T - h.imag @ self.C_im.T + self.D * x
-        return y, {"x": torch.view_as_real(last).to(x.dtype)}
+        return y, {"h": torch.view_as_real(last).to(x.dtype)}

@@ -6,40 +6,34 @@ import torch
 from torch import nn
 
 from trevo.components.base import TokenMixer
-from trevo.ops.nystrom import nystrom_attention
-from trevo.registry import IncompatibleError, Paper, register
+from trevo.components.multihead import head_dim_of, merge_heads, split_heads
+from trevo.errors import IncompatibleError
+from trevo.ops.nystromformer import nystrom_attention
+from trevo.registry import Paper, register
 
 
 @register("mixer", "nystromformer",
           paper=Paper("Nyströmformer: A Nyström-Based Algorithm for Approximating Self-Attention", "2102.03902", 2021),
-          category="MHA/MatrixMethod", family="nystrom", causal=False, bidirectional=True, forms=("parallel",),
+          category="MHA/MatrixMethod", family="nystromformer", causal=False, bidirectional=True,
           time="O(T·m·d + m³)", memory="O(T·m)", test_options={"n_landmarks": 4})
 class Nystromformer(TokenMixer):
     """Nyströmformer (eq. 15): softmax(QK̃ᵀ/√d) Ã⁺ softmax(Q̃Kᵀ/√d) V with Ã = softmax(Q̃K̃ᵀ/√d) and
     m landmarks Q̃, K̃ (segment means). ``pinv``: ``iterative`` (the paper's 6 iterations) or ``exact``.
     The paper's depthwise-convolution skip on V is not included. Bidirectional only."""
 
-    forms = ("parallel",)
-
     def __init__(self, d_model: int, *, causal: bool = False, n_heads: int = 4, n_landmarks: int = 32,
-                 pinv: str = "iterative", pinv_iterations: int = 6, impl: str = "auto") -> None:
-        super().__init__(d_model, causal=causal, impl=impl)
-        if causal:
-            raise IncompatibleError("nystromformer's landmarks average over all positions and it cannot be "
-                                    "causal; choose a causal mixer for a causal model")
-        if d_model % n_heads:
-            raise IncompatibleError(f"d_model={d_model} is not divisible by n_heads={n_heads}")
+                 pinv: str = "iterative", pinv_iterations: int = 6) -> None:
+        super().__init__(d_model, causal=causal)
         if pinv not in ("iterative", "exact"):
             raise IncompatibleError(f"nystromformer pinv must be 'iterative' or 'exact', got {pinv!r}")
-        self.n_heads, self.head_dim, self.n_landmarks = n_heads, d_model // n_heads, n_landmarks
+        self.n_heads, self.head_dim, self.n_landmarks = n_heads, head_dim_of(d_model, n_heads), n_landmarks
         self.pinv, self.pinv_iterations = pinv, pinv_iterations
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
         self.out_proj = nn.Linear(d_model, d_model, bias=False)
 
-    def forward(self, x: torch.Tensor, *, padding_mask: torch.Tensor | None = None,
-                layout: tuple[int, ...] | None = None) -> torch.Tensor:
-        self.check_input(x)
-        q, k, v = (h.unflatten(-1, (self.n_heads, self.head_dim)).transpose(1, 2) for h in self.qkv(x).chunk(3, dim=-1))
+    def bidirectional_forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None,
+                              layout: tuple[int, ...] | None) -> torch.Tensor:
+        q, k, v = (split_heads(h, self.n_heads) for h in self.qkv(x).chunk(3, dim=-1))
         o = nystrom_attention(q, k, v, self.n_landmarks, key_padding_mask=padding_mask, pinv=self.pinv,
                               n_iter=self.pinv_iterations)
-        return self.out_proj(o.transpose(1, 2).flatten(2))
+        return self.out_proj(merge_heads(o))

@@ -6,23 +6,23 @@ import torch
 from torch import nn
 
 from trevo.components.base import State, TokenMixer
+from trevo.components.multihead import head_dim_of, merge_heads, split_heads
 from trevo.ops.performer import (
     favor_bidirectional,
     favor_chunked,
-    favor_parallel,
     favor_prefix,
+    favor_quadratic,
     favor_recurrent,
     favor_state,
     orthogonal_gaussian,
     positive_features,
 )
-from trevo.registry import IncompatibleError, Paper, register
+from trevo.registry import Paper, register
 
 
 @register("mixer", "performer", paper=Paper("Rethinking Attention with Performers", "2009.14794", 2020),
           category="MHA/RightProduct", family="performer", causal=True, bidirectional=True, recurrent=True,
-          forms=("chunk", "parallel", "prefix", "recurrent"),
-          time="O(T·m·d) chunk/prefix/recurrent, O(T²·m) parallel", memory="O(m·d/H) state per head",
+          time="O(T·m·d) chunk/prefix/recurrent, O(T²·m) quadratic", memory="O(m·d/H) state per head",
           test_options={"n_features": 8, "chunk_size": 8})
 class Performer(TokenMixer):
     """Performer FAVOR+ (Choromanski et al. 2020): softmax(QKᵀ/√d)V estimated by
@@ -30,18 +30,16 @@ class Performer(TokenMixer):
     block-orthogonal rows (section 2.4) shared by the heads.
 
     ``redraw_interval`` > 0 draws a new W every that many training forward passes (the paper's feature
-    redraw); ``redraw()`` draws one on demand. Causal forms: ``parallel`` (masked quadratic),
+    redraw); ``redraw()`` draws one on demand. Causal forms: ``quadratic`` (masked),
     ``chunk``, ``prefix`` (cumulative sums, section 2.6) and ``recurrent``; bidirectional use computes
     φ(Q)(φ(K)ᵀV) whatever the form."""
 
-    forms = ("chunk", "parallel", "prefix", "recurrent")
+    forms = ("chunk", "quadratic", "prefix", "recurrent")
 
     def __init__(self, d_model: int, *, causal: bool, n_heads: int = 4, n_features: int = 64,
-                 redraw_interval: int = 0, chunk_size: int = 64, impl: str = "auto") -> None:
-        super().__init__(d_model, causal=causal, impl=impl)
-        if d_model % n_heads:
-            raise IncompatibleError(f"d_model={d_model} is not divisible by n_heads={n_heads}")
-        self.n_heads, self.head_dim = n_heads, d_model // n_heads
+                 redraw_interval: int = 0, chunk_size: int = 64, form: str = "auto") -> None:
+        super().__init__(d_model, causal=causal, form=form)
+        self.n_heads, self.head_dim = n_heads, head_dim_of(d_model, n_heads)
         self.n_features, self.redraw_interval, self.chunk_size = n_features, redraw_interval, chunk_size
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
         self.out_proj = nn.Linear(d_model, d_model, bias=False)
@@ -59,25 +57,25 @@ class Performer(TokenMixer):
         return positive_features(x * self.head_dim ** -0.25, self.projection, stabilise=is_query)
 
     def _qkv(self, x: torch.Tensor, padding_mask: torch.Tensor | None = None):
-        q, k, v = (t.unflatten(-1, (self.n_heads, self.head_dim)).transpose(1, 2)
-                   for t in self.qkv(x).chunk(3, dim=-1))
+        q, k, v = (split_heads(t, self.n_heads) for t in self.qkv(x).chunk(3, dim=-1))
         qf, kf = self.features(q, is_query=True), self.features(k, is_query=False)
         if padding_mask is not None:  # padded keys add nothing to the sums
             kf = kf * padding_mask[:, None, :, None].to(kf.dtype)
         return qf, kf, v
 
     def _out(self, o: torch.Tensor) -> torch.Tensor:
-        return self.out_proj(o.transpose(1, 2).flatten(2))
+        return self.out_proj(merge_heads(o))
 
     def forward(self, x: torch.Tensor, *, padding_mask: torch.Tensor | None = None,
                 layout: tuple[int, ...] | None = None) -> torch.Tensor:
-        self.check_input(x)
         if self.training and self.redraw_interval > 0:
             if int(self.calls) % self.redraw_interval == 0 and int(self.calls) > 0:
                 self.redraw()
             self.calls += 1
-        if self.causal:
-            return self.prefill(x)[0]
+        return super().forward(x, padding_mask=padding_mask, layout=layout)
+
+    def bidirectional_forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None,
+                              layout: tuple[int, ...] | None) -> torch.Tensor:
         qf, kf, v = self._qkv(x, padding_mask)
         return self._out(favor_bidirectional(qf, kf, v))
 
@@ -85,16 +83,12 @@ class Performer(TokenMixer):
         S = torch.zeros(batch, self.n_heads, self.n_features, self.head_dim, device=device, dtype=dtype)
         return {"S": S, "z": torch.zeros(batch, self.n_heads, self.n_features, device=device, dtype=dtype)}
 
-    def prefill(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        self._require_causal("prefill")
-        self.check_input(x)
-        if state is None:
-            state = self.init_state(x.shape[0], x.device, x.dtype)
+    def causal_forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         qf, kf, v = self._qkv(x)
         S, z = state["S"], state["z"]
-        form = self.pick_form(x.shape[1])
-        if form == "parallel":
-            o = favor_parallel(qf, kf, v, causal=True, S=S, z=z)
+        form = self.form_for(x.shape[1])
+        if form == "quadratic":
+            o = favor_quadratic(qf, kf, v, causal=True, S=S, z=z)
         elif form == "chunk":
             o = favor_chunked(qf, kf, v, S, z, self.chunk_size)
         elif form == "prefix":

@@ -11,7 +11,8 @@ import math
 import torch
 from torch import nn
 
-from trevo.components.base import ChannelMixer, State, TokenMixer, token_shift
+from trevo.components.base import ChannelMixer, State, TokenMixer
+from trevo.components.token_shift import token_shift
 from trevo.ops.rwkv4 import wkv4_chunked, wkv4_init_state, wkv4_recurrent
 from trevo.registry import Paper, register
 
@@ -22,23 +23,22 @@ def _ratio(layer_idx: int, n_layers: int) -> float:
     return layer_idx / max(1, n_layers - 1)
 
 
-@register("mixer", "rwkv4", paper=RWKV_PAPER, category="LongConv", family="rwkv", causal=True,
-          bidirectional=False, recurrent=True, forms=("chunk", "parallel", "recurrent"),
-          time="O(T·L·d) chunked, O(T·d) recurrent", memory="O(d) state",
+@register("mixer", "rwkv4", paper=RWKV_PAPER, category="LongConv", family="rwkv4", causal=True,
+          bidirectional=False, recurrent=True,
+          time="O(T·L·d) chunk, O(T²·d) quadratic, O(T·d) recurrent", memory="O(d) state",
           test_options={"chunk_size": 8})
 class RWKV4TimeMix(TokenMixer):
     """RWKV-4 time-mix: r, k, v from token-shifted inputs (eq. 11-13), WKV with per-channel decay w
     and bonus u (eq. 14), output W_o(σ(r) ⊙ wkv) (eq. 15).
 
-    Forms: ``chunk`` (time-parallel inside chunks of ``chunk_size``), ``parallel`` (one chunk: the
+    Forms: ``chunk`` (time-parallel inside chunks of ``chunk_size``), ``quadratic`` (one chunk: the
     whole sequence, O(T²) memory) and ``recurrent`` (time-sequential, the RNN mode)."""
 
-    forms = ("chunk", "parallel", "recurrent")
+    forms = ("chunk", "quadratic", "recurrent")
 
     def __init__(self, d_model: int, *, causal: bool = True, chunk_size: int = 16, layer_idx: int = 0,
-                 n_layers: int = 1, impl: str = "auto") -> None:
-        super().__init__(d_model, causal=causal, impl=impl)
-        self._require_causal("RWKV-4 time-mix (the WKV sum runs over the past only)")
+                 n_layers: int = 1, form: str = "auto") -> None:
+        super().__init__(d_model, causal=causal, form=form)
         self.chunk_size = chunk_size
         ratio0, ratio1 = _ratio(layer_idx, n_layers), 1.0 - _ratio(layer_idx, n_layers)
         h = torch.arange(d_model, dtype=torch.float32) / max(1, d_model - 1)
@@ -55,35 +55,28 @@ class RWKV4TimeMix(TokenMixer):
         self.receptance = nn.Linear(d_model, d_model, bias=False)
         self.output = nn.Linear(d_model, d_model, bias=False)
 
-    def forward(self, x: torch.Tensor, *, padding_mask: torch.Tensor | None = None,
-                layout: tuple[int, ...] | None = None) -> torch.Tensor:
-        self.check_input(x)
-        return self.prefill(x)[0]
-
     def init_state(self, batch: int, device, dtype) -> State:
         a, b, p = wkv4_init_state(batch, self.d_model, device, dtype)
         return {"x_prev": torch.zeros(batch, self.d_model, device=device, dtype=dtype), "a": a, "b": b, "p": p}
 
-    def prefill(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        if state is None:
-            state = self.init_state(x.shape[0], x.device, x.dtype)
+    def causal_forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         xx = token_shift(x, state["x_prev"])
         k = self.key(x * self.time_mix_k + xx * (1 - self.time_mix_k))
         v = self.value(x * self.time_mix_v + xx * (1 - self.time_mix_v))
         r = self.receptance(x * self.time_mix_r + xx * (1 - self.time_mix_r))
         w, u = torch.exp(self.time_decay), self.time_first
         wkv_state = (state["a"], state["b"], state["p"])
-        form = self.pick_form(x.shape[1])
+        form = self.form_for(x.shape[1])
         if form == "recurrent":
             wkv, (a, b, p) = wkv4_recurrent(w, u, k, v, wkv_state)
         else:
-            chunk = None if form == "parallel" else self.chunk_size
+            chunk = None if form == "quadratic" else self.chunk_size
             wkv, (a, b, p) = wkv4_chunked(w, u, k, v, wkv_state, chunk)
         y = self.output(torch.sigmoid(r) * wkv)
         return y, {"x_prev": x[:, -1], "a": a, "b": b, "p": p}
 
 
-@register("channel", "rwkv4_channel", paper=RWKV_PAPER, category="FFN", family="rwkv", time="O(T·d²)")
+@register("channel", "rwkv4_channel", paper=RWKV_PAPER, category="FFN", family="rwkv4", time="O(T·d²)")
 class RWKV4ChannelMix(ChannelMixer):
     """RWKV-4 channel-mix: σ(r) ⊙ W_v max(k, 0)², with r, k from token-shifted inputs (eq. 16-17)."""
 

@@ -12,8 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trevo.components.base import State, token_shift
-from trevo.components.mixers._recurrence import EngineMixer, check_heads, merge_heads, split_heads
+from trevo.components.base import State, TokenMixer
+from trevo.components.multihead import head_dim_of, merge_heads, split_heads
+from trevo.components.token_shift import token_shift
 from trevo.ops.linear_recurrence import linear_recurrence
 from trevo.registry import Paper, register
 
@@ -26,16 +27,16 @@ def _ratios(layer_idx: int, n_layers: int) -> tuple[float, float]:
     return r0, 1.0 - layer_idx / max(1, n_layers)
 
 
-class _RWKVTimeMix(EngineMixer):
+class _RWKVTimeMix(TokenMixer):
     """Shared by RWKV-5 and -6: receptance, key, value, gate from token-shifted inputs; WKV with a
     bonus u per channel; output W_o(SiLU(g) ⊙ GroupNorm_h(wkv))."""
 
+    forms = ("chunk", "quadratic", "recurrent")
+
     def __init__(self, d_model: int, *, causal: bool = True, n_heads: int = 4, chunk_size: int = 64,
-                 layer_idx: int = 0, n_layers: int = 1, impl: str = "auto") -> None:
-        super().__init__(d_model, causal=causal, impl=impl)
-        self._require_causal(f"{type(self).__name__} (the WKV sum runs over the past only)")
-        check_heads(d_model, n_heads)
-        self.n_heads, self.head_dim, self.chunk_size = n_heads, d_model // n_heads, chunk_size
+                 layer_idx: int = 0, n_layers: int = 1, form: str = "auto") -> None:
+        super().__init__(d_model, causal=causal, form=form)
+        self.n_heads, self.head_dim, self.chunk_size = n_heads, head_dim_of(d_model, n_heads), chunk_size
         r0, r1 = _ratios(layer_idx, n_layers)
         n = torch.arange(d_model, dtype=torch.float32) / max(1, d_model - 1)
         # The published initialisation: decays from fast to slow channels, slower in deeper layers.
@@ -60,9 +61,7 @@ class _RWKVTimeMix(EngineMixer):
         """log w ``[B, T, d]`` (every entry < 0)."""
         raise NotImplementedError
 
-    def prefill(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        if state is None:
-            state = self.init_state(x.shape[0], x.device, x.dtype)
+    def causal_forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         B, T, _ = x.shape
         m = self.mixed(x, token_shift(x, state["x_prev"]))
         H = self.n_heads
@@ -70,13 +69,13 @@ class _RWKVTimeMix(EngineMixer):
             self.value(m["v"]), H)
         log_w = split_heads(self.log_decay(m["w"]), H)
         o, S = linear_recurrence(r, k, v, log_decay=log_w, bonus=self.time_first, initial_state=state["S"],
-                                 impl=self.pick_form(T), chunk_size=self.chunk_size)
+                                 form=self.form_for(T), chunk_size=self.chunk_size)
         y = self.ln_x(merge_heads(o).reshape(B * T, -1)).reshape(B, T, -1)
         return self.output(F.silu(self.gate(m["g"])) * y), {"x_prev": x[:, -1], "S": S}
 
 
 @register("mixer", "rwkv5", paper=EAGLE_FINCH, category="LongConv", family="rwkv6", causal=True,
-          bidirectional=False, recurrent=True, forms=("chunk", "parallel", "recurrent"),
+          bidirectional=False, recurrent=True,
           time="O(T·C·d + T·d²/H) chunk, O(T·d²/H) recurrent", memory="O(d²/H) state",
           test_options={"chunk_size": 8})
 class RWKV5TimeMix(_RWKVTimeMix):
@@ -85,9 +84,9 @@ class RWKV5TimeMix(_RWKVTimeMix):
     o_t = W_o(SiLU(g_t) ⊙ GroupNorm(r_t · wkv_t))."""
 
     def __init__(self, d_model: int, *, causal: bool = True, n_heads: int = 4, chunk_size: int = 64,
-                 layer_idx: int = 0, n_layers: int = 1, impl: str = "auto") -> None:
+                 layer_idx: int = 0, n_layers: int = 1, form: str = "auto") -> None:
         super().__init__(d_model, causal=causal, n_heads=n_heads, chunk_size=chunk_size, layer_idx=layer_idx,
-                         n_layers=n_layers, impl=impl)
+                         n_layers=n_layers, form=form)
         self.mu = nn.ParameterDict({t: nn.Parameter(1 - self.mix_base ** self.r1) for t in ("r", "k", "v", "g")})
 
     def mixed(self, x, xx):
@@ -100,27 +99,28 @@ class RWKV5TimeMix(_RWKVTimeMix):
 
 
 @register("mixer", "rwkv6", paper=EAGLE_FINCH, category="LongConv", family="rwkv6", causal=True,
-          bidirectional=False, recurrent=True, forms=("chunk", "parallel", "recurrent"),
+          bidirectional=False, recurrent=True,
           time="O(T·C·d + T·d²/H) chunk, O(T·d²/H) recurrent", memory="O(d²/H) state",
           test_options={"chunk_size": 8})
 class RWKV6TimeMix(_RWKVTimeMix):
     """RWKV-6 "Finch" time-mix (§5): data-dependent token shift
     ddlerp_□(a, b) = a + (b − a) ⊙ lora_□(a + (b − a) ⊙ μ_x), lora_□(x) = λ_□ + tanh(x A_□) B_□, for
     □ ∈ {r, k, v, g, w}; data-dependent decay w_t = exp(−exp(d_t)), d_t = lora_d(ddlerp_w(x_t, x_{t−1}))
-    (low rank ``decay_rank``); bonus u; o_t = W_o(SiLU(g_t) ⊙ GroupNorm(r_t · wkv_t))."""
+    (LoRA ranks ``mix_low_rank_dim``, ``decay_low_rank_dim``); bonus u;
+    o_t = W_o(SiLU(g_t) ⊙ GroupNorm(r_t · wkv_t))."""
 
     def __init__(self, d_model: int, *, causal: bool = True, n_heads: int = 4, chunk_size: int = 64,
-                 mix_rank: int = 32, decay_rank: int = 64, layer_idx: int = 0, n_layers: int = 1,
-                 impl: str = "auto") -> None:
+                 mix_low_rank_dim: int = 32, decay_low_rank_dim: int = 64, layer_idx: int = 0, n_layers: int = 1,
+                 form: str = "auto") -> None:
         super().__init__(d_model, causal=causal, n_heads=n_heads, chunk_size=chunk_size, layer_idx=layer_idx,
-                         n_layers=n_layers, impl=impl)
+                         n_layers=n_layers, form=form)
         mu = 1 - self.mix_base ** self.r1
         self.mu_x = nn.Parameter(mu.clone())
         self.mu = nn.Parameter(mu.repeat(len(TARGETS), 1))  # λ_□ of the five token-shift LoRAs
-        self.mix_A = nn.Parameter(torch.empty(d_model, len(TARGETS) * mix_rank).uniform_(-1e-2, 1e-2))
-        self.mix_B = nn.Parameter(torch.empty(len(TARGETS), mix_rank, d_model).uniform_(-1e-2, 1e-2))
-        self.decay_A = nn.Parameter(torch.empty(d_model, decay_rank).uniform_(-1e-2, 1e-2))
-        self.decay_B = nn.Parameter(torch.empty(decay_rank, d_model).uniform_(-1e-2, 1e-2))
+        self.mix_A = nn.Parameter(torch.empty(d_model, len(TARGETS) * mix_low_rank_dim).uniform_(-1e-2, 1e-2))
+        self.mix_B = nn.Parameter(torch.empty(len(TARGETS), mix_low_rank_dim, d_model).uniform_(-1e-2, 1e-2))
+        self.decay_A = nn.Parameter(torch.empty(d_model, decay_low_rank_dim).uniform_(-1e-2, 1e-2))
+        self.decay_B = nn.Parameter(torch.empty(decay_low_rank_dim, d_model).uniform_(-1e-2, 1e-2))
 
     def mixed(self, x, xx):
         dx = xx - x

@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from trevo.components.base import TokenMixer
-from trevo.registry import IncompatibleError, Paper, TrevoError, register
+from trevo.errors import IncompatibleError
+from trevo.registry import Paper, register
 
 S2MLP_PAPER = Paper("S2-MLP: Spatial-Shift MLP Architecture for Vision", "2106.07477", 2021)
 S2MLPV2_PAPER = Paper("S2-MLPv2: Improved Spatial-Shift MLP Architecture for Vision", "2108.01072", 2021)
@@ -53,25 +54,12 @@ def split_attention(xs: torch.Tensor, fc1: nn.Linear, fc2: nn.Linear) -> torch.T
 
 
 class _SpatialShiftMixer(TokenMixer):
-    forms = ("shift",)
 
-    def __init__(self, d_model: int, *, causal: bool, impl: str = "auto") -> None:
-        super().__init__(d_model, causal=causal, impl=impl)
-        if causal:
-            raise IncompatibleError(f"{type(self).__name__} shifts in every direction of a 2-D grid and cannot "
-                                    "be causal; use it with causal=False on an image task")
+    def __init__(self, d_model: int, *, causal: bool) -> None:
+        super().__init__(d_model, causal=causal)
         if d_model % 4:
             raise IncompatibleError(f"{type(self).__name__} shifts four channel groups; d_model={d_model} "
                                     "must be divisible by 4")
-
-    def _grid(self, x: torch.Tensor, layout: tuple[int, ...] | None) -> tuple[int, int]:
-        if layout is None or len(layout) != 2:
-            raise TrevoError(f"{type(self).__name__} needs a 2-D layout (H, W) of the positions (an image task); "
-                             f"got layout={layout}")
-        H, W = layout
-        if H * W != x.shape[1]:
-            raise TrevoError(f"layout {layout} has {H * W} positions but the input has {x.shape[1]}")
-        return H, W
 
     @staticmethod
     def _mask(x: torch.Tensor, padding_mask: torch.Tensor | None) -> torch.Tensor:
@@ -80,43 +68,41 @@ class _SpatialShiftMixer(TokenMixer):
 
 
 @register("mixer", "s2mlp", paper=S2MLP_PAPER, category="FFN", family="s2mlp", causal=False, bidirectional=True,
-          needs_2d=True, forms=("shift",), time="O(T·d²)", memory="O(T·d)")
+          needs_2d=True, time="O(T·d²)", memory="O(T·d)")
 class S2MLP(_SpatialShiftMixer):
     """S2-MLP token mixing: W₂ shift(GELU(W₁ x)) with the four channel quarters shifted one step
     down, up, right and left on the (H, W) grid (Yu et al. 2021, §3.2)."""
 
-    def __init__(self, d_model: int, *, causal: bool = False, impl: str = "auto") -> None:
-        super().__init__(d_model, causal=causal, impl=impl)
+    def __init__(self, d_model: int, *, causal: bool = False) -> None:
+        super().__init__(d_model, causal=causal)
         self.fc1 = nn.Linear(d_model, d_model)
         self.fc2 = nn.Linear(d_model, d_model)
 
-    def forward(self, x: torch.Tensor, *, padding_mask: torch.Tensor | None = None,
-                layout: tuple[int, ...] | None = None) -> torch.Tensor:
-        self.check_input(x)
-        H, W = self._grid(x, layout)
+    def bidirectional_forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None,
+                              layout: tuple[int, ...] | None) -> torch.Tensor:
+        H, W = self.grid(x, layout)
         h = self._mask(F.gelu(self.fc1(x)), padding_mask)
         shifted = spatial_shift(h.unflatten(1, (H, W))).flatten(1, 2)
         return self.fc2(shifted)
 
 
 @register("mixer", "s2mlpv2", paper=S2MLPV2_PAPER, category="FFN", family="s2mlp", causal=False,
-          bidirectional=True, needs_2d=True, forms=("shift",), time="O(T·d²)", memory="O(T·d)")
+          bidirectional=True, needs_2d=True, time="O(T·d²)", memory="O(T·d)")
 class S2MLPv2(_SpatialShiftMixer):
     """S2-MLPv2 token mixing: W₁ x → three branches (spatial_shift1, spatial_shift2, identity)
     fused by split attention (seed 002: a = Σ_k 1ᵀX_k, softmax over the K = 3 branches), then W₂
     (Yu et al. 2021, §3)."""
 
-    def __init__(self, d_model: int, *, causal: bool = False, impl: str = "auto") -> None:
-        super().__init__(d_model, causal=causal, impl=impl)
+    def __init__(self, d_model: int, *, causal: bool = False) -> None:
+        super().__init__(d_model, causal=causal)
         self.fc1 = nn.Linear(d_model, 3 * d_model)
         self.fc2 = nn.Linear(d_model, d_model)
         self.attn1 = nn.Linear(d_model, d_model, bias=False)
         self.attn2 = nn.Linear(d_model, 3 * d_model, bias=False)
 
-    def forward(self, x: torch.Tensor, *, padding_mask: torch.Tensor | None = None,
-                layout: tuple[int, ...] | None = None) -> torch.Tensor:
-        self.check_input(x)
-        H, W = self._grid(x, layout)
+    def bidirectional_forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None,
+                              layout: tuple[int, ...] | None) -> torch.Tensor:
+        H, W = self.grid(x, layout)
         h = self._mask(self.fc1(x), padding_mask).unflatten(1, (H, W))
         x1, x2, x3 = h.chunk(3, dim=-1)
         branches = torch.stack([spatial_shift(x1, SHIFT1), spatial_shift(x2, SHIFT2), x3], dim=1).flatten(2, 3)

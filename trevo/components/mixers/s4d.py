@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from trevo.components.base import State, TokenMixer
-from trevo.ops.long_conv import fft_bidirectional_conv, fft_causal_conv
+from trevo.components.timestep import log_dt_init
+from trevo.ops.long_conv import default_block, fft_bidirectional_conv, fft_causal_conv
 from trevo.ops.scan import linear_scan
 from trevo.ops.ssm import s4d_init, ssm_kernel, ssm_state_after, ssm_state_readout, zoh
 from trevo.registry import Paper, register
@@ -28,9 +29,9 @@ S4D_PAPER = Paper("On the Parameterization and Initialization of Diagonal State 
 
 
 @register("mixer", "s4d", paper=S4D_PAPER, category="LongConv", family="s4d", causal=True, bidirectional=True,
-          recurrent=True, forms=("fft", "scan", "recurrent"),
-          time="O(T log T·H + T·H·N) fft, O(T·L·H·N) scan", memory="O(H·N) state",
-          test_options={"d_state": 4, "chunk_size": 8, "conv_block": 8})
+          recurrent=True,
+          time="O(T log T·H + T·H·N) fft, O(T·L·H·N) chunk, O(T·H·N) recurrent", memory="O(H·N) state",
+          test_options={"d_state": 4, "chunk_size": 8, "fft_chunk_size": 8})
 class S4D(TokenMixer):
     """S4D layer: y = GLU(W·GELU(K * u + D u)) with the diagonal-SSM kernel K_l = 2·Re(C Λ̄^l B̄)
     (Gu et al. 2022, eq. 4-6). ``init`` "legs" (S4D-LegS) or "lin" (S4D-Lin); Δ log-uniform in
@@ -38,19 +39,18 @@ class S4D(TokenMixer):
     forward one as in the S4 code base (y_t = Σ_{s<=t} K_{t−s}u_s + Σ_{s>t} K'_{s−t−1}u_s).
 
     Forms: ``fft`` (kernel + FFT convolution; for causal use exactly causal with blocks of
-    ``conv_block``, see ``trevo.ops.long_conv``), ``scan`` (chunked recurrence), ``recurrent``."""
+    ``fft_chunk_size``, see ``trevo.ops.long_conv``), ``chunk`` (chunked recurrence), ``recurrent``."""
 
-    forms = ("fft", "scan", "recurrent")
+    forms = ("fft", "chunk", "recurrent")
 
     def __init__(self, d_model: int, *, causal: bool, d_state: int = 32, init: str = "legs", dt_min: float = 1e-3,
-                 dt_max: float = 1e-1, chunk_size: int = 64, conv_block: int | None = None,
-                 impl: str = "auto") -> None:
-        super().__init__(d_model, causal=causal, impl=impl)
+                 dt_max: float = 1e-1, chunk_size: int = 64, fft_chunk_size: int | None = None,
+                 form: str = "auto") -> None:
+        super().__init__(d_model, causal=causal, form=form)
         lam, b = s4d_init(init, d_state)
         H, N = d_model, d_state
-        self.d_state, self.chunk_size, self.conv_block = N, chunk_size, conv_block
-        log_dt = torch.rand(H) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
-        self.log_dt = nn.Parameter(log_dt)
+        self.d_state, self.chunk_size, self.fft_chunk_size = N, chunk_size, fft_chunk_size
+        self.log_dt = nn.Parameter(log_dt_init(H, dt_min, dt_max))
         self.A_re_log = nn.Parameter(torch.log(-lam.real).float().repeat(H, 1))
         self.A_im = nn.Parameter(lam.imag.float().repeat(H, 1))
         self.B_re = nn.Parameter(b.real.float().repeat(H, 1))
@@ -70,25 +70,22 @@ class S4D(TokenMixer):
         return torch.complex(self.C_re[direction], self.C_im[direction])
 
     def _block(self, seq_len: int) -> int:
-        return self.conv_block or max(32, -(-seq_len // 16))
+        return self.fft_chunk_size or default_block(seq_len)
 
     def _output(self, y: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         return F.glu(self.out_proj(F.gelu(y + self.D * u)), dim=-1)
 
-    def forward(self, x: torch.Tensor, *, padding_mask: torch.Tensor | None = None,
-                layout: tuple[int, ...] | None = None) -> torch.Tensor:
-        self.check_input(x)
-        if self.causal:
-            return self.prefill(x)[0]
+    def bidirectional_forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None,
+                              layout: tuple[int, ...] | None) -> torch.Tensor:
         if padding_mask is not None:  # padded inputs must not reach real positions through either kernel
             x = torch.where(padding_mask[..., None], x, torch.zeros_like(x))
         dtA, Bbar = self.discretize()
         T = x.shape[1]
-        if self.pick_form(T) == "fft":
+        if self.form_for(T) == "fft":
             k_fwd, k_back = ssm_kernel(dtA, self.C(0) * Bbar, T), ssm_kernel(dtA, self.C(1) * Bbar, T)
             y = fft_bidirectional_conv(x.transpose(1, 2), k_fwd, k_back).transpose(1, 2)
             return self._output(y, x)
-        form = self.pick_form(T)
+        form = self.form_for(T)
         h, _ = linear_scan(dtA, x[..., None] * Bbar, form=form, chunk_size=self.chunk_size)
         forward = 2 * torch.einsum("bthn,hn->bth", h, self.C(0)).real
         h_rev, _ = linear_scan(dtA, x.flip(1)[..., None] * Bbar, form=form, chunk_size=self.chunk_size)
@@ -101,14 +98,11 @@ class S4D(TokenMixer):
         # The complex state [B, H, N] is stored as (real, imaginary): a plain real tensor.
         return {"h": torch.zeros(batch, self.d_model, self.d_state, 2, device=device, dtype=dtype)}
 
-    def prefill(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        self._require_causal("prefill")
-        if state is None:
-            state = self.init_state(x.shape[0], x.device, x.dtype)
+    def causal_forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         h0 = torch.view_as_complex(state["h"].contiguous())
         dtA, Bbar = self.discretize()
         T = x.shape[1]
-        form = self.pick_form(T)
+        form = self.form_for(T)
         Bu = x[..., None] * Bbar  # [B, T, H, N]
         if form == "fft":
             kernel = ssm_kernel(dtA, self.C() * Bbar, T)

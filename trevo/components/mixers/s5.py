@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from trevo.components.base import State, TokenMixer
-from trevo.ops.scan import linear_scan_chunked, linear_scan_sequential
+from trevo.components.timestep import log_dt_init
+from trevo.ops.scan import linear_scan
 from trevo.ops.ssm import hippo_legs_normal_eig, zoh
 from trevo.registry import Paper, register
 
@@ -27,7 +28,7 @@ S5_PAPER = Paper("Simplified State Space Layers for Sequence Modeling", "2208.04
 
 
 @register("mixer", "s5", paper=S5_PAPER, category="LongConv", family="s5", causal=True, bidirectional=False,
-          recurrent=True, forms=("chunk", "recurrent"), time="O(T·L·P + T·P·H) chunked, O(T·P·H) recurrent",
+          recurrent=True, time="O(T·L·P + T·P·H) chunked, O(T·P·H) recurrent",
           memory="O(P) complex state", test_options={"d_state": 6, "chunk_size": 8})
 class S5(TokenMixer):
     """S5 layer: x_k = Λ̄ x_{k−1} + B̄ u_k, y_k = 2·Re(C̃ x_k) + D u_k (Smith et al. 2023, eq. 6-7),
@@ -37,15 +38,14 @@ class S5(TokenMixer):
     forms = ("chunk", "recurrent")
 
     def __init__(self, d_model: int, *, causal: bool = True, d_state: int = 32, dt_min: float = 1e-3,
-                 dt_max: float = 1e-1, chunk_size: int = 64, impl: str = "auto") -> None:
-        super().__init__(d_model, causal=causal, impl=impl)
-        self._require_causal("S5 (a forward recurrence)")
+                 dt_max: float = 1e-1, chunk_size: int = 64, form: str = "auto") -> None:
+        super().__init__(d_model, causal=causal, form=form)
         H, P = d_model, d_state
         self.d_state, self.chunk_size = P, chunk_size
         lam, V = hippo_legs_normal_eig(2 * P)  # V: [2P, P], orthonormal columns
         self.Lambda_re_log = nn.Parameter(torch.log(-lam.real).float())
         self.Lambda_im = nn.Parameter(lam.imag.float())
-        self.log_dt = nn.Parameter(torch.rand(P) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+        self.log_dt = nn.Parameter(log_dt_init(P, dt_min, dt_max))
         B = torch.randn(2 * P, H, dtype=torch.float64) / math.sqrt(H)  # LeCun normal
         B_tilde = V.conj().T @ B.to(torch.complex128)
         self.B_re, self.B_im = nn.Parameter(B_tilde.real.float()), nn.Parameter(B_tilde.imag.float())
@@ -61,24 +61,14 @@ class S5(TokenMixer):
         dtA, Bbar = zoh(self.log_dt[:, None], lam[:, None], torch.complex(self.B_re, self.B_im))
         return dtA[:, 0], Bbar
 
-    def forward(self, x: torch.Tensor, *, padding_mask: torch.Tensor | None = None,
-                layout: tuple[int, ...] | None = None) -> torch.Tensor:
-        self.check_input(x)
-        return self.prefill(x)[0]
-
     def init_state(self, batch: int, device, dtype) -> State:
-        return {"x": torch.zeros(batch, self.d_state, 2, device=device, dtype=dtype)}
+        return {"h": torch.zeros(batch, self.d_state, 2, device=device, dtype=dtype)}
 
-    def prefill(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        if state is None:
-            state = self.init_state(x.shape[0], x.device, x.dtype)
-        h0 = torch.view_as_complex(state["x"].contiguous())
+    def causal_forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        h0 = torch.view_as_complex(state["h"].contiguous())
         dtA, Bbar = self.discretize()
         Bu = x.to(Bbar.dtype) @ Bbar.T  # [B, T, P]
-        if self.pick_form(x.shape[1]) == "recurrent":
-            h, last = linear_scan_sequential(dtA, Bu, h0)
-        else:
-            h, last = linear_scan_chunked(dtA, Bu, h0, self.chunk_size)
+        h, last = linear_scan(dtA, Bu, h0, form=self.form_for(x.shape[1]), chunk_size=self.chunk_size)
         y = 2 * (h.real @ self.C_re.T - h.imag @ self.C_im.T) + self.D * x
         y = F.gelu(y)
-        return y * torch.sigmoid(self.gate(y)), {"x": torch.view_as_real(last).to(x.dtype)}
+        return y * torch.sigmoid(self.gate(y)), {"h": torch.view_as_real(last).to(x.dtype)}

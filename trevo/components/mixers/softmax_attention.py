@@ -5,13 +5,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from trevo.components.base import State, TokenMixer, empty_kv_cache, extend_kv_cache
+from trevo.components.base import State, TokenMixer
+from trevo.components.kv_cache import empty_kv_cache, extend_kv_cache
+from trevo.components.multihead import head_dim_of, merge_heads, split_heads
+from trevo.errors import IncompatibleError
 from trevo.ops.attention import chunked_softmax_attention, sdpa_attention
-from trevo.registry import IncompatibleError, Paper, register
+from trevo.registry import Paper, register
 
 _META = dict(category="MHA", family="softmax_attention", causal=True, bidirectional=True,
-             forms=("parallel", "chunk"), relative_positions=("rope", "alibi"),
-             time="O(T²·d)", memory="O(T²) parallel, O(T·C) chunk; KV cache O(T·d)",
+             relative_positions=("rope", "alibi"), time="O(T²·d)", memory="O(T²) sdpa, O(T·C) chunk; KV cache O(T·d)",
              test_options={"chunk_size": 8})
 
 
@@ -20,32 +22,26 @@ class SoftmaxAttention(TokenMixer):
     """Multi-head softmax attention, softmax(QKᵀ/√d)V (Vaswani et al., eq. 1).
 
     ``n_kv_heads`` < ``n_heads`` shares each key/value head among a group of query heads (GQA;
-    ``n_kv_heads=1`` is multi-query attention). Forms: ``parallel`` (PyTorch SDPA) and ``chunk``
+    ``n_kv_heads=1`` is multi-query attention). Forms: ``sdpa`` (PyTorch's scaled_dot_product_attention) and ``chunk``
     (online softmax over key chunks, O(T·C) memory). Accepts RoPE or ALiBi as ``position``.
     """
 
-    forms = ("parallel", "chunk")
+    forms = ("sdpa", "chunk")
 
     def __init__(self, d_model: int, *, causal: bool, n_heads: int = 4, n_kv_heads: int | None = None,
                  head_dim: int | None = None, bias: bool = False, chunk_size: int = 128,
-                 position: nn.Module | None = None, impl: str = "auto") -> None:
-        super().__init__(d_model, causal=causal, impl=impl)
+                 position: nn.Module | None = None, form: str = "auto") -> None:
+        super().__init__(d_model, causal=causal, form=form)
         n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
         if n_heads % n_kv_heads:
             raise IncompatibleError(f"n_heads={n_heads} must be a multiple of n_kv_heads={n_kv_heads}")
-        if head_dim is None and d_model % n_heads:
-            raise IncompatibleError(f"d_model={d_model} is not divisible by n_heads={n_heads}; "
-                                    f"choose n_heads that divides it or set head_dim")
-        head_dim = head_dim or d_model // n_heads
+        head_dim = head_dim_of(d_model, n_heads, head_dim)
         self.n_heads, self.n_kv_heads, self.head_dim = n_heads, n_kv_heads, head_dim
         self.chunk_size = chunk_size
         self.q_proj = nn.Linear(d_model, n_heads * head_dim, bias=bias)
         self.kv_proj = nn.Linear(d_model, 2 * n_kv_heads * head_dim, bias=bias)
         self.out_proj = nn.Linear(n_heads * head_dim, d_model, bias=bias)
         self.position = position
-
-    def _heads(self, x: torch.Tensor, n: int) -> torch.Tensor:
-        return x.unflatten(-1, (n, self.head_dim)).transpose(1, 2)
 
     def _attend(self, q, k, v, padding_mask):
         """q ``[B,H,Tq,D]`` and the full k, v ``[B,Hkv,Tk,D]``; RoPE already applied."""
@@ -55,39 +51,31 @@ class SoftmaxAttention(TokenMixer):
         bias = None
         if self.position is not None and hasattr(self.position, "bias"):
             bias = self.position.bias(self.n_heads, q.shape[-2], k.shape[-2], device=q.device)
-        form = self.pick_form(k.shape[-2])
+        form = self.form_for(k.shape[-2])
         if form == "chunk":
             return chunked_softmax_attention(q, k, v, causal=self.causal, bias=bias,
                                              key_padding_mask=padding_mask, chunk_size=self.chunk_size)
         return sdpa_attention(q, k, v, causal=self.causal, bias=bias, key_padding_mask=padding_mask)
 
     def _project(self, x: torch.Tensor, offset: int):
-        q = self._heads(self.q_proj(x), self.n_heads)
-        k, v = (self._heads(t, self.n_kv_heads) for t in self.kv_proj(x).chunk(2, dim=-1))
+        q = split_heads(self.q_proj(x), self.n_heads)
+        k, v = (split_heads(t, self.n_kv_heads) for t in self.kv_proj(x).chunk(2, dim=-1))
         if self.position is not None and hasattr(self.position, "rotate"):
             q, k = self.position.rotate(q, offset), self.position.rotate(k, offset)
         return q, k, v
 
-    def forward(self, x: torch.Tensor, *, padding_mask: torch.Tensor | None = None,
-                layout: tuple[int, ...] | None = None) -> torch.Tensor:
-        self.check_input(x)
+    def bidirectional_forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None,
+                              layout: tuple[int, ...] | None) -> torch.Tensor:
         q, k, v = self._project(x, 0)
-        # Causal attention cannot see right padding, so the key mask only matters bidirectionally.
-        o = self._attend(q, k, v, None if self.causal else padding_mask)
-        return self.out_proj(o.transpose(1, 2).flatten(2))
+        return self.out_proj(merge_heads(self._attend(q, k, v, padding_mask)))
 
     def init_state(self, batch: int, device, dtype) -> State:
         return empty_kv_cache((batch, self.n_kv_heads, 0, self.head_dim), device, dtype)
 
-    def prefill(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        self._require_causal("prefill")
-        self.check_input(x)
-        if state is None:
-            state = self.init_state(x.shape[0], x.device, x.dtype)
+    def causal_forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         q, k, v = self._project(x, state["k"].shape[2])
         k, v = extend_kv_cache(state, k, v, dim=2)
-        o = self._attend(q, k, v, None)
-        return self.out_proj(o.transpose(1, 2).flatten(2)), {"k": k, "v": v}
+        return self.out_proj(merge_heads(self._attend(q, k, v, None))), {"k": k, "v": v}
 
 
 @register("mixer", "multi_query_attention",
@@ -98,9 +86,9 @@ class MultiQueryAttention(SoftmaxAttention):
 
     def __init__(self, d_model: int, *, causal: bool, n_heads: int = 4, head_dim: int | None = None,
                  bias: bool = False, chunk_size: int = 128, position: nn.Module | None = None,
-                 impl: str = "auto") -> None:
+                 form: str = "auto") -> None:
         super().__init__(d_model, causal=causal, n_heads=n_heads, n_kv_heads=1, head_dim=head_dim,
-                         bias=bias, chunk_size=chunk_size, position=position, impl=impl)
+                         bias=bias, chunk_size=chunk_size, position=position, form=form)
 
 
 @register("mixer", "grouped_query_attention",
@@ -111,6 +99,6 @@ class GroupedQueryAttention(SoftmaxAttention):
 
     def __init__(self, d_model: int, *, causal: bool, n_heads: int = 4, n_kv_heads: int = 2,
                  head_dim: int | None = None, bias: bool = False, chunk_size: int = 128,
-                 position: nn.Module | None = None, impl: str = "auto") -> None:
+                 position: nn.Module | None = None, form: str = "auto") -> None:
         super().__init__(d_model, causal=causal, n_heads=n_heads, n_kv_heads=n_kv_heads, head_dim=head_dim,
-                         bias=bias, chunk_size=chunk_size, position=position, impl=impl)
+                         bias=bias, chunk_size=chunk_size, position=position, form=form)

@@ -9,9 +9,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trevo.components.base import State, TokenMixer, empty_kv_cache, extend_kv_cache
+from trevo.components.base import State, TokenMixer
+from trevo.components.kv_cache import empty_kv_cache, extend_kv_cache
+from trevo.components.multihead import head_dim_of, merge_heads, split_heads
+from trevo.errors import IncompatibleError
 from trevo.ops.sparse_patterns import fixed_mask, sliding_window_mask, strided_mask
-from trevo.registry import IncompatibleError, Paper, register
+from trevo.registry import Paper, register
 
 SPARSE_PAPER = Paper("Generating Long Sequences with Sparse Transformers", "1904.10509", 2019)
 
@@ -19,11 +22,9 @@ SPARSE_PAPER = Paper("Generating Long Sequences with Sparse Transformers", "1904
 class _MaskedAttention(TokenMixer):
     """Multi-head softmax attention whose allowed (query, key) pairs come from ``pattern``."""
 
-    def __init__(self, d_model: int, *, causal: bool, n_heads: int, impl: str) -> None:
-        super().__init__(d_model, causal=causal, impl=impl)
-        if d_model % n_heads:
-            raise IncompatibleError(f"d_model={d_model} is not divisible by n_heads={n_heads}")
-        self.n_heads, self.head_dim = n_heads, d_model // n_heads
+    def __init__(self, d_model: int, *, causal: bool, n_heads: int) -> None:
+        super().__init__(d_model, causal=causal)
+        self.n_heads, self.head_dim = n_heads, head_dim_of(d_model, n_heads)
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
         self.out_proj = nn.Linear(d_model, d_model, bias=False)
 
@@ -41,28 +42,23 @@ class _MaskedAttention(TokenMixer):
         return m[:, None] if m.dim() == 3 else m[None, None]
 
     def _heads(self, x: torch.Tensor):
-        return (t.unflatten(-1, (self.n_heads, self.head_dim)).transpose(1, 2) for t in self.qkv(x).chunk(3, dim=-1))
+        return (split_heads(t, self.n_heads) for t in self.qkv(x).chunk(3, dim=-1))
 
     def _attend(self, q, k, v, mask) -> torch.Tensor:
         o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        return self.out_proj(o.transpose(1, 2).flatten(2))
+        return self.out_proj(merge_heads(o))
 
-    def forward(self, x: torch.Tensor, *, padding_mask: torch.Tensor | None = None,
-                layout: tuple[int, ...] | None = None) -> torch.Tensor:
-        self.check_input(x)
+    def bidirectional_forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None,
+                              layout: tuple[int, ...] | None) -> torch.Tensor:
         q, k, v = self._heads(x)
         pos = torch.arange(x.shape[1], device=x.device)
-        return self._attend(q, k, v, self.mask(pos, pos, None if self.causal else padding_mask))
+        return self._attend(q, k, v, self.mask(pos, pos, padding_mask))
 
     def init_state(self, batch: int, device, dtype) -> State:
         cache = empty_kv_cache((batch, self.n_heads, 0, self.head_dim), device, dtype)
         return {**cache, "pos": torch.zeros((), dtype=torch.long, device=device)}
 
-    def prefill(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        self._require_causal("prefill")
-        self.check_input(x)
-        if state is None:
-            state = self.init_state(x.shape[0], x.device, x.dtype)
+    def causal_forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         q, k, v = self._heads(x)
         k, v = extend_kv_cache(state, k, v, dim=2)
         stop = int(state["pos"]) + x.shape[1]
@@ -77,7 +73,7 @@ class _MaskedAttention(TokenMixer):
 
 
 _SPARSE_META = dict(paper=SPARSE_PAPER, family="sparse_attention", causal=True, bidirectional=True,
-                    forms=("parallel",), time="O(T²·d) dense-masked (O(T·√T·d) with block-sparse kernels)",
+                    time="O(T²·d) dense-masked (O(T·√T·d) with block-sparse kernels)",
                     memory="O(T²) mask; KV cache O(T·d)")
 
 
@@ -87,10 +83,8 @@ class SparseStridedAttention(_MaskedAttention):
     """Sparse Transformer strided attention (Child et al. 2019, section 4.2): query i attends
     A1 ∪ A2, A1 = {j : i − j < l}, A2 = {j : (i − j) mod l = 0} (j <= i when causal)."""
 
-    forms = ("parallel",)
-
-    def __init__(self, d_model: int, *, causal: bool, n_heads: int = 4, stride: int = 16, impl: str = "auto") -> None:
-        super().__init__(d_model, causal=causal, n_heads=n_heads, impl=impl)
+    def __init__(self, d_model: int, *, causal: bool, n_heads: int = 4, stride: int = 16) -> None:
+        super().__init__(d_model, causal=causal, n_heads=n_heads)
         self.stride = stride
 
     def pattern(self, rows, cols):
@@ -103,11 +97,8 @@ class SparseFixedAttention(_MaskedAttention):
     """Sparse Transformer fixed attention (Child et al. 2019, section 4.2): query i attends
     A1 ∪ A2, A1 = {j : ⌊j/l⌋ = ⌊i/l⌋}, A2 = {j : j mod l ∈ {l − c, …, l − 1}} (j <= i when causal)."""
 
-    forms = ("parallel",)
-
-    def __init__(self, d_model: int, *, causal: bool, n_heads: int = 4, stride: int = 16, summary: int = 1,
-                 impl: str = "auto") -> None:
-        super().__init__(d_model, causal=causal, n_heads=n_heads, impl=impl)
+    def __init__(self, d_model: int, *, causal: bool, n_heads: int = 4, stride: int = 16, summary: int = 1) -> None:
+        super().__init__(d_model, causal=causal, n_heads=n_heads)
         if not 1 <= summary <= stride:
             raise IncompatibleError(f"sparse_fixed needs 1 <= summary <= stride, got summary={summary}, "
                                     f"stride={stride}")
@@ -120,17 +111,15 @@ class SparseFixedAttention(_MaskedAttention):
 @register("mixer", "sliding_window_attention",
           paper=Paper("Longformer: The Long-Document Transformer", "2004.05150", 2020),
           category="MHA/LocalGlobal", family="sparse_attention", causal=True, bidirectional=True, recurrent=True,
-          forms=("parallel",), time="O(T²·d) dense-masked", memory="O(T²) mask; KV cache of w keys",
+          time="O(T²·d) dense-masked", memory="O(T²) mask; KV cache of w keys",
           test_options={"window": 5})
 class SlidingWindowAttention(_MaskedAttention):
     """Sliding-window (local) attention as in Longformer's local part (Beltagy et al. 2020): query i
     attends keys with |i − j| < w (0 <= i − j < w when causal). Generation keeps only the last
     w − 1 keys: a constant-size state."""
 
-    forms = ("parallel",)
-
-    def __init__(self, d_model: int, *, causal: bool, n_heads: int = 4, window: int = 128, impl: str = "auto") -> None:
-        super().__init__(d_model, causal=causal, n_heads=n_heads, impl=impl)
+    def __init__(self, d_model: int, *, causal: bool, n_heads: int = 4, window: int = 128) -> None:
+        super().__init__(d_model, causal=causal, n_heads=n_heads)
         if window < 1:
             raise IncompatibleError(f"sliding_window_attention needs window >= 1, got {window}")
         self.window = window

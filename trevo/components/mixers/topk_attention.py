@@ -5,16 +5,19 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from trevo.components.base import State, TokenMixer, empty_kv_cache, extend_kv_cache
+from trevo.components.base import State, TokenMixer
+from trevo.components.kv_cache import empty_kv_cache, extend_kv_cache
+from trevo.components.multihead import head_dim_of, merge_heads, split_heads
+from trevo.errors import IncompatibleError
 from trevo.ops.topk_attention import chunked_topk_attention, topk_attention
-from trevo.registry import IncompatibleError, Paper, register
+from trevo.registry import Paper, register
 
 
 @register("mixer", "topk_attention",
           paper=Paper("Explicit Sparse Transformer: Concentrated Attention Through Explicit Selection",
                       "1912.11637", 2019),
           category="MHA/SparseOrLowRank", family="topk_attention", causal=True, bidirectional=True,
-          forms=("parallel", "chunk"), time="O(T²·d)", memory="O(T²) parallel, O(C·T) chunk; KV cache O(T·d)",
+          time="O(T²·d)", memory="O(T²) quadratic, O(C·T) chunk; KV cache O(T·d)",
           test_options={"topk": 5, "chunk_size": 8})
 class TopKAttention(TokenMixer):
     """Multi-head explicit sparse attention (Zhao et al. 2019, eq. 6-8): per query only the ``topk``
@@ -22,50 +25,43 @@ class TopKAttention(TokenMixer):
     queries at once) and ``chunk`` (blocks of ``chunk_size`` queries, O(C·T) memory). Generation keeps a
     KV cache: the selection looks at every past key."""
 
-    forms = ("parallel", "chunk")
+    forms = ("quadratic", "chunk")
 
     def __init__(self, d_model: int, *, causal: bool, n_heads: int = 4, topk: int = 8, chunk_size: int = 128,
-                 impl: str = "auto") -> None:
-        super().__init__(d_model, causal=causal, impl=impl)
-        if d_model % n_heads:
-            raise IncompatibleError(f"d_model={d_model} is not divisible by n_heads={n_heads}")
+                 form: str = "auto") -> None:
+        super().__init__(d_model, causal=causal, form=form)
         if topk < 1:
             raise IncompatibleError(f"topk_attention needs topk >= 1, got {topk}")
-        self.n_heads, self.head_dim, self.topk, self.chunk_size = n_heads, d_model // n_heads, topk, chunk_size
+        self.n_heads, self.head_dim = n_heads, head_dim_of(d_model, n_heads)
+        self.topk, self.chunk_size = topk, chunk_size
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
         self.out_proj = nn.Linear(d_model, d_model, bias=False)
 
-    def pick_form(self, seq_len: int) -> str:
-        if self.impl != "auto":
-            return self.impl
-        return "chunk" if seq_len > 4 * self.chunk_size else "parallel"
+    def form_for(self, seq_len: int) -> str:
+        if self.form != "auto":
+            return self.form
+        return "chunk" if seq_len > 4 * self.chunk_size else "quadratic"
 
     def _heads(self, x: torch.Tensor):
-        return (t.unflatten(-1, (self.n_heads, self.head_dim)).transpose(1, 2) for t in self.qkv(x).chunk(3, dim=-1))
+        return (split_heads(t, self.n_heads) for t in self.qkv(x).chunk(3, dim=-1))
 
     def _attend(self, q, k, v, padding_mask) -> torch.Tensor:
-        if self.pick_form(k.shape[-2]) == "chunk":
+        if self.form_for(k.shape[-2]) == "chunk":
             o = chunked_topk_attention(q, k, v, topk=self.topk, causal=self.causal, key_padding_mask=padding_mask,
                                        chunk_size=self.chunk_size)
         else:
             o = topk_attention(q, k, v, topk=self.topk, causal=self.causal, key_padding_mask=padding_mask)
-        return self.out_proj(o.transpose(1, 2).flatten(2))
+        return self.out_proj(merge_heads(o))
 
-    def forward(self, x: torch.Tensor, *, padding_mask: torch.Tensor | None = None,
-                layout: tuple[int, ...] | None = None) -> torch.Tensor:
-        self.check_input(x)
+    def bidirectional_forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None,
+                              layout: tuple[int, ...] | None) -> torch.Tensor:
         q, k, v = self._heads(x)
-        # Causal attention cannot see right padding, so the key mask only matters bidirectionally.
-        return self._attend(q, k, v, None if self.causal else padding_mask)
+        return self._attend(q, k, v, padding_mask)
 
     def init_state(self, batch: int, device, dtype) -> State:
         return empty_kv_cache((batch, self.n_heads, 0, self.head_dim), device, dtype)
 
-    def prefill(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        self._require_causal("prefill")
-        self.check_input(x)
-        if state is None:
-            state = self.init_state(x.shape[0], x.device, x.dtype)
+    def causal_forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         q, k, v = self._heads(x)
         k, v = extend_kv_cache(state, k, v, dim=2)
         return self._attend(q, k, v, None), {"k": k, "v": v}

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trevo.components.base import State
-from trevo.components.mixers._recurrence import EngineMixer, check_heads, merge_heads, split_heads
+from trevo.components.base import State, TokenMixer
+from trevo.components.multihead import head_dim_of, merge_heads, split_heads
 from trevo.ops.linear_recurrence import linear_recurrence
 from trevo.registry import Paper, register
 
@@ -17,19 +17,20 @@ TRANSNORMER = Paper("The Devil in Linear Transformer", "2210.10340", 2022)
 
 
 @register("mixer", "transnormer_norm", paper=TRANSNORMER, category="MHA/RightProduct", family="transnormer",
-          causal=True, bidirectional=True, recurrent=True, forms=("chunk", "parallel", "recurrent"),
+          causal=True, bidirectional=True, recurrent=True,
           time="O(T·C·d + T·d²/H) chunk, O(T·d²/H) recurrent", memory="O(d²/H) state",
           test_options={"chunk_size": 4})
-class NormAttention(EngineMixer):
+class NormAttention(TokenMixer):
     """NormAttention (§4.1): O = RMSNorm(φ(Q)(φ(K)ᵀ V)) with φ = 1 + elu: linear attention without
     the scaling denominator (whose unbounded gradients the paper identifies), the output normalised
     instead. Causal: o_t = RMSNorm(φ(q_t)ᵀ Σ_{i<=t} φ(k_i) v_iᵀ); bidirectional: the sum over all real tokens."""
 
+    forms = ("chunk", "quadratic", "recurrent")
+
     def __init__(self, d_model: int, *, causal: bool, n_heads: int = 4, chunk_size: int = 64,
-                 impl: str = "auto") -> None:
-        super().__init__(d_model, causal=causal, impl=impl)
-        check_heads(d_model, n_heads)
-        self.n_heads, self.head_dim, self.chunk_size = n_heads, d_model // n_heads, chunk_size
+                 form: str = "auto") -> None:
+        super().__init__(d_model, causal=causal, form=form)
+        self.n_heads, self.head_dim, self.chunk_size = n_heads, head_dim_of(d_model, n_heads), chunk_size
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
         self.norm = nn.RMSNorm(d_model, eps=1e-6)
         self.out_proj = nn.Linear(d_model, d_model, bias=False)
@@ -44,38 +45,32 @@ class NormAttention(EngineMixer):
     def _out(self, o):
         return self.out_proj(self.norm(merge_heads(o)))
 
-    def bidirectional(self, x: torch.Tensor, padding_mask: torch.Tensor | None) -> torch.Tensor:
+    def bidirectional_forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None,
+                              layout: tuple[int, ...] | None) -> torch.Tensor:
         q, k, v = self._qkv(x, padding_mask)
         return self._out(q @ (k.transpose(-1, -2) @ v))
 
     def init_state(self, batch: int, device, dtype) -> State:
         return {"S": torch.zeros(batch, self.n_heads, self.head_dim, self.head_dim, device=device, dtype=dtype)}
 
-    def prefill(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        self._require_causal("prefill")
-        if state is None:
-            state = self.init_state(x.shape[0], x.device, x.dtype)
+    def causal_forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         q, k, v = self._qkv(x)
-        o, S = linear_recurrence(q, k, v, initial_state=state["S"], impl=self.pick_form(x.shape[1]),
+        o, S = linear_recurrence(q, k, v, initial_state=state["S"], form=self.form_for(x.shape[1]),
                                  chunk_size=self.chunk_size)
         return self._out(o), {"S": S}
 
 
 @register("mixer", "transnormer_diag", paper=TRANSNORMER, category="MHA/LocalGlobal", family="transnormer",
-          causal=True, bidirectional=True, recurrent=True, forms=("parallel",),
+          causal=True, bidirectional=True, recurrent=True,
           time="O(T·w·d)", memory="O(w·d) cache (the current block)", test_options={"block_size": 4})
-class DiagAttention(EngineMixer):
+class DiagAttention(TokenMixer):
     """DiagAttention (§4.2): softmax attention restricted to non-overlapping blocks of ``block_size``
     tokens (a block-diagonal attention matrix; causal inside the block when causal). Its generation
     state is the keys and values of the current block, so it never exceeds ``block_size`` tokens."""
 
-    forms = ("parallel",)
-
-    def __init__(self, d_model: int, *, causal: bool, n_heads: int = 4, block_size: int = 64,
-                 impl: str = "auto") -> None:
-        super().__init__(d_model, causal=causal, impl=impl)
-        check_heads(d_model, n_heads)
-        self.n_heads, self.head_dim, self.block_size = n_heads, d_model // n_heads, block_size
+    def __init__(self, d_model: int, *, causal: bool, n_heads: int = 4, block_size: int = 64) -> None:
+        super().__init__(d_model, causal=causal)
+        self.n_heads, self.head_dim, self.block_size = n_heads, head_dim_of(d_model, n_heads), block_size
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
         self.out_proj = nn.Linear(d_model, d_model, bias=False)
 
@@ -102,7 +97,8 @@ class DiagAttention(EngineMixer):
         o = (attn @ blocks(v)).reshape(B, H, n, D)[:, :, Tk - Tq:Tk]
         return self.out_proj(merge_heads(o))
 
-    def bidirectional(self, x: torch.Tensor, padding_mask: torch.Tensor | None) -> torch.Tensor:
+    def bidirectional_forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None,
+                              layout: tuple[int, ...] | None) -> torch.Tensor:
         q, k, v = (split_heads(t, self.n_heads) for t in self.qkv(x).chunk(3, dim=-1))
         valid = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device) if padding_mask is None else padding_mask
         return self._attend(q, k, v, valid.bool())
@@ -113,10 +109,7 @@ class DiagAttention(EngineMixer):
         return {"k": zeros, "v": zeros.clone(),
                 "pos": torch.zeros((), device=device, dtype=torch.long)}
 
-    def prefill(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        self._require_causal("prefill")
-        if state is None:
-            state = self.init_state(x.shape[0], x.device, x.dtype)
+    def causal_forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         B, T, _ = x.shape
         w = self.block_size
         start = int(state["pos"])

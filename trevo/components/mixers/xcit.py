@@ -6,12 +6,13 @@ import torch
 from torch import nn
 
 from trevo.components.base import TokenMixer
+from trevo.components.multihead import head_dim_of, merge_heads, split_heads
 from trevo.ops.xcit import cross_covariance_attention
-from trevo.registry import IncompatibleError, Paper, register
+from trevo.registry import Paper, register
 
 
 @register("mixer", "xcit", paper=Paper("XCiT: Cross-Covariance Image Transformers", "2106.09681", 2021),
-          category="MHA/RightProduct", family="xcit", causal=False, bidirectional=True, forms=("parallel",),
+          category="MHA/RightProduct", family="xcit", causal=False, bidirectional=True,
           time="O(T·d²/h)", memory="O(d²/h) map per head")
 class CrossCovarianceAttention(TokenMixer):
     """XCA (El-Nouby et al. 2021, eq. 2-3): per head A = softmax(τ·Q̂ᵀK̂) over channels, Q̂ and K̂
@@ -20,24 +21,15 @@ class CrossCovarianceAttention(TokenMixer):
     tokens are left out of the map. The paper's local patch interaction (a depthwise convolution
     between XCA and the FFN) belongs to the block, not to this mixer."""
 
-    forms = ("parallel",)
-
-    def __init__(self, d_model: int, *, causal: bool = False, n_heads: int = 4, qkv_bias: bool = True,
-                 impl: str = "auto") -> None:
-        super().__init__(d_model, causal=causal, impl=impl)
-        if causal:
-            raise IncompatibleError("xcit's channel attention map sums over every token and cannot be causal; "
-                                    "choose a causal mixer for a causal model")
-        if d_model % n_heads:
-            raise IncompatibleError(f"d_model={d_model} is not divisible by n_heads={n_heads}")
-        self.n_heads, self.head_dim = n_heads, d_model // n_heads
+    def __init__(self, d_model: int, *, causal: bool = False, n_heads: int = 4, qkv_bias: bool = True) -> None:
+        super().__init__(d_model, causal=causal)
+        self.n_heads, self.head_dim = n_heads, head_dim_of(d_model, n_heads)
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=qkv_bias)
         self.temperature = nn.Parameter(torch.ones(n_heads))
         self.out_proj = nn.Linear(d_model, d_model)
 
-    def forward(self, x: torch.Tensor, *, padding_mask: torch.Tensor | None = None,
-                layout: tuple[int, ...] | None = None) -> torch.Tensor:
-        self.check_input(x)
-        q, k, v = (t.unflatten(-1, (self.n_heads, self.head_dim)).transpose(1, 2) for t in self.qkv(x).chunk(3, -1))
+    def bidirectional_forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None,
+                              layout: tuple[int, ...] | None) -> torch.Tensor:
+        q, k, v = (split_heads(t, self.n_heads) for t in self.qkv(x).chunk(3, dim=-1))
         o = cross_covariance_attention(q, k, v, self.temperature.to(x.dtype), padding_mask)
-        return self.out_proj(o.transpose(1, 2).flatten(2))
+        return self.out_proj(merge_heads(o))

@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trevo.components.base import State, TokenMixer, extend_kv_cache
+from trevo.components.base import State, TokenMixer
+from trevo.components.kv_cache import extend_kv_cache
 from trevo.ops.flash import flash_chunked, flash_matrix, relu2_attention
 from trevo.registry import Paper, register
 
@@ -15,13 +16,13 @@ FLASH_PAPER = Paper("Transformer Quality in Linear Time", "2202.10447", 2022)
 
 
 class _GatedUnit(TokenMixer):
-    """U, V (width e = expansion·d) and a shared Z (width s), all SiLU(XW); per-dimension scales and
+    """U, V (width e = expand·d) and a shared Z (width s), all SiLU(XW); per-dimension scales and
     offsets turn Z into the queries and keys; the output is (U ⊙ attention(V)) W_o."""
 
-    def __init__(self, d_model: int, *, causal: bool, expansion: int, qk_dim: int, n_views: int,
-                 impl: str) -> None:
-        super().__init__(d_model, causal=causal, impl=impl)
-        self.e, self.s = expansion * d_model, qk_dim
+    def __init__(self, d_model: int, *, causal: bool, expand: int, qk_dim: int, n_views: int,
+                 form: str = "auto") -> None:
+        super().__init__(d_model, causal=causal, form=form)
+        self.e, self.s = expand * d_model, qk_dim
         self.proj = nn.Linear(d_model, 2 * self.e + qk_dim)
         # γ near 1 (not equal across views, so that Q ≠ K at init) and β = 0.
         self.gamma = nn.Parameter(1 + 0.02 * torch.randn(n_views, qk_dim))
@@ -35,23 +36,16 @@ class _GatedUnit(TokenMixer):
 
 
 @register("mixer", "gau", paper=FLASH_PAPER, category="Arch", family="flash", causal=True, bidirectional=True,
-          forms=("parallel",), time="O(T²·(s+e))", memory="O(T²); KV cache O(T·(s+e)) in generation",
-          test_options={"qk_dim": 8})
+          time="O(T²·(s+e))", memory="O(T²); KV cache O(T·(s+e)) in generation", test_options={"qk_dim": 8})
 class GAU(_GatedUnit):
     """GAU (section 2, eq. 1-4): O = (U ⊙ A V) W_o, A = relu²(QKᵀ/n), Q and K per-dimension scaled
     and offset copies of one shared Z. Causally n = t + 1 (the keys query t sees)."""
 
-    forms = ("parallel",)
+    def __init__(self, d_model: int, *, causal: bool, expand: int = 2, qk_dim: int = 128) -> None:
+        super().__init__(d_model, causal=causal, expand=expand, qk_dim=qk_dim, n_views=2)
 
-    def __init__(self, d_model: int, *, causal: bool, expansion: int = 2, qk_dim: int = 128,
-                 impl: str = "auto") -> None:
-        super().__init__(d_model, causal=causal, expansion=expansion, qk_dim=qk_dim, n_views=2, impl=impl)
-
-    def forward(self, x: torch.Tensor, *, padding_mask: torch.Tensor | None = None,
-                layout: tuple[int, ...] | None = None) -> torch.Tensor:
-        self.check_input(x)
-        if self.causal:
-            return self.prefill(x)[0]
+    def bidirectional_forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None,
+                              layout: tuple[int, ...] | None) -> torch.Tensor:
         u, v, (q, k) = self._project(x)
         return self.out_proj(u * relu2_attention(q, k, v, causal=False, key_padding_mask=padding_mask))
 
@@ -59,38 +53,34 @@ class GAU(_GatedUnit):
         return {"k": torch.zeros(batch, 0, self.s, device=device, dtype=dtype),
                 "v": torch.zeros(batch, 0, self.e, device=device, dtype=dtype)}
 
-    def prefill(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        self._require_causal("prefill")
-        self.check_input(x)
-        if state is None:
-            state = self.init_state(x.shape[0], x.device, x.dtype)
+    def causal_forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         u, v, (q, k) = self._project(x)
         k, v = extend_kv_cache(state, k, v, dim=1)
         return self.out_proj(u * relu2_attention(q, k, v, causal=True)), {"k": k, "v": v}
 
 
 @register("mixer", "flash", paper=FLASH_PAPER, category="Arch", family="flash", causal=True, bidirectional=True,
-          recurrent=True, forms=("chunk", "parallel"), time="O(T·c·(s+e) + T·s·e)",
+          recurrent=True, time="O(T·c·(s+e) + T·s·e)",
           memory="O(T·c) chunk; O(s·e + c·(s+e)) state", test_options={"qk_dim": 8, "chunk_size": 8})
 class FLASH(_GatedUnit):
     """FLASH (section 3.2, mixed chunk attention): GAU with quadratic relu²(Q_q K_qᵀ/c) attention
     inside chunks of c tokens and linear attention Q_l Σ K_lᵀV across chunks (earlier chunks, /c,
     when causal; all tokens, /n, bidirectionally); four scale-offset views of Z.
 
-    Forms: ``chunk`` (the linear-time algorithm) and ``parallel`` (the same decomposition as one T×T
+    Forms: ``chunk`` (the linear-time algorithm) and ``quadratic`` (the same decomposition as one T×T
     matrix). Generation keeps the linear state of complete chunks and the current chunk's keys."""
 
-    forms = ("chunk", "parallel")
+    forms = ("chunk", "quadratic")
 
-    def __init__(self, d_model: int, *, causal: bool, expansion: int = 2, qk_dim: int = 128,
-                 chunk_size: int = 256, impl: str = "auto") -> None:
-        super().__init__(d_model, causal=causal, expansion=expansion, qk_dim=qk_dim, n_views=4, impl=impl)
+    def __init__(self, d_model: int, *, causal: bool, expand: int = 2, qk_dim: int = 128,
+                 chunk_size: int = 256, form: str = "auto") -> None:
+        super().__init__(d_model, causal=causal, expand=expand, qk_dim=qk_dim, n_views=4, form=form)
         self.chunk_size = chunk_size
 
     def _mix(self, x: torch.Tensor, padding_mask: torch.Tensor | None, M: torch.Tensor | None):
         u, v, (qq, qk, lq, lk) = self._project(x)
         c = self.chunk_size
-        if self.pick_form(x.shape[1]) == "parallel":
+        if self.form_for(x.shape[1]) == "quadratic":
             o = flash_matrix(qq, qk, lq, lk, chunk_size=c, causal=self.causal, key_padding_mask=padding_mask) @ v
             if M is not None:
                 o = o + lq @ M
@@ -99,10 +89,9 @@ class FLASH(_GatedUnit):
                               M=M)
         return self.out_proj(u * o), (qk, lk, v)
 
-    def forward(self, x: torch.Tensor, *, padding_mask: torch.Tensor | None = None,
-                layout: tuple[int, ...] | None = None) -> torch.Tensor:
-        self.check_input(x)
-        return self._mix(x, None if self.causal else padding_mask, None)[0]
+    def bidirectional_forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None,
+                              layout: tuple[int, ...] | None) -> torch.Tensor:
+        return self._mix(x, padding_mask, None)[0]
 
     def init_state(self, batch: int, device, dtype) -> State:
         def zeros(*shape):
@@ -110,20 +99,15 @@ class FLASH(_GatedUnit):
         return {"M": zeros(batch, self.s, self.e), "k": zeros(batch, 0, self.s), "lk": zeros(batch, 0, self.s),
                 "v": zeros(batch, 0, self.e)}
 
-    def prefill(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        self._require_causal("prefill")
-        self.check_input(x)
-        if state is None:
-            state = self.init_state(x.shape[0], x.device, x.dtype)
+    def causal_forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         if state["k"].shape[1]:  # mid-chunk: the chunked form needs a chunk boundary, so step
-            return super().prefill(x, state)
+            return super().causal_forward(x, state)
         y, (qk, lk, v) = self._mix(x, None, state["M"])
         full = x.shape[1] // self.chunk_size * self.chunk_size
         M = state["M"] + lk[:, :full].transpose(-1, -2) @ v[:, :full] / self.chunk_size
         return y, {"M": M, "k": qk[:, full:], "lk": lk[:, full:], "v": v[:, full:]}
 
     def step(self, x_t: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        self._require_causal("step")
         u, v, (qq, qk, lq, lk) = self._project(x_t[:, None])
         k, lk, v = (torch.cat([state[n], t], dim=1) for n, t in (("k", qk), ("lk", lk), ("v", v)))
         a = torch.relu(qq @ k.transpose(-1, -2) / self.chunk_size).square()

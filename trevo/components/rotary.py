@@ -1,0 +1,28 @@
+"""Rotary phases, one convention for every mixer that uses them (RoPE attention, RetNet's Θ).
+
+RoFormer (Su et al., arXiv:2104.09864, eq. 34): the channel pair (x_i, x_{i+D/2}) of a query or key at
+position n is rotated by the angle n·θ_i, θ_i = base^(−2i/D), so that ⟨R_m q, R_n k⟩ depends on m − n
+only. The half-split pairing is GPT-NeoX's and Llama's (Hugging Face ``rotate_half``), so imported
+weights need no permutation. Angles are computed in float64: positions of long contexts lose no
+precision before the cast.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from trevo.errors import IncompatibleError
+
+
+def apply_rotary(x: torch.Tensor, offset: int | torch.Tensor = 0, base: float = 10000.0) -> torch.Tensor:
+    """x ``[..., T, D]`` (D even) at positions offset, …, offset + T − 1, rotated."""
+    d, t = x.shape[-1], x.shape[-2]
+    if d % 2:
+        raise IncompatibleError(f"rotary phases need an even head dimension, got {d}")
+    inv_freq = base ** (-torch.arange(0, d // 2, device=x.device, dtype=torch.float64) * 2 / d)
+    start = offset.to(torch.float64) if isinstance(offset, torch.Tensor) else float(offset)
+    pos = start + torch.arange(t, device=x.device, dtype=torch.float64)
+    angles = pos[:, None] * inv_freq[None, :]
+    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+    x1, x2 = x[..., : d // 2], x[..., d // 2:]
+    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
