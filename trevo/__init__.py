@@ -4,6 +4,11 @@ component, and an arena that compares them under controlled variables."""
 __version__ = "0.1.0"
 
 from trevo import components, models, tasks  # noqa: E402,F401  (importing registers everything)
-from trevo.registry import create, entries, get  # noqa: E402
+from trevo import plugins  # noqa: E402
+from trevo.registry import build, create, entries, get  # noqa: E402
 
-__all__ = ["create", "entries", "get", "__version__"]
+# Components of installed packages (entry points), then those a parent process loaded (TREVO_IMPORT).
+plugins.load_installed()
+plugins.load_environment()
+
+__all__ = ["build", "create", "entries", "get", "__version__"]

@@ -1,4 +1,5 @@
-"""The ``trevo`` command: list, train, generate (and arena, bench, report where present)."""
+"""The ``trevo`` command: list, train, generate (and arena, bench, report where present). Every verb
+takes ``--import MODULE_OR_FILE`` to load components of one's own first (``trevo.plugins``)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,9 @@ PLUGINS = {
 def _list(args: argparse.Namespace) -> None:
     from trevo.registry import entries
 
+    if args.where:
+        _where(args.where, args.kind, args.json)
+        return
     rows = [e for e in entries(args.kind)
             if (not args.family or e.family == args.family)
             and (not args.capability or args.capability in e.capabilities())]
@@ -37,6 +41,23 @@ def _list(args: argparse.Namespace) -> None:
     for r in table:
         print("  ".join(c[:w].ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1])
     print(f"\n{len(rows)} components. Filter with --kind, --family, --capability; --json for machines.")
+
+
+def _where(name: str, kind: str | None, as_json: bool) -> None:
+    """Where the component ``name`` lives: its module and file, the op modules it calls, its tests."""
+    from trevo.registry import KINDS, UnknownComponentError, entries, get
+
+    found = [e for e in entries(kind) if e.name == name]
+    if not found:  # let the registry name the closest matches
+        get(kind or "mixer", name)
+        raise UnknownComponentError(f"no component named {name!r} in any kind ({', '.join(KINDS)})")
+    for e in found:
+        where = e.where()
+        if as_json:
+            print(json.dumps({"kind": e.kind, "name": e.name, "family": e.family, **where}, indent=1))
+            continue
+        print(f"{e.kind} {e.name} (family {e.family or '—'})\n  module: {where['module']}\n  file:   {where['file']}\n"
+              f"  ops:    {', '.join(where['ops']) or '—'}\n  tests:  {where['tests'] or '—'}")
 
 
 def _config(args: argparse.Namespace):
@@ -93,6 +114,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--family", help="e.g. rwkv, softmax_attention, linear_attention")
     s.add_argument("--capability", choices=("causal", "bidirectional", "recurrent", "fixed_length", "needs_2d"))
     s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.add_argument("--where", metavar="NAME", help="where NAME lives: its module, op modules and test file")
     s.set_defaults(run=_list)
 
     s = sub.add_parser("train", help="train one model on one task",
@@ -119,7 +141,19 @@ def parser() -> argparse.ArgumentParser:
     for name, module in PLUGINS.items():
         if _has_module(module):
             importlib.import_module(module).add_parser(sub, name)
+    _add_import_option(p)
     return p
+
+
+def _add_import_option(parser: argparse.ArgumentParser) -> None:
+    """``--import MODULE_OR_FILE`` on every verb (and sub-verb): components of one's own (trevo.plugins)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for verb in action.choices.values():
+                verb.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE_OR_FILE",
+                                  help="load your own components first: a module name or a .py file that registers "
+                                       "them (repeatable; docs/components.md)")
+                _add_import_option(verb)
 
 
 def _terminate(signum: int, frame: object) -> None:
@@ -130,6 +164,10 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate)
     args = parser().parse_args(argv)
     try:
+        from trevo import plugins
+
+        for spec in getattr(args, "imports", []):
+            plugins.load(spec)
         args.run(args)
     except TrevoError as e:
         print(f"trevo: error: {e}", file=sys.stderr)
