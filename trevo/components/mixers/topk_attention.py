@@ -21,7 +21,7 @@ from trevo.registry import Paper, register
           test_options={"topk": 5, "chunk_size": 8})
 class TopKAttention(TokenMixer):
     """Multi-head explicit sparse attention (Zhao et al. 2019, eq. 6-8): per query only the ``topk``
-    largest scores of q kᵀ/√d survive, A = softmax(top-k(P)), y = W_o A V. Forms: ``parallel`` (all
+    largest scores of q kᵀ/√d survive, A = softmax(top-k(P)), y = W_o A V. Forms: ``quadratic`` (all
     queries at once) and ``chunk`` (blocks of ``chunk_size`` queries, O(C·T) memory). Generation keeps a
     KV cache: the selection looks at every past key."""
 
