@@ -2,13 +2,15 @@ from __future__ import annotations
 
 import pytest
 
-from trevo.config import RunConfig
+from tests.helpers import tiny_cfg as _tiny_cfg
 
-TINY = ["model.d_model=32", "model.n_layers=2", "task.seq_len=32", "train.batch_size=4", "train.steps=6",
-        "train.eval_every=3", "train.checkpoint_every=3", "train.eval_batches=2", "train.warmup_steps=2"]
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: a training-to-quality test or one past ~5 s on a laptop CPU; "
+                                       "deselect with -m 'not slow'")
 
 
 @pytest.fixture
 def tiny_cfg():
-    """A run that trains in a fraction of a second."""
-    return lambda *more: RunConfig().override([*TINY, *more])
+    """A run that trains in a fraction of a second: ``tiny_cfg(*overrides)``."""
+    return _tiny_cfg

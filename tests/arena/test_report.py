@@ -1,0 +1,46 @@
+"""The arena report renders from a fixture store: labels escaped, significance marks, controlled
+settings listed per variant, JSON and CSV exports."""
+
+from __future__ import annotations
+
+import json
+
+from trevo.arena.report import write_report
+from trevo.arena.runner import DB_NAME
+from trevo.arena.store import Run, Store
+from trevo.config import RunConfig
+
+
+def _fake_run(store: Store, label: str, seed: int, value: float, task: str = "byte_lm") -> None:
+    cfg = RunConfig().override(["model.position.name=rope"] if label == "close" else []).to_dict()
+    store.add(Run(key=f"{label}-{seed}", sweep="fixture", label=label, family="fam<ily>", task=task, seed=seed,
+                  lr=1e-3, status="pending", config=cfg))
+    store.update(f"{label}-{seed}", status="done", metric="bpb", higher_is_better=0,
+                 val={"bpb": value + 0.01}, test={"bpb": value}, params=1000, tokens_per_s=100.0 * (seed + 1),
+                 peak_mem_mb=10.0, flops_per_token=1e6, wall_s=1.0, curves={"losses": [3.0, 2.0, 1.5], "history": []},
+                 versions={"torch": "x"})
+
+
+def test_report_renders_from_a_fixture_and_escapes_labels(tmp_path):
+    store = Store(tmp_path / DB_NAME)
+    evil = "<script>alert('x')</script>"
+    for seed, (a, b, c) in enumerate([(2.0, 2.5, 2.01), (2.1, 2.6, 1.99), (1.9, 2.4, 2.0)]):
+        _fake_run(store, "softmax_attention", seed, a)
+        _fake_run(store, evil, seed, b)
+        _fake_run(store, "close", seed, c)
+    store.add_sweep("fixture", "softmax_attention", "", {})
+    paths = write_report(tmp_path / DB_NAME)
+    page = paths["html"].read_text()
+    assert "<script>" not in page and "&lt;script&gt;" in page
+    assert "data:image/png;base64," in page
+    md = paths["md"].read_text()
+    assert "(n.s.)" in md  # "close" is within noise of the baseline
+    # Only "close" uses RoPE: the position is not reported as shared by every run.
+    controlled = next(line for line in md.splitlines() if line.startswith("- byte_lm: "))
+    assert "norm varies" not in controlled and "position varies (" in controlled and 'close: "rope"' in controlled
+    evil_line = next(line for line in md.splitlines() if "alert" in line and line.startswith("|"))
+    assert "n.s." not in evil_line and "+0.5000" in evil_line
+    exported = json.loads(paths["json"].read_text())
+    assert len(exported["runs"]) == 9
+    assert exported["leaderboards"]["byte_lm"][0]["label"] in ("softmax_attention", "close")
+    assert paths["csv"].read_text().count("\n") == 10

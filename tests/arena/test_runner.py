@@ -1,0 +1,73 @@
+"""The arena runner: a sweep records crashes and is idempotent, a killed sweep resumes only the missing
+runs, and the learning rate is chosen on validation only."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.helpers import tiny_sweep, tiny_sweep_spec
+from trevo.arena.report import write_report
+from trevo.arena.runner import DB_NAME, run_sweep
+from trevo.arena.store import Run, Store
+from trevo.arena.sweep import parse_sweep
+
+
+@pytest.mark.slow
+def test_sweep_runs_records_crashes_and_is_idempotent(tmp_path):
+    sweep = tiny_sweep(variants=["softmax_attention", {"label": "diverges", "set": {"train.lr": 1.0e30}}])
+    logs: list[str] = []
+    store, chosen = run_sweep(sweep, tmp_path, log=logs.append)
+    runs = {r.label: r for r in store.runs()}
+    assert runs["softmax_attention"].status == "done" and runs["softmax_attention"].test["bpb"] > 0
+    assert runs["diverges"].status == "failed" and "TrainingDiverged" in runs["diverges"].error
+    assert runs["softmax_attention"].params > 0 and runs["softmax_attention"].flops_per_token > 0
+    first = runs["softmax_attention"].val
+    logs.clear()
+    store, _ = run_sweep(sweep, tmp_path, log=logs.append)
+    assert "1 already done, 1 to run" in logs[0]  # the failed run is retried, the done one is not
+    assert store.get(runs["softmax_attention"].key).val == first
+    paths = write_report(tmp_path / DB_NAME)
+    assert "diverges" in paths["md"].read_text() and "Failed runs" in paths["md"].read_text()
+
+
+@pytest.mark.slow
+def test_killed_sweep_resumes_only_the_missing_runs(tmp_path):
+    spec = tiny_sweep_spec(variants=["softmax_attention", "linear_attention", "rwkv4"], baseline=None)
+    (tmp_path / "sweep.yaml").write_text(json.dumps(spec))
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "trevo.cli", "arena", str(tmp_path / "sweep.yaml"),
+                             "--out", str(out), "--no-report"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if (out / DB_NAME).exists() and any(r.status == "done" for r in Store(out / DB_NAME).runs()):
+            break
+        time.sleep(0.2)
+    proc.kill()
+    proc.wait()
+    done_before = {r.key: r.val for r in Store(out / DB_NAME).runs() if r.status == "done"}
+    assert 1 <= len(done_before) < 3
+    logs: list[str] = []
+    store, _ = run_sweep(parse_sweep(spec), out, log=logs.append)
+    assert f"{len(done_before)} already done, {3 - len(done_before)} to run" in logs[0]
+    assert all(r.status == "done" for r in store.runs())
+    for key, val in done_before.items():
+        assert store.get(key).val == val
+
+
+def test_the_learning_rate_is_chosen_on_validation_only():
+    from trevo.arena.runner import choose
+
+    def run(lr: float, seed: int, val: float, test: float, hib: bool = False) -> Run:
+        return Run(key=f"{lr}-{seed}", sweep="s", label="m", family="f", task="t", seed=seed, lr=lr, status="done",
+                   config={}, metric="bpb", higher_is_better=hib, val={"bpb": val}, test={"bpb": test})
+
+    # lr 1e-3 is better on validation (lower bpb) but worse on test: validation decides.
+    runs = [run(1e-3, 0, 2.0, 2.9), run(1e-3, 1, 2.1, 2.9), run(3e-3, 0, 2.2, 2.0), run(3e-3, 1, 2.2, 2.0)]
+    assert {r.lr for r in choose(runs)} == {1e-3} and len(choose(runs)) == 2
+    flipped = [run(r.lr, r.seed, r.val["bpb"], r.test["bpb"], hib=True) for r in runs]
+    assert {r.lr for r in choose(flipped)} == {3e-3}

@@ -1,0 +1,66 @@
+"""Sweeps: every preset plans (each build-time check runs), width matching lands within 5% of the
+budget, and a bad sweep is refused before any run."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.helpers import tiny_sweep
+from trevo.arena.runner import DB_NAME, run_sweep
+from trevo.arena.sweep import SweepError, load_sweep, match_width, parse_sweep, plan_sweep
+from trevo.config import RunConfig
+from trevo.registry import create, get, names
+
+
+def test_quick_preset_plan_is_valid_and_broad():
+    sweep = load_sweep("quick")
+    plan = plan_sweep(sweep)
+    families = {p.family for p in plan}
+    tasks = {p.task for p in plan}
+    assert len({p.label for p in plan}) >= 6 and len(families) >= 3, families
+    assert len(tasks) >= 2 and any(p.config.task.name == "byte_lm" for p in plan)
+    assert len(sweep.seeds) >= 2
+    assert len({p.key for p in plan}) == len(plan)
+    from trevo.arena.sweep import count_params
+    from trevo.train import build
+
+    for p in plan[:: len(sweep.seeds)]:
+        task, _ = build(p.config)
+        assert abs(count_params(p.config, task.info) - sweep.param_budget) <= 0.05 * sweep.param_budget, p.label
+
+
+@pytest.mark.parametrize("preset", ["lm", "mqar", "recall", pytest.param("lra", marks=pytest.mark.slow), "standard",
+                                    "perceiver", "perceiver_lm"])
+def test_every_preset_plans(preset):
+    plan = plan_sweep(load_sweep(preset))  # builds every model: each build-time check runs
+    assert plan and len({p.key for p in plan}) == len(plan)
+    if preset == "perceiver":
+        assert {p.family for p in plan if p.config.model.arch != "metaformer"} == {"perceiver"}
+        assert {p.config.task.options["permuted"] for p in plan} == {False, True}
+
+
+CAUSAL_ON_LM = [n for n in names("mixer") if get("mixer", n).causal and not get("mixer", n).needs_2d]
+
+
+@pytest.mark.parametrize("mixer", CAUSAL_ON_LM)
+def test_width_matching_lands_within_5_percent(mixer):
+    cfg = RunConfig().replace({"model.mixer.name": mixer, "model.n_layers": 2, "task.seq_len": 32,
+                               "model.max_len": 32})
+    task = create("task", "byte_lm", seq_len=32)
+    for budget in (250_000, 600_000):
+        matched, params = match_width(cfg, task.info, budget)
+        assert abs(params - budget) <= 0.05 * budget, (mixer, matched.model.d_model, params)
+
+
+def test_bad_sweeps_are_refused_before_any_run(tmp_path):
+    with pytest.raises(SweepError, match="unknown field colour"):
+        parse_sweep({"name": "x", "colour": 1, "variants": ["rwkv4"], "tasks": ["byte_lm"]})
+    sweep = tiny_sweep(variants=["softmax_attention", "no_such_mixer", {"label": "bad", "set": {"model.nope": 1}}],
+                       tasks=["byte_lm", {"label": "masked", "set": {"task.name": "no_such_task"}}])
+    with pytest.raises(SweepError) as e:
+        run_sweep(sweep, tmp_path, log=lambda s: None)
+    message = str(e.value)
+    assert "no_such_mixer" in message and "unknown field 'nope'" in message and "no_such_task" in message
+    assert not (tmp_path / DB_NAME).exists()
+    with pytest.raises(SweepError, match="baseline"):
+        tiny_sweep(baseline="not_a_variant")

@@ -1,0 +1,81 @@
+"""Training: it learns, a killed run resumes bitwise identically, an existing run needs --resume, and a
+NaN loss stops the run keeping the last good checkpoint."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from trevo.checkpoint import CHECKPOINT, CheckpointError, load_checkpoint
+from trevo.tasks.corpus import load_corpus
+from trevo.train import TrainingDiverged, build, train
+
+
+@pytest.mark.slow
+def test_training_beats_the_unigram_entropy(tmp_path, tiny_cfg):
+    cfg = tiny_cfg("model.d_model=64", "task.seq_len=64", "train.batch_size=16", "train.steps=150",
+                   "train.eval_every=150", "train.checkpoint_every=150", "train.eval_batches=4",
+                   "train.warmup_steps=10", "train.lr=3e-3")
+    result = train(cfg, tmp_path, progress=False)
+    unigram = load_corpus().unigram_entropy()
+    assert 4.0 < unigram < 6.0
+    assert result["final"]["bpb"] < unigram - 0.8, (result["final"], unigram)
+    assert json.loads((tmp_path / "result.json").read_text())["final"] == result["final"]
+
+
+@pytest.mark.parametrize("mixer", ["softmax_attention", "rwkv4"])
+def test_killed_run_resumes_bitwise_identically(tmp_path, tiny_cfg, mixer, monkeypatch):
+    from trevo.tasks.byte_lm import ByteLM
+
+    cfg = tiny_cfg(f"model.mixer.name={mixer}", "model.dropout=0.1")
+    straight = train(cfg, tmp_path / "a", progress=False)
+
+    real_batch = ByteLM.train_batch
+
+    def killed_at_step_4(self, step, batch_size, seed):
+        if step == 4:
+            raise KeyboardInterrupt  # dies mid-run: after the step-3 checkpoint, during step 4
+        return real_batch(self, step, batch_size, seed)
+
+    monkeypatch.setattr(ByteLM, "train_batch", killed_at_step_4)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "b", progress=False)
+    monkeypatch.setattr(ByteLM, "train_batch", real_batch)
+    resumed = train(cfg, tmp_path / "b", resume=True, progress=False)
+    assert resumed["losses"] == straight["losses"]
+    assert resumed["history"] == straight["history"]
+    _, m1 = build(cfg)
+    _, m2 = build(cfg)
+    load_checkpoint(tmp_path / "a" / CHECKPOINT, m1)
+    load_checkpoint(tmp_path / "b" / CHECKPOINT, m2)
+    for (k, p1), p2 in zip(m1.state_dict().items(), m2.state_dict().values(), strict=True):
+        assert torch.equal(p1, p2), k
+
+
+def test_existing_run_needs_resume(tmp_path, tiny_cfg):
+    train(tiny_cfg(), tmp_path, progress=False)
+    with pytest.raises(CheckpointError, match="pass --resume"):
+        train(tiny_cfg(), tmp_path, progress=False)
+    with pytest.raises(CheckpointError, match="another config"):
+        train(tiny_cfg("train.lr=1e-4"), tmp_path, resume=True, progress=False)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, tiny_cfg, monkeypatch):
+    from trevo.tasks.byte_lm import ByteLM
+
+    real_loss = ByteLM.loss
+    calls = {"n": 0}
+
+    def poisoned(self, logits, batch):
+        calls["n"] += 1
+        loss = real_loss(self, logits, batch)
+        return loss * float("nan") if calls["n"] == 5 else loss
+
+    monkeypatch.setattr(ByteLM, "loss", poisoned)
+    with pytest.raises(TrainingDiverged, match="at step 4.*last good checkpoint"):
+        train(tiny_cfg(), tmp_path, progress=False)
+    _, model = build(tiny_cfg())
+    assert load_checkpoint(tmp_path / CHECKPOINT, model)["step"] == 3
+    assert all(torch.isfinite(p).all() for p in model.parameters())
