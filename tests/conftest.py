@@ -1,8 +1,17 @@
 from __future__ import annotations
 
-import pytest
+import os
 
-from tests.helpers import tiny_cfg as _tiny_cfg
+# One thread per process, set before torch is imported (and inherited by the subprocesses tests
+# start): the tests run tiny tensors, for which a second thread only adds contention on a busy machine.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from tests.helpers import tiny_cfg as _tiny_cfg  # noqa: E402
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 def pytest_configure(config: pytest.Config) -> None:

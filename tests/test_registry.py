@@ -50,11 +50,11 @@ def test_registry_entries_carry_metadata():
 
 
 def test_the_test_file_rule():
-    assert registry.test_file(get("mixer", "gla")) == "tests/mixers/test_gla.py"
-    assert registry.test_file(get("norm", "rmsnorm")) == "tests/components/test_norms.py"
-    assert registry.test_file(get("task", "mqar")) == "tests/tasks/test_mqar.py"
+    assert registry.where_tested(get("mixer", "gla")) == "tests/mixers/test_gla.py"
+    assert registry.where_tested(get("norm", "rmsnorm")) == "tests/components/test_norms.py"
+    assert registry.where_tested(get("task", "mqar")) == "tests/tasks/test_mqar.py"
     outside = Entry(kind="mixer", name="x", factory=type("Mix", (), {"__module__": "my_plugin.mix"}))
-    assert registry.test_file(outside) == ""
+    assert registry.where_tested(outside) == ""
 
 
 @pytest.mark.parametrize("entry", _ours(), ids=_ids(_ours()))

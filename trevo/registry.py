@@ -126,7 +126,7 @@ class Entry:
         path = Path(getattr(module, "__file__", "") or "")
         ops = sorted({obj.__module__ for obj in vars(module).values()
                       if callable(obj) and getattr(obj, "__module__", "").startswith("trevo.ops.")}) if module else []
-        return {"module": self.module, "file": str(path) if path.name else "", "ops": ops, "tests": test_file(self)}
+        return {"module": self.module, "file": str(path) if path.name else "", "ops": ops, "tests": where_tested(self)}
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -139,7 +139,7 @@ class Entry:
         return d
 
 
-def test_file(entry: Entry) -> str:
+def where_tested(entry: Entry) -> str:
     """The test file of a component, by one rule: ``tests/<package>/test_<module>.py`` for a trevo
     module ``trevo/…/<package>/<module>.py`` (a mixer family's module is named after the family);
     "" for a component from outside trevo."""
