@@ -24,7 +24,7 @@ def test_yaml_round_trip_and_overrides(tmp_path):
 
 @pytest.mark.parametrize("override,message", [
     (["train.stepz=3"], "unknown field 'stepz'"),
-    (["train.steps=many"], "expected int"),
+    (["train.steps=many"], "expected an integer"),
     (["nonsense"], "dotted.key=value"),
     (["train.steps.x=1"], "is not a section"),
 ])

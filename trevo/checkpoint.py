@@ -1,12 +1,18 @@
 """Checkpoints: one safetensors file (weights, optimizer moments, RNG state) whose metadata holds
-the JSON of the run's progress; written to a temporary file and renamed, so a crash never leaves a
-torn checkpoint. Loading reads tensors only — no pickled code is ever executed."""
+the JSON of the run's progress and a SHA-256 of every tensor's bytes; written to a temporary file and
+renamed, so a crash never leaves a torn checkpoint. Loading reads tensors only — no pickled code is
+ever executed — and verifies every checksum, so a flipped byte is an error, never silently used.
+
+Temporary files are named ``.trevo-tmp-<pid>-…``: ``clean_stale_temps`` removes those whose
+writing process is gone (a save killed mid-write)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import tempfile
+import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,22 +23,31 @@ from safetensors.torch import load_file, save_file
 from trevo.registry import TrevoError
 
 CHECKPOINT = "checkpoint.safetensors"
+TEMP_PREFIX = ".trevo-tmp-"
+FORMAT = 2  # 2: per-tensor checksums in the metadata
+REQUIRED_META = ("format", "step", "config_hash", "history", "losses", "param_groups", "checksums")
 
 
 class CheckpointError(TrevoError, ValueError):
     """A checkpoint that is missing, corrupt or from another configuration."""
 
 
-def atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` and rename the result over ``path``."""
+class NonFiniteStateError(CheckpointError):
+    """Weights or optimizer moments that are NaN or infinite: never written as a checkpoint."""
+
+
+def atomic_write(path: Path, write: Callable[[str], Any]) -> None:
+    """Call ``write(tmp_path)`` and rename the result over ``path``. The temporary file is created
+    with the usual permissions (0666 less the umask), so the renamed file has them too."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
+    tmp = path.parent / f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}-{path.name}"
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
-        write(tmp)
+        write(str(tmp))
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
@@ -40,30 +55,85 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
+def clean_stale_temps(folder: Path) -> list[Path]:
+    """Remove the temporary files in ``folder`` left by writers that no longer run; returns them."""
+    removed = []
+    for tmp in Path(folder).glob(f"{TEMP_PREFIX}*"):
+        pid = tmp.name[len(TEMP_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id runs (one of another user counts as running)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def tensor_sha256(t: torch.Tensor) -> str:
+    flat = t.detach().contiguous().reshape(-1).cpu()
+    return hashlib.sha256(flat.view(torch.uint8).numpy().tobytes()).hexdigest()
+
+
+def nonfinite(tensors: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors that hold a NaN or an infinity."""
+    return [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
 def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     meta: dict[str, Any]) -> None:
+    """Write the model, the optimizer and the RNG state; refuses (NonFiniteStateError) to write a
+    NaN or infinite weight or moment, so the checkpoint on disk is always one to resume from."""
     tensors = {f"model.{k}": v.detach().clone().contiguous() for k, v in model.state_dict().items()}
     opt_state = optimizer.state_dict()
     for idx, state in opt_state["state"].items():
         for name, value in state.items():
             tensors[f"optim.{idx}.{name}"] = torch.as_tensor(value).detach().clone().contiguous()
+    bad = nonfinite(tensors)
+    if bad:
+        raise NonFiniteStateError(f"{len(bad)} tensors hold NaN or infinite values ({', '.join(bad[:3])} …)")
     tensors["rng.torch"] = torch.get_rng_state()
-    meta = {**meta, "param_groups": opt_state["param_groups"]}
+    meta = {**meta, "format": FORMAT, "param_groups": opt_state["param_groups"],
+            "checksums": {k: tensor_sha256(v) for k, v in tensors.items()}}
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"trevo": json.dumps(meta)}))
 
 
-def load_checkpoint(path: Path, model: torch.nn.Module,
-                    optimizer: torch.optim.Optimizer | None = None) -> dict[str, Any]:
-    """Restore ``model`` (and ``optimizer`` and the RNG) in place; returns the saved metadata."""
+def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The tensors and metadata of a checkpoint, every tensor checked against its checksum."""
     if not Path(path).is_file():
         raise CheckpointError(f"no checkpoint at {path}; train first (trevo train --out DIR)")
+    fix = "delete it to start the run over, or point to another checkpoint"
     try:
         tensors = load_file(str(path))
         with safe_open(str(path), framework="pt") as f:
             meta = json.loads((f.metadata() or {})["trevo"])
     except (SafetensorError, KeyError, json.JSONDecodeError, OSError) as e:
-        raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({e}); delete it to start the "
-                              f"run over, or point to another checkpoint") from None
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({e}); {fix}") from None
+    missing = [k for k in REQUIRED_META if not isinstance(meta, dict) or k not in meta]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} lacks the metadata {', '.join(missing)} (was it written by "
+                              f"another program or an older trevo?); {fix}")
+    sums = meta["checksums"]
+    if set(sums) != set(tensors):
+        raise CheckpointError(f"checkpoint {path} holds other tensors than its checksums list; {fix}")
+    bad = [k for k, v in tensors.items() if tensor_sha256(v) != sums[k]]
+    if bad:
+        raise CheckpointError(f"checkpoint {path} is corrupt: {len(bad)} tensors fail their SHA-256 checksum "
+                              f"({', '.join(bad[:3])}); {fix}")
+    return tensors, meta
+
+
+def load_checkpoint(path: Path, model: torch.nn.Module,
+                    optimizer: torch.optim.Optimizer | None = None) -> dict[str, Any]:
+    """Restore ``model`` (and ``optimizer`` and the RNG) in place; returns the saved metadata."""
+    tensors, meta = read_checkpoint(path)
     weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     missing = set(model.state_dict()) - set(weights)
     unexpected = set(weights) - set(model.state_dict())
@@ -80,6 +150,12 @@ def load_checkpoint(path: Path, model: torch.nn.Module,
             if key.startswith("optim."):
                 _, idx, name = key.split(".", 2)
                 state.setdefault(int(idx), {})[name] = value
-        optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+        try:
+            optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+        except (ValueError, KeyError, TypeError) as e:
+            raise CheckpointError(f"checkpoint {path} holds an optimizer state that does not fit this model "
+                                  f"({e}); was it written with another config?") from None
+        if "rng.torch" not in tensors:
+            raise CheckpointError(f"checkpoint {path} holds no RNG state (rng.torch); it cannot be resumed")
         torch.set_rng_state(tensors["rng.torch"])
     return meta

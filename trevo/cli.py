@@ -10,9 +10,17 @@ import json
 import os
 import signal
 import sys
+import threading
+import time
 from pathlib import Path
 
 from trevo.registry import KINDS, TrevoError
+from trevo.validation import cli_number
+
+# After SIGTERM, the seconds a run is given to stop on its own (it stops at the next Python
+# instruction) before the process is ended from a watcher thread: a single long torch op would
+# otherwise hold the signal for minutes.
+TERM_GRACE_S = 10.0
 
 PLUGINS = {
     "arena": "trevo.arena.cli",
@@ -24,6 +32,7 @@ PLUGINS = {
 
 def _list(args: argparse.Namespace) -> None:
     from trevo.registry import entries
+    from trevo.tables import Table, text
 
     if args.where:
         _where(args.where, args.kind, args.json)
@@ -35,11 +44,9 @@ def _list(args: argparse.Namespace) -> None:
         print(json.dumps([e.to_dict() for e in rows], indent=1))
         return
     header = ("kind", "name", "family", "capabilities", "forms", "time", "paper")
-    table = [header] + [(e.kind, e.name, e.family, ",".join(e.capabilities()) if e.kind == "mixer" else "",
-                         ",".join(e.forms), e.time, e.paper.cite() if e.paper else "") for e in rows]
-    widths = [min(max(len(r[i]) for r in table), 48) for i in range(len(header) - 1)]
-    for r in table:
-        print("  ".join(c[:w].ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1])
+    body = [(e.kind, e.name, e.family, ",".join(e.capabilities()) if e.kind == "mixer" else "",
+             ",".join(e.forms), e.time, e.paper.cite() if e.paper else "") for e in rows]
+    print(text(Table(header, body, left=set(range(len(header))), max_width=48)))
     print(f"\n{len(rows)} components. Filter with --kind, --family, --capability; --json for machines.")
 
 
@@ -67,31 +74,50 @@ def _config(args: argparse.Namespace):
     return cfg.override(args.set or [])
 
 
+def _note(message: str) -> None:
+    print(f"trevo: {message}", file=sys.stderr)
+
+
 def _train(args: argparse.Namespace) -> None:
     from trevo.train import train
 
     cfg = _config(args)
     out = Path(args.out or f"runs/{cfg.model.mixer.name}-{cfg.hash()[:8]}")
-    result = train(cfg, out, resume=args.resume, progress=not args.quiet)
+    result = train(cfg, out, resume=args.resume, progress=not args.quiet, log=_note)
     final = result["final"]
     print(f"{cfg.model.mixer.name}: {result['metric']} {final.get(result['metric'], float('nan')):.4f} "
           f"after {result['tokens']:,} tokens ({result['params']:,} parameters, "
           f"{result['tokens_per_s']:,.0f} tokens/s). Run written to {out}/")
 
 
+def _prompt(args: argparse.Namespace) -> bytes:
+    """The prompt's bytes: a file's, or the argument's as the shell passed them (any bytes, not
+    only UTF-8: the model reads bytes)."""
+    if args.prompt_file is None:
+        return os.fsencode(args.prompt)
+    try:
+        return Path(args.prompt_file).read_bytes()
+    except OSError as e:
+        raise TrevoError(f"cannot read --prompt-file {args.prompt_file}: {e.strerror}") from None
+
+
 def _generate(args: argparse.Namespace) -> None:
     from trevo.checkpoint import CHECKPOINT, load_checkpoint
     from trevo.config import RunConfig
-    from trevo.generate import generate
+    from trevo.generate import check_byte_lm, generate
     from trevo.train import build
 
     run = Path(args.run_dir)
     cfg = RunConfig.load(run / "config.yaml")
-    _, model = build(cfg)
+    prompt = _prompt(args)
+    task, model = build(cfg)
+    check_byte_lm(cfg.task.name, task.info)
     load_checkpoint(run / CHECKPOINT, model)
-    text, state = generate(model, args.prompt.encode(), args.tokens, mode=args.mode,
-                           temperature=args.temperature, seed=args.seed)
-    sys.stdout.write(args.prompt + text.decode("utf-8", errors="replace") + "\n")
+    text, state = generate(model, prompt, args.tokens, mode=args.mode, temperature=args.temperature,
+                           seed=args.seed)
+    sys.stdout.flush()
+    sys.stdout.buffer.write(prompt + text + b"\n")  # the bytes as generated, whatever their encoding
+    sys.stdout.buffer.flush()
     if args.mode == "recurrent":
         print(f"[generation state: {state:,} bytes]", file=sys.stderr)
 
@@ -130,11 +156,13 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("generate", help="generate bytes from a trained causal LM run")
     s.add_argument("--run", dest="run_dir", required=True, help="a run directory written by `trevo train`")
-    s.add_argument("--prompt", default="def ")
-    s.add_argument("--tokens", type=int, default=200, help="how many bytes to generate")
+    prompt = s.add_mutually_exclusive_group()
+    prompt.add_argument("--prompt", default="def ", help="the text to continue (default: 'def ')")
+    prompt.add_argument("--prompt-file", help="continue the bytes of this file (any bytes, not only text)")
+    s.add_argument("--tokens", type=cli_number(int, ge=0), default=200, help="how many bytes to generate")
     s.add_argument("--mode", choices=("parallel", "recurrent"), default="recurrent")
-    s.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--temperature", type=cli_number(float, ge=0), default=0.0, help="0 = greedy")
+    s.add_argument("--seed", type=cli_number(int, ge=0, le=2**63 - 1), default=0)
     s.set_defaults(run=_generate)
 
     # Verbs that live beside their layer; each module defines add_parser(subparsers, name).
@@ -160,8 +188,37 @@ def _terminate(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # a polite kill stops like Ctrl-C: workers are ended, checkpoints kept
 
 
-def main(argv: list[str] | None = None) -> int:
+_watching = False
+
+
+def _handle_sigterm() -> None:
+    """SIGTERM stops trevo like Ctrl-C. Python runs a signal handler only between two bytecodes, so
+    inside one long torch op the stop would wait for minutes: the signal also wakes a watcher thread
+    (through ``signal.set_wakeup_fd``, written by the C-level handler at once), which ends the process
+    if it is still running ``TERM_GRACE_S`` later. Checkpoints and the results store are written
+    atomically, so ending at any instant loses at most the steps since the last checkpoint."""
+    global _watching
     signal.signal(signal.SIGTERM, _terminate)
+    if _watching or threading.current_thread() is not threading.main_thread():
+        return
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+    signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    threading.Thread(target=_watch, args=(read_fd,), name="trevo-sigterm", daemon=True).start()
+    _watching = True
+
+
+def _watch(read_fd: int) -> None:
+    while signal.SIGTERM not in os.read(read_fd, 64):
+        pass
+    time.sleep(TERM_GRACE_S)
+    os.write(2, f"trevo: still running {TERM_GRACE_S:g} s after SIGTERM (inside a long operation); "
+                f"ending now. `--resume` continues from the last checkpoint\n".encode())
+    os._exit(128 + signal.SIGTERM)
+
+
+def main(argv: list[str] | None = None) -> int:
+    _handle_sigterm()
     args = parser().parse_args(argv)
     try:
         from trevo import plugins

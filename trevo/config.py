@@ -12,6 +12,10 @@ A run is ``RunConfig(model, task, train)``. Components are named by registry nam
     train: {steps: 300, lr: 0.002}
 
 ``--set model.mixer.name=linear_attention`` (or ``model.mixer.n_heads=8``) overrides one field.
+Every value is checked when a config is built (``RunConfig.from_dict``, which ``load``, ``override``
+and ``replace`` go through): its type comes from the field's annotation, its range from the rule
+beside the field (``setting(default, ge=1)``, see ``trevo.validation``), and a component's options
+are checked against its constructor's signature. All bad values are reported together, one line each.
 """
 
 from __future__ import annotations
@@ -27,11 +31,11 @@ from typing import Any
 
 import yaml
 
-from trevo.registry import TrevoError
+from trevo.dtypes import TRAINING_DTYPES
+from trevo.registry import UnknownComponentError, get
+from trevo.validation import MAX_SEED, ConfigError, check, field_rule, option_problems, setting
 
-
-class ConfigError(TrevoError, ValueError):
-    """A config that cannot be read or names something that does not exist."""
+__all__ = ["ComponentSpec", "ConfigError", "ModelConfig", "RunConfig", "TrainConfig"]
 
 
 @dataclass
@@ -63,19 +67,20 @@ def _spec(name: str, **options: Any) -> Any:
 @dataclass
 class ModelConfig:
     arch: str = "metaformer"
-    d_model: int = 256
-    n_layers: int = 4
+    d_model: int = setting(256, ge=1)
+    n_layers: int = setting(4, ge=1)
     mixer: ComponentSpec = _spec("softmax_attention")
     channel: ComponentSpec = _spec("swiglu")
     norm: ComponentSpec = _spec("rmsnorm")
     position: ComponentSpec = _spec("none")
     block: str = "prenorm"  # prenorm: x + f(norm(x)); postnorm: norm(x + f(x))
-    # "auto": causal for the causal LM, bidirectional where the task and mixer allow it.
-    causal: str = "auto"
+    # "auto": causal for the causal LM, bidirectional where the task and mixer allow it. YAML's
+    # true/false are read as "true"/"false".
+    causal: str = setting("auto", choices=("auto", "true", "false"))
     # The longest sequence of fixed-length components (learned positions, AFT-full, Linformer …);
     # None: the task's sequence length.
-    max_len: int | None = None
-    dropout: float = 0.0
+    max_len: int | None = setting(None, ge=1)
+    dropout: float = setting(0.0, ge=0, lt=1)
     tie_embeddings: bool = True
     # Architecture-specific options (e.g. the Perceiver's n_latents); metaformer takes none.
     options: dict[str, Any] = field(default_factory=dict)
@@ -83,21 +88,21 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    steps: int = 300
-    batch_size: int = 16
-    lr: float = 2e-3
-    min_lr_ratio: float = 0.1
-    warmup_steps: int = 30
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
-    grad_clip: float = 1.0
-    eval_every: int = 100
-    eval_batches: int = 8
-    checkpoint_every: int = 100
-    seed: int = 0
-    device: str = "cpu"
-    dtype: str = "float32"
+    steps: int = setting(300, ge=1)
+    batch_size: int = setting(16, ge=1)
+    lr: float = setting(2e-3, gt=0)
+    min_lr_ratio: float = setting(0.1, ge=0, le=1)
+    warmup_steps: int = setting(30, ge=0)
+    weight_decay: float = setting(0.1, ge=0)
+    beta1: float = setting(0.9, ge=0, lt=1)
+    beta2: float = setting(0.95, ge=0, lt=1)
+    grad_clip: float = setting(1.0, ge=0)  # 0: no clipping
+    eval_every: int = setting(100, ge=1)
+    eval_batches: int = setting(8, ge=1)
+    checkpoint_every: int = setting(100, ge=1)
+    seed: int = setting(0, ge=0, le=MAX_SEED)
+    device: str = setting("cpu", pattern=r"cpu|cuda(:\d+)?|mps", pattern_text="cpu, cuda, cuda:N or mps")
+    dtype: str = setting("float32", choices=TRAINING_DTYPES)
 
 
 @dataclass
@@ -121,7 +126,14 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:
-        return _from_plain(cls, data, "config")
+        """The config of ``data``; raises one ConfigError with a line for every bad value."""
+        problems: list[str] = []
+        cfg = _from_plain(cls, data, "config", problems)
+        if not problems:
+            problems += _component_problems(cfg)
+        if problems:
+            raise ConfigError.of(problems)
+        return cfg
 
     @classmethod
     def load(cls, path: str | Path) -> RunConfig:
@@ -177,35 +189,70 @@ def _to_plain(obj: Any) -> Any:
     return copy.deepcopy(obj)
 
 
-def _from_plain(cls: type, data: Any, where: str) -> Any:
+def _from_plain(cls: type, data: Any, where: str, problems: list[str]) -> Any:
+    """``cls`` built from ``data``; each bad value is appended to ``problems`` (and its field keeps
+    its default, so that the other fields are still checked)."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {data!r}")
+        problems.append(f"{where}: expected a mapping, got {data!r}")
+        return cls()
     hints = typing.get_type_hints(cls)
     fields = {f.name for f in dataclasses.fields(cls)}
     unknown = [k for k in data if k not in fields]
     if unknown:
-        raise ConfigError(f"{where}: unknown field {', '.join(map(repr, unknown))}; "
-                          f"valid fields: {', '.join(sorted(fields))}")
+        problems.append(f"{where}: unknown field {', '.join(map(repr, unknown))}; "
+                        f"valid fields: {', '.join(sorted(fields))}")
     kwargs = {}
     for name, value in data.items():
-        kwargs[name] = _coerce(hints[name], value, f"{where}.{name}")
+        if name in fields:
+            kwargs[name] = _coerce(hints[name], field_rule(cls, name), value, f"{where}.{name}", problems)
+    kwargs = {k: v for k, v in kwargs.items() if v is not _INVALID}
     return cls(**kwargs)
 
 
-def _coerce(hint: Any, value: Any, where: str) -> Any:
+_INVALID = object()
+
+
+def _coerce(hint: Any, rule: Any, value: Any, where: str, problems: list[str]) -> Any:
     if hint is ComponentSpec:
-        return ComponentSpec.parse(value, where)
+        try:
+            return ComponentSpec.parse(value, where)
+        except ConfigError as e:
+            problems.append(str(e))
+            return _INVALID
     if dataclasses.is_dataclass(hint):
-        return _from_plain(hint, value, where)
-    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+        return _from_plain(hint, value, where, problems)
     if hint is float and isinstance(value, str):  # YAML 1.1 reads 3e-3 (no dot) as a string
         try:
-            return float(value)
+            value = float(value)
         except ValueError:
             pass
-    if hint in (int, str, bool) and type(value) is not hint:
-        raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
-    if hint is float and not isinstance(value, float):
-        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    elif hint is str and isinstance(value, bool) and rule is not None and "true" in rule.choices:
+        value = str(value).lower()  # --set model.causal=true: YAML's boolean, meant as the choice
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    problem = check(where, value, hint, rule)
+    if problem:
+        problems.append(problem)
+        return _INVALID
     return value
+
+
+# Where each component of a run sits in the config, and its registry kind.
+COMPONENTS = (("mixer", "model.mixer"), ("channel", "model.channel"), ("norm", "model.norm"),
+              ("position", "model.position"), ("task", "task"))
+
+
+def _component_problems(cfg: RunConfig) -> list[str]:
+    """Options of the run's components whose values do not have the type or range their constructor
+    declares (an unknown component name is left to the build, which suggests the valid ones)."""
+    problems = []
+    for kind, path in COMPONENTS:
+        node: Any = cfg
+        for part in path.split("."):
+            node = getattr(node, part)
+        try:
+            entry = get(kind, node.name)
+        except UnknownComponentError:
+            continue
+        problems += option_problems(entry, node.options, f"config.{path}")
+    return problems

@@ -7,12 +7,23 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from trevo.components.base import state_nbytes
-from trevo.registry import IncompatibleError, TrevoError
+from trevo.registry import IncompatibleError, TrevoError, get
+from trevo.tasks.base import TaskInfo
 
 MODES = ("parallel", "recurrent")
+
+
+def check_byte_lm(task_name: str, info: TaskInfo) -> None:
+    """Refuse a model that was not trained to predict bytes of text: its ids are not bytes."""
+    if not (info.head == "lm" and info.vocab_size == 256 and get("task", task_name).family == "language_model"):
+        raise IncompatibleError(f"generation writes bytes, so it needs a causal byte language model (a run on "
+                                f"task byte_lm); this run's task is {task_name!r}, whose {info.vocab_size} token ids "
+                                f"are not bytes")
 
 
 def _pick(logits: torch.Tensor, temperature: float, generator: torch.Generator) -> torch.Tensor:
@@ -29,6 +40,10 @@ def generate(model: torch.nn.Module, prompt: bytes, n_new: int, *, mode: str = "
     (0 in parallel mode, which keeps none)."""
     if mode not in MODES:
         raise TrevoError(f"generation mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if isinstance(n_new, bool) or not isinstance(n_new, int) or n_new < 0:
+        raise TrevoError(f"the number of bytes to generate must be an integer ≥ 0, got {n_new!r}")
+    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature >= 0):
+        raise TrevoError(f"temperature must be a finite number ≥ 0 (0 = greedy), got {temperature!r}")
     if not getattr(model, "causal", False):
         raise IncompatibleError("generation needs a causal language model (trained on byte_lm)")
     if not prompt:

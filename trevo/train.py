@@ -2,15 +2,22 @@
 
 AdamW (decay on matrices only), linear warmup then cosine decay to ``min_lr_ratio``·lr, gradient
 clipping, periodic evaluation. Batches are a function of (seed, step) and the RNG state is saved in
-every checkpoint, so ``resume`` continues bit for bit. A non-finite loss stops the run, keeping the
-last good checkpoint.
+every checkpoint, so ``resume`` continues bit for bit. A non-finite loss, or weights that became
+non-finite, stop the run before the next checkpoint is written, keeping the last good one.
+
+Time is kept in two sums carried in every checkpoint, so that they survive a resume: ``train_s``,
+the seconds of the training steps alone (the throughput ``tokens_per_s`` is computed from it), and
+``wall_s``, which adds evaluation and checkpointing. Work redone after a resume (the steps after the
+last checkpoint) is counted once.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,17 +25,28 @@ import torch
 from tqdm.auto import tqdm
 
 from trevo import __version__
-from trevo.checkpoint import CHECKPOINT, CheckpointError, atomic_write_text, load_checkpoint, save_checkpoint
+from trevo.checkpoint import (
+    CHECKPOINT,
+    CheckpointError,
+    NonFiniteStateError,
+    atomic_write_text,
+    load_checkpoint,
+    save_checkpoint,
+)
 from trevo.config import RunConfig
+from trevo.dtypes import DTYPES
 from trevo.models import build_model
 from trevo.registry import TrevoError, create
-from trevo.tasks.base import Task
-
-DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16}
+from trevo.rundir import RESULT, RunDirError, run_directory, write_config
+from trevo.tasks.base import Task, TaskInfo
 
 
 class TrainingDiverged(TrevoError, RuntimeError):
-    """The loss became NaN or infinite."""
+    """The loss, the weights or the optimizer moments became NaN or infinite."""
+
+
+class ResourceError(TrevoError, RuntimeError):
+    """A run that this machine cannot hold, or a device it does not have."""
 
 
 def lr_at(step: int, cfg) -> float:
@@ -71,26 +89,70 @@ def evaluate(model: torch.nn.Module, task: Task, split: str, batch_size: int, n_
     return task.finalize(totals)
 
 
+def check_device(device: str) -> None:
+    """Refuse a device this machine does not have, naming the ones it has."""
+    kind, _, index = device.partition(":")
+    if kind == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ResourceError(f"train.device={device} but torch sees no CUDA device (torch {torch.__version__}); "
+                                f"use train.device=cpu, or install a CUDA build of torch")
+        if index and int(index) >= count:
+            raise ResourceError(f"train.device={device} but this machine has {count} CUDA device(s): cuda:0 … "
+                                f"cuda:{count - 1}")
+    elif kind == "mps" and not torch.backends.mps.is_available():
+        raise ResourceError("train.device=mps but torch sees no Apple GPU; use train.device=cpu")
+
+
+def device_memory(device: str) -> int:
+    """Bytes of memory of ``device`` (physical memory for the CPU)."""
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_properties(torch.device(device)).total_memory
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_fits(cfg: RunConfig, info: TaskInfo) -> None:
+    """Refuse a run whose batch cannot fit in memory at all. The bound is a floor, never a guess:
+    every model embeds each token of the batch (batch × seq_len × d_model values) and holds the
+    token ids (8 bytes each), so a step needs at least that much, whatever the mixer."""
+    tc = cfg.train
+    width = torch.tensor([], dtype=DTYPES[tc.dtype]).element_size()
+    need = tc.batch_size * info.seq_len * (cfg.model.d_model * width + 8)
+    have = device_memory(tc.device)
+    if need > have:
+        raise ResourceError(
+            f"one training step needs at least {need / 2**30:,.1f} GiB (train.batch_size={tc.batch_size} × "
+            f"seq_len={info.seq_len} × model.d_model={cfg.model.d_model} × {width} bytes, for the embedded batch "
+            f"alone) and {tc.device} has {have / 2**30:,.1f} GiB; lower train.batch_size, task.seq_len or "
+            f"model.d_model")
+
+
 def build(cfg: RunConfig) -> tuple[Task, torch.nn.Module]:
     """The task and the model of a run (seeded: the same config gives the same initial weights)."""
+    check_device(cfg.train.device)
     torch.manual_seed(cfg.train.seed)
     task = create("task", cfg.task.name, **cfg.task.options)
-    if cfg.train.dtype not in DTYPES:
-        raise TrevoError(f"train.dtype must be one of {', '.join(DTYPES)}, got {cfg.train.dtype!r}")
+    check_fits(cfg, task.info)
     model = build_model(cfg.model, task.info).to(cfg.train.device, DTYPES[cfg.train.dtype])
     return task, model
 
 
-def train(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Train the run ``cfg`` into ``out_dir``; returns (and writes ``result.json``) its result."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+def train(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, progress: bool = True,
+          log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Train the run ``cfg`` into ``out_dir``; returns (and writes ``result.json``) its result.
+    ``log`` receives notes for the user (e.g. that ``resume`` found no checkpoint)."""
+    task, model = build(cfg)  # a config that cannot build fails before anything is written
+    with run_directory(out_dir, cfg) as out:
+        return _train(cfg, out, task, model, resume=resume, progress=progress, log=log or (lambda _: None))
+
+
+def _train(cfg: RunConfig, out: Path, task: Task, model: torch.nn.Module, *, resume: bool, progress: bool,
+           log: Callable[[str], None]) -> dict[str, Any]:
     ckpt_path = out / CHECKPOINT
     tc = cfg.train
-    task, model = build(cfg)
     optimizer = make_optimizer(model, tc)
 
-    start, history, losses = 0, [], []
+    start, history, losses, train_s, wall_s = 0, [], [], 0.0, 0.0
     if ckpt_path.exists():
         if not resume:
             raise CheckpointError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
@@ -99,18 +161,35 @@ def train(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, progress
             raise CheckpointError(f"the checkpoint in {out} was written by another config; "
                                   f"resume with the same config (see {out / 'config.yaml'})")
         start, history, losses = meta["step"], meta["history"], meta["losses"]
-    atomic_write_text(out / "config.yaml", cfg.to_yaml())
+        train_s, wall_s = meta.get("train_s", 0.0), meta.get("wall_s", 0.0)
+    else:
+        if (out / RESULT).exists():
+            raise RunDirError(f"{out} holds a {RESULT} but no checkpoint, so it cannot be continued; choose "
+                              f"another --out, or remove {out / RESULT}")
+        if resume:
+            log(f"no checkpoint in {out}: starting the run from step 0")
+    write_config(out, cfg)
+
+    session_start = time.perf_counter()
 
     def checkpoint(step: int) -> None:
-        meta = {"step": step, "config_hash": cfg.hash(), "history": history, "losses": losses}
-        save_checkpoint(ckpt_path, model, optimizer, meta)
+        meta = {"step": step, "config_hash": cfg.hash(), "history": history, "losses": losses,
+                "train_s": train_s, "wall_s": wall_s + time.perf_counter() - session_start}
+        try:
+            save_checkpoint(ckpt_path, model, optimizer, meta)
+        except NonFiniteStateError as e:
+            raise TrainingDiverged(
+                f"the update of step {step - 1} made the model non-finite ({e}); the last good checkpoint is "
+                f"kept in {ckpt_path if ckpt_path.exists() else '(none yet)'}. Lower train.lr or train.grad_clip, "
+                f"or use float32") from None
 
     tokens_per_step = tc.batch_size * task.info.seq_len
     bar = tqdm(range(start, tc.steps), initial=start, total=tc.steps, disable=not progress,
                dynamic_ncols=True, mininterval=1.0, desc=f"{cfg.model.mixer.name}")
     model.train()
-    t0, metrics = time.perf_counter(), history[-1] if history else {}
+    metrics = history[-1] if history else {}
     for step in bar:
+        t0 = time.perf_counter()
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, tc)
         batch = {k: v.to(tc.device) for k, v in task.train_batch(step, tc.batch_size, tc.seed).items()}
@@ -125,18 +204,18 @@ def train(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, progress
         if tc.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
         optimizer.step()
-        losses.append(loss.item())
+        losses.append(loss.item())  # waits for the step's kernels: the time below is the step's own
+        train_s += time.perf_counter() - t0
         done = step + 1
         if done % tc.eval_every == 0 or done == tc.steps:
             metrics = {"step": done, **evaluate(model, task, "val", tc.batch_size, tc.eval_batches, tc.device)}
             history.append(metrics)
         if done % tc.checkpoint_every == 0 or done == tc.steps:
             checkpoint(done)
-        elapsed = time.perf_counter() - t0
         shown = f"{metrics[task.info.metric]:.3f}" if task.info.metric in metrics else "—"
         bar.set_postfix(loss=f"{losses[-1]:.3f}", **{task.info.metric: shown},
-                        tok_s=f"{(done - start) * tokens_per_step / elapsed:.0f}")
-    wall = time.perf_counter() - t0
+                        tok_s=f"{done * tokens_per_step / max(train_s, 1e-9):.0f}")
+    wall_s += time.perf_counter() - session_start
     result = {
         "config_hash": cfg.hash(),
         "metric": task.info.metric,
@@ -146,9 +225,10 @@ def train(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, progress
         "losses": losses,
         "params": sum(p.numel() for p in model.parameters()),
         "tokens": tc.steps * tokens_per_step,
-        "wall_s": wall,
-        "tokens_per_s": (tc.steps - start) * tokens_per_step / wall if wall > 0 else 0.0,
+        "train_s": train_s,
+        "wall_s": wall_s,
+        "tokens_per_s": tc.steps * tokens_per_step / train_s if train_s > 0 else 0.0,
         "versions": {"trevo": __version__, "torch": torch.__version__, "device": tc.device},
     }
-    atomic_write_text(out / "result.json", json.dumps(result, indent=1))
+    atomic_write_text(out / RESULT, json.dumps(result, indent=1))
     return result
