@@ -37,14 +37,17 @@ class NonFiniteStateError(CheckpointError):
 
 
 def atomic_write(path: Path, write: Callable[[str], Any]) -> None:
-    """Call ``write(tmp_path)`` and rename the result over ``path``. The temporary file is created
-    with the usual permissions (0666 less the umask), so the renamed file has them too."""
+    """Call ``write(tmp_path)`` and rename the result over ``path``. The file gets the usual
+    permissions (0666 less the umask), as a file written in place would, whatever ``write`` did
+    (safetensors, for one, writes its files 0600)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}-{path.name}"
     os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    mode = os.stat(tmp).st_mode & 0o777  # 0666 less the umask, read back rather than changing the umask
     try:
         write(str(tmp))
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -21,12 +21,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from trevo.checkpoint import CHECKPOINT, atomic_write_text, clean_stale_temps
-from trevo.config import ConfigError, RunConfig
+from trevo.config import COMPONENTS, ConfigError, RunConfig
 from trevo.registry import TrevoError
 
 LOCK = ".trevo.lock"
 CONFIG = "config.yaml"
 RESULT = "result.json"
+COMPONENT_PATHS = {path for _, path in COMPONENTS}
 
 
 class RunDirError(TrevoError, OSError):
@@ -109,10 +110,12 @@ def differences(a: RunConfig, b: RunConfig, limit: int = 3) -> str:
     return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
-def _flatten(data: object, prefix: str = "") -> dict[str, object]:
-    if not isinstance(data, dict):
-        return {prefix: data}
+def _flatten(data: dict, prefix: str = "") -> dict[str, object]:
+    """Dotted keys to leaf values; a component given by name alone counts as ``{name: ...}``."""
     out: dict[str, object] = {}
     for k, v in data.items():
-        out.update(_flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+        key = f"{prefix}{k}"
+        if isinstance(v, str) and key in COMPONENT_PATHS:
+            v = {"name": v}
+        out.update(_flatten(v, f"{key}.") if isinstance(v, dict) else {key: v})
     return out

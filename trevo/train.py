@@ -112,19 +112,20 @@ def device_memory(device: str) -> int:
 
 
 def check_fits(cfg: RunConfig, info: TaskInfo) -> None:
-    """Refuse a run whose batch cannot fit in memory at all. The bound is a floor, never a guess:
-    every model embeds each token of the batch (batch × seq_len × d_model values) and holds the
-    token ids (8 bytes each), so a step needs at least that much, whatever the mixer."""
-    tc = cfg.train
+    """Refuse a run that cannot fit in memory at all. The bound is a floor, never a guess: every
+    model holds a token embedding table (vocab_size × d_model values), embeds each token of the batch
+    (batch × seq_len × d_model values) and holds the token ids (8 bytes each), so it needs at least
+    that much, whatever the mixer."""
+    tc, d = cfg.train, cfg.model.d_model
     width = torch.tensor([], dtype=DTYPES[tc.dtype]).element_size()
-    need = tc.batch_size * info.seq_len * (cfg.model.d_model * width + 8)
+    need = tc.batch_size * info.seq_len * (d * width + 8) + info.vocab_size * d * width
     have = device_memory(tc.device)
     if need > have:
         raise ResourceError(
-            f"one training step needs at least {need / 2**30:,.1f} GiB (train.batch_size={tc.batch_size} × "
-            f"seq_len={info.seq_len} × model.d_model={cfg.model.d_model} × {width} bytes, for the embedded batch "
-            f"alone) and {tc.device} has {have / 2**30:,.1f} GiB; lower train.batch_size, task.seq_len or "
-            f"model.d_model")
+            f"this run needs at least {need / 2**30:,.1f} GiB (the embedded batch, train.batch_size={tc.batch_size} "
+            f"× seq_len={info.seq_len} × model.d_model={d} × {width} bytes, and the {info.vocab_size:,}-token "
+            f"embedding table) and {tc.device} has {have / 2**30:,.1f} GiB; lower train.batch_size, task.seq_len "
+            f"or model.d_model")
 
 
 def build(cfg: RunConfig) -> tuple[Task, torch.nn.Module]:

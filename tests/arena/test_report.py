@@ -28,7 +28,7 @@ def test_report_renders_from_a_fixture_and_escapes_labels(tmp_path):
         _fake_run(store, "softmax_attention", seed, a)
         _fake_run(store, evil, seed, b)
         _fake_run(store, "close", seed, c)
-    store.add_sweep("fixture", "softmax_attention", "", {})
+    store.add_sweep("fixture", "softmax_attention", "", {}, [r.key for r in store.runs()])
     paths = write_report(tmp_path / DB_NAME)
     page = paths["html"].read_text()
     assert "<script>" not in page and "&lt;script&gt;" in page

@@ -3,7 +3,29 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from pathlib import Path
+
+from trevo.validation import cli_number
+
+
+def _print(message: str) -> None:
+    """Print, and keep going when stdout is gone (piped into `head`): the sweep is the work, its
+    log only a view of it; the results are in the store whatever happens to the terminal."""
+    try:
+        print(message, flush=True)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # later writes (and the final flush) go nowhere, quietly
+        os.close(devnull)
+
+
+def _plots_note(plots: bool) -> None:
+    from trevo import plotting
+
+    if plots and not plotting.available():
+        print(f"trevo: the report has no plots: matplotlib is not installed ({plotting.INSTALL})", file=sys.stderr)
 
 
 def _arena(args: argparse.Namespace) -> None:
@@ -18,12 +40,13 @@ def _arena(args: argparse.Namespace) -> None:
     if args.plan:
         print(plan_summary(plan_sweep(sweep)))
         return
-    run_sweep(sweep, out, workers=args.workers)
+    run_sweep(sweep, out, workers=args.workers, log=_print)
     db = out / DB_NAME
-    print("\n" + leaderboard_text(db, sweep.baseline))
+    _print("\n" + leaderboard_text(db, sweep.baseline, sweep.name))
     if not args.no_report:
-        paths = write_report(db, out, sweep.baseline)
-        print(f"\nReport: {paths['html']} (and {paths['md'].name}, {paths['csv'].name}, {paths['json'].name})")
+        _plots_note(not args.no_plots)
+        paths = write_report(db, out, sweep.baseline, sweep.name, plots=not args.no_plots)
+        _print(f"\nReport: {paths['html']} (and {paths['md'].name}, {paths['csv'].name}, {paths['json'].name})")
 
 
 def _report(args: argparse.Namespace) -> None:
@@ -32,7 +55,8 @@ def _report(args: argparse.Namespace) -> None:
 
     if not Path(args.db).is_file():
         raise TrevoError(f"no results database at {args.db}; run `trevo arena` first (it writes OUT/arena.sqlite)")
-    paths = write_report(args.db, args.out, args.baseline)
+    _plots_note(not args.no_plots)
+    paths = write_report(args.db, args.out, args.baseline, args.sweep, plots=not args.no_plots)
     for kind, path in paths.items():
         print(f"{kind}: {path}")
 
@@ -48,15 +72,20 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
         s.add_argument("sweep", nargs="?", default="quick",
                        help=f"a preset ({', '.join(preset_names())}) or a sweep YAML file (default: quick)")
         s.add_argument("--out", help="output directory (default runs/arena-<sweep name>)")
-        s.add_argument("--workers", type=int, default=1, help="runs at once, each in its own process")
+        s.add_argument("--workers", type=cli_number(int, ge=1), default=1,
+                       help="runs at once, each in its own process")
         s.add_argument("--set", action="append", metavar="KEY=VALUE",
                        help="override a field of every run, e.g. --set train.device=cuda --set train.steps=50")
         s.add_argument("--plan", action="store_true", help="validate and print the plan, run nothing")
         s.add_argument("--no-report", action="store_true", help="skip writing the HTML/Markdown report")
+        s.add_argument("--no-plots", action="store_true", help="a report without plots (no matplotlib needed)")
         s.set_defaults(run=_arena)
     else:
         s = sub.add_parser("report", help="write the HTML + Markdown report of an arena results database")
         s.add_argument("db", help="the arena.sqlite written by `trevo arena`")
         s.add_argument("--out", help="output directory (default: beside the database)")
+        s.add_argument("--sweep", help="the sweep to report (default: the one run last); a report shows one sweep's "
+                                       "latest plan")
         s.add_argument("--baseline", help="the variant to compare against (default: the sweep's baseline)")
+        s.add_argument("--no-plots", action="store_true", help="a report without plots (no matplotlib needed)")
         s.set_defaults(run=_report)

@@ -15,7 +15,6 @@ import multiprocessing.connection
 import os
 import resource
 import signal
-import statistics
 import sys
 import time
 import traceback
@@ -25,8 +24,9 @@ from typing import Any
 
 import torch
 
+from trevo.arena.leaderboard import choose
 from trevo.arena.store import Run, Store
-from trevo.arena.sweep import PlannedRun, Sweep, plan_sweep
+from trevo.arena.sweep import PlannedRun, Sweep, SweepError, plan_sweep
 
 DB_NAME = "arena.sqlite"
 
@@ -103,22 +103,6 @@ def evaluate_test(db_path: str, key: str, run_dir: str, threads: int) -> None:
     store.update(key, test=metrics)
 
 
-def choose(runs: list[Run]) -> list[Run]:
-    """Per (task, variant): the runs of the learning rate with the best mean validation metric."""
-    groups: dict[tuple[str, str], dict[float, list[Run]]] = {}
-    for r in runs:
-        if r.status == "done":
-            groups.setdefault((r.task, r.label), {}).setdefault(r.lr, []).append(r)
-    chosen = []
-    for by_lr in groups.values():
-        def score(lr: float, by_lr=by_lr) -> float:
-            rs = by_lr[lr]
-            mean = statistics.fmean(r.val[r.metric] for r in rs)
-            return -mean if rs[0].higher_is_better else mean
-        chosen.extend(by_lr[min(by_lr, key=score)])
-    return chosen
-
-
 def run_in_processes(jobs: list[tuple[Callable[..., Any], tuple]], workers: int,
                      on_exit: Callable[[int, int], None]) -> None:
     """Run each ``fn(*args)`` in a fresh spawned process, ``workers`` at a time; ``on_exit(index,
@@ -148,11 +132,13 @@ def run_in_processes(jobs: list[tuple[Callable[..., Any], tuple]], workers: int,
 def run_sweep(sweep: Sweep, out_dir: str | Path, *, workers: int = 1,
               log: Callable[[str], None] = print) -> tuple[Store, list[Run]]:
     """Run every unfinished run of ``sweep`` into ``out_dir``; returns the store and the chosen runs."""
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise SweepError(f"--workers = {workers!r}: expected an integer ≥ 1 (runs at once)")
     out = Path(out_dir)
     plan: list[PlannedRun] = plan_sweep(sweep)  # raises before anything runs
     db = str(out / DB_NAME)
     store = Store(db)
-    store.add_sweep(sweep.name, sweep.baseline, sweep.description, sweep.spec)
+    store.add_sweep(sweep.name, sweep.baseline, sweep.description, sweep.spec, [p.key for p in plan])
     for p in plan:
         store.add(Run(key=p.key, sweep=sweep.name, label=p.label, family=p.family, task=p.task, seed=p.seed,
                       lr=p.lr, status="pending", config=p.config.to_dict()))

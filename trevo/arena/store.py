@@ -3,6 +3,10 @@
 A run's key is the hash of its full resolved config (seed and learning rate included), so the same
 run in two sweeps is one row, and re-running a sweep skips what is done. WAL journaling and
 ``BEGIN IMMEDIATE`` transactions let several worker processes write at once without corrupting it.
+
+A store may hold many sweeps, and one sweep run again after a change of its config: each sweep row
+keeps the keys of its latest plan, and a report reads those runs only. A file that is not a readable
+store (corrupt, truncated, not SQLite, read-only) is a ``StoreError`` naming the file.
 """
 
 from __future__ import annotations
@@ -16,6 +20,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from trevo.checkpoint import pid_alive
+from trevo.registry import TrevoError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -47,9 +54,20 @@ CREATE TABLE IF NOT EXISTS sweeps (
     name TEXT PRIMARY KEY,
     baseline TEXT,
     description TEXT,
-    spec TEXT                      -- JSON: the sweep as written
+    spec TEXT,                     -- JSON: the sweep as written
+    keys TEXT,                     -- JSON: the run keys of its latest plan
+    planned REAL                   -- when that plan was made
 );
 """
+# Columns added to a table after the first release: (table, column, type), added to older stores.
+ADDED_COLUMNS = (("sweeps", "keys", "TEXT"), ("sweeps", "planned", "REAL"))
+# SQLite's result codes for a file that cannot serve as the store (as opposed to a bug in a query).
+UNUSABLE = {"SQLITE_CORRUPT", "SQLITE_NOTADB", "SQLITE_READONLY", "SQLITE_IOERR", "SQLITE_CANTOPEN", "SQLITE_FULL",
+            "SQLITE_PERM", "SQLITE_AUTH"}
+
+
+class StoreError(TrevoError, OSError):
+    """A results store that cannot be read or written."""
 
 JSON_FIELDS = ("config", "val", "test", "curves", "versions")
 
@@ -84,19 +102,38 @@ class Run:
 class Store:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.is_dir():
+            raise StoreError(f"{self.path} is a directory, not a results store (OUT/arena.sqlite)")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"cannot create {self.path.parent} for the results store: {e.strerror}") from None
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(SCHEMA)
+            if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+                raise sqlite3.DatabaseError("database disk image is malformed")
+            for table, column, kind in ADDED_COLUMNS:
+                if column not in {r["name"] for r in db.execute(f"PRAGMA table_info({table})")}:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-        db.row_factory = sqlite3.Row
         try:
-            yield db
-        finally:
-            db.close()
+            db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+            db.row_factory = sqlite3.Row
+            try:
+                yield db
+            finally:
+                db.close()
+        except sqlite3.DatabaseError as e:
+            name = getattr(e, "sqlite_errorname", "")
+            # sqlite_errorname exists from Python 3.11; before, the message tells the same.
+            if type(e) is sqlite3.DatabaseError or name in UNUSABLE or any(
+                    word in str(e) for word in ("malformed", "readonly", "unable to open", "disk I/O")):
+                raise StoreError(f"{self.path} is not a usable results store ({e}); move it aside to start a new "
+                                 f"one, or point to another") from None
+            raise
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -129,47 +166,49 @@ class Store:
             row = db.execute("SELECT status, pid FROM runs WHERE key = ?", (key,)).fetchone()
             if row is None or row["status"] == "done":
                 return False
-            if row["status"] == "running" and row["pid"] != os.getpid() and _alive(row["pid"]):
+            if row["status"] == "running" and row["pid"] and row["pid"] != os.getpid() and pid_alive(row["pid"]):
                 return False
             db.execute("UPDATE runs SET status = 'running', pid = ?, error = NULL, updated = ? WHERE key = ?",
                        (os.getpid(), time.time(), key))
             return True
 
-    def add_sweep(self, name: str, baseline: str | None, description: str, spec: dict[str, Any]) -> None:
+    def add_sweep(self, name: str, baseline: str | None, description: str, spec: dict[str, Any],
+                  keys: list[str]) -> None:
+        """Record a sweep and the keys of the plan being run (replacing an earlier plan of the name)."""
         with self._transaction() as db:
-            db.execute("INSERT OR REPLACE INTO sweeps (name, baseline, description, spec) VALUES (?, ?, ?, ?)",
-                       (name, baseline, description, json.dumps(spec)))
+            db.execute("INSERT OR REPLACE INTO sweeps (name, baseline, description, spec, keys, planned) "
+                       "VALUES (?, ?, ?, ?, ?, ?)", (name, baseline, description, json.dumps(spec), json.dumps(keys),
+                                                    time.time()))
 
     def sweeps(self) -> list[dict[str, Any]]:
+        """Every sweep, the most recently planned last."""
         with self._connect() as db:
-            rows = db.execute("SELECT * FROM sweeps ORDER BY name").fetchall()
-        return [{**dict(r), "spec": json.loads(r["spec"] or "{}")} for r in rows]
+            rows = db.execute("SELECT * FROM sweeps ORDER BY planned, name").fetchall()
+        return [{**dict(r), "spec": _json(r["spec"], self.path) or {}, "keys": _json(r["keys"], self.path)}
+                for r in rows]
 
     def get(self, key: str) -> Run | None:
         with self._connect() as db:
             row = db.execute("SELECT * FROM runs WHERE key = ?", (key,)).fetchone()
-        return _decode(row) if row else None
+        return _decode(row, self.path) if row else None
 
-    def runs(self, sweep: str | None = None) -> list[Run]:
+    def count(self) -> int:
         with self._connect() as db:
-            if sweep is None:
-                rows = db.execute("SELECT * FROM runs ORDER BY task, label, lr, seed").fetchall()
+            return db.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+
+    def runs(self, sweep: str | None = None, keys: list[str] | None = None) -> list[Run]:
+        """All runs, or those recorded under ``sweep``, or those with one of ``keys``."""
+        order = " ORDER BY task, label, lr, seed"
+        with self._connect() as db:
+            if keys is not None:
+                db.execute("CREATE TEMP TABLE wanted (key TEXT PRIMARY KEY)")
+                db.executemany("INSERT OR IGNORE INTO wanted VALUES (?)", [(k,) for k in keys])
+                rows = db.execute("SELECT runs.* FROM runs JOIN wanted USING (key)" + order).fetchall()
+            elif sweep is None:
+                rows = db.execute("SELECT * FROM runs" + order).fetchall()
             else:
-                rows = db.execute("SELECT * FROM runs WHERE sweep = ? ORDER BY task, label, lr, seed",
-                                  (sweep,)).fetchall()
-        return [_decode(r) for r in rows]
-
-
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+                rows = db.execute("SELECT * FROM runs WHERE sweep = ?" + order, (sweep,)).fetchall()
+        return [_decode(r, self.path) for r in rows]
 
 
 def _encode(run: Run) -> dict[str, Any]:
@@ -180,11 +219,17 @@ def _encode(run: Run) -> dict[str, Any]:
     return row
 
 
-def _decode(row: sqlite3.Row) -> Run:
+def _json(text: str | None, path: Path) -> Any:
+    try:
+        return None if text is None else json.loads(text)
+    except json.JSONDecodeError:
+        raise StoreError(f"{path} holds a damaged row (invalid JSON); move it aside to start a new store") from None
+
+
+def _decode(row: sqlite3.Row, path: Path) -> Run:
     data = dict(row)
     for k in JSON_FIELDS:
-        if data[k] is not None:
-            data[k] = json.loads(data[k])
+        data[k] = _json(data[k], path)
     if data["higher_is_better"] is not None:
         data["higher_is_better"] = bool(data["higher_is_better"])
     return Run(**data)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import importlib.resources
 import inspect
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,15 +32,21 @@ from typing import Any
 import numpy as np
 import yaml
 
-from trevo.config import ConfigError, RunConfig
+from trevo.config import ConfigError, RunConfig, TrainConfig
 from trevo.models import build_model
 from trevo.registry import TrevoError, create, get
 from trevo.tasks.base import TaskInfo
+from trevo.train import check_device, check_fits
+from trevo.validation import check_field
 
 SWEEP_FIELDS = {"name", "description", "base", "param_budget", "baseline", "seeds", "lrs", "variants", "tasks"}
 # d_model is matched in steps of 2 (widths a component cannot take are skipped): parameters grow about
 # as d², so a step is about 4/d of them, and the match is within 5% from d ≈ 80 up.
 WIDTH_STEP = 2
+# How close the width match must land to the parameter budget (the arena's promise).
+BUDGET_TOLERANCE = 0.05
+# A sweep's name becomes a folder name (runs/arena-<name>): one path component, no "..".
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 class SweepError(TrevoError, ValueError):
@@ -133,16 +140,27 @@ def parse_sweep(data: Any, where: str = "sweep") -> Sweep:
         raise SweepError(f"{where}: base: {e}") from None
     seeds = data.get("seeds", [0])
     lrs = data.get("lrs") or []
-    if not isinstance(seeds, list) or not all(isinstance(s, int) for s in seeds) or not seeds:
-        raise SweepError(f"{where}: seeds must be a non-empty list of integers")
-    try:
-        lrs = [float(x) for x in lrs]
-    except (TypeError, ValueError):
-        raise SweepError(f"{where}: lrs must be a list of numbers, got {lrs!r}") from None
+    if not isinstance(seeds, list) or not seeds:
+        raise SweepError(f"{where}: seeds must be a non-empty list of integers, got {seeds!r}")
+    if not isinstance(lrs, list):
+        raise SweepError(f"{where}: lrs must be a list of numbers, got {lrs!r}")
+    lrs = [float(x) if isinstance(x, str) and _is_float(x) else x for x in lrs]  # YAML reads 3e-3 as a string
+    problems = [check_field(TrainConfig, "seed", x, f"{where}: seeds[{i}]") for i, x in enumerate(seeds)]
+    problems += [check_field(TrainConfig, "lr", x, f"{where}: lrs[{i}]") for i, x in enumerate(lrs)]
     budget = data.get("param_budget")
-    if budget is not None and (not isinstance(budget, int) or budget <= 0):
-        raise SweepError(f"{where}: param_budget must be a positive integer")
-    sweep = Sweep(name=str(data.get("name") or Path(where).stem), base=base,
+    if budget is not None and (not isinstance(budget, int) or isinstance(budget, bool) or budget <= 0):
+        problems.append(f"{where}: param_budget = {budget!r}: expected a positive integer")
+    name = str(data.get("name") or Path(where).stem)
+    if not NAME.fullmatch(name):
+        problems.append(f"{where}: name = {name!r}: expected letters, digits, '.', '_' or '-' (it names the output "
+                        f"folder), starting with a letter or digit")
+    problems = [p for p in problems if p]
+    if not problems and (len(set(seeds)) != len(seeds) or len(set(lrs)) != len(lrs)):
+        problems.append(f"{where}: seeds and lrs must not repeat a value (a repeat would be one run counted twice)")
+    if problems:
+        raise SweepError("\n".join(problems))
+    lrs = [float(x) for x in lrs]
+    sweep = Sweep(name=name, base=base,
                   variants=_variants(data.get("variants"), where, "variants"),
                   tasks=_variants(data.get("tasks"), where, "tasks"), seeds=seeds, lrs=lrs,
                   param_budget=budget, baseline=data.get("baseline"), description=data.get("description", ""),
@@ -150,6 +168,14 @@ def parse_sweep(data: Any, where: str = "sweep") -> Sweep:
     if sweep.baseline is not None and sweep.baseline not in [v.label for v in sweep.variants]:
         raise SweepError(f"{where}: baseline {sweep.baseline!r} is not one of the variants' labels")
     return sweep
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def count_params(cfg: RunConfig, info: TaskInfo) -> int:
@@ -235,8 +261,15 @@ def plan_sweep(sweep: Sweep) -> list[PlannedRun]:
                 cfg = task_cfg.replace(variant.values).replace(task.values)
                 if sweep.param_budget:
                     cfg, params = match_width(cfg, task_obj.info, sweep.param_budget)
+                    if abs(params - sweep.param_budget) > BUDGET_TOLERANCE * sweep.param_budget:
+                        raise SweepError(
+                            f"the closest width, d_model={cfg.model.d_model}, has {params:,} parameters, "
+                            f"{abs(params / sweep.param_budget - 1):.0%} from the {sweep.param_budget:,} budget "
+                            f"(the arena matches within {BUDGET_TOLERANCE:.0%}); change param_budget or n_layers")
                 else:
                     params = count_params(cfg, task_obj.info)  # builds it: every build-time check runs
+                check_device(cfg.train.device)
+                check_fits(cfg, task_obj.info)
                 # A Perceiver's family is its architecture's: its mixer only fills the latent stack.
                 family = (get("mixer", cfg.model.mixer.name).family if cfg.model.arch == "metaformer"
                           else get("model", cfg.model.arch).family)

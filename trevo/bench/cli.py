@@ -7,7 +7,11 @@ import sys
 from pathlib import Path
 
 from trevo.bench.output import fmt
+from trevo.dtypes import DTYPES
 from trevo.registry import TrevoError
+from trevo.validation import cli_number
+
+POSITIVE = cli_number(int, ge=1)
 
 
 def _ints(text: str) -> list[int]:
@@ -32,8 +36,26 @@ def _progress(row: dict) -> None:
           file=sys.stderr, flush=True)
 
 
+def _check(args: argparse.Namespace) -> None:
+    """What can be refused before anything is measured: a missing device or plotting library."""
+    from trevo import plotting
+    from trevo.config import ConfigError, TrainConfig
+    from trevo.train import check_device
+    from trevo.validation import check_field
+
+    problem = check_field(TrainConfig, "device", args.device, "--device")
+    if problem:
+        raise ConfigError(problem)
+    check_device(args.device)
+    if not args.no_plots and not plotting.available():
+        raise plotting.MissingExtraError(f"the benchmark's plots need matplotlib, which is not installed: "
+                                         f"{plotting.INSTALL}, or pass --no-plots")
+
+
 def _mixers(args: argparse.Namespace) -> None:
     from trevo.bench import mixers, output
+
+    _check(args)
 
     result = mixers.run(args.mixers, args.lengths, args.mode, d_model=args.d_model, batch=args.batch,
                         repeats=args.repeats, time_cap_s=args.time_cap, device=args.device, dtype=args.dtype,
@@ -48,6 +70,8 @@ def _mixers(args: argparse.Namespace) -> None:
 def _ops(args: argparse.Namespace) -> None:
     from trevo.bench import ops, output
 
+    _check(args)
+
     result = ops.run(args.lengths, args.forms, isolate=not args.in_process, threads=args.threads,
                      on_row=_progress, batch=args.batch, n_heads=args.n_heads, head_dim=args.head_dim,
                      chunk_size=args.chunk_size, gate=args.gate, repeats=args.repeats, time_cap_s=args.time_cap,
@@ -60,16 +84,16 @@ def _ops(args: argparse.Namespace) -> None:
 
 
 def _common(s: argparse.ArgumentParser, repeats: int) -> None:
-    s.add_argument("--repeats", type=int, default=repeats, help="timed calls per point after the warm-up")
-    s.add_argument("--time-cap", type=float, default=30.0, metavar="S",
+    s.add_argument("--repeats", type=POSITIVE, default=repeats, help="timed calls per point after the warm-up")
+    s.add_argument("--time-cap", type=cli_number(float, gt=0), default=30.0, metavar="S",
                    help="a point whose one call takes longer than S seconds is recorded as time_cap and the "
                         "longer lengths of that mixer/form are skipped (a hard limit of 5·S+60 s ends a stuck point)")
     s.add_argument("--out", default="runs/bench",
                    help="folder for the CSV, JSON and PNG files (default runs/bench); inside an arena output "
                         "folder (e.g. runs/arena/bench) `trevo report` adds a benchmark section")
     s.add_argument("--device", default="cpu", help="cpu or cuda (CUDA events time the calls there)")
-    s.add_argument("--dtype", default="float32", choices=("float32", "float64", "float16", "bfloat16"))
-    s.add_argument("--threads", type=int,
+    s.add_argument("--dtype", default="float32", choices=tuple(DTYPES))
+    s.add_argument("--threads", type=POSITIVE,
                    help="torch threads (default: torch's own choice); on a shared or busy machine 1 avoids "
                         "thread-pool stalls that dominate small ops")
     s.add_argument("--in-process", action="store_true",
@@ -100,9 +124,9 @@ def add_parser(subparsers, name: str) -> None:
     s.add_argument("--lengths", type=_ints, default=[256, 1024, 4096], help="comma-separated sequence lengths")
     s.add_argument("--mode", choices=("fwd", "fwdbwd", "generate"), default="fwdbwd",
                    help="fwd (inference), fwdbwd (training), generate (prefill a context, then one step)")
-    s.add_argument("--d-model", type=int, default=256)
-    s.add_argument("--batch", type=int, default=1)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--d-model", type=POSITIVE, default=256)
+    s.add_argument("--batch", type=POSITIVE, default=1)
+    s.add_argument("--seed", type=cli_number(int, ge=0, le=2**63 - 1), default=0)
     _common(s, repeats=5)
     s.set_defaults(run=_mixers)
 
@@ -112,13 +136,13 @@ def add_parser(subparsers, name: str) -> None:
                                      "crossover length, chunk FLOP/s fraction.")
     s.add_argument("--lengths", type=_ints, default=[512, 1024, 2048, 4096, 8192, 16384])
     s.add_argument("--forms", type=_names, default=["quadratic", "chunk", "recurrent"])
-    s.add_argument("--batch", type=int, default=1)
-    s.add_argument("--n-heads", type=int, default=4)
-    s.add_argument("--head-dim", type=int, default=64)
-    s.add_argument("--chunk-size", type=int, default=64)
+    s.add_argument("--batch", type=POSITIVE, default=1)
+    s.add_argument("--n-heads", type=POSITIVE, default=4)
+    s.add_argument("--head-dim", type=POSITIVE, default=64)
+    s.add_argument("--chunk-size", type=POSITIVE, default=64)
     s.add_argument("--gate", choices=("none", "scalar", "vector"), default="scalar",
                    help="log decay: none, one per head and step, or one per key channel and step")
-    s.add_argument("--recurrent-max-len", type=int, default=4096,
+    s.add_argument("--recurrent-max-len", type=POSITIVE, default=4096,
                    help="the recurrent form is skipped above this length (it takes T sequential steps)")
     _common(s, repeats=3)
     s.set_defaults(run=_ops)

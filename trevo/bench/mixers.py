@@ -27,14 +27,13 @@ from trevo.bench import measure as M
 from trevo.bench.fit import loglog_slope
 from trevo.bench.runner import Row, heartbeat, run_points
 from trevo.components.base import state_nbytes
+from trevo.dtypes import DTYPES
 from trevo.errors import TrevoError
 from trevo.registry import build as build_component
 from trevo.registry import get, names
 
 REFERENCE = "softmax_attention"
 MODES = ("fwd", "fwdbwd", "generate")
-DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
-          "bfloat16": torch.bfloat16}
 
 
 def layout_2d(length: int) -> tuple[int, int] | None:

@@ -24,10 +24,12 @@ import torch.nn.functional as F
 
 from trevo.bench import measure as M
 from trevo.bench.fit import crossover, loglog_slope
-from trevo.bench.mixers import DTYPES, machine_meta
-from trevo.bench.output import fmt, markdown_table
+from trevo.bench.mixers import machine_meta
+from trevo.bench.output import fmt, table_of
 from trevo.bench.runner import Row, heartbeat, run_points
+from trevo.dtypes import DTYPES
 from trevo.errors import TrevoError
+from trevo.tables import Block, markdown_doc
 
 ENGINE = "trevo.ops.linear_recurrence:linear_recurrence"
 FORMS = ("quadratic", "chunk", "recurrent")
@@ -187,10 +189,15 @@ def run(lengths: list[int], forms: list[str], *, isolate: bool = True, threads: 
 
 def table(result: dict[str, Any]) -> str:
     """Markdown: time per form and length (one column per form), then the summary."""
+    return markdown_doc(document(result))
+
+
+def document(result: dict[str, Any]) -> list[Block]:
+    """The blocks of ``table``: prose and tables, to be rendered as Markdown or HTML."""
     meta, rows = result["meta"], result["rows"]
     present = {r["form"] for r in rows}
     forms = [f for f in (*FORMS, SOFTMAX) if f in present]
-    parts = [f"`trevo bench ops` on {meta['device']} ({meta['device_name']}), {meta['dtype']}, torch "
+    parts: list[Block] = [f"`trevo bench ops` on {meta['device']} ({meta['device_name']}), {meta['dtype']}, torch "
              f"{meta['torch']}, {meta['threads']} threads: B={meta['batch']}, H={meta['n_heads']}, "
              f"D={meta['head_dim']}, C={meta['chunk_size']}, gate {meta['gate']}. torch.matmul at the start: "
              f"{fmt(meta['matmul_flop_s'] / 1e9)} GFLOP/s at {meta['matmul_shape']} (chunk shape), "
@@ -202,8 +209,9 @@ def table(result: dict[str, Any]) -> str:
         body = [[t] + [cell.get((f, t), "") for f in forms] for t in lengths]
         s = result["summary"].get(mode, {})
         frac = s.get("chunk_flop_fraction", {})
-        parts.append(f"**{mode}** (ms per call)\n\n" + markdown_table(["T", *forms], body) + "\n\n"
-                     f"- chunk speed-up over recurrent: "
+        parts.append(f"**{mode}** (ms per call)")
+        parts.append(table_of(["T", *forms], body))
+        parts.append(f"- chunk speed-up over recurrent: "
                      f"{', '.join(f'T={t}: {fmt(v)}×' for t, v in s.get('chunk_speedup_over_recurrent', {}).items())}\n"
                      f"- chunk time slope: {fmt(s.get('chunk_slope'))} over T {s.get('chunk_slope_range') or '–'}\n"
                      f"- {_crossover_text(s.get('crossover_vs_softmax'), rows, mode)}\n"
@@ -213,7 +221,7 @@ def table(result: dict[str, Any]) -> str:
     if capped:
         parts.append("Not measured: " + "; ".join(f"{r['form']} {r['mode']} T={r['length']}: {r['status']} "
                                                  f"({r.get('reason', '')})" for r in capped))
-    return "\n\n".join(parts)
+    return parts
 
 
 def _crossover_text(cross: float | None, rows: list[Row], mode: str) -> str:

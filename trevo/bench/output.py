@@ -1,5 +1,6 @@
-"""Writing benchmark results: CSV and JSON named after what they were measured on, Markdown tables,
-and log-log plots (matplotlib is imported only when a plot is drawn)."""
+"""Writing benchmark results: CSV and JSON named after what they were measured on, tables (as
+``trevo.tables`` documents, rendered to Markdown or HTML from the rows), and log-log plots
+(matplotlib, the ``report`` extra, is imported only when a plot is drawn)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,10 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from trevo.checkpoint import atomic_write, atomic_write_text
+from trevo.plotting import pyplot
+from trevo.tables import Block, Table, markdown, markdown_doc
 
 LEADING = ("bench", "mixer", "form", "mode", "length", "status", "reason", "ms", "us_per_token", "peak_mb",
            "state_bytes", "prefill_ms", "ratio_to_softmax", "time_slope", "time_fit_range", "memory_slope",
@@ -41,12 +46,16 @@ def write_results(result: dict[str, Any], out_dir: str | Path, what: str) -> dic
     rows = result["rows"]
     keys = list(dict.fromkeys([k for k in LEADING if any(k in r for r in rows)] + [k for r in rows for k in r]))
     csv_path, json_path = base.parent / (base.name + ".csv"), base.parent / (base.name + ".json")
-    with open(csv_path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: "" if _clean(r.get(k)) is None else r.get(k) for k in keys})
-    json_path.write_text(json.dumps(_clean(result), indent=1) + "\n")
+
+    def write_csv(tmp: str) -> None:
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=keys)
+            w.writeheader()
+            for r in rows:
+                w.writerow({k: "" if _clean(r.get(k)) is None else r.get(k) for k in keys})
+
+    atomic_write(csv_path, write_csv)
+    atomic_write_text(json_path, json.dumps(_clean(result), indent=1) + "\n")
     return {"csv": csv_path, "json": json_path}
 
 
@@ -65,14 +74,17 @@ def fmt(v: Any, digits: int = 3) -> str:
     return str(v)
 
 
+def table_of(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> Table:
+    """A table of raw values, each cell formatted by ``fmt``."""
+    return Table(list(header), [[fmt(c) for c in r] for r in rows], left={0})
+
+
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(fmt(c) for c in r) + " |" for r in rows]
-    return "\n".join(lines)
+    return markdown(table_of(header, rows))
 
 
-def mixer_table(result: dict[str, Any]) -> str:
-    """The Markdown table of a ``trevo bench mixers`` result."""
+def mixer_document(result: dict[str, Any]) -> list[Block]:
+    """A ``trevo bench mixers`` result: what it was measured on, then its table."""
     rows = result["rows"]
     if result["meta"]["mode"] == "generate":
         header = ("mixer", "context", "status", "step ms", "prefill ms", "state KiB", "× softmax",
@@ -95,17 +107,18 @@ def mixer_table(result: dict[str, Any]) -> str:
             f"batch {meta['batch']}; matmul {fmt(meta['matmul_flop_s'] / 1e9)} GFLOP/s at the start "
             f"({meta['matmul_shape']}; each row's % is against matmul measured beside it); "
             f"memory: {meta['memory_method'] or 'not measured'}.")
-    return head + "\n\n" + markdown_table(header, body)
+    return [head, table_of(header, body)]
+
+
+def mixer_table(result: dict[str, Any]) -> str:
+    """The Markdown of a ``trevo bench mixers`` result."""
+    return markdown_doc(mixer_document(result))
 
 
 def plot_lines(path: str | Path, panels: Sequence[dict[str, Any]], title: str) -> Path:
     """One PNG with one log-log panel per entry of ``panels``: {"ylabel", "xlabel", "series":
     {label: (xs, ys)}}."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot("benchmark plots")
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
     for ax, panel in zip(axes[0], panels, strict=True):
         for label, (xs, ys) in panel["series"].items():

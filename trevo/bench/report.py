@@ -1,18 +1,20 @@
 """A "Speed and memory" section for the arena report, from the JSON that ``trevo bench`` wrote.
 
 Decoupled on purpose: it takes a folder (or already-loaded results) and returns strings; the report
-decides where they go. Plots are embedded in the HTML as data URIs so the page stands alone.
+decides where they go. Both renderings come from the same document (``mixer_document``, ops'
+``document``), built from the result rows. Plots are embedded in the HTML as data URIs so the page
+stands alone.
 """
 
 from __future__ import annotations
 
 import base64
 import html
-import re
 from pathlib import Path
 from typing import Any
 
-from trevo.bench.output import load_results, mixer_table, stem
+from trevo.bench.output import load_results, mixer_document, stem
+from trevo.tables import Block, html_doc, markdown_doc
 
 Results = list[dict[str, Any]]
 
@@ -36,12 +38,12 @@ def find_results(results_dir: str | Path) -> Results:
     return sorted(found, key=lambda d: d["meta"].get("date", ""))
 
 
-def _table(result: dict[str, Any]) -> str:
+def _document(result: dict[str, Any]) -> list[Block]:
     if result["meta"]["bench"] == "ops":
-        from trevo.bench.ops import table
+        from trevo.bench.ops import document
 
-        return table(result)
-    return mixer_table(result)
+        return document(result)
+    return mixer_document(result)
 
 
 def _png(result: dict[str, Any]) -> Path | None:
@@ -55,44 +57,22 @@ def _load(results: str | Path | Results) -> Results:
     return results if isinstance(results, list) else find_results(results)
 
 
+INTRO = ("Measured by `trevo bench`: times are medians after warm-up; ratios and slopes come from the same run "
+         "(slope ≈1 linear, ≈2 quadratic, ≈0 constant).")
+
+
 def markdown_section(results: str | Path | Results, heading: str = "## Speed and memory") -> str:
     """Markdown: one table per bench result (with its plot linked where it exists); "" when none."""
     found = _load(results)
     if not found:
         return ""
-    parts = [heading, "Measured by `trevo bench`: times are medians after warm-up; ratios and slopes come "
-                      "from the same run (slope ≈1 linear, ≈2 quadratic, ≈0 constant)."]
+    parts = [heading, INTRO]
     for r in found:
-        parts.append(_table(r))
+        parts.append(markdown_doc(_document(r)))
         png = _png(r)
         if png:
             parts.append(f"![{png.stem}]({png})")
     return "\n\n".join(parts) + "\n"
-
-
-def _md_table_to_html(text: str) -> str:
-    out, rows = [], []
-
-    def flush():
-        if rows:
-            head, body = rows[0], rows[2:]
-            out.append("<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in head) + "</tr>"
-                       + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in body)
-                       + "</table>")
-            rows.clear()
-
-    for line in text.splitlines():
-        if line.startswith("|"):
-            rows.append([c.strip() for c in line.strip().strip("|").split("|")])
-        else:
-            flush()
-            if line.strip():
-                escaped = html.escape(line)
-                escaped = re.sub(r"`([^`]*)`", r"<code>\1</code>", escaped)
-                escaped = re.sub(r"\*\*([^*]*)\*\*", r"<b>\1</b>", escaped)
-                out.append(f"<p>{escaped}</p>")
-    flush()
-    return "\n".join(out)
 
 
 def html_section(results: str | Path | Results, heading: str = "Speed and memory") -> str:
@@ -100,9 +80,9 @@ def html_section(results: str | Path | Results, heading: str = "Speed and memory
     found = _load(results)
     if not found:
         return ""
-    parts = [f"<section id=\"bench\"><h2>{html.escape(heading)}</h2>"]
+    parts = [f"<section id=\"bench\"><h2>{html.escape(heading)}</h2>", html_doc([INTRO])]
     for r in found:
-        parts.append(_md_table_to_html(_table(r)))
+        parts.append(html_doc(_document(r)))
         png = _png(r)
         if png:
             data = base64.b64encode(png.read_bytes()).decode()

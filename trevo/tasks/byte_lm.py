@@ -9,6 +9,8 @@ import torch
 from trevo.registry import Paper, register
 from trevo.tasks.base import BITS_PER_NAT, Batch, Task, TaskInfo, step_generator
 from trevo.tasks.corpus import DataError, load_corpus
+from trevo.tasks.synthetic import require
+from trevo.validation import MAX_SEQ_LEN
 
 
 @register("task", "byte_lm", category="Pretrain", family="language_model",
@@ -20,6 +22,9 @@ class ByteLM(Task):
     ``eval_batches × batch_size`` windows spread evenly over the validation (or test) split."""
 
     def __init__(self, seq_len: int = 256, data: str | None = None, val_fraction: float = 0.05) -> None:
+        require(1 <= seq_len <= MAX_SEQ_LEN, f"byte_lm: seq_len must lie in [1, {MAX_SEQ_LEN:,}], got {seq_len}")
+        require(0 < val_fraction < 0.5, f"byte_lm: val_fraction must lie in (0, 0.5) (validation and test take "
+                                        f"it each, training the rest), got {val_fraction}")
         self.corpus = load_corpus(data, val_fraction)
         for split, tokens in (("train", self.corpus.train), ("val", self.corpus.val), ("test", self.corpus.test)):
             if tokens.numel() <= seq_len + 1:

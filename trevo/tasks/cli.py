@@ -7,18 +7,31 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from trevo.registry import TrevoError
+from trevo.validation import MAX_SEED, cli_number
 
-def _options(assignments: list[str]) -> dict[str, Any]:
+
+def _options(name: str, assignments: list[str]) -> dict[str, Any]:
+    """Task options from ``name=value`` pairs (values read as YAML), each checked against the type
+    and range the task's constructor declares."""
     import yaml
 
     from trevo.config import ConfigError
+    from trevo.registry import get
+    from trevo.validation import option_problems
 
     options = {}
     for a in assignments:
         key, sep, raw = a.partition("=")
         if not sep or not key:
             raise ConfigError(f"option {a!r} is not of the form name=value")
-        options[key] = yaml.safe_load(raw)
+        try:
+            options[key] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            options[key] = raw
+    problems = option_problems(get("task", name), options, name)
+    if problems:
+        raise ConfigError.of(problems)
     return options
 
 
@@ -45,11 +58,9 @@ def _text(task: Any, batch: dict, i: int) -> str:
 
 
 def _image_grid(task: Any, batch: dict, path: Path, label_names: dict[int, str]) -> None:
-    import matplotlib
+    from trevo.plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot("example images")
     h, w = task.info.layout
     n = batch["input"].shape[0]
     cols = min(n, 4)
@@ -69,21 +80,25 @@ def _image_grid(task: Any, batch: dict, path: Path, label_names: dict[int, str])
 def _show(args: argparse.Namespace) -> None:
     from trevo.registry import create
 
-    task = create("task", args.name, **_options(args.option or []))
+    task = create("task", args.name, **_options(args.name, args.option or []))
     batch = task.train_batch(0, args.n, args.seed)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     info = task.info
-    if info.layout is not None and len(info.layout) == 2 and info.head == "classify":
-        names = {0: "not connected", 1: "connected"} if args.name == "pathfinder" else {}
-        path = out / f"{args.name}.png"
-        _image_grid(task, batch, path, names)
-        print(f"{args.name}: {args.n} examples written to {path}")
-        return
-    text = "\n\n".join(f"[{i}] {_text(task, batch, i)}" for i in range(args.n))
-    (out / f"{args.name}.txt").write_text(text + "\n")
-    print(text)
-    print(f"\n{args.name}: {args.n} examples written to {out / (args.name + '.txt')}")
+    image = info.layout is not None and len(info.layout) == 2 and info.head == "classify"
+    path = out / f"{args.name}.{'png' if image else 'txt'}"
+    text = "" if image else "\n\n".join(f"[{i}] {_text(task, batch, i)}" for i in range(args.n))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        if image:
+            names = {0: "not connected", 1: "connected"} if args.name == "pathfinder" else {}
+            _image_grid(task, batch, path, names)
+        else:
+            path.write_text(text + "\n")
+    except OSError as e:
+        raise TrevoError(f"cannot write examples into {out}: {e.strerror}; choose another --out") from None
+    if text:
+        print(text + "\n")
+    print(f"{args.name}: {args.n} examples written to {path}")
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
@@ -96,6 +111,6 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     v.add_argument("--out", required=True, help="directory for the PNG grid or the text file")
     v.add_argument("--set", dest="option", action="append", metavar="NAME=VALUE",
                    help="a task option, e.g. --set image_size=128 or --set n_pairs=4")
-    v.add_argument("-n", type=int, default=8, help="how many examples (default 8)")
-    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("-n", type=cli_number(int, ge=1, le=1024), default=8, help="how many examples (default 8)")
+    v.add_argument("--seed", type=cli_number(int, ge=0, le=MAX_SEED), default=0)
     v.set_defaults(run=_show)

@@ -21,6 +21,7 @@ import torch
 from trevo.registry import Paper, register
 from trevo.tasks.base import Batch, Task, TaskInfo, cross_entropy, scored_mask, step_generator
 from trevo.tasks.synthetic import BLOCK, concat, require, slice_batch, split_seed
+from trevo.validation import MAX_SEQ_LEN
 
 MAMBA = Paper("Mamba: Linear-Time Sequence Modeling with Selective State Spaces", "2312.00752", 2023)
 
@@ -51,6 +52,8 @@ class Induction(Task):
         lengths = sorted({int(L) for L in eval_lengths} | {seq_len})
         require(lengths[0] >= 3, f"induction: every length must be at least 3 (trigger, answer, query), "
                                  f"got {lengths[0]}")
+        require(lengths[-1] <= MAX_SEQ_LEN, f"induction: every length must be at most {MAX_SEQ_LEN:,}, "
+                                            f"got {lengths[-1]}")
         self.seq_len, self.vocab_size, self.eval_lengths = seq_len, vocab_size, tuple(lengths)
         self.info = TaskInfo(vocab_size=vocab_size, head="lm", seq_len=seq_len, causal="required",
                              layout=(seq_len,), metric="accuracy", higher_is_better=True)

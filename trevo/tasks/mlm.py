@@ -20,6 +20,7 @@ from trevo.registry import Paper, register
 from trevo.tasks.base import BITS_PER_NAT, Batch, Task, TaskInfo, step_generator
 from trevo.tasks.corpus import DataError, load_corpus
 from trevo.tasks.synthetic import require, split_seed
+from trevo.validation import MAX_SEQ_LEN
 
 MASK = 256
 BERT = Paper("BERT: Pre-training of Deep Bidirectional Transformers for Language Understanding", "1810.04805", 2019)
@@ -46,6 +47,9 @@ class MaskedByteLM(Task):
     def __init__(self, seq_len: int = 128, data: str | None = None, val_fraction: float = 0.05,
                  mask_rate: float = 0.15) -> None:
         require(0 < mask_rate < 1, f"mlm: mask_rate must lie in (0, 1), got {mask_rate}")
+        require(1 <= seq_len <= MAX_SEQ_LEN, f"mlm: seq_len must lie in [1, {MAX_SEQ_LEN:,}], got {seq_len}")
+        require(0 < val_fraction < 0.5, f"mlm: val_fraction must lie in (0, 0.5) (validation and test take it "
+                                        f"each, training the rest), got {val_fraction}")
         self.corpus = load_corpus(data, val_fraction)
         for split in ("train", "val", "test"):
             if self.corpus.split(split).numel() <= seq_len:

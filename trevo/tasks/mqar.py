@@ -21,6 +21,7 @@ import torch
 from trevo.registry import Paper, register
 from trevo.tasks.base import Batch, TaskInfo
 from trevo.tasks.synthetic import GeneratedTask, require
+from trevo.validation import MAX_SEQ_LEN
 
 ZOOLOGY = Paper("Zoology: Measuring and Improving Recall in Efficient Language Models", "2312.04927", 2023)
 
@@ -33,6 +34,7 @@ class MQAR(GeneratedTask):
     def __init__(self, seq_len: int = 128, n_pairs: int = 8, vocab_size: int = 64, power_a: float = 0.01,
                  random_filler: bool = False) -> None:
         require(n_pairs >= 1, f"mqar: n_pairs must be at least 1, got {n_pairs}")
+        require(seq_len <= MAX_SEQ_LEN, f"mqar: seq_len must be at most {MAX_SEQ_LEN:,}, got {seq_len}")
         require(seq_len % 2 == 0, f"mqar: seq_len must be even (query slots are pairs), got {seq_len}")
         require(4 * n_pairs <= seq_len,
                 f"mqar: {n_pairs} pairs do not fit in seq_len={seq_len}: the pairs take 2N positions and the "

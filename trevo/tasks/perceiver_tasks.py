@@ -23,6 +23,7 @@ import torch
 from trevo.errors import TrevoError
 from trevo.registry import Paper, register
 from trevo.tasks.base import Batch, Task, TaskInfo, step_generator
+from trevo.tasks.synthetic import require
 
 LEVELS = 17
 SPLITS = {"train": (0, 1397), "val": (1397, 1597), "test": (1597, 1797)}
@@ -123,6 +124,7 @@ class DigitsAutoencode(_DigitsTask):
     hidden (higher is better); also pixel accuracy and the loss over every output."""
 
     def __init__(self, hide_label: float = 0.5) -> None:
+        require(0 <= hide_label <= 1, f"digits_autoencode: hide_label is a probability in [0, 1], got {hide_label}")
         super().__init__()
         self.hide_label = hide_label
         self.missing = LEVELS + 10  # the label modality's 11th value: "not given"

@@ -19,6 +19,7 @@ from trevo.registry import register
 from trevo.tasks.base import Batch, TaskInfo
 from trevo.tasks.induction import MAMBA
 from trevo.tasks.synthetic import GeneratedTask, require
+from trevo.validation import MAX_SEQ_LEN
 
 
 @register("task", "selective_copy", paper=MAMBA, category="Benchmark", family="recall")
@@ -29,6 +30,7 @@ class SelectiveCopy(GeneratedTask):
         require(n_data >= 1, f"selective_copy: n_data must be at least 1, got {n_data}")
         require(vocab_size >= 3, f"selective_copy: vocab_size must be at least 3 (noise, a data token, marker), "
                                  f"got {vocab_size}")
+        require(seq_len <= MAX_SEQ_LEN, f"selective_copy: seq_len must be at most {MAX_SEQ_LEN:,}, got {seq_len}")
         require(seq_len >= 2 * n_data,
                 f"selective_copy: {n_data} data tokens and {n_data} markers do not fit in seq_len={seq_len}; "
                 f"use seq_len >= {2 * n_data}")

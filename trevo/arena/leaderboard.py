@@ -1,0 +1,196 @@
+"""The arena's numbers, before any rendering: which runs a report shows, the chosen learning rate
+of each variant, and per task a leaderboard row per variant (mean and 95% interval over seeds, the
+difference from the baseline and its significance), the controlled variables and a per-family
+summary.
+
+A report shows one sweep: the runs of its latest plan (``Selection``); other sweeps, and earlier
+plans of the same sweep, stay in the store and are only counted. Runs are pooled as seeds of one
+variant only when their configs are equal but for the seed and the learning rate
+(``variant_key``), so two configurations never share a row, whatever the store holds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import statistics
+from dataclasses import dataclass
+from typing import Any
+
+from trevo.arena.stats import Estimate, estimate, significantly_different
+from trevo.arena.store import Run, Store
+from trevo.registry import TrevoError
+
+
+class ReportError(TrevoError, ValueError):
+    """A report that cannot be made as asked (an unknown sweep or baseline)."""
+
+
+def variant_key(config: dict[str, Any]) -> str:
+    """A hash of a run's config without its seed and learning rate: runs that share it differ only
+    in those (seeds are pooled; the learning rate is chosen on validation)."""
+    train = {k: v for k, v in config.get("train", {}).items() if k not in ("seed", "lr")}
+    text = json.dumps({**config, "train": train}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def choose(runs: list[Run]) -> list[Run]:
+    """Per (task, variant): the runs of the learning rate with the best mean validation metric."""
+    groups: dict[tuple[str, str, str], dict[float, list[Run]]] = {}
+    for r in runs:
+        if r.status == "done":
+            groups.setdefault((r.task, r.label, variant_key(r.config)), {}).setdefault(r.lr, []).append(r)
+    chosen = []
+    for by_lr in groups.values():
+        def score(lr: float, by_lr=by_lr) -> float:
+            rs = by_lr[lr]
+            mean = statistics.fmean(r.val[r.metric] for r in rs)
+            return -mean if rs[0].higher_is_better else mean
+        chosen.extend(by_lr[min(by_lr, key=score)])
+    return chosen
+
+
+@dataclass
+class Selection:
+    """The runs one report shows, and what it says about them."""
+
+    sweep: str | None
+    baseline: str | None
+    runs: list[Run]
+    note: str  # which sweep and plan this is, and what else the store holds
+
+
+def select(store: Store, sweep: str | None = None, baseline: str | None = None) -> Selection:
+    """The runs of ``sweep``'s latest plan (default: the most recently planned sweep)."""
+    sweeps = {s["name"]: s for s in store.sweeps()}  # ordered: the most recently planned last
+    total = store.count()
+    if not sweeps:
+        runs = store.runs()
+        return Selection(None, baseline, runs, f"All {len(runs)} runs of the store (it records no sweep).")
+    if sweep is None:
+        sweep = list(sweeps)[-1]
+    if sweep not in sweeps:
+        raise ReportError(f"the store holds no sweep {sweep!r}; its sweeps: {', '.join(sweeps)}")
+    record = sweeps[sweep]
+    runs = store.runs(keys=record["keys"]) if record["keys"] is not None else store.runs(sweep=sweep)
+    labels = sorted({r.label for r in runs})
+    baseline = baseline if baseline is not None else record["baseline"]
+    if baseline is not None and baseline not in labels:
+        raise ReportError(f"baseline {baseline!r} is not a variant of sweep {sweep!r}; its variants: "
+                          f"{', '.join(labels)}")
+    plan = "its latest plan" if record["keys"] is not None else "the runs recorded under its name"
+    others = [n for n in sweeps if n != sweep]
+    note = f"Sweep {sweep!r}: {plan}, {len(runs)} runs."
+    if total > len(runs):
+        note += (f" The store holds {total - len(runs)} other runs (earlier plans"
+                 + (f", or the sweeps {', '.join(map(repr, others))}" if others else "") + "), not shown here.")
+    return Selection(sweep, baseline, runs, note)
+
+
+@dataclass
+class Row:
+    label: str
+    family: str
+    variant: str  # variant_key of its runs
+    params: int
+    d_model: int
+    expand: str  # the channel mixer's expand, where the width match adjusted it
+    lr: float
+    seeds: int
+    metric: str
+    higher_is_better: bool
+    test: Estimate
+    val: Estimate
+    tokens_per_s: float
+    peak_mem_mb: float
+    flops_per_token: float
+    significant: bool | None  # vs the baseline; None for the baseline itself or too few seeds
+    delta: float | None
+    values: list[float]
+
+
+def leaderboard(runs: list[Run], baseline: str | None) -> dict[str, list[Row]]:
+    """Rows per task, best first. The baseline is the row labelled ``baseline``; were a label to
+    have several configs (a store read without a plan), it compares against none of them."""
+    by_task: dict[str, dict[tuple[str, str], list[Run]]] = {}
+    for r in choose(runs):
+        by_task.setdefault(r.task, {}).setdefault((r.label, variant_key(r.config)), []).append(r)
+    boards = {}
+    for task, groups in sorted(by_task.items()):
+        def metric_values(rs: list[Run]) -> list[float]:
+            return [(r.test or r.val)[r.metric] for r in rs]
+
+        base_groups = [rs for (label, _), rs in groups.items() if label == baseline]
+        base_values = metric_values(base_groups[0]) if len(base_groups) == 1 else None
+        rows = []
+        for (label, variant), rs in groups.items():
+            values = metric_values(rs)
+            first = rs[0]
+            compare = label != baseline and base_values is not None
+            rows.append(Row(
+                label=label, family=first.family, variant=variant,
+                params=int(statistics.fmean(r.params for r in rs)),
+                d_model=first.config["model"]["d_model"], expand=_expand(first.config), lr=first.lr,
+                seeds=len(rs), metric=first.metric,
+                higher_is_better=bool(first.higher_is_better), test=estimate(values),
+                val=estimate([r.val[r.metric] for r in rs]),
+                tokens_per_s=statistics.fmean(r.tokens_per_s for r in rs),
+                peak_mem_mb=statistics.fmean(r.peak_mem_mb for r in rs),
+                flops_per_token=statistics.fmean(r.flops_per_token for r in rs),
+                significant=significantly_different(values, base_values) if compare else None,
+                delta=statistics.fmean(values) - statistics.fmean(base_values) if compare else None,
+                values=values))
+        rows.sort(key=lambda row: -row.test.mean if row.higher_is_better else row.test.mean)
+        boards[task] = rows
+    return boards
+
+
+def shown_label(row: Row, rows: list[Row]) -> str:
+    """The row's label, with its variant key where another row of the board has the same label."""
+    return f"{row.label} [{row.variant}]" if sum(r.label == row.label for r in rows) > 1 else row.label
+
+
+def _expand(config: dict[str, Any]) -> str:
+    channel = config["model"]["channel"]
+    return f"{channel['expand']:g}" if isinstance(channel, dict) and "expand" in channel else ""
+
+
+def family_best(boards: dict[str, list[Row]]) -> dict[str, dict[str, Row]]:
+    """The best row of each family on each task: ``{family: {task: row}}``."""
+    best: dict[str, dict[str, Row]] = {}
+    for task, rows in boards.items():
+        for row in rows:  # best first
+            best.setdefault(row.family, {}).setdefault(task, row)
+    return dict(sorted(best.items()))
+
+
+def controlled(runs: list[Run]) -> list[str]:
+    """What the runs of a task shared (the controlled variables), as lines; a backbone field that some
+    variant overrides is listed per variant instead of being shown as shared, and so is a training
+    setting that differs between runs."""
+    lines = []
+    for task in sorted({r.task for r in runs}):
+        task_runs = [r for r in runs if r.task == task]
+        cfg = task_runs[0].config
+        t = {k: _shared(task_runs, "train", k) for k in ("beta1", "beta2", "weight_decay", "warmup_steps", "steps",
+                                                        "batch_size")}
+        seq_lens = {r.config["task"].get("seq_len") if isinstance(r.config["task"], dict) else None
+                    for r in task_runs}
+        steps, batch, seq_len = cfg["train"]["steps"], cfg["train"]["batch_size"], next(iter(seq_lens))
+        same = len(seq_lens) == 1 and seq_len and t["steps"] == str(steps) and t["batch_size"] == str(batch)
+        tokens = f" ({steps * batch * seq_len:,} tokens)" if same else ""
+        model = ", ".join(f"{name} {_shared(task_runs, 'model', name)}" for name in ("n_layers", "channel", "norm",
+                                                                                    "position", "block"))
+        lines.append(f"{task}: {model}; AdamW β=({t['beta1']}, {t['beta2']}), wd {t['weight_decay']}, warmup "
+                     f"{t['warmup_steps']} + cosine, {t['steps']} steps × batch {t['batch_size']}{tokens}")
+    return lines
+
+
+def _shared(runs: list[Run], section: str, name: str) -> str:
+    """The value of ``<section>.<name>`` if every run has the same, else which variants have which."""
+    labels: dict[str, set[str]] = {}
+    for r in runs:
+        labels.setdefault(json.dumps(r.config[section][name]), set()).add(r.label)
+    if len(labels) == 1:
+        return next(iter(labels))
+    return "varies (" + "; ".join(f"{', '.join(sorted(ls))}: {v}" for v, ls in sorted(labels.items())) + ")"

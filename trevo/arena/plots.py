@@ -1,0 +1,72 @@
+"""The arena report's figures (matplotlib, the ``report`` extra): quality against throughput and
+against memory with the Pareto front, and training curves, as base64 PNGs for a standalone page."""
+
+from __future__ import annotations
+
+import base64
+import io
+import statistics
+
+from trevo.arena.leaderboard import Row, shown_label, variant_key
+from trevo.arena.stats import pareto_front
+from trevo.arena.store import Run
+from trevo.plotting import pyplot
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def task_plots(task: str, rows: list[Row], runs: list[Run], references: dict[str, float]) -> list[tuple[str, str]]:
+    """(caption, base64 PNG) pairs for one task."""
+    plt = pyplot("the report's plots")
+    out = []
+    if not rows:
+        return out
+    metric, hib = rows[0].metric, rows[0].higher_is_better
+    for cost_name, cost in (("throughput (tokens/s, training)", lambda r: r.tokens_per_s),
+                            ("peak memory over baseline (MB)", lambda r: r.peak_mem_mb)):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        xs, ys = [cost(r) for r in rows], [r.test.mean for r in rows]
+        errs = [0 if r.seeds < 2 else r.test.half_width for r in rows]
+        ax.errorbar(xs, ys, yerr=errs, fmt="o", capsize=3)
+        for r, x, y in zip(rows, xs, ys, strict=True):
+            ax.annotate(shown_label(r, rows), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        # Pareto front: more throughput is better, less memory is better.
+        sign = -1 if cost_name.startswith("throughput") else 1
+        front = sorted(pareto_front([(sign * x, y) for x, y in zip(xs, ys, strict=True)], hib), key=lambda i: xs[i])
+        ax.plot([xs[i] for i in front], [ys[i] for i in front], "--", color="gray", label="Pareto front")
+        for name, value in references.items():
+            ax.axhline(value, color="red", linestyle=":", label=name)
+        if min(xs) > 0 and max(xs) / min(xs) > 10:
+            ax.set_xscale("log")
+        # Two-seed intervals can be wider than the data: keep the means in view, let whiskers run off.
+        spread = (max(ys) - min(ys)) or abs(ys[0]) * 0.1 or 1.0
+        values = ys + list(references.values())
+        ax.set_ylim(min(values) - 0.3 * spread, max(values) + 0.3 * spread)
+        ax.set_xlabel(cost_name)
+        ax.set_ylabel(f"test {metric}")
+        ax.set_title(f"{task}: {metric} vs {cost_name.split(' (')[0]}")
+        ax.legend(fontsize=7)
+        out.append((f"{task}: quality against {cost_name}", _png(fig)))
+        plt.close(fig)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for row in rows:
+        curves = [r.curves["losses"] for r in runs if r.task == task and r.label == row.label and r.lr == row.lr
+                  and variant_key(r.config) == row.variant and r.status == "done" and r.curves]
+        if not curves:
+            continue
+        n = min(len(c) for c in curves)
+        mean = [statistics.fmean(c[i] for c in curves) for i in range(n)]
+        window = max(1, n // 20)
+        smooth = [statistics.fmean(mean[max(0, i - window + 1):i + 1]) for i in range(n)]
+        ax.plot(range(1, n + 1), smooth, label=shown_label(row, rows))
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss (nats, smoothed, mean over seeds)")
+    ax.set_title(f"{task}: training curves")
+    ax.legend(fontsize=7)
+    out.append((f"{task}: training curves", _png(fig)))
+    plt.close(fig)
+    return out
