@@ -129,8 +129,7 @@ class RunConfig:
         """The config of ``data``; raises one ConfigError with a line for every bad value."""
         problems: list[str] = []
         cfg = _from_plain(cls, data, "config", problems)
-        if not problems:
-            problems += _component_problems(cfg)
+        problems += _component_problems(cfg)
         if problems:
             raise ConfigError.of(problems)
         return cfg

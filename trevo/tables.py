@@ -47,7 +47,7 @@ def text(table: Table) -> str:
     widths = [max(len(row[i]) for row in grid) for i in range(n)]
 
     def line(row: list[str]) -> str:
-        cells = [c.ljust(w) if i in table.left or i == n - 1 else c.rjust(w)
+        cells = [c.ljust(w) if i in table.left else c.rjust(w)
                  for i, (c, w) in enumerate(zip(row, widths, strict=True))]
         return "  ".join(cells).rstrip()
 

@@ -1,0 +1,136 @@
+"""A store holds many sweeps and plans; a report shows one plan and never pools different configs."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from trevo.arena.leaderboard import ReportError, leaderboard, select, variant_key
+from trevo.arena.report import leaderboard_text, write_report
+from trevo.arena.runner import DB_NAME, run_sweep
+from trevo.arena.store import Run, Store
+from trevo.arena.sweep import parse_sweep
+from trevo.config import RunConfig
+from trevo.plotting import MissingExtraError
+
+ROOT = Path(__file__).resolve().parents[2]
+BASE = {"model": {"n_layers": 1, "d_model": 16}, "task": {"name": "byte_lm", "seq_len": 16},
+        "train": {"steps": 2, "batch_size": 2, "eval_every": 2, "eval_batches": 1, "checkpoint_every": 2,
+                  "warmup_steps": 1}}
+
+
+def _run(store: Store, label: str, seed: int, steps: int, value: float, sweep: str = "s") -> str:
+    cfg = RunConfig().override([f"train.steps={steps}", f"train.seed={seed}"])
+    key = f"{sweep}-{label}-{seed}-{steps}"
+    store.add(Run(key=key, sweep=sweep, label=label, family="f", task="byte_lm", seed=seed, lr=1e-3,
+                  status="pending", config=cfg.to_dict()))
+    store.update(key, status="done", metric="bpb", higher_is_better=0, val={"bpb": value}, test={"bpb": value},
+                 params=100, tokens_per_s=10.0, peak_mem_mb=1.0, flops_per_token=1.0, wall_s=1.0,
+                 curves={"losses": [1.0], "history": []})
+    return key
+
+
+def test_a_rerun_with_another_config_shows_only_its_own_plan(tmp_path):
+    store = Store(tmp_path / DB_NAME)
+    old = [_run(store, label, seed, 20, 2.0 + seed) for label in ("a", "b") for seed in (0, 1)]
+    store.add_sweep("s", "a", "", {}, old)
+    new = [_run(store, label, seed, 40, 1.0 + seed / 10) for label in ("a", "b") for seed in (0, 1)]
+    store.add_sweep("s", "a", "", {}, new)
+    chosen = select(store)
+    assert sorted(r.key for r in chosen.runs) == sorted(new)
+    assert "4 other runs (earlier plans)" in chosen.note
+    rows = leaderboard(chosen.runs, chosen.baseline)["byte_lm"]
+    assert [(r.label, r.seeds) for r in rows] == [("a", 2), ("b", 2)]
+    assert rows[0].test.mean == pytest.approx(1.05)
+    md = write_report(tmp_path / DB_NAME)["md"].read_text()
+    assert "40 steps" in md and "20 steps" not in md and "Sweep 's': its latest plan, 4 runs." in md
+
+
+def test_runs_of_different_configs_are_never_pooled(tmp_path):
+    """A store with no plan (or a plan that, by some error, named two configs of one label): each
+    config is its own row, the label marked with its variant key."""
+    store = Store(tmp_path / DB_NAME)
+    for seed in (0, 1):
+        _run(store, "a", seed, 20, 2.0)
+        _run(store, "a", seed, 40, 1.0)
+    boards = leaderboard(store.runs(), None)
+    rows = boards["byte_lm"]
+    assert sorted((r.seeds, r.test.mean) for r in rows) == [(2, 1.0), (2, 2.0)]
+    assert len({r.variant for r in rows}) == 2
+    text = leaderboard_text(tmp_path / DB_NAME)
+    assert text.startswith("All 4 runs of the store (it records no sweep).")
+    assert f"a [{rows[0].variant}]" in text and f"a [{rows[1].variant}]" in text
+    assert variant_key(store.runs()[0].config) == variant_key(
+        RunConfig().override(["train.steps=20", "train.seed=5", "train.lr=0.5"]).to_dict())
+
+
+def test_a_report_shows_the_sweep_it_is_asked_for(tmp_path):
+    store = Store(tmp_path / DB_NAME)
+    store.add_sweep("first", None, "", {}, [_run(store, "a", 0, 20, 2.0, sweep="first")])
+    store.add_sweep("second", None, "", {}, [_run(store, "b", 0, 20, 3.0, sweep="second")])
+    assert [r.label for r in select(store).runs] == ["b"]  # the most recently planned
+    chosen = select(store, "first")
+    assert [r.label for r in chosen.runs] == ["a"] and "or the sweeps 'second'" in chosen.note
+    with pytest.raises(ReportError, match="no sweep 'third'; its sweeps: first, second"):
+        select(store, "third")
+    with pytest.raises(ReportError, match="baseline 'zzz' is not a variant of sweep 'first'; its variants: a"):
+        write_report(tmp_path / DB_NAME, sweep="first", baseline="zzz")
+
+
+def test_sweep_rerun_end_to_end(tmp_path):
+    spec = {"name": "tiny", "base": BASE, "variants": ["softmax_attention"], "tasks": ["byte_lm"], "seeds": [0, 1]}
+    run_sweep(parse_sweep(spec), tmp_path, log=lambda s: None)
+    spec["base"] = {**BASE, "train": {**BASE["train"], "steps": 3}}
+    run_sweep(parse_sweep(spec), tmp_path, log=lambda s: None)
+    text = leaderboard_text(tmp_path / DB_NAME)
+    assert "The store holds 2 other runs (earlier plans)" in text
+    chosen = select(Store(tmp_path / DB_NAME))
+    assert [(r.label, r.seeds) for r in leaderboard(chosen.runs, None)["byte_lm"]] == [("softmax_attention", 2)]
+    md = write_report(tmp_path / DB_NAME, plots=False)["md"].read_text()
+    assert "3 steps × batch 2" in md and "2 steps" not in md
+
+
+def test_markdown_report_escapes_labels_and_names(tmp_path):
+    store = Store(tmp_path / DB_NAME)
+    evil = "*bold* <img src=x onerror=alert(1)> [link](http://x) a|b"
+    keys = [_run(store, evil, 0, 20, 2.0), _run(store, "plain_name", 0, 20, 2.5)]
+    store.update(keys[1], status="failed", error="<b>boom</b> | _x_")
+    store.add_sweep("s", None, "", {}, keys)
+    md = write_report(tmp_path / DB_NAME, plots=False)["md"].read_text()
+    assert not re.search(r"(?<!\\)[<>]", md) and not re.search(r"(?<!\\)\]\(", md)  # no live HTML or link
+    assert r"\*bold\* \<img src=x onerror=alert(1)\> \[link\](http://x) a\|b" in md
+    assert r"\<b\>boom\</b\> \| \_x\_" in md
+
+
+def test_reports_without_matplotlib(tmp_path, monkeypatch, capsys):
+    from trevo import plotting
+    from trevo.cli import main
+
+    store = Store(tmp_path / DB_NAME)
+    store.add_sweep("s", None, "", {}, [_run(store, "a", 0, 20, 2.0)])
+    monkeypatch.setattr(plotting, "available", lambda: False)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
+    paths = write_report(tmp_path / DB_NAME)
+    assert "Plots are omitted: matplotlib is not installed" in paths["html"].read_text()
+    assert "data:image/png" not in paths["html"].read_text()
+    with pytest.raises(MissingExtraError, match=r"pip install 'trevo\[report\]'"):
+        plotting.pyplot()
+    assert main(["bench", "mixers", "--out", str(tmp_path / "bench")]) == 2
+    assert "pip install 'trevo[report]', or pass --no-plots" in capsys.readouterr().err
+
+
+def test_piping_the_arena_into_head_does_not_stop_the_sweep(tmp_path):
+    spec = {"name": "tiny", "base": BASE, "variants": ["softmax_attention", "rwkv4"], "tasks": ["byte_lm"]}
+    (tmp_path / "sweep.yaml").write_text(json.dumps(spec))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    cmd = f"{sys.executable} -m trevo.cli arena sweep.yaml --out out --no-report | head -1"
+    done = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0 and done.stdout.startswith("arena 'tiny': 2 runs"), done.stderr
+    assert [r.status for r in Store(tmp_path / "out" / DB_NAME).runs()] == ["done", "done"]
