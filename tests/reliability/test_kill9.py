@@ -5,8 +5,9 @@ state of the checkpoint; losses and metrics; every row of the arena's store).
 Each entry point is one row of ``ENTRY_POINTS``: how to start it, how to continue it, how to read
 its final state, and its kill points. A new entry point (``trevo evolve``) adds its cases by adding
 a row. The faults are injected by ``faults/sitecustomize.py`` in every process the command starts,
-the arena's workers included. The default suite tries the points of ``kill_points``; the slow suite
-adds ``RANDOM_POINTS`` random ones per entry point, drawn among the calls an uninterrupted run makes.
+the arena's workers included. Every run tries the points of ``kill_points``; the slow test adds
+``TREVO_KILL_POINTS`` (default 2) random ones per entry point, drawn among the calls an uninterrupted
+run makes (``TREVO_KILL_POINTS=20 pytest -m slow tests/reliability`` for a deeper search).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from ..conftest import TINY
 
 ROOT = Path(__file__).resolve().parents[2]
 FAULTS = Path(__file__).parent / "faults"
-RANDOM_POINTS = 6
+RANDOM_POINTS = int(os.environ.get("TREVO_KILL_POINTS", 2))
 
 FORWARD = "trevo.train:logits_of"  # every forward pass: training steps, evaluation, the FLOP count
 SAVE = "trevo.checkpoint:save_file"  # writing a checkpoint's temporary file

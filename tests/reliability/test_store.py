@@ -10,13 +10,16 @@ import pytest
 from trevo.arena.runner import DB_NAME
 from trevo.arena.store import Run, Store, StoreError
 from trevo.cli import main
+from trevo.config import RunConfig
+
+CONFIG = RunConfig().to_dict()
 
 
 def _filled(path) -> Store:
     store = Store(path)
     for i in range(200):
-        store.add(Run(key=f"k{i}", sweep="s", label="m", family="f", task="t", seed=i, lr=1e-3, status="done",
-                      config={"x": "y" * 200}))
+        store.add(Run(key=f"k{i}", sweep="s", label="m", family="f", task="t", seed=i, lr=1e-3, status="pending",
+                      config=CONFIG))
     store.add_sweep("s", None, "", {}, [f"k{i}" for i in range(200)])
     with sqlite3.connect(path) as db:
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -71,3 +74,12 @@ def test_an_older_store_gains_the_plan_columns(tmp_path):
                                "planned": None}]
     store.add_sweep("new", None, "", {}, ["a"])
     assert [s["name"] for s in store.sweeps()] == ["old", "new"]
+
+
+def test_reports_into_a_read_only_folder(read_only_dir, tmp_path, capsys):
+    _filled(tmp_path / DB_NAME)
+    assert main(["report", str(tmp_path / DB_NAME), "--out", str(read_only_dir), "--no-plots"]) == 2
+    assert f"cannot write the report into {read_only_dir}" in capsys.readouterr().err
+    assert main(["bench", "mixers", "--mixers", "softmax_attention", "--lengths", "8", "--d-model", "8",
+                 "--repeats", "1", "--in-process", "--no-plots", "--out", str(read_only_dir)]) == 2
+    assert f"cannot write benchmark results into {read_only_dir}" in capsys.readouterr().err

@@ -20,7 +20,16 @@ from pathlib import Path
 from typing import Any
 
 from trevo import plotting
-from trevo.arena.leaderboard import Row, controlled, family_best, leaderboard, select, shown_label
+from trevo.arena.leaderboard import (
+    ReportError,
+    Row,
+    Selection,
+    controlled,
+    family_best,
+    leaderboard,
+    select,
+    shown_label,
+)
 from trevo.arena.store import Run, Store
 from trevo.checkpoint import atomic_write_text
 from trevo.tables import Table, escape_markdown, html_table, markdown, text
@@ -143,6 +152,15 @@ def write_report(db_path: str | Path, out_dir: str | Path | None = None, baselin
         page.append(bench[1])
 
     paths = {kind: out / name for kind, name in FILES.items()}
+    try:
+        _write(paths, md, page, runs, chosen, boards)
+    except OSError as e:
+        raise ReportError(f"cannot write the report into {out}: {e.strerror}; choose another --out") from None
+    return paths
+
+
+def _write(paths: dict[str, Path], md: list[str], page: list[str], runs: list[Run], chosen: Selection,
+           boards: dict[str, list[Row]]) -> None:
     atomic_write_text(paths["md"], "\n".join(md) + "\n")
     atomic_write_text(paths["html"], f"<!doctype html><html><head><meta charset=utf-8><title>trevo arena report"
                                      f"</title><style>{CSS}</style></head><body>{''.join(page)}</body></html>")
@@ -156,7 +174,6 @@ def write_report(db_path: str | Path, out_dir: str | Path | None = None, baselin
     atomic_write_text(paths["json"], json.dumps({"sweep": chosen.sweep, "note": chosen.note,
                                                  "runs": [asdict(r) for r in runs], "leaderboards": boards_json},
                                                 indent=1, default=str))
-    return paths
 
 
 def _bench_section(out: Path) -> tuple[str, str] | None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from trevo.checkpoint import atomic_write, atomic_write_text
 from trevo.plotting import pyplot
+from trevo.registry import TrevoError
 from trevo.tables import Block, Table, markdown, markdown_doc
 
 LEADING = ("bench", "mixer", "form", "mode", "length", "status", "reason", "ms", "us_per_token", "peak_mb",
@@ -41,7 +42,6 @@ def _clean(v: Any) -> Any:
 def write_results(result: dict[str, Any], out_dir: str | Path, what: str) -> dict[str, Path]:
     """Write ``result`` (``meta`` and ``rows``, plus any other lists) as CSV and JSON; returns the paths."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     base = out / stem(result["meta"], what)
     rows = result["rows"]
     keys = list(dict.fromkeys([k for k in LEADING if any(k in r for r in rows)] + [k for r in rows for k in r]))
@@ -54,8 +54,11 @@ def write_results(result: dict[str, Any], out_dir: str | Path, what: str) -> dic
             for r in rows:
                 w.writerow({k: "" if _clean(r.get(k)) is None else r.get(k) for k in keys})
 
-    atomic_write(csv_path, write_csv)
-    atomic_write_text(json_path, json.dumps(_clean(result), indent=1) + "\n")
+    try:
+        atomic_write(csv_path, write_csv)
+        atomic_write_text(json_path, json.dumps(_clean(result), indent=1) + "\n")
+    except OSError as e:
+        raise TrevoError(f"cannot write benchmark results into {out}: {e.strerror}; choose another --out") from None
     return {"csv": csv_path, "json": json_path}
 
 
