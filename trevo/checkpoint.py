@@ -20,7 +20,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from trevo.registry import TrevoError
+from trevo.errors import TrevoError
 
 CHECKPOINT = "checkpoint.safetensors"
 TEMP_PREFIX = ".trevo-tmp-"

@@ -14,7 +14,8 @@ import threading
 import time
 from pathlib import Path
 
-from trevo.registry import KINDS, TrevoError
+from trevo.errors import TrevoError
+from trevo.registry import KINDS
 from trevo.validation import cli_number
 
 # After SIGTERM, the seconds a run is given to stop on its own (it stops at the next Python
@@ -52,7 +53,8 @@ def _list(args: argparse.Namespace) -> None:
 
 def _where(name: str, kind: str | None, as_json: bool) -> None:
     """Where the component ``name`` lives: its module and file, the op modules it calls, its tests."""
-    from trevo.registry import KINDS, UnknownComponentError, entries, get
+    from trevo.errors import UnknownComponentError
+    from trevo.registry import KINDS, entries, get
 
     found = [e for e in entries(kind) if e.name == name]
     if not found:  # let the registry name the closest matches

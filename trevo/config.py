@@ -32,7 +32,8 @@ from typing import Any
 import yaml
 
 from trevo.dtypes import TRAINING_DTYPES
-from trevo.registry import UnknownComponentError, get
+from trevo.errors import UnknownComponentError
+from trevo.registry import get
 from trevo.validation import MAX_SEED, ConfigError, check, field_rule, option_problems, setting
 
 __all__ = ["ComponentSpec", "ConfigError", "ModelConfig", "RunConfig", "TrainConfig"]

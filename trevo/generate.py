@@ -12,7 +12,8 @@ import math
 import torch
 
 from trevo.components.base import state_nbytes
-from trevo.registry import IncompatibleError, TrevoError, get
+from trevo.errors import IncompatibleError, TrevoError
+from trevo.registry import get
 from trevo.tasks.base import TaskInfo
 
 MODES = ("parallel", "recurrent")

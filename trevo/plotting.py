@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib.util
 from typing import Any
 
-from trevo.registry import TrevoError
+from trevo.errors import TrevoError
 
 INSTALL = "pip install 'trevo[report]'"
 

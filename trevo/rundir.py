@@ -22,7 +22,7 @@ from pathlib import Path
 
 from trevo.checkpoint import CHECKPOINT, atomic_write_text, clean_stale_temps
 from trevo.config import COMPONENTS, ConfigError, RunConfig
-from trevo.registry import TrevoError
+from trevo.errors import TrevoError
 
 LOCK = ".trevo.lock"
 CONFIG = "config.yaml"

@@ -35,8 +35,9 @@ from trevo.checkpoint import (
 )
 from trevo.config import RunConfig
 from trevo.dtypes import DTYPES
+from trevo.errors import TrevoError
 from trevo.models import build_model
-from trevo.registry import TrevoError, create
+from trevo.registry import create
 from trevo.rundir import RESULT, RunDirError, run_directory, write_config
 from trevo.tasks.base import Task, TaskInfo
 

@@ -21,7 +21,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from trevo.registry import TrevoError
+from trevo.errors import TrevoError
 
 # The longest sequence any task may ask for. No benchmark the arena runs comes near it (LRA's
 # longest is 16K); past it a single batch's index tensors alone run to gigabytes, so a typo such as
@@ -155,10 +155,11 @@ def check_field(cls: type, name: str, value: Any, where: str) -> str | None:
 # positive; multipliers and epsilons too). A component's own constructor checks the relations.
 _POSITIVE_INT = Rule(ge=1)
 OPTION_RULES: dict[str, Rule] = {
-    **dict.fromkeys(("n_heads", "n_kv_heads", "head_dim", "chunk_size", "block_size", "d_state", "d_conv",
-                     "conv_size", "n_features", "n_landmarks", "proj_len", "qk_dim", "topk", "window", "stride",
-                     "pool_size", "max_len", "dt_rank", "n_bands", "decay_rank", "gate_rank", "mix_rank",
-                     "kernel_dim", "filter_hidden", "n_pairs", "n_data", "image_size"), _POSITIVE_INT),
+    **dict.fromkeys(("n_heads", "n_kv_heads", "head_dim", "chunk_size", "fft_chunk_size", "block_size", "d_state",
+                     "conv_size", "n_features", "n_landmarks", "low_rank_dim", "decay_low_rank_dim",
+                     "dt_low_rank_dim", "gate_low_rank_dim", "mix_low_rank_dim", "qk_dim", "topk", "window",
+                     "stride", "pool_size", "max_len", "n_bands", "kernel_dim", "filter_hidden", "n_pairs", "n_data",
+                     "image_size"), _POSITIVE_INT),
     "seq_len": Rule(ge=1, le=MAX_SEQ_LEN),
     "vocab_size": Rule(ge=2),
     **dict.fromkeys(("expand", "expand_k", "eps", "tau"), Rule(gt=0)),

@@ -14,6 +14,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from tests.helpers import TINY, sets
 from trevo.checkpoint import (
     CHECKPOINT,
     TEMP_PREFIX,
@@ -26,12 +27,6 @@ from trevo.checkpoint import (
 )
 from trevo.cli import main
 from trevo.train import TrainingDiverged, build, make_optimizer, train
-
-from ..conftest import TINY
-
-
-def _sets(*items):
-    return [arg for item in items for arg in ("--set", item)]
 
 
 def _flip(path, tensor: str, n: int = 1) -> None:
@@ -53,7 +48,7 @@ def test_a_flipped_byte_is_caught_on_load(tmp_path, tiny_cfg, capsys):
         load_checkpoint(tmp_path / CHECKPOINT, model)
     assert main(["generate", "--run", str(tmp_path), "--tokens", "4"]) == 2
     assert "fail their SHA-256 checksum" in capsys.readouterr().err
-    assert main(["train", "--quiet", "--resume", "--out", str(tmp_path), *_sets(*TINY)]) == 2
+    assert main(["train", "--quiet", "--resume", "--out", str(tmp_path), *sets(*TINY)]) == 2
 
 
 def test_truncated_and_foreign_checkpoints(tmp_path, tiny_cfg):

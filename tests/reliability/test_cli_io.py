@@ -13,21 +13,17 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import TINY, sets
 from trevo.cli import main
-
-from ..conftest import TINY
 
 ROOT = Path(__file__).resolve().parents[2]
 
-
-def _sets(*items):
-    return [arg for item in items for arg in ("--set", item)]
 
 
 @pytest.fixture(scope="module")
 def byte_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
-    assert main(["train", "--quiet", "--out", str(out), *_sets(*TINY)]) == 0
+    assert main(["train", "--quiet", "--out", str(out), *sets(*TINY)]) == 0
     return out
 
 
@@ -47,7 +43,7 @@ def test_generation_takes_any_bytes(byte_run, tmp_path, capsysbinary):
 
 def test_generation_refuses_a_model_that_does_not_predict_bytes(tmp_path, capsys):
     out = tmp_path / "mqar"
-    assert main(["train", "--quiet", "--out", str(out), *_sets(*TINY, "task.name=mqar", "task.n_pairs=2")]) == 0
+    assert main(["train", "--quiet", "--out", str(out), *sets(*TINY, "task.name=mqar", "task.n_pairs=2")]) == 0
     capsys.readouterr()
     assert main(["generate", "--run", str(out), "--prompt", "!!", "--tokens", "4"]) == 2
     assert "needs a causal byte language model" in capsys.readouterr().err

@@ -11,12 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import TINY, sets
 from trevo.cli import main
 from trevo.config import RunConfig
 from trevo.rundir import LOCK, RunDirError, run_directory
 from trevo.train import TrainingDiverged, train
-
-from ..conftest import TINY
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,9 +25,6 @@ task: {name: byte_lm, seq_len: 32}
 train: {batch_size: 4, steps: 6, eval_every: 3, checkpoint_every: 3, eval_batches: 2, warmup_steps: 2}
 """
 
-
-def _sets(*items):
-    return [arg for item in items for arg in ("--set", item)]
 
 
 def test_a_users_config_given_back_is_kept_byte_for_byte(tmp_path, capsys):
@@ -47,14 +43,14 @@ def test_another_config_in_the_run_directory_is_refused_not_overwritten(tmp_path
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.yaml").write_text(USER_CONFIG)
-    assert main(["train", "--quiet", "--out", str(run), *_sets(*TINY, "train.steps=4")]) == 2
+    assert main(["train", "--quiet", "--out", str(run), *sets(*TINY, "train.steps=4")]) == 2
     err = capsys.readouterr().err
     assert "holds another config (train.steps: 6 in the file, 4 here)" in err
     assert "does not overwrite it" in err
     assert (run / "config.yaml").read_text() == USER_CONFIG
     assert sorted(p.name for p in run.iterdir()) == [LOCK, "config.yaml"]  # nothing trained, nothing removed
     (run / "config.yaml").write_text("not: [valid")
-    assert main(["train", "--quiet", "--out", str(run), *_sets(*TINY)]) == 2
+    assert main(["train", "--quiet", "--out", str(run), *sets(*TINY)]) == 2
     assert "exists and is not this run's config" in capsys.readouterr().err
 
 
@@ -72,7 +68,7 @@ def test_two_processes_into_one_run_directory(tmp_path):
     run = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     argv = [sys.executable, "-m", "trevo.cli", "train", "--quiet", "--out", str(run),
-            *_sets(*TINY, "train.steps=400", "train.checkpoint_every=400", "train.eval_every=400")]
+            *sets(*TINY, "train.steps=400", "train.checkpoint_every=400", "train.eval_every=400")]
     first = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while not ((run / LOCK).exists() and (run / LOCK).read_text() == str(first.pid)):
@@ -86,22 +82,22 @@ def test_two_processes_into_one_run_directory(tmp_path):
 
 def test_an_output_path_that_is_a_file(tmp_path, capsys):
     (tmp_path / "file").write_text("mine")
-    assert main(["train", "--quiet", "--out", str(tmp_path / "file"), *_sets(*TINY)]) == 2
+    assert main(["train", "--quiet", "--out", str(tmp_path / "file"), *sets(*TINY)]) == 2
     assert "is a file, not a directory" in capsys.readouterr().err
-    assert main(["train", "--quiet", "--out", str(tmp_path / "file" / "run"), *_sets(*TINY)]) == 2
+    assert main(["train", "--quiet", "--out", str(tmp_path / "file" / "run"), *sets(*TINY)]) == 2
     assert "cannot use" in capsys.readouterr().err
     assert (tmp_path / "file").read_text() == "mine"
 
 
 def test_read_only_output_paths(read_only_dir, capsys):
     for out in (read_only_dir, read_only_dir / "new" / "run"):
-        assert main(["train", "--quiet", "--out", str(out), *_sets(*TINY)]) == 2
+        assert main(["train", "--quiet", "--out", str(out), *sets(*TINY)]) == 2
         err = capsys.readouterr().err
         assert err.startswith(f"trevo: error: cannot use {out} as the run directory: it is not writable")
 
 
 def test_a_failed_train_leaves_no_folder_it_created(tmp_path, tiny_cfg, monkeypatch):
-    assert main(["train", "--quiet", "--out", str(tmp_path / "a"), *_sets(*TINY, "model.mixer.name=nope")]) == 2
+    assert main(["train", "--quiet", "--out", str(tmp_path / "a"), *sets(*TINY, "model.mixer.name=nope")]) == 2
     assert not (tmp_path / "a").exists()
     from trevo.tasks.byte_lm import ByteLM
 
@@ -117,9 +113,9 @@ def test_a_failed_train_leaves_no_folder_it_created(tmp_path, tiny_cfg, monkeypa
 
 
 def test_resume_without_a_checkpoint_says_it_starts_fresh(tmp_path, capsys):
-    assert main(["train", "--quiet", "--resume", "--out", str(tmp_path / "run"), *_sets(*TINY)]) == 0
+    assert main(["train", "--quiet", "--resume", "--out", str(tmp_path / "run"), *sets(*TINY)]) == 0
     assert f"trevo: no checkpoint in {tmp_path / 'run'}: starting the run from step 0" in capsys.readouterr().err
-    assert main(["train", "--quiet", "--resume", "--out", str(tmp_path / "run"), *_sets(*TINY)]) == 0
+    assert main(["train", "--quiet", "--resume", "--out", str(tmp_path / "run"), *sets(*TINY)]) == 0
     assert "no checkpoint" not in capsys.readouterr().err
 
 

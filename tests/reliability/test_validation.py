@@ -10,6 +10,7 @@ import typing
 import pytest
 import torch
 
+from tests.helpers import TINY, sets
 from trevo.arena.runner import run_sweep
 from trevo.arena.sweep import SweepError, parse_sweep, plan_sweep
 from trevo.cli import main
@@ -18,12 +19,6 @@ from trevo.generate import generate
 from trevo.registry import IncompatibleError, TrevoError
 from trevo.train import ResourceError, build
 from trevo.validation import MAX_SEQ_LEN, Rule, field_rule
-
-from ..conftest import TINY
-
-
-def _sets(*items):
-    return [arg for item in items for arg in ("--set", item)]
 
 
 def _out_of_range(rule: Rule, hint) -> object:
@@ -69,7 +64,7 @@ def test_every_ruled_field_refuses_a_value_outside_its_rule(key, cls, name):
                                       "model.channel.expand=0", "train.lr=.inf", f"task.seq_len={MAX_SEQ_LEN + 1}"])
 def test_cli_bad_values_are_one_line_and_exit_2(override, tmp_path, capsys):
     field = override.split("=")[0]
-    assert main(["train", "--quiet", "--out", str(tmp_path / "run"), *_sets(*TINY, override)]) == 2
+    assert main(["train", "--quiet", "--out", str(tmp_path / "run"), *sets(*TINY, override)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"trevo: error: config.{field} = ") and err.count("\n") == 1 and "Traceback" not in err
     assert "expected" in err
@@ -126,13 +121,13 @@ def test_a_bug_still_shows_its_traceback(monkeypatch, tmp_path):
 
     monkeypatch.setattr(trevo.train, "build", broken)
     with pytest.raises(ZeroDivisionError):
-        main(["train", "--quiet", "--out", str(tmp_path), *_sets(*TINY)])
+        main(["train", "--quiet", "--out", str(tmp_path), *sets(*TINY)])
 
 
 @pytest.mark.parametrize("argv,message", [
     (["bench", "mixers", "--repeats", "-2"], "--repeats: '-2': expected an integer ≥ 1"),
     (["bench", "mixers", "--time-cap", "-1"], "--time-cap: '-1': expected a finite number > 0"),
-    (["bench", "ops", "--heads", "0"], "--heads: '0': expected an integer ≥ 1"),
+    (["bench", "ops", "--n-heads", "0"], "--n-heads: '0': expected an integer ≥ 1"),
     (["arena", "quick", "--workers", "-1"], "--workers: '-1': expected an integer ≥ 1"),
     (["arena", "quick", "--workers", "0"], "--workers: '0': expected an integer ≥ 1"),
     (["generate", "--run", "x", "--tokens", "-5"], "--tokens: '-5': expected an integer ≥ 0"),

@@ -51,7 +51,7 @@ def _arena(args: argparse.Namespace) -> None:
 
 def _report(args: argparse.Namespace) -> None:
     from trevo.arena.report import write_report
-    from trevo.registry import TrevoError
+    from trevo.errors import TrevoError
 
     if not Path(args.db).is_file():
         raise TrevoError(f"no results database at {args.db}; run `trevo arena` first (it writes OUT/arena.sqlite)")

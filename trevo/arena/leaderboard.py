@@ -19,7 +19,7 @@ from typing import Any
 
 from trevo.arena.stats import Estimate, estimate, significantly_different
 from trevo.arena.store import Run, Store
-from trevo.registry import TrevoError
+from trevo.errors import TrevoError
 
 
 class ReportError(TrevoError, ValueError):

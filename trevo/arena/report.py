@@ -66,7 +66,8 @@ def family_table(boards: dict[str, list[Row]]) -> Table:
 def task_references(runs: list[Run]) -> dict[str, dict[str, float]]:
     """Each task's model-free reference values (e.g. the byte LM's unigram entropy)."""
     from trevo.config import RunConfig
-    from trevo.registry import TrevoError, create
+    from trevo.errors import TrevoError
+    from trevo.registry import create
 
     refs: dict[str, dict[str, float]] = {}
     for r in runs:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from trevo.checkpoint import pid_alive
-from trevo.registry import TrevoError
+from trevo.errors import TrevoError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (

@@ -33,8 +33,9 @@ import numpy as np
 import yaml
 
 from trevo.config import ConfigError, RunConfig, TrainConfig
+from trevo.errors import TrevoError
 from trevo.models import build_model
-from trevo.registry import TrevoError, create, get
+from trevo.registry import create, get
 from trevo.tasks.base import TaskInfo
 from trevo.train import check_device, check_fits
 from trevo.validation import check_field

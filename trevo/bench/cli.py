@@ -8,7 +8,7 @@ from pathlib import Path
 
 from trevo.bench.output import fmt
 from trevo.dtypes import DTYPES
-from trevo.registry import TrevoError
+from trevo.errors import TrevoError
 from trevo.validation import cli_number
 
 POSITIVE = cli_number(int, ge=1)

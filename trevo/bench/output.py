@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from trevo.checkpoint import atomic_write, atomic_write_text
+from trevo.errors import TrevoError
 from trevo.plotting import pyplot
-from trevo.registry import TrevoError
 from trevo.tables import Block, Table, markdown, markdown_doc
 
 LEADING = ("bench", "mixer", "form", "mode", "length", "status", "reason", "ms", "us_per_token", "peak_mb",

@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from trevo.registry import TrevoError
+from trevo.errors import TrevoError
 from trevo.validation import MAX_SEED, cli_number
 
 
