@@ -15,7 +15,7 @@ from typing import Any
 from trevo.checkpoint import atomic_write, atomic_write_text
 from trevo.errors import TrevoError
 from trevo.plotting import pyplot
-from trevo.tables import Block, Table, markdown, markdown_doc
+from trevo.tables import Block, Table, markdown_doc
 
 LEADING = ("bench", "mixer", "form", "mode", "length", "status", "reason", "ms", "us_per_token", "peak_mb",
            "state_bytes", "prefill_ms", "ratio_to_softmax", "time_slope", "time_fit_range", "memory_slope",
@@ -80,10 +80,6 @@ def fmt(v: Any, digits: int = 3) -> str:
 def table_of(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> Table:
     """A table of raw values, each cell formatted by ``fmt``."""
     return Table(list(header), [[fmt(c) for c in r] for r in rows], left={0})
-
-
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    return markdown(table_of(header, rows))
 
 
 def mixer_document(result: dict[str, Any]) -> list[Block]:
