@@ -133,6 +133,7 @@ def references(tmp_path_factory) -> dict[str, tuple[Path, Any]]:
 
 
 def interrupt_and_resume(ep: EntryPoint, fault: Fault, work: Path) -> Any:
+    work.mkdir(parents=True, exist_ok=True)
     (work / "sweep.yaml").write_text(json.dumps(SWEEP))
     out = work / "out"
     killed = run_cli(ep.start(out), work, fault, work / "calls")
@@ -154,6 +155,7 @@ def test_killed_then_resumed_equals_uninterrupted(ep, fault, references, tmp_pat
 
 
 def count_calls(ep: EntryPoint, target: str, work: Path) -> int:
+    work.mkdir(parents=True)
     (work / "sweep.yaml").write_text(json.dumps(SWEEP))
     done = run_cli(ep.start(work / "out"), work, Fault(target, 0), work / "calls")
     assert done.returncode == 0, done.stderr
