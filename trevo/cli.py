@@ -19,6 +19,10 @@ PLUGINS = {
     "report": "trevo.arena.cli",
     "bench": "trevo.bench.cli",
     "tasks": "trevo.tasks.cli",
+    "import": "trevo.interop.cli",
+    "export": "trevo.interop.cli",
+    "eval": "trevo.interop.cli",
+    "docs": "trevo.interop.cli",
 }
 
 

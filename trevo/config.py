@@ -98,6 +98,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     dtype: str = "float32"
+    # A run directory whose weights start this run (fine-tuning an imported or trained model); None: fresh.
+    init_from: str | None = None
 
 
 @dataclass

@@ -23,35 +23,49 @@ def _pick(logits: torch.Tensor, temperature: float, generator: torch.Generator) 
 
 
 @torch.no_grad()
-def generate(model: torch.nn.Module, prompt: bytes, n_new: int, *, mode: str = "recurrent",
-             temperature: float = 0.0, seed: int = 0) -> tuple[bytes, int]:
-    """``n_new`` bytes after ``prompt``; also returns the bytes of generation state held at the end
-    (0 in parallel mode, which keeps none)."""
+def generate_ids(model: torch.nn.Module, prompt: torch.Tensor, n_new: int, *, mode: str = "recurrent",
+                 temperature: float = 0.0, seed: int = 0) -> tuple[torch.Tensor, int]:
+    """``n_new`` token ids ``[B, n_new]`` after the prompt ids ``[B, T]``; also the bytes of generation
+    state held at the end (0 in parallel mode, which keeps none)."""
     if mode not in MODES:
         raise TrevoError(f"generation mode must be one of {', '.join(MODES)}, got {mode!r}")
     if not getattr(model, "causal", False):
-        raise IncompatibleError("generation needs a causal language model (trained on byte_lm)")
-    if not prompt:
-        raise TrevoError("the prompt is empty; give at least one byte to start from")
+        raise IncompatibleError("generation needs a causal language model (trained on byte_lm or token_lm)")
+    if prompt.dim() != 2 or prompt.shape[1] == 0:
+        raise TrevoError("the prompt is empty; give at least one token to start from")
     model.eval()
-    device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(seed)
-    tokens = torch.tensor([list(prompt)], device=device)
-    out: list[int] = []
+    tokens = prompt.to(next(model.parameters()).device)
+    out: list[torch.Tensor] = []
     if mode == "parallel":
         for _ in range(n_new):
             nxt = _pick(model(tokens)[:, -1], temperature, generator)
-            out.append(int(nxt))
+            out.append(nxt)
             tokens = torch.cat([tokens, nxt[:, None]], dim=1)
-        return bytes(out), 0
+        return torch.stack(out, dim=1) if out else tokens[:, :0], 0
     logits, state = model.prefill(tokens)
     logits = logits[:, -1]
     for i in range(n_new):
         nxt = _pick(logits, temperature, generator)
-        out.append(int(nxt))
+        out.append(nxt)
         if i + 1 < n_new:
             logits, state = model.step(nxt, state)
-    return bytes(out), state_nbytes(state["layers"])
+    return torch.stack(out, dim=1) if out else tokens[:, :0], state_nbytes(state["layers"])
+
+
+@torch.no_grad()
+def generate(model: torch.nn.Module, prompt: bytes, n_new: int, *, mode: str = "recurrent",
+             temperature: float = 0.0, seed: int = 0) -> tuple[bytes, int]:
+    """``n_new`` bytes after ``prompt`` (``n_new`` tokens, decoded, for a model with a ``tokenizer``:
+    a token_lm run); also returns the bytes of generation state held at the end (0 in parallel mode)."""
+    if not prompt:
+        raise TrevoError("the prompt is empty; give at least one byte to start from")
+    tokenizer = getattr(model, "tokenizer", None)
+    ids = tokenizer.encode(prompt.decode("utf-8", errors="replace")).ids if tokenizer is not None else list(prompt)
+    new, state = generate_ids(model, torch.tensor([ids]), n_new, mode=mode, temperature=temperature, seed=seed)
+    if tokenizer is not None:
+        return tokenizer.decode(new[0].tolist()).encode(), state
+    return bytes(new[0].tolist()), state
 
 
 @torch.no_grad()

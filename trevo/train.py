@@ -78,6 +78,8 @@ def build(cfg: RunConfig) -> tuple[Task, torch.nn.Module]:
     if cfg.train.dtype not in DTYPES:
         raise TrevoError(f"train.dtype must be one of {', '.join(DTYPES)}, got {cfg.train.dtype!r}")
     model = build_model(cfg.model, task.info).to(cfg.train.device, DTYPES[cfg.train.dtype])
+    if getattr(task, "tokenizer", None) is not None:
+        model.tokenizer = task.tokenizer  # generation encodes prompts and decodes tokens with it
     return task, model
 
 
@@ -91,6 +93,8 @@ def train(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, progress
     optimizer = make_optimizer(model, tc)
 
     start, history, losses = 0, [], []
+    if tc.init_from and not ckpt_path.exists():  # fine-tuning: the weights of another run, a fresh optimizer
+        load_checkpoint(Path(tc.init_from) / CHECKPOINT, model)
     if ckpt_path.exists():
         if not resume:
             raise CheckpointError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
