@@ -32,6 +32,10 @@ def hf_config(model_type: str):
                              rope_parameters={"rope_type": "default", "rope_theta": 500.0}, **common)
     if model_type == "gpt2":
         return T.GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=64, **common)
+    if model_type == "perceiver":  # the masked LM: two shared repeats of two latent blocks
+        return T.PerceiverConfig(vocab_size=VOCAB, d_model=32, d_latents=48, num_latents=8, num_blocks=2,
+                                 num_self_attends_per_block=2, num_self_attention_heads=4, num_cross_attention_heads=2,
+                                 max_position_embeddings=24)
     raise ValueError(model_type)
 
 
@@ -41,7 +45,8 @@ def make_hf_model(model_type: str, path, seed: int = 0):
     import transformers as T
 
     torch.manual_seed(seed)
-    model = T.AutoModelForCausalLM.from_config(hf_config(model_type)).eval()
+    auto = T.AutoModelForMaskedLM if model_type == "perceiver" else T.AutoModelForCausalLM
+    model = auto.from_config(hf_config(model_type)).eval()
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.1 * torch.randn_like(p))

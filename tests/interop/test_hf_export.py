@@ -40,6 +40,19 @@ def test_round_trip_equals_the_original(exported, model_type):
                            hf.generate(x[:1], max_new_tokens=10, do_sample=False))
 
 
+def test_masked_lm_round_trip(hf_model, tmp_path):
+    import trevo.hf
+    from transformers import AutoModelForMaskedLM
+
+    hf, path = hf_model("perceiver")
+    out = trevo.hf.export_hf(import_hf(path, tmp_path / "run"), tmp_path / "hf")
+    back = AutoModelForMaskedLM.from_pretrained(out, local_files_only=True).eval()
+    assert type(back).__name__ == "TrevoForMaskedLM"
+    x = torch.randint(0, 64, (2, 24))
+    with torch.no_grad():
+        assert (back(x).logits - hf(input_ids=x).logits).abs().max() < 1e-5
+
+
 def test_generate_steps_through_the_state(exported):
     """After the prompt, every forward of generate() gets one token and a TrevoState whose offset grows."""
     from trevo.hf import TrevoState

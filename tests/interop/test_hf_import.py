@@ -74,6 +74,21 @@ def test_greedy_generation_equals_hf(imported, model_type):
     assert torch.equal(got, expected)
 
 
+def test_perceiver_masked_lm_logits_equal_hf(imported):
+    """All positions, a shorter input (each output query reads only the latents) and a padded batch."""
+    hf, model = imported("perceiver")
+    x = tokens(2, 24)
+    padding = torch.ones(2, 17, dtype=torch.long)
+    padding[1, 12:] = 0
+    with torch.no_grad():
+        assert (model(x) - hf(input_ids=x).logits).abs().max() < TOL
+        short = x[:, :17]
+        assert (model(short) - hf(input_ids=short).logits[:, :17]).abs().max() < TOL
+        padded = hf(input_ids=short, attention_mask=padding).logits[:, :17]
+        assert (model(short, padding.bool()) - padded).abs().max() < TOL
+        assert (padded - hf(input_ids=short).logits[:, :17]).abs().max() > 1e-3  # the padding mattered
+
+
 def test_rwkv_rescaling_changes_the_function(imported):
     """The rescaled model is not the plain one with different norms by accident: HF in training mode
     (no rescaling) differs from HF at inference, and trevo matches the inference one (tested above)."""

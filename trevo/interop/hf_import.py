@@ -317,7 +317,9 @@ MAPPINGS: dict[str, Callable[[dict[str, Any], Tensors], tuple[dict[str, Any], Te
 
 
 def _mappings() -> dict[str, Callable]:
-    return MAPPINGS
+    from trevo.interop.hf_perceiver import perceiver_mapping  # it builds on this module's helpers
+
+    return {**MAPPINGS, "perceiver": perceiver_mapping}
 
 
 def convert(config: dict[str, Any], tensors: Tensors, *, seq_len: int | None = None,
