@@ -35,8 +35,8 @@ def _export(args: argparse.Namespace) -> None:
         from trevo.interop.hf_export import export_hf
     except ImportError:
         raise TrevoError("trevo export --format hf needs transformers: pip install 'trevo[hf]'") from None
-    out = export_hf(args.run, args.out)
-    print(f"exported {args.run} to {out}/. Load it with: import trevo.hf; "
+    out = export_hf(args.run_dir, args.out)
+    print(f"exported {args.run_dir} to {out}/. Load it with: import trevo.hf; "
           f"transformers.AutoModelForCausalLM.from_pretrained({str(out)!r})")
 
 
@@ -44,12 +44,12 @@ def _eval(args: argparse.Namespace) -> None:
     from trevo.interop.evaluate import evaluate_run
 
     _offline()
-    metrics = evaluate_run(args.run, args.data, args.split, args.batch_size, args.max_batches)
+    metrics = evaluate_run(args.run_dir, args.data, args.split, args.batch_size, args.max_batches)
     if args.json:
         print(json.dumps(metrics, indent=1))
         return
     where = args.data or f"the {args.split} split"
-    print(f"{args.run} on {where}:")
+    print(f"{args.run_dir} on {where}:")
     for key, value in metrics.items():
         print(f"  {key:<10} {value:,.4f}" if isinstance(value, float) and not value.is_integer()
               else f"  {key:<10} {value:,.0f}")
@@ -76,7 +76,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
         v.set_defaults(run=_import)
     elif name == "export":
         s = sub.add_parser("export", help="export a trevo run (hf: a transformers folder for from_pretrained)")
-        s.add_argument("run", help="a run directory (trained or imported)")
+        s.add_argument("run_dir", metavar="RUN", help="a run directory (trained or imported)")
         s.add_argument("--format", default="hf", help="hf (the only format so far)")
         s.add_argument("--out", required=True, help="the folder to write")
         s.set_defaults(run=_export)
@@ -84,7 +84,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
         s = sub.add_parser("eval", help="evaluate a run: bits per byte / token, perplexity, accuracy",
                            description="Metrics of a run on a split of its task (default test) or on any file or "
                                        "folder (--data): text for language models, the task's data otherwise.")
-        s.add_argument("run", help="a run directory (trained or imported)")
+        s.add_argument("run_dir", metavar="RUN", help="a run directory (trained or imported)")
         s.add_argument("--data", help="a file or folder to evaluate on (default: the run's task, --split)")
         s.add_argument("--split", default="test", choices=("val", "test"), help="the task split (without --data)")
         s.add_argument("--batch-size", type=int, default=8)
