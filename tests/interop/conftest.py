@@ -57,7 +57,8 @@ def make_hf_model(model_type: str, path, seed: int = 0):
 @pytest.fixture(scope="session")
 def hf_model(tmp_path_factory):
     """``hf_model(model_type)`` → (the HF model, its saved folder), made once per session."""
-    pytest.importorskip("transformers", reason="the Hugging Face tests need the optional extra: pip install 'trevo[hf]'")
+    pytest.importorskip("transformers", reason="the Hugging Face tests need the optional extra: "
+                                               "pip install 'trevo[hf]'")
     made = {}
 
     def get(model_type: str):

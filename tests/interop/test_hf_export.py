@@ -41,8 +41,9 @@ def test_round_trip_equals_the_original(exported, model_type):
 
 
 def test_masked_lm_round_trip(hf_model, tmp_path):
-    import trevo.hf
     from transformers import AutoModelForMaskedLM
+
+    import trevo.hf
 
     hf, path = hf_model("perceiver")
     out = trevo.hf.export_hf(import_hf(path, tmp_path / "run"), tmp_path / "hf")
@@ -66,7 +67,8 @@ def test_generate_steps_through_the_state(exported):
         return original(tokens, state)
 
     back.trevo.prefill = spy
-    out = back.generate(torch.tensor([[1, 2, 3, 4, 5]]), max_new_tokens=4, do_sample=False, return_dict_in_generate=True)
+    out = back.generate(torch.tensor([[1, 2, 3, 4, 5]]), max_new_tokens=4, do_sample=False,
+                        return_dict_in_generate=True)
     assert seen == [(5, None), (1, 5), (1, 6), (1, 7)]
     assert isinstance(out.past_key_values, TrevoState) and out.past_key_values.get_seq_length() == 8
 

@@ -111,7 +111,8 @@ def test_imported_run_loads_and_trains(imported, hf_model, tmp_path):
     data = tmp_path / "tokens"
     data.mkdir()
     for split, seed in (("train", 0), ("val", 1)):
-        write_token_file(data / f"{split}.bin", torch.randint(0, 64, (400,), generator=torch.Generator().manual_seed(seed)))
+        ids = torch.randint(0, 64, (400,), generator=torch.Generator().manual_seed(seed))
+        write_token_file(data / f"{split}.bin", ids)
     cfg = trevo.api.run_config(run / "config.yaml").replace(
         {"task.tokens": str(data), "train.init_from": str(run), "train.steps": 2, "train.batch_size": 2,
          "train.eval_batches": 1, "train.warmup_steps": 1})

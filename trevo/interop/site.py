@@ -4,7 +4,8 @@ One page per registered component (its paper with a link to arXiv, its docstring
 component states its equation —, capabilities, forms with their meaning, time and memory
 complexity, where its code and tests live) and, when given, its ``trevo bench`` figures (from the
 bench folder's JSON files) and its arena ranks (from a results store); an index with client-side
-search and filters by kind, family and capability (also read from the address: ``index.html?q=rwkv&kind=mixer``). Every string from the registry, a plug-in or a
+search and filters by kind, family and capability (also read from the address:
+``index.html?q=rwkv&kind=mixer``). Every string from the registry, a plug-in or a
 results file is HTML-escaped; every file is written inside the chosen folder. No external assets.
 """
 
@@ -129,7 +130,8 @@ def component_page(entry: Entry, bench: list[dict[str, Any]], ranks: list[dict[s
              ["capabilities", " ".join(f"<span class=tag>{esc(c)}</span>" for c in entry.capabilities())
               if entry.kind == "mixer" else "—"],
              ["time", esc(entry.time or "—")], ["memory", esc(entry.memory or "—")],
-             ["module", f"<code>{esc(where['module'])}</code>"], ["tests", f"<code>{esc(where['tests'] or '—')}</code>"]]
+             ["module", f"<code>{esc(where['module'])}</code>"],
+             ["tests", f"<code>{esc(where['tests'] or '—')}</code>"]]
     if entry.relative_positions:
         facts.append(["relative positions", esc(", ".join(entry.relative_positions))])
     body = [f"<p>{esc(entry.summary)}</p>", _table(["", ""], facts), "<h2>Definition (from the docstring)</h2>",
@@ -140,8 +142,8 @@ def component_page(entry: Entry, bench: list[dict[str, Any]], ranks: list[dict[s
     if bench:
         cols = [c for c in ("form", "mode", "length", "ms", "us_per_token", "peak_mb", "state_bytes",
                             "ratio_to_softmax", "status") if any(c in r for r in bench)]
-        body += ["<h2>trevo bench</h2>", _table(["file", *cols], [[esc(r["file"]), *(esc(_fmt(r.get(c))) for c in cols)]
-                                                               for r in bench])]
+        table = [[esc(r["file"]), *(esc(_fmt(r.get(c))) for c in cols)] for r in bench]
+        body += ["<h2>trevo bench</h2>", _table(["file", *cols], table)]
     if ranks:
         body += ["<h2>Arena ranks</h2>", _table(["task", "rank", "variant", "metric", "mean ± 95% CI", "params"], [
             [esc(r["task"]), f"{r['rank']} of {r['of']}", esc(r["label"]), esc(r["metric"]),
