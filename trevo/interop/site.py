@@ -73,10 +73,10 @@ def _paper(entry: Entry) -> str:
     return text
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    head = "".join(f"<th>{esc(h)}</th>" for h in header)
+def _table(header: list[str] | None, rows: list[list[str]]) -> str:
+    head = "<thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr></thead>" if header else ""
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f"<table>{head}<tbody>{body}</tbody></table>"
 
 
 def _doc(entry: Entry) -> str:
@@ -134,8 +134,10 @@ def component_page(entry: Entry, bench: list[dict[str, Any]], ranks: list[dict[s
              ["tests", f"<code>{esc(where['tests'] or '—')}</code>"]]
     if entry.relative_positions:
         facts.append(["relative positions", esc(", ".join(entry.relative_positions))])
-    body = [f"<p>{esc(entry.summary)}</p>", _table(["", ""], facts), "<h2>Definition (from the docstring)</h2>",
-            f"<pre class=doc>{esc(_doc(entry)) or '—'}</pre>"]
+    doc = _doc(entry)
+    summary = "" if doc.startswith(entry.summary) else f"<p>{esc(entry.summary)}</p>"  # else the docstring says it
+    body = [summary, _table(None, facts), "<h2>Definition (from the docstring)</h2>",
+            f"<pre class=doc>{esc(doc) or '—'}</pre>"]
     if entry.forms:
         body += ["<h2>Forms</h2>", _table(["form", "meaning"], [[f"<code>{esc(f)}</code>", esc(FORMS.get(f, ""))]
                                                                 for f in entry.forms])]
