@@ -94,3 +94,27 @@ def test_padded_batches_are_refused(exported):
     _, back = exported("gpt2")
     with pytest.raises(ValueError, match="padded batch"):
         back(torch.tensor([[1, 2, 3]]), attention_mask=torch.tensor([[0, 1, 1]]))
+
+
+def test_a_tokenized_run_exports_with_its_tokenizer(tmp_path, monkeypatch):
+    """A token_lm run (BPE trained on the data) → AutoTokenizer + AutoModelForCausalLM generate what trevo does."""
+    import trevo.hf
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from trevo.generate import generate_ids
+
+    monkeypatch.setenv("TREVO_CACHE", str(tmp_path / "cache"))
+    data = tmp_path / "code.py"
+    data.write_text("".join(f"def f{i}(x):\n    return x + {i}\n" for i in range(300)))
+    cfg = trevo.api.run_config({"model": {"d_model": 32, "n_layers": 1, "position": "rope"},
+                                "task": {"name": "token_lm", "seq_len": 32, "data": str(data), "vocab_size": 300},
+                                "train": {"steps": 2, "batch_size": 2, "eval_batches": 1, "warmup_steps": 1}})
+    trevo.train(cfg, tmp_path / "run")
+    out = trevo.hf.export_hf(tmp_path / "run", tmp_path / "hf")
+    model, tokenizer = AutoModelForCausalLM.from_pretrained(out).eval(), AutoTokenizer.from_pretrained(out)
+    assert model.config.eos_token_id == tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    prompt = tokenizer("def f", return_tensors="pt")
+    hf_ids = model.generate(**prompt, max_new_tokens=8, do_sample=False, eos_token_id=None)
+    ours, _ = generate_ids(trevo.load(tmp_path / "run")[0], prompt["input_ids"], 8)
+    assert torch.equal(hf_ids[:, prompt["input_ids"].shape[1]:], ours)
+    assert tokenizer.decode(hf_ids[0]).startswith("def f")

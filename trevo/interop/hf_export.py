@@ -36,6 +36,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast, MaskedLMOutput
 from trevo.config import ModelConfig, RunConfig
 from trevo.errors import IncompatibleError
 from trevo.tasks.base import TaskInfo
+from trevo.tasks.tokenizer import END_OF_TEXT
 
 HEADS = {"lm": "TrevoForCausalLM", "mlm": "TrevoForMaskedLM", "classify": "TrevoForSequenceClassification"}
 
@@ -197,13 +198,15 @@ def register() -> None:
     AutoModelForSequenceClassification.register(TrevoConfig, TrevoForSequenceClassification)
 
 
-def to_hf(model: torch.nn.Module, cfg: RunConfig) -> TrevoPreTrainedModel:
-    """The ``transformers`` model holding (a copy of) the weights of the trevo ``model``."""
+def to_hf(model: torch.nn.Module, cfg: RunConfig, **config: Any) -> TrevoPreTrainedModel:
+    """The ``transformers`` model holding (a copy of) the weights of the trevo ``model``; ``config`` sets
+    fields of its ``TrevoConfig`` (e.g. ``eos_token_id``)."""
     info = model.info
     task = {k: v for k, v in dataclasses.asdict(info).items() if k in ("vocab_size", "head", "seq_len", "n_classes",
                                                                      "causal", "layout")}
     task["layout"] = list(task["layout"]) if task["layout"] is not None else None
-    config = TrevoConfig(trevo_model=cfg.to_dict()["model"], trevo_task=task, architectures=[HEADS[info.head]])
+    config = TrevoConfig(trevo_model=cfg.to_dict()["model"], trevo_task=task, architectures=[HEADS[info.head]],
+                         **config)
     hf = CLASSES[info.head](config)
     hf.trevo.load_state_dict(model.state_dict())
     return hf.eval()
@@ -216,13 +219,14 @@ def export_hf(run_dir: str | Path, out: str | Path) -> Path:
     out = Path(out)
     model, cfg, task = load(run_dir)
     out.mkdir(parents=True, exist_ok=True)
-    to_hf(model, cfg).save_pretrained(out)
     tokenizer = getattr(task, "tokenizer", None) if cfg.task.name == "token_lm" else None
+    eos = tokenizer.token_to_id(END_OF_TEXT) if tokenizer is not None else None
+    to_hf(model, cfg, eos_token_id=eos).save_pretrained(out)
     if tokenizer is not None:
         from transformers import PreTrainedTokenizerFast
 
-        PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|endoftext|>"
-                                if tokenizer.token_to_id("<|endoftext|>") is not None else None).save_pretrained(out)
+        PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token=END_OF_TEXT if eos is not None else None
+                                ).save_pretrained(out)
     run = Path(run_dir)
     if (run / "tokenizer.json").is_file() and not (out / "tokenizer.json").is_file():
         shutil.copyfile(run / "tokenizer.json", out / "tokenizer.json")
