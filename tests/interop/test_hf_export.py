@@ -98,9 +98,9 @@ def test_padded_batches_are_refused(exported):
 
 def test_a_tokenized_run_exports_with_its_tokenizer(tmp_path, monkeypatch):
     """A token_lm run (BPE trained on the data) → AutoTokenizer + AutoModelForCausalLM generate what trevo does."""
-    import trevo.hf
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    import trevo.hf
     from trevo.generate import generate_ids
 
     monkeypatch.setenv("TREVO_CACHE", str(tmp_path / "cache"))
