@@ -56,6 +56,14 @@ def logits_of(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.T
     return model(batch["input"], batch.get("padding_mask"))
 
 
+def auxiliary_loss(model: torch.nn.Module) -> torch.Tensor | None:
+    """The sum of the ``auxiliary_loss()`` terms that components define (adaptive span's span penalty),
+    added to the task loss in training only; None when no component has one."""
+    terms = [m.auxiliary_loss() for m in model.modules()
+             if m is not model and callable(getattr(m, "auxiliary_loss", None))]
+    return torch.stack(terms).sum() if terms else None
+
+
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, task: Task, split: str, batch_size: int, n_batches: int,
              device: str = "cpu") -> dict[str, float]:
@@ -124,8 +132,9 @@ def train(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, progress
                 f"the loss became {loss.item()} at step {step}; the last good checkpoint is kept in "
                 f"{ckpt_path if ckpt_path.exists() else '(none yet)'}. Lower train.lr or train.grad_clip, "
                 f"or use float32")
+        aux = auxiliary_loss(model)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss if aux is None else loss + aux).backward()
         if tc.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
         optimizer.step()
