@@ -64,3 +64,13 @@ def test_a_query_that_sees_no_key_gets_zero_not_nan():
     real = torch.tensor([[True, False, False, False]])
     out = banded_attention(q, q, q, window=1, causal=False, key_padding_mask=real)
     assert torch.isfinite(out).all() and out[0, 0, 1:].abs().max() == 0
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_a_window_longer_than_the_sequence_is_trimmed_exactly(causal):
+    torch.manual_seed(2)
+    q, k, v = (torch.randn(1, 2, 5, 3, dtype=torch.float64) for _ in range(3))
+    w = 9
+    weight = torch.rand(2, n_offsets(w, causal), dtype=torch.float64)
+    torch.testing.assert_close(banded_attention(q, k, v, window=w, causal=causal, offset_weight=weight),
+                               _loop(q, k, v, w, causal, weight), rtol=1e-10, atol=1e-12)

@@ -44,6 +44,10 @@ def banded_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, windo
     if not causal and tq != tk:
         raise ValueError(f"bidirectional banded attention needs as many queries as keys, got {tq} and {tk}")
     scale = D ** -0.5 if scale is None else scale
+    if window > tk:  # offsets farther than the sequence hold no key: drop them (exactly)
+        if offset_weight is not None:
+            offset_weight = offset_weight[:, window - tk:window - tk + n_offsets(tk, causal)]
+        window = tk
     n = n_offsets(window, causal)
     right = 0 if causal else window - 1
     # Pad the key axis so that the window of every position is a full slice, then view the windows.

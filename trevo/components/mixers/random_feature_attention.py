@@ -3,8 +3,6 @@ features). The math lives in ``trevo.ops.random_feature_attention``."""
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -24,8 +22,8 @@ from trevo.registry import Paper, register
 class RandomFeatureAttention(TokenMixer):
     """RFA (eq. 5-7): unit-norm queries and keys, φ(x) = √(1/M)[sin(ωx), cos(ωx)] with M =
     ``n_features`` random frequencies per head, ω = ε/σ with ε ~ N(0, I) drawn once (a buffer) and the
-    per-dimension σ learned (RFA-Gaussian with learned variance; 1/σ initialised to d^(1/4), softmax's
-    temperature for unit-variance entries), attention φ(q)ᵀ Σ φ(k) vᵀ / φ(q)·Σ φ(k). Causal: the gated variant
+    per-dimension σ learned (RFA-Gaussian with learned variance; initialised to 1), attention
+    φ(q)ᵀ Σ φ(k) vᵀ / φ(q)·Σ φ(k). Causal: the gated variant
     S_t = g_t S_{t−1} + (1 − g_t) φ(k_t) v_tᵀ, g_t = σ(w_g·x_t + b_g) per head, on the linear-recurrence
     engine. The denominator, an estimate of a positive kernel sum, is floored at ``eps``.
 
@@ -42,8 +40,10 @@ class RandomFeatureAttention(TokenMixer):
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
         self.out_proj = nn.Linear(d_model, d_model, bias=False)
         self.register_buffer("noise", torch.randn(n_heads, n_features, self.head_dim))
-        # 1/σ = d^(1/4): for unit vectors exp(x·y/σ²) = exp(√d x·y), softmax's temperature for entries of unit variance
-        self.log_inv_sigma = nn.Parameter(torch.full((n_heads, 1, self.head_dim), math.log(self.head_dim) / 4))
+        # σ = 1 at first: the kernel exp(−|q̂ − k̂|²/2) >= e^(−2) stays above the estimate's noise; with
+        # σ = d^(−1/4) (softmax's temperature) the normaliser often fell below it (bpb 4.84 vs 3.24 after
+        # 100 byte-LM steps at d_model 64)
+        self.log_inv_sigma = nn.Parameter(torch.zeros(n_heads, 1, self.head_dim))
         if causal:
             self.gate = nn.Linear(d_model, n_heads)
 
