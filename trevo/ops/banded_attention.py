@@ -1,9 +1,11 @@
-"""Banded (sliding-window) softmax attention with each query's keys gathered into a dense window.
+"""Banded (sliding-window) softmax attention, computed block by block.
 
 A query at position p sees the keys j with p − w < j <= p (causal) or |p − j| < w (bidirectional),
-w = ``window``. The keys of every query are gathered as a ``[T, n_offsets]`` block (an unfolded
-view), so time and memory are O(T·w·d) instead of the O(T²) of a masked dense score matrix; the
-dense masked form ``banded_attention_quadratic`` is the reference.
+w = ``window``. Queries are taken in blocks of c = max(w, 32); a block's keys are one contiguous
+span of c + w − 1 (causal) or c + 2w − 2 keys, an overlapping (unfolded) view of the keys, so every
+block is one dense matmul, masked to the band: O(T·(c + w)·d) time and O(T·(c + w)) memory instead
+of the O(T²) of a masked dense score matrix. The dense masked form ``banded_attention_quadratic``
+is the reference.
 
 Layout: q ``[B, H, Tq, D]``, k and v ``[B, H, Tk, D]``, Tq <= Tk: the queries are the *last* Tq
 positions (a chunk after a cache of Tk − Tq keys), as in ``trevo.ops.attention``. Bidirectional
@@ -30,11 +32,6 @@ def n_offsets(window: int, causal: bool) -> int:
     return window if causal else 2 * window - 1
 
 
-def _distances(window: int, causal: bool, device) -> torch.Tensor:
-    """Signed distance p − j of each offset ``[n_offsets]``."""
-    return (window - 1) - torch.arange(n_offsets(window, causal), device=device)
-
-
 def banded_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, window: int, causal: bool,
                      offset_weight: torch.Tensor | None = None, key_padding_mask: torch.Tensor | None = None,
                      scale: float | None = None) -> torch.Tensor:
@@ -48,21 +45,37 @@ def banded_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, windo
         if offset_weight is not None:
             offset_weight = offset_weight[:, window - tk:window - tk + n_offsets(tk, causal)]
         window = tk
-    n = n_offsets(window, causal)
     right = 0 if causal else window - 1
-    # Pad the key axis so that the window of every position is a full slice, then view the windows.
-    kp = F.pad(k, (0, 0, window - 1, right))
-    vp = F.pad(v, (0, 0, window - 1, right))
-    k_win = kp.unfold(2, n, 1)[:, :, tk - tq:]  # [B, H, Tq, D, n]
-    v_win = vp.unfold(2, n, 1)[:, :, tk - tq:]
-    scores = torch.einsum("bhtd,bhtdn->bhtn", q, k_win) * scale
-    pos = torch.arange(tk - tq, tk, device=q.device)[:, None] - _distances(window, causal, q.device)[None, :]
-    valid = ((pos >= 0) & (pos < tk))[None, None]  # [1, 1, Tq, n]
+    c = max(window, 32)
+    nblk = -(-tq // c)
+    span = c + window - 1 + right  # keys of one query block
+    first = tk - tq  # key position of the first query
+    # Padded key index = key index + window − 1; block b's span starts at padded index first + b·c.
+    total = first + (nblk - 1) * c + span
+    pad_right = total - (tk + window - 1)
+
+    def spans(x: torch.Tensor) -> torch.Tensor:  # [B, H, Tk, D] → [B, H, nblk, span, D] (a view)
+        xp = F.pad(x, (0, 0, window - 1, max(pad_right, 0)))[:, :, first:]
+        return xp.unfold(2, span, c).transpose(-1, -2)
+
+    qb = F.pad(q, (0, 0, 0, nblk * c - tq)).unflatten(2, (nblk, c))  # [B, H, nblk, c, D]
+    scores = qb @ spans(k).transpose(-1, -2) * scale  # [B, H, nblk, c, span]
+    r = torch.arange(c, device=q.device)[:, None]
+    lpos = torch.arange(span, device=q.device)[None, :]
+    dist = r + (window - 1) - lpos  # query position − key position, the same in every block
+    band = (dist >= 0) & (dist < window) if causal else dist.abs() < window
+    key = first + torch.arange(nblk, device=q.device)[:, None, None] * c - (window - 1) + lpos[None]  # [nblk, 1, span]
+    valid = band[None] & (key >= 0) & (key < tk)  # [nblk, c, span]
+    valid = valid[None, None]
     if key_padding_mask is not None:
-        real = F.pad(key_padding_mask.bool(), (window - 1, right)).unfold(1, n, 1)[:, tk - tq:]  # [B, Tq, n]
-        valid = valid & real[:, None]
-    weights = _normalise(scores, valid, offset_weight)
-    return torch.einsum("bhtn,bhtdn->bhtd", weights, v_win)
+        real = F.pad(key_padding_mask.bool(), (window - 1, max(pad_right, 0)))[:, first:].unfold(1, span, c)
+        valid = valid & real[:, None, :, None, :]  # [B, 1, nblk, 1, span]
+    weight = None
+    if offset_weight is not None:  # offset o = (w − 1) − dist = l − r
+        weight = offset_weight[:, (lpos - r).clamp(0, offset_weight.shape[-1] - 1)]  # [H, c, span]
+        weight = weight[None, :, None]
+    w = _normalise(scores, valid, weight)
+    return (w @ spans(v)).flatten(2, 3)[:, :, :tq]
 
 
 def _normalise(scores: torch.Tensor, valid: torch.Tensor, offset_weight: torch.Tensor | None) -> torch.Tensor:
@@ -71,8 +84,8 @@ def _normalise(scores: torch.Tensor, valid: torch.Tensor, offset_weight: torch.T
     top = scores.amax(dim=-1, keepdim=True).detach()
     top = torch.where(torch.isinf(top), torch.zeros_like(top), top)  # rows that see nothing
     e = torch.exp(scores - top)
-    if offset_weight is not None:
-        e = e * offset_weight.to(e.dtype)[None, :, None, :]
+    if offset_weight is not None:  # already broadcastable to the scores
+        e = e * offset_weight.to(e.dtype)
     return e / e.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(e.dtype).tiny)
 
 
