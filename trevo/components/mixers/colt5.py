@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from trevo.components.base import State, TokenMixer
@@ -122,14 +123,11 @@ class CoLT5Attention(TokenMixer):
 
 
 def _masked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, routed: torch.Tensor) -> torch.Tensor:
-    """Causal attention over the routed keys only; a query that sees none gets zero (not NaN)."""
-    scale = q.shape[-1] ** -0.5
+    """Causal attention over the routed keys only (SDPA with a boolean mask); a query that sees no routed
+    key gets zero: its row is given every key (to stay finite) and then multiplied by zero."""
     tq, tk = q.shape[2], k.shape[2]
-    scores = q @ k.transpose(-1, -2) * scale
     seen = torch.arange(tk, device=q.device)[None, :] <= torch.arange(tk - tq, tk, device=q.device)[:, None]
-    allowed = seen[None, None] & routed[:, None, None, :]
-    scores = scores.masked_fill(~allowed, -math.inf)
-    top = scores.amax(dim=-1, keepdim=True).detach()
-    top = torch.where(torch.isinf(top), torch.zeros_like(top), top)
-    e = torch.exp(scores - top)
-    return (e / e.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(e.dtype).tiny)) @ v
+    allowed = seen[None, None] & routed[:, None, None, :]  # [B, 1, Tq, Tk]
+    some = allowed.any(dim=-1, keepdim=True)
+    o = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed | ~some)
+    return o * some.to(o.dtype)
