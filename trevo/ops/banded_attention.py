@@ -1,11 +1,11 @@
 """Banded (sliding-window) softmax attention, computed block by block.
 
 A query at position p sees the keys j with p − w < j <= p (causal) or |p − j| < w (bidirectional),
-w = ``window``. Queries are taken in blocks of c = max(w, 32); a block's keys are one contiguous
-span of c + w − 1 (causal) or c + 2w − 2 keys, an overlapping (unfolded) view of the keys, so every
-block is one dense matmul, masked to the band: O(T·(c + w)·d) time and O(T·(c + w)) memory instead
-of the O(T²) of a masked dense score matrix. The dense masked form ``banded_attention_quadratic``
-is the reference.
+w = ``window``. Queries are taken in blocks of c = max(w, 32) (fewer when there are fewer queries);
+a block's keys are one contiguous span of c + w − 1 (causal) or c + 2w − 2 keys, an overlapping
+(unfolded) view of the keys, so every block is one dense matmul, masked to the band: O(T·(c + w)·d)
+time and O(T·(c + w)) memory instead of the O(T²) of a masked dense score matrix. The dense masked
+form ``banded_attention_quadratic`` is the reference.
 
 Layout: q ``[B, H, Tq, D]``, k and v ``[B, H, Tk, D]``, Tq <= Tk: the queries are the *last* Tq
 positions (a chunk after a cache of Tk − Tq keys), as in ``trevo.ops.attention``. Bidirectional
@@ -46,7 +46,7 @@ def banded_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, windo
             offset_weight = offset_weight[:, window - tk:window - tk + n_offsets(tk, causal)]
         window = tk
     right = 0 if causal else window - 1
-    c = max(window, 32)
+    c = max(1, min(max(window, 32), tq))  # a block of 32 or more queries; a single step is one query
     nblk = -(-tq // c)
     span = c + window - 1 + right  # keys of one query block
     first = tk - tq  # key position of the first query
