@@ -60,6 +60,52 @@ def _spec(name: str, **options: Any) -> Any:
     return field(default_factory=lambda: ComponentSpec(name, dict(options)))
 
 
+# The block fields one entry of ``model.layers`` may set; what it leaves unset is the model's.
+LAYER_FIELDS = ("mixer", "channel", "norm", "residual", "position")
+
+
+@dataclass
+class LayerSpec:
+    """One entry of ``model.layers``: a bare mixer name, or a mapping of block fields (mixer, channel,
+    norm, residual, position), each a component name or ``{name: ..., <options>}``; None inherits."""
+
+    mixer: ComponentSpec | None = None
+    channel: ComponentSpec | None = None
+    norm: ComponentSpec | None = None
+    residual: ComponentSpec | None = None
+    position: ComponentSpec | None = None
+
+    def to_yaml(self) -> Any:
+        set_fields = {f: getattr(self, f) for f in LAYER_FIELDS if getattr(self, f) is not None}
+        if list(set_fields) == ["mixer"] and not self.mixer.options:
+            return self.mixer.name
+        return {f: spec.to_yaml() for f, spec in set_fields.items()}
+
+    @classmethod
+    def parse(cls, value: Any, where: str) -> LayerSpec:
+        if isinstance(value, LayerSpec):
+            return value
+        if isinstance(value, str):
+            return cls(mixer=ComponentSpec(value))
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: a layer is a mixer name or a mapping of {', '.join(LAYER_FIELDS)}, "
+                              f"got {value!r}")
+        if "name" in value:
+            raise ConfigError(f"{where}: a layer is a mixer name or {{mixer: ..., channel: ...}}; for a mixer with "
+                              f"options write {{mixer: {{name: {value['name']}, ...}}}}")
+        unknown = [k for k in value if k not in LAYER_FIELDS]
+        if unknown:
+            raise ConfigError(f"{where}: unknown field {', '.join(map(repr, unknown))}; a layer sets "
+                              f"{', '.join(LAYER_FIELDS)} (the rest comes from the model)")
+        return cls(**{k: ComponentSpec.parse(v, f"{where}.{k}") for k, v in value.items()})
+
+
+def _parse_layers(value: Any, where: str) -> list[LayerSpec]:
+    if not isinstance(value, list):
+        raise ConfigError(f"{where}: expected a list of layers (mixer names or mappings), got {value!r}")
+    return [LayerSpec.parse(v, f"{where}[{i}]") for i, v in enumerate(value)]
+
+
 @dataclass
 class ModelConfig:
     arch: str = "metaformer"
@@ -69,7 +115,10 @@ class ModelConfig:
     channel: ComponentSpec = _spec("swiglu")
     norm: ComponentSpec = _spec("rmsnorm")
     position: ComponentSpec = _spec("none")
-    block: str = "prenorm"  # prenorm: x + f(norm(x)); postnorm: norm(x + f(x))
+    # The residual/norm placement of every block (trevo list --kind residual): prenorm, postnorm, …
+    residual: ComponentSpec = _spec("prenorm")
+    # Per-layer specs, repeated cyclically to fill n_layers (hybrids); empty: every layer is the default.
+    layers: list[LayerSpec] = field(default_factory=list)
     # "auto": causal for the causal LM, bidirectional where the task and mixer allow it.
     causal: str = "auto"
     # The longest sequence of fixed-length components (learned positions, AFT-full, Linformer …);
@@ -79,6 +128,12 @@ class ModelConfig:
     tie_embeddings: bool = True
     # Architecture-specific options (e.g. the Perceiver's n_latents); metaformer takes none.
     options: dict[str, Any] = field(default_factory=dict)
+
+    # Fields that were renamed: setting one is an error naming its successor, never a silent alias.
+    replaced_fields: typing.ClassVar[dict[str, str]] = {
+        "block": "model.block was replaced by model.residual (prenorm, postnorm, sandwich, rezero, deepnorm, … — "
+                 "`trevo list --kind residual`): write model.residual: {value} instead of model.block: {value}",
+    }
 
 
 @dataclass
@@ -172,8 +227,10 @@ def _assign(data: dict[str, Any], path: list[str], value: Any, full: str) -> Non
 
 
 def _to_plain(obj: Any) -> Any:
-    if isinstance(obj, ComponentSpec):
+    if isinstance(obj, (ComponentSpec, LayerSpec)):
         return obj.to_yaml()
+    if isinstance(obj, list):
+        return [_to_plain(x) for x in obj]
     if dataclasses.is_dataclass(obj):
         return {f.name: _to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     return copy.deepcopy(obj)
@@ -184,6 +241,9 @@ def _from_plain(cls: type, data: Any, where: str) -> Any:
         raise ConfigError(f"{where}: expected a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name for f in dataclasses.fields(cls)}
+    for key, message in getattr(cls, "replaced_fields", {}).items():
+        if key in data:
+            raise ConfigError(message.format(value=data[key]))
     unknown = [k for k in data if k not in fields]
     if unknown:
         raise ConfigError(f"{where}: unknown field {', '.join(map(repr, unknown))}; "
@@ -195,6 +255,8 @@ def _from_plain(cls: type, data: Any, where: str) -> Any:
 
 
 def _coerce(hint: Any, value: Any, where: str) -> Any:
+    if hint == list[LayerSpec]:
+        return _parse_layers(value, where)
     if hint is ComponentSpec:
         return ComponentSpec.parse(value, where)
     if dataclasses.is_dataclass(hint):

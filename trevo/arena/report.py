@@ -219,7 +219,7 @@ def _controlled(runs: list[Run]) -> list[str]:
         t = cfg["train"]
         tokens = t["steps"] * t["batch_size"] * cfg["task"].get("seq_len", 0) if isinstance(cfg["task"], dict) else 0
         model = ", ".join(f"{field} {_shared(task_runs, field)}" for field in ("n_layers", "channel", "norm",
-                                                                              "position", "block"))
+                                                                              "position", "residual"))
         lines.append(f"{task}: {model}; AdamW β=({t['beta1']}, {t['beta2']}), "
                      f"wd {t['weight_decay']}, warmup {t['warmup_steps']} + cosine, {t['steps']} steps × batch "
                      f"{t['batch_size']}" + (f" ({tokens:,} tokens)" if tokens else ""))
@@ -230,7 +230,7 @@ def _shared(runs: list[Run], field: str) -> str:
     """The value of ``model.<field>`` if every run has the same, else which variants have which."""
     labels: dict[str, set[str]] = {}
     for r in runs:
-        labels.setdefault(json.dumps(r.config["model"][field]), set()).add(r.label)
+        labels.setdefault(json.dumps(r.config["model"].get(field)), set()).add(r.label)
     if len(labels) == 1:
         return next(iter(labels))
     return "varies (" + "; ".join(f"{', '.join(sorted(ls))}: {v}" for v, ls in sorted(labels.items())) + ")"
