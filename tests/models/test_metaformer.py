@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from trevo.config import ConfigError
 from trevo.errors import IncompatibleError, TrevoError
 from trevo.models import build_model
 from trevo.tasks.base import TaskInfo
@@ -17,7 +18,7 @@ def test_incompatible_combinations_fail_at_build_time(tiny_cfg):
         build(tiny_cfg("model.mixer.name=rwkv4", "model.position.name=rope"))
     with pytest.raises(IncompatibleError, match="raise model.max_len"):
         build(tiny_cfg("model.position.name=learned", "model.max_len=16"))
-    with pytest.raises(IncompatibleError, match="model.block"):
+    with pytest.raises(ConfigError, match="model.block was replaced by model.residual"):
         build(tiny_cfg("model.block=sandwich"))
     masked = TaskInfo(vocab_size=256, head="mlm", seq_len=16, causal="forbidden")
     cfg = tiny_cfg("model.mixer.name=rwkv4").model

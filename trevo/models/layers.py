@@ -123,16 +123,16 @@ def resolve_causal(cfg: ModelConfig, info: TaskInfo, layers: list[Layer] | None 
 
 
 def _names_problems(cfg: ModelConfig) -> list[str]:
-    specs = [(f"model.{k}", k, getattr(cfg, k)) for k in ("mixer", "channel", "norm", "residual", "position")]
+    fields = ("mixer", "channel", "norm", "residual", "position")
+    specs = [("", k, getattr(cfg, k)) for k in fields]
     for i, spec in enumerate(cfg.layers):
-        specs += [(f"model.layers[{i}].{k}", k, getattr(spec, k)) for k in ("mixer", "channel", "norm", "residual",
-                                                                             "position") if getattr(spec, k)]
+        specs += [(f"model.layers[{i}].{k}: ", k, getattr(spec, k)) for k in fields if getattr(spec, k)]
     problems = []
     for where, kind, spec in specs:
         try:
             get(kind, spec.name)
         except TrevoError as e:
-            problems.append(f"{where}: {e}")
+            problems.append(f"{where}{e}")
     return problems
 
 
