@@ -284,6 +284,11 @@ def write_report(db_path: str | Path, out_dir: str | Path | None = None, baselin
         for caption, png in _plots(task, rows, runs, refs.get(task, {})):
             body_html.append(f'<img alt="{html.escape(caption)}" title="{html.escape(caption)}" '
                              f'src="data:image/png;base64,{png}">')
+    arch = architectures(runs)
+    if arch:
+        header, body = ["variant", "architecture (one-line genome)"], [[label, line] for label, line in arch]
+        md += ["", "## Architectures", "", _markdown_table(header, body)]
+        body_html.append("<h2>Architectures</h2>" + _html_table(header, body))
     if boards:
         header, body = family_summary(boards)
         md += ["", "## Per-family summary (best member per task)", "", _markdown_table(header, body)]
@@ -313,6 +318,27 @@ def write_report(db_path: str | Path, out_dir: str | Path | None = None, baselin
     paths["json"].write_text(json.dumps({"runs": [asdict(r) for r in runs], "leaderboards": boards_json},
                                         indent=1, default=str))
     return paths
+
+
+def architectures(runs: list[Run]) -> list[tuple[str, str]]:
+    """(variant label, one-line genome) of every metaformer or recipe variant: its architecture at the
+    width it ran (after width matching)."""
+    from trevo.config import RunConfig
+    from trevo.models.genome import Genome
+    from trevo.models.recipes import is_recipe
+    from trevo.registry import TrevoError
+
+    out: dict[str, str] = {}
+    for r in runs:
+        if r.label in out:
+            continue
+        try:
+            cfg = RunConfig.from_dict(r.config)
+            if cfg.model.arch == "metaformer" or is_recipe(cfg.model.arch):
+                out[r.label] = Genome.from_config(cfg).line()
+        except TrevoError:
+            continue  # a config of an older trevo: no genome line
+    return sorted(out.items())
 
 
 def _bench_section(out: Path) -> tuple[str, str] | None:

@@ -10,6 +10,7 @@ from torch import nn
 from trevo.components.base import State, TokenMixer
 from trevo.components.kv_cache import empty_kv_cache, extend_kv_cache
 from trevo.components.multihead import head_dim_of, merge_heads, split_heads
+from trevo.components.rotary import check_rotary_head_dim
 from trevo.errors import IncompatibleError
 from trevo.ops.attention import chunked_softmax_attention, residual_score_attention, sdpa_attention
 from trevo.registry import Paper, register
@@ -47,6 +48,7 @@ class SoftmaxAttention(TokenMixer):
         if n_heads % n_kv_heads:
             raise IncompatibleError(f"n_heads={n_heads} must be a multiple of n_kv_heads={n_kv_heads}")
         head_dim = head_dim_of(d_model, n_heads, head_dim)
+        check_rotary_head_dim(head_dim, position)
         self.n_heads, self.n_kv_heads, self.head_dim = n_heads, n_kv_heads, head_dim
         self.chunk_size = chunk_size
         self.q_proj = nn.Linear(d_model, n_heads * head_dim, bias=bias)

@@ -12,6 +12,7 @@ from torch import nn
 from trevo.components.base import State, TokenMixer
 from trevo.components.kv_cache import empty_kv_cache, extend_kv_cache
 from trevo.components.multihead import head_dim_of, merge_heads, split_heads
+from trevo.components.rotary import check_rotary_head_dim
 from trevo.errors import IncompatibleError
 from trevo.ops.sparse_patterns import fixed_mask, sliding_window_mask, strided_mask
 from trevo.registry import Paper, register
@@ -27,6 +28,7 @@ class _MaskedAttention(TokenMixer):
         self.n_heads, self.head_dim = n_heads, head_dim_of(d_model, n_heads)
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
         self.out_proj = nn.Linear(d_model, d_model, bias=False)
+        check_rotary_head_dim(self.head_dim, position)
         self.position = position  # RoPE (sliding-window attention only), applied at each token's position
 
     def pattern(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
