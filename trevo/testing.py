@@ -305,7 +305,10 @@ def build_stack(model: ModelConfig, dtype: torch.dtype = torch.float64) -> torch
 
 
 def _tokens(seed: int = 0) -> torch.Tensor:
-    return torch.randint(VOCAB, (2, T), generator=torch.Generator().manual_seed(seed))
+    """Two rows of T distinct tokens: no two keys of the first layer tie exactly (a top-k selection between
+    equal scores may keep either, differently in two exact forms)."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.stack([torch.randperm(VOCAB, generator=generator)[:T] for _ in range(2)])
 
 
 def check_stack(model_cfg: ModelConfig) -> None:

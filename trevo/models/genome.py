@@ -241,8 +241,7 @@ class Genome:
         come from ``base``. The model-level mixer, channel, norm and residual are the most common ones of
         the pattern, and each layer entry sets only what differs from them."""
         pattern = self.pattern
-        default = {kind: Counter(getattr(g, kind) for g in pattern).most_common(1)[0][0]
-                   for kind in ("mixer", "channel", "norm", "residual")}
+        default = _common(pattern, ("mixer", "channel", "norm", "residual"))
         positions = {g.position for g in pattern}
         model_position = self.position
         if self.position == NONE and len(positions) == 1:  # one relative position for every layer
@@ -325,8 +324,7 @@ class Genome:
         ``mixer[+position][|field=part]`` for what differs from the shown defaults; then ``pos=…`` for an
         absolute position and ``untied`` for an untied head."""
         pattern = self.pattern
-        default = {kind: Counter(getattr(g, kind) for g in pattern).most_common(1)[0][0]
-                   for kind in ("channel", "norm", "residual")}
+        default = _common(pattern, ("channel", "norm", "residual"))
         layers = []
         for g in pattern:
             text = _render_part(g.mixer)
@@ -372,6 +370,17 @@ class Genome:
 
 
 GENOME_FIELDS = ("d_model", "n_layers", "mixer", "channel", "norm", "position", "residual", "layers", "tie_embeddings")
+
+
+def _common(pattern: tuple[Gene, ...], kinds: tuple[str, ...]) -> dict[str, Part]:
+    """The model-level default of each field: its most common part in the pattern; a tie goes to a part
+    that is not ``none``, then to the first."""
+    out = {}
+    for kind in kinds:
+        parts = [getattr(g, kind) for g in pattern]
+        counts = Counter(parts)
+        out[kind] = max(counts, key=lambda p, c=counts, ps=parts: (c[p], p.name != "none", -ps.index(p)))
+    return out
 
 
 def _applies(part: Part) -> str:
