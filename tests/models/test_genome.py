@@ -63,8 +63,10 @@ def test_equivalent_spellings_are_one_genome_with_one_hash():
         "d_model": 32, "n_layers": 4, "layers": [{"mixer": {"name": "gla", "tau": 16}},
                                                  {"mixer": "softmax_attention", "position": "rope"}]}}).model)
     assert from_config == a
-    other = [Genome.parse("4×d32 [gla,attn] swiglu rmsnorm pre"), Genome.parse("4×d34 [gla,attn+rope] swiglu rmsnorm pre"),
-             Genome.parse("4×d32 [attn+rope,gla] swiglu rmsnorm pre"), a.replace(tie_embeddings=False)]
+    other = [Genome.parse(line) for line in ("4×d32 [gla,attn] swiglu rmsnorm pre",
+                                             "4×d34 [gla,attn+rope] swiglu rmsnorm pre",
+                                             "4×d32 [attn+rope,gla] swiglu rmsnorm pre")]
+    other.append(a.replace(tie_embeddings=False))
     assert len({a.hash, *(o.hash for o in other)}) == 5
 
 

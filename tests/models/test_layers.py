@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.helpers import tiny_cfg
 from trevo.components.mixers.gla import GatedLinearAttention
 from trevo.components.mixers.mamba import Mamba
 from trevo.components.mixers.softmax_attention import SoftmaxAttention
@@ -16,7 +17,6 @@ from trevo.errors import IncompatibleError
 from trevo.models.layers import model_family, model_problems, resolve_layers
 from trevo.tasks.base import TaskInfo
 from trevo.train import build, train
-from tests.helpers import tiny_cfg
 
 LM = TaskInfo(vocab_size=256, head="lm", seq_len=32, causal="required", layout=(32,))
 
