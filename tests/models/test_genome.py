@@ -149,7 +149,9 @@ def genes(draw):
 def genomes(draw):
     pattern = draw(st.lists(genes(), min_size=1, max_size=3))
     depth = draw(st.integers(len(pattern), 4))
-    return Genome.of(pattern, d_model=testing.D, n_layers=depth, tie_embeddings=draw(st.booleans()))
+    absolute = [n for n in names("position") if get("position", n).applies == "absolute"]
+    return Genome.of(pattern, d_model=testing.D, n_layers=depth, position=draw(st.sampled_from(absolute)),
+                     tie_embeddings=draw(st.booleans()))
 
 
 @settings(max_examples=12, deadline=None, derandomize=True,

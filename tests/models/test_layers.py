@@ -68,7 +68,7 @@ def test_invalid_hybrids_fail_before_training_with_every_reason(tmp_path):
     assert any("4 entries but model.n_layers is 3" in p for p in problems)
     cfg = tiny_cfg("model.n_layers=3", "model.layers=[gla, fnet, {mixer: s2mlp, position: learned}]")
     problems = model_problems(cfg.model, LM)
-    assert any(p.startswith("mixer 'fnet' is bidirectional only") for p in problems), problems
+    assert any(p.startswith("layer 1: mixer 'fnet' is bidirectional only") for p in problems), problems
     assert any(p.startswith("layer 2: mixer 's2mlp' needs a 2-D layout") for p in problems), problems
     assert any("layer 2: a layer's position acts inside its mixer, and 'learned' is absolute" in p for p in problems)
     with pytest.raises(IncompatibleError, match="(?s)cannot be built:.*fnet.*s2mlp"):

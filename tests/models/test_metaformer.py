@@ -46,3 +46,10 @@ def test_sequence_past_a_fixed_length_is_refused(tiny_cfg):
     _, model = build(tiny_cfg("model.position.name=learned", "model.max_len=32"))
     with pytest.raises(TrevoError, match="past the learned position table"):
         model(torch.zeros(1, 40, dtype=torch.long))
+
+
+def test_a_position_that_widens_the_input_is_refused_at_build(tiny_cfg):
+    with pytest.raises(IncompatibleError, match="set model.position.combine=add"):
+        build(tiny_cfg("model.position.name=fourier"))
+    _, model = build(tiny_cfg("model.position.name=fourier", "model.position.combine=add"))
+    assert model(torch.zeros(2, 32, dtype=torch.long)).shape == (2, 32, 256)

@@ -171,6 +171,9 @@ class Genome:
             raise GenomeError(f"a genome's d_model is a positive integer, got {self.d_model!r}")
         object.__setattr__(self, "layers", layers)
         object.__setattr__(self, "position", Part.of("position", self.position))
+        if _applies(self.position) == "relative":
+            raise GenomeError(f"a genome's position is the absolute one added to the embeddings; a relative one "
+                              f"({self.position.name}) acts inside each layer's mixer: set it on the genes")
         object.__setattr__(self, "_canonical", json.dumps(self.canonical(), sort_keys=True, separators=(",", ":")))
 
     # Identity -----------------------------------------------------------------------------------------
@@ -196,7 +199,7 @@ class Genome:
 
     @property
     def pattern(self) -> tuple[Gene, ...]:
-        """The shortest repeating unit of the layers."""
+        """The shortest unit the layers repeat a whole number of times (a divisor of the depth)."""
         return self.layers[:_period(self.layers)]
 
     # Construction -------------------------------------------------------------------------------------
@@ -231,7 +234,7 @@ class Genome:
         if cfg.arch != "metaformer":
             raise GenomeError(f"a genome describes a metaformer stack (or a recipe on it); model.arch is "
                               f"{cfg.arch!r}")
-        relative = cfg.position.name in names("position") and get("position", cfg.position.name).applies == "relative"
+        relative = _applies(Part(cfg.position.name)) == "relative"
         genes = tuple(Gene(mixer=la.mixer, channel=la.channel, norm=la.norm, residual=la.residual,
                            position=la.position) for la in resolve_layers(cfg))
         return cls(genes, cfg.d_model, NONE if relative else cfg.position, cfg.tie_embeddings)

@@ -110,15 +110,19 @@ def resolve_causal(cfg: ModelConfig, info: TaskInfo, layers: list[Layer] | None 
     elif wanted is None:
         wanted = not all(m.bidirectional for m in mixers)
     problems = []
-    for mixer in dict.fromkeys(mixers):  # each mixer once, in order
+    first = {}  # each mixer once, at the first layer that has it
+    for i, mixer in enumerate(mixers[:len(cfg.layers) or 1]):
+        first.setdefault(mixer.name, (i, mixer))
+    for i, mixer in first.values():
+        where = f"layer {i}: " if cfg.layers else ""
         if wanted and not mixer.causal:
             alternatives = [e.name for e in _mixers() if e.causal]
-            problems.append(f"mixer {mixer.name!r} is bidirectional only and cannot be used causally (this task "
-                            f"needs a causal model); causal mixers: {', '.join(alternatives)}")
+            problems.append(f"{where}mixer {mixer.name!r} is bidirectional only and cannot be used causally (this "
+                            f"task needs a causal model); causal mixers: {', '.join(alternatives)}")
         if not wanted and not mixer.bidirectional:
             alternatives = [e.name for e in _mixers() if e.bidirectional]
-            problems.append(f"mixer {mixer.name!r} is causal only and this task needs a bidirectional model; "
-                            f"bidirectional mixers: {', '.join(alternatives)}")
+            problems.append(f"{where}mixer {mixer.name!r} is causal only and this task needs a bidirectional "
+                            f"model; bidirectional mixers: {', '.join(alternatives)}")
     return wanted, problems
 
 

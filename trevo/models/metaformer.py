@@ -42,6 +42,10 @@ class MetaFormer(nn.Module):
         self.embed = ScaledEmbedding(info.vocab_size, d)
         max_len = resolve_max_len(cfg, info)
         position = build("position", cfg.position.name, cfg.position.options, d_model=d, max_len=max_len)
+        if hasattr(position, "out_width") and position.out_width(d) != d:  # refused here, not at the first forward
+            raise IncompatibleError(f"position {cfg.position.name!r} concatenates features, widening the input, "
+                                    f"and the metaformer adds its position to the embeddings; set "
+                                    f"model.position.combine=add")
         # A relative position acts inside the mixers: each layer builds its own (trevo.models.layers).
         self.position = None if getattr(position, "applies", "absolute") == "relative" else position
         self.blocks, self.score_carry = build_blocks(cfg, causal=self.causal, max_len=max_len,
