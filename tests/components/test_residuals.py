@@ -77,7 +77,7 @@ def test_rezero_and_skipinit_start_as_the_identity_exactly(residual):
 
 
 def test_deepnorm_constants_match_the_paper():
-    # DeepNet Table 1 (decoder-only, as encoder-only): α = (2N)^(1/4), β = (8N)^(-1/4), by hand.
+    # DeepNet Fig. 2b (decoder-only, as encoder-only): α = (2N)^(1/4), β = (8N)^(-1/4), by hand.
     table = {6: (1.86121, 0.379918), 12: (2.213364, 0.319472), 18: (2.44949, 0.288675)}
     for n, (alpha, beta) in table.items():
         a, b = deepnorm_constants(n)

@@ -184,7 +184,7 @@ class DepthScaled(PreNorm):
 
 
 def deepnorm_constants(n_layers: int) -> tuple[float, float]:
-    """(α, β) of DeepNet (Wang et al. 2022, Table 1 / Fig. 2) for an encoder-only or decoder-only
+    """(α, β) of DeepNet (Wang et al. 2022, Fig. 2b) for an encoder-only or decoder-only
     stack of N layers: α = (2N)^(1/4), β = (8N)^(-1/4)."""
     return (2 * n_layers) ** 0.25, (8 * n_layers) ** -0.25
 
