@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import inspect
 import itertools
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -327,7 +328,7 @@ def check_stack(model_cfg: ModelConfig) -> None:
     logits.square().mean().backward()
     for name, p in model.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), f"{name}: no or a non-finite gradient"
-        if ".residual." in name or ".norms." in name:
+        if ".residual." in name or re.search(r"\.norm\d+\.", name):
             assert p.grad.abs().sum() > 0, f"{name}: a zero gradient"
     logits = logits.detach()
 

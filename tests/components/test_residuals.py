@@ -106,7 +106,7 @@ def test_deepnorm_is_post_norm_on_alpha_x_and_scales_the_init_by_beta():
     block, x = model.blocks[0], _block_input(model, 0)
     alpha, _ = deepnorm_constants(3)
     h = x
-    for norm, f in zip(block.residual.norms, _sublayers(block), strict=True):
+    for norm, f in zip(block.norms, _sublayers(block), strict=True):
         h = norm(alpha * h + f(h))
     torch.testing.assert_close(block(x), h, rtol=1e-12, atol=1e-12)
     assert isinstance(model.norm, torch.nn.Identity)  # post-norm blocks: no final norm
@@ -131,7 +131,7 @@ def test_depth_scaled_refuses_a_mixer_without_an_output_projection():
 def test_placements_equal_their_formulas(residual):
     model = testing.build_stack(_model(residual))
     block, x = model.blocks[0], _block_input(model, 0)
-    (mix, chan), norms = _sublayers(block), block.residual.norms
+    (mix, chan), norms = _sublayers(block), block.norms
     expected = {
         "prenorm": lambda: (lambda h: h + chan(norms[1](h)))(x + mix(norms[0](x))),
         "postnorm": lambda: (lambda h: norms[1](h + chan(h)))(norms[0](x + mix(x))),
@@ -155,17 +155,17 @@ def test_admin_omega_follows_the_profiled_variances():
         h.remove()
     # Replay: ω_1 = 1; ω_{i+1} = √(Var[h·ω_i] + Var[f_i(h)]), h the sublayer's input, in layer order.
     omegas = [w for b in model.blocks for w in b.residual.omega]
-    norms = [n for b in model.blocks for n in b.residual.norms]
+    norms = [n for b in model.blocks for n in b.norms]
     running, i, h = 1.0, 0, None
-    for kind, value in records:
-        if kind == "in":
-            h = value
-            continue
-        omegas[i] = omegas[i].detach()
-        torch.testing.assert_close(omegas[i], torch.full_like(omegas[i], running), rtol=1e-5, atol=0)
-        running = math.sqrt(float((h * omegas[i]).var(unbiased=False) + value.var(unbiased=False)))
-        h = norms[i](h * omegas[i] + value)
-        i += 1
+    with torch.no_grad():
+        for kind, value in records:
+            if kind == "in":
+                h = value
+                continue
+            torch.testing.assert_close(omegas[i], torch.full_like(omegas[i], running), rtol=1e-5, atol=0)
+            running = math.sqrt(float((h * omegas[i]).var(unbiased=False) + value.var(unbiased=False)))
+            h = norms[i](h * omegas[i] + value)
+            i += 1
     assert i == len(omegas) == 5 and float(omegas[-1][0]) > float(omegas[1][0]) > 1  # ω grows with depth
 
 

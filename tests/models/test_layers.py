@@ -29,7 +29,7 @@ def test_layers_repeat_cyclically_and_inherit_the_model_defaults():
     assert kinds == [GatedLinearAttention, SoftmaxAttention, GatedLinearAttention, SoftmaxAttention,
                      GatedLinearAttention]
     assert [type(b.residual) for b in model.blocks] == [PreNorm, PostNorm, PreNorm, PostNorm, PreNorm]
-    assert all(isinstance(n, LayerNorm) for b in model.blocks for n in b.residual.norms)  # the model's norm
+    assert all(isinstance(n, LayerNorm) for b in model.blocks for n in b.norms)  # the model's norm
     assert model.blocks[1].mixer.position is not None and model.blocks[0].mixer.n_heads == 4
     assert model(torch.zeros(2, 32, dtype=torch.long)).shape == (2, 32, 256)
     assert [la.position.name for la in resolve_layers(cfg.model)] == ["none", "rope", "none", "rope", "none"]
@@ -38,10 +38,10 @@ def test_layers_repeat_cyclically_and_inherit_the_model_defaults():
 def test_a_layer_without_a_channel_mixer_is_its_token_mixer_alone():
     _, model = build(tiny_cfg("model.layers=[{mixer: mamba, channel: none}, softmax_attention]"))
     mamba, attention = model.blocks
-    assert isinstance(mamba.mixer, Mamba) and mamba.channel is None and len(mamba.residual.norms) == 1
-    assert attention.channel is not None and len(attention.residual.norms) == 2
+    assert isinstance(mamba.mixer, Mamba) and mamba.channel is None and len(mamba.norms) == 1
+    assert attention.channel is not None and len(attention.norms) == 2
     x = torch.randn(2, 32, 32)
-    torch.testing.assert_close(mamba(x), x + mamba.mixer(mamba.residual.norms[0](x)))
+    torch.testing.assert_close(mamba(x), x + mamba.mixer(mamba.norms[0](x)))
 
 
 def test_a_model_level_relative_position_reaches_every_layer_that_does_not_set_its_own():

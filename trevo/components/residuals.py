@@ -2,11 +2,13 @@
 token mixer, then the channel mixer unless it is ``none`` — to the residual stream.
 
 A residual is built per layer with ``registry.build("residual", name, options, d_model=…,
-layer_idx=…, n_layers=…)``; the block then calls ``attach(n_sublayers, make_norm)`` (the residual
-builds the norms it places, of the layer's norm kind), and the model calls ``initialize(sublayers)``
-after its own weight initialisation (for placements that rescale weights at init: DeepNorm,
-depth-scaled init). ``forward(x, sublayers)`` takes the sublayers as functions of one tensor, so the
-same code serves training, prefill and one-token steps (any shape ending in ``d_model``).
+layer_idx=…, n_layers=…)``; the block asks it for ``norm_count(n_sublayers)`` and builds that many
+norms of the layer's norm kind (its ``norm1``, ``norm2`` …, the names checkpoints use), calls
+``attach(n_sublayers)`` (for a placement's own parameters), and the model calls
+``initialize(sublayers)`` after its own weight initialisation (for placements that rescale weights at
+init: DeepNorm, depth-scaled init). ``forward(x, sublayers, norms)`` takes the sublayers as functions
+of one tensor, so the same code serves training, prefill and one-token steps (any shape ending in
+``d_model``).
 
 Class attributes tell the model what else a placement needs: ``ends_in_norm`` (the block's output is
 normalised, so the model adds no final norm), ``needs_profiling`` (Admin's initialisation pass) and
@@ -45,20 +47,19 @@ class Residual(nn.Module):
     def __init__(self, d_model: int, *, layer_idx: int = 0, n_layers: int = 1) -> None:
         super().__init__()
         self.d_model, self.layer_idx, self.n_layers = d_model, layer_idx, n_layers
-        self.norms = nn.ModuleList()
-
-    def attach(self, n_sublayers: int, make_norm: Callable[[], nn.Module]) -> None:
-        """Build the norms this placement puts around ``n_sublayers`` sublayers (called once by the block)."""
-        self.n_sublayers = n_sublayers
-        self.norms = nn.ModuleList(make_norm() for _ in range(self.norm_count(n_sublayers)))
 
     def norm_count(self, n_sublayers: int) -> int:
+        """How many norms this placement puts around ``n_sublayers`` sublayers (the block builds them)."""
         return self.norms_per_sublayer * n_sublayers
+
+    def attach(self, n_sublayers: int) -> None:
+        """Build this placement's own parameters for ``n_sublayers`` sublayers (called once by the block)."""
+        self.n_sublayers = n_sublayers
 
     def initialize(self, sublayers: list[nn.Module]) -> None:
         """Rescale the sublayers' weights after the model's initialisation (``sublayers``: mixer, then channel)."""
 
-    def forward(self, x: torch.Tensor, sublayers: list[Sublayer]) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, sublayers: list[Sublayer], norms: list[nn.Module]) -> torch.Tensor:
         raise NotImplementedError
 
 
@@ -67,8 +68,8 @@ class Residual(nn.Module):
 class PreNorm(Residual):
     """Pre-LN (Xiong et al. 2020): x = x + f(norm(x)) for each sublayer; the model ends in a norm."""
 
-    def forward(self, x, sublayers):
-        for norm, f in zip(self.norms, sublayers, strict=True):
+    def forward(self, x, sublayers, norms):
+        for norm, f in zip(norms, sublayers, strict=True):
             x = x + f(norm(x))
         return x
 
@@ -79,8 +80,8 @@ class PostNorm(Residual):
 
     ends_in_norm = True
 
-    def forward(self, x, sublayers):
-        for norm, f in zip(self.norms, sublayers, strict=True):
+    def forward(self, x, sublayers, norms):
+        for norm, f in zip(norms, sublayers, strict=True):
             x = norm(x + f(x))
         return x
 
@@ -93,9 +94,9 @@ class SandwichNorm(Residual):
 
     norms_per_sublayer = 2
 
-    def forward(self, x, sublayers):
+    def forward(self, x, sublayers, norms):
         for i, f in enumerate(sublayers):
-            x = x + self.norms[2 * i + 1](f(self.norms[2 * i](x)))
+            x = x + norms[2 * i + 1](f(norms[2 * i](x)))
         return x
 
 
@@ -112,7 +113,7 @@ class ReZero(Residual):
         super().__init__(d_model, layer_idx=layer_idx, n_layers=n_layers)
         self.alpha = nn.Parameter(torch.zeros(()))
 
-    def forward(self, x, sublayers):
+    def forward(self, x, sublayers, norms):
         for f in sublayers:
             x = x + self.alpha * f(x)
         return x
@@ -130,11 +131,11 @@ class SkipInit(Residual):
         super().__init__(d_model, layer_idx=layer_idx, n_layers=n_layers)
         self.alpha_init = alpha_init
 
-    def attach(self, n_sublayers, make_norm):
-        super().attach(n_sublayers, make_norm)
+    def attach(self, n_sublayers):
+        super().attach(n_sublayers)
         self.alpha = nn.Parameter(torch.full((n_sublayers,), float(self.alpha_init)))
 
-    def forward(self, x, sublayers):
+    def forward(self, x, sublayers, norms):
         for i, f in enumerate(sublayers):
             x = x + self.alpha[i] * f(x)
         return x
@@ -230,8 +231,8 @@ class DeepNorm(Residual):
                     if isinstance(module, nn.Linear):
                         module.weight.mul_(self.beta)
 
-    def forward(self, x, sublayers):
-        for norm, f in zip(self.norms, sublayers, strict=True):
+    def forward(self, x, sublayers, norms):
+        for norm, f in zip(norms, sublayers, strict=True):
             x = norm(self.alpha * x + f(x))
         return x
 
@@ -252,12 +253,12 @@ class Admin(Residual):
         super().__init__(d_model, layer_idx=layer_idx, n_layers=n_layers)
         self.profile: list[float] | None = None  # the running ω, shared by the stack during profiling
 
-    def attach(self, n_sublayers, make_norm):
-        super().attach(n_sublayers, make_norm)
+    def attach(self, n_sublayers):
+        super().attach(n_sublayers)
         self.omega = nn.Parameter(torch.ones(n_sublayers, self.d_model))
 
-    def forward(self, x, sublayers):
-        for i, (norm, f) in enumerate(zip(self.norms, sublayers, strict=True)):
+    def forward(self, x, sublayers, norms):
+        for i, (norm, f) in enumerate(zip(norms, sublayers, strict=True)):
             y = f(x)
             if self.profile is not None:
                 with torch.no_grad():
@@ -277,8 +278,8 @@ class Parallel(Residual):
     def norm_count(self, n_sublayers: int) -> int:
         return 1
 
-    def forward(self, x, sublayers):
-        h = self.norms[0](x)
+    def forward(self, x, sublayers, norms):
+        h = norms[0](x)
         return x + sum(f(h) for f in sublayers)
 
 

@@ -222,11 +222,18 @@ class Block(nn.Module):
         self.channel = None if getattr(channel, "skip", False) else channel
         self.residual = residual
         self.drop = nn.Dropout(dropout)
-        residual.attach(len(self.sublayers), make_norm)
+        residual.attach(len(self.sublayers))
+        self.n_norms = residual.norm_count(len(self.sublayers))
+        for i in range(self.n_norms):  # norm1, norm2 …: the names checkpoints and importers use
+            setattr(self, f"norm{i + 1}", make_norm())
 
     @property
     def sublayers(self) -> list[nn.Module]:
         return [self.mixer] if self.channel is None else [self.mixer, self.channel]
+
+    @property
+    def norms(self) -> list[nn.Module]:
+        return [getattr(self, f"norm{i + 1}") for i in range(self.n_norms)]
 
     def initialize(self) -> None:
         """The residual's rescaling of the sublayers' weights, after the model's initialisation."""
@@ -237,7 +244,7 @@ class Block(nn.Module):
         fns = [lambda h: self.drop(self.mixer(h, padding_mask=padding_mask, layout=layout))]
         if self.channel is not None:
             fns.append(lambda h: self.drop(self.channel(h)))
-        return self.residual(x, fns)
+        return self.residual(x, fns, self.norms)
 
     def init_state(self, batch: int, device, dtype) -> dict[str, State]:
         channel = self.channel.init_state(batch, device, dtype) if self.channel is not None else {}
@@ -254,7 +261,7 @@ class Block(nn.Module):
             return f
 
         fns = [run(name, module) for name, module in zip(("mixer", "channel"), self.sublayers, strict=False)]
-        return self.residual(x, fns), new
+        return self.residual(x, fns, self.norms), new
 
     def prefill(self, x: torch.Tensor, state: dict[str, State]) -> tuple[torch.Tensor, dict[str, State]]:
         return self._incremental("prefill", x, state)
@@ -282,10 +289,11 @@ def build_blocks(cfg: ModelConfig, *, causal: bool, max_len: int, layout: tuple[
             return build("norm", spec.name, spec.options, d_model=d)
 
         blocks.append(Block(mixer, channel, residual, make_norm, dropout))
-    return blocks, _share_scores(blocks)
+    return blocks, share_scores(blocks)
 
 
-def _share_scores(blocks: nn.ModuleList) -> ScoreCarry | None:
+def share_scores(blocks: nn.ModuleList) -> ScoreCarry | None:
+    """One ScoreCarry for the RealFormer layers of ``blocks`` (None if there are none)."""
     carriers = [b for b in blocks if b.residual.carries_scores]
     if not carriers:
         return None

@@ -200,7 +200,7 @@ class CrossAttend(nn.Module):
         return self.finish(q_in, cross_attention(self.queries(q_in), k, v, key_padding_mask=key_padding_mask))
 
 
-def _latent_blocks(cfg: ModelConfig, d: int, n_latents: int, causal: bool) -> nn.ModuleList:
+def latent_blocks(cfg: ModelConfig, d: int, n_latents: int, causal: bool) -> nn.ModuleList:
     """``cfg.n_layers`` blocks of ``cfg.mixer`` on the latent array, as MetaFormer builds them."""
     mixer = get("mixer", cfg.mixer.name)
     if mixer.needs_2d:
@@ -283,7 +283,7 @@ class PerceiverEncoder(nn.Module):
         self.cross = nn.ModuleList(CrossAttend(d, self.inputs.width, n_heads=opts["cross_heads"], norm=cfg.norm,
                                                channel=_channel(cfg, d), dropout=cfg.dropout)
                                    for _ in range(n_cross))
-        self.stacks = nn.ModuleList(_latent_blocks(cfg, d, self.n_latents, causal=False) for _ in range(n_stacks))
+        self.stacks = nn.ModuleList(latent_blocks(cfg, d, self.n_latents, causal=False) for _ in range(n_stacks))
         self.width = d
 
     def embed_inputs(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -478,7 +478,7 @@ class PerceiverAR(nn.Module):
                                          layout=(max_len,))
         self.cross = CrossAttend(d, d, n_heads=opts["cross_heads"], norm=cfg.norm, channel=_channel(cfg, d),
                                  dropout=cfg.dropout)
-        self.blocks = _latent_blocks(cfg, d, self.window, causal=True)
+        self.blocks = latent_blocks(cfg, d, self.window, causal=True)
         self.norm = build("norm", cfg.norm.name, cfg.norm.options, d_model=d)
         self.head = nn.Linear(d, info.vocab_size, bias=False)
         if cfg.tie_embeddings:

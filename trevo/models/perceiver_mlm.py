@@ -27,7 +27,8 @@ from torch import nn
 from trevo.components.multihead import merge_heads, split_heads
 from trevo.config import ComponentSpec, ModelConfig
 from trevo.errors import IncompatibleError
-from trevo.models.metaformer import Block, resolve_max_len
+from trevo.models.layers import resolve_max_len
+from trevo.models.perceiver import latent_blocks
 from trevo.models.tokens import check_token_ids
 from trevo.ops.cross_attention import cross_attention
 from trevo.registry import Paper, build, get, register
@@ -112,14 +113,9 @@ class PerceiverMLM(nn.Module):
                                            n_heads=opts["cross_heads"], expand=opts["cross_expand"],
                                            activation=opts["activation"], query_residual=opts["cross_query_residual"],
                                            norm=cfg.norm)
-        self.blocks = nn.ModuleList()
-        for i in range(cfg.n_layers):
-            context = {"d_model": d, "causal": False, "layer_idx": i, "n_layers": cfg.n_layers, "max_len": n,
-                       "layout": (n,), "position": None}
-            norms = [build("norm", cfg.norm.name, cfg.norm.options, d_model=d) for _ in range(2)]
-            self.blocks.append(Block(build("mixer", cfg.mixer.name, cfg.mixer.options, **context),
-                                     build("channel", cfg.channel.name, cfg.channel.options, **context),
-                                     *norms, "prenorm", cfg.dropout))
+        self.blocks = latent_blocks(cfg, d, n, causal=False)
+        for block in self.blocks:
+            block.initialize()
         self.queries = nn.Parameter(torch.randn(max_len, embed_dim) * 0.02)
         self.decoder = CrossAttentionLayer(embed_dim, d, qk_dim=opts["decoder_qk_dim"],
                                            v_dim=opts["decoder_v_dim"] or embed_dim, n_heads=opts["decoder_heads"],

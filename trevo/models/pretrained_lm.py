@@ -9,7 +9,7 @@ channel(norm2(x))``); ``model.options`` adds:
 - ``embed_norm``: a norm applied to the embeddings before the first block (RWKV-4's ``ln0``);
 - ``final_norm``: the final norm's own spec when it differs from the blocks' (RWKV's ``ln_out``);
 - ``mixer_only`` (default false): blocks ``x = x + mixer(norm(x))`` with no channel mixer (Mamba,
-  Mamba-2). Issue 15 adds a channel ``none`` to the metaformer; this option is the stand-in until then.
+  Mamba-2): the channel mixer ``none`` in every block, whatever ``model.channel`` says.
 - ``rwkv_rescale_every`` R (default 0, off): Hugging Face's RWKV halves the residual stream after
   every R blocks at inference and divides the blocks' output weights to match. LayerNorm is
   invariant to that scale except through its ε (LN(x/s; ε) = LN(x; ε·s²)), so the same function is
@@ -24,11 +24,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from trevo.components.base import State
 from trevo.config import ComponentSpec, ModelConfig
 from trevo.errors import IncompatibleError
 from trevo.models.init import ScaledEmbedding, init_unit_scale
-from trevo.models.metaformer import Block, MetaFormer, check_compatible, resolve_max_len
+from trevo.models.layers import NONE, Block, run_profiling, share_scores
+from trevo.models.metaformer import MetaFormer, check_compatible, resolve_max_len
 from trevo.models.tokens import check_token_ids
 from trevo.registry import Paper, build, register
 from trevo.tasks.base import TaskInfo
@@ -36,31 +36,6 @@ from trevo.tasks.base import TaskInfo
 OPTIONS: dict[str, Any] = {"embed_scale": False, "embed_norm": None, "final_norm": None, "mixer_only": False,
                            "rwkv_rescale_every": 0}
 NORM_EPS = {"layernorm": 1e-5, "rmsnorm": 1e-6}
-
-
-class MixerOnlyBlock(nn.Module):
-    """``x = x + mixer(norm(x))``: a block without a channel mixer (Mamba's residual block)."""
-
-    def __init__(self, mixer: nn.Module, norm: nn.Module) -> None:
-        super().__init__()
-        self.mixer, self.norm1 = mixer, norm
-
-    def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None = None,
-                layout: tuple[int, ...] | None = None) -> torch.Tensor:
-        return x + self.mixer(self.norm1(x), padding_mask=padding_mask, layout=layout)
-
-    def prefill(self, x: torch.Tensor, state: dict[str, State]) -> tuple[torch.Tensor, dict[str, State]]:
-        y, ms = self.mixer.prefill(self.norm1(x), state["mixer"])
-        return x + y, {"mixer": ms, "channel": {}}
-
-    def step(self, x: torch.Tensor, state: dict[str, State]) -> tuple[torch.Tensor, dict[str, State]]:
-        y, ms = self.mixer.step(self.norm1(x), state["mixer"])
-        return x + y, {"mixer": ms, "channel": {}}
-
-
-class _NoChannel(nn.Module):
-    def init_state(self, batch: int, device, dtype) -> State:
-        return {}
 
 
 def _options(cfg: ModelConfig) -> dict[str, Any]:
@@ -101,8 +76,9 @@ class PretrainedLM(MetaFormer):
         position = build("position", cfg.position.name, cfg.position.options, d_model=d, max_len=max_len)
         relative = getattr(position, "applies", "absolute") == "relative"
         self.position = None if relative else position
-        if cfg.block != "prenorm" and opts["mixer_only"]:
-            raise IncompatibleError("model.options.mixer_only blocks are pre-norm; set model.block=prenorm")
+        if cfg.layers:
+            raise IncompatibleError("pretrained_lm repeats one block (an imported checkpoint's); model.layers builds "
+                                    "hybrids on model.arch=metaformer")
         self.blocks = nn.ModuleList()
         for i in range(cfg.n_layers):
             context = {"d_model": d, "causal": self.causal, "layer_idx": i, "n_layers": cfg.n_layers,
@@ -110,17 +86,16 @@ class PretrainedLM(MetaFormer):
                        "position": position if relative else None}
             scale = 4.0 ** (i // every) if every else 1.0
             mixer = build("mixer", cfg.mixer.name, cfg.mixer.options, **context)
-            if opts["mixer_only"]:
-                block: nn.Module = MixerOnlyBlock(mixer, _norm(cfg.norm, d, scale))
-                block.channel = _NoChannel()
-            else:
-                channel = build("channel", cfg.channel.name, cfg.channel.options, **context)
-                block = Block(mixer, channel, _norm(cfg.norm, d, scale), _norm(cfg.norm, d, scale), cfg.block,
-                              cfg.dropout)
-            self.blocks.append(block)
+            channel = NONE if opts["mixer_only"] else cfg.channel
+            channel = build("channel", channel.name, channel.options, **context)
+            residual = build("residual", cfg.residual.name, cfg.residual.options, d_model=d, layer_idx=i,
+                             n_layers=cfg.n_layers)
+            self.blocks.append(Block(mixer, channel, residual, lambda scale=scale: _norm(cfg.norm, d, scale),
+                                     cfg.dropout))
+        self.score_carry = share_scores(self.blocks)
         final = ComponentSpec.parse(opts["final_norm"], "model.options.final_norm") if opts["final_norm"] else cfg.norm
         self.norm = _norm(final, d, 4.0 ** (cfg.n_layers // every) if every else 1.0)
-        if cfg.block == "postnorm":
+        if self.blocks[-1].residual.ends_in_norm:
             self.norm = nn.Identity()
         if info.head == "classify":
             self.head = nn.Linear(d, info.n_classes)
@@ -129,6 +104,9 @@ class PretrainedLM(MetaFormer):
             if cfg.tie_embeddings:
                 self.head.weight = self.embed.weight
         self.apply(init_unit_scale)
+        for block in self.blocks:
+            block.initialize()
+        run_profiling(self, self.blocks, info)
 
     def _embed(self, tokens: torch.Tensor, offset: int = 0) -> torch.Tensor:
         check_token_ids(tokens, self.info.vocab_size)
