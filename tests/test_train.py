@@ -79,3 +79,18 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, tiny_cfg, m
     _, model = build(tiny_cfg())
     assert load_checkpoint(tmp_path / CHECKPOINT, model)["step"] == 3
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_auxiliary_losses_reach_the_training_objective(tmp_path, tiny_cfg):
+    """Adaptive span's span penalty (an ``auxiliary_loss()``) is added to the loss that is minimised:
+    with a large λ the learned spans shrink, with λ = 0 they do not."""
+    spans = {}
+    for penalty in (0.0, 50.0):
+        cfg = tiny_cfg("model.mixer.name=adaptive_span", "model.mixer.window=16", f"model.mixer.span_penalty={penalty}",
+                       "train.lr=0.1", "train.weight_decay=0")
+        train(cfg, tmp_path / str(penalty), progress=False)
+        _, model = build(cfg)
+        load_checkpoint(tmp_path / str(penalty) / CHECKPOINT, model)
+        spans[penalty] = torch.stack([m.spans() for m in model.modules() if hasattr(m, "spans")]).mean().item()
+    initial = 0.1 * 16
+    assert spans[50.0] < 0.8 * initial and spans[50.0] < 0.8 * spans[0.0], spans

@@ -10,4 +10,10 @@ from trevo.registry import build, create, entries, get  # noqa: E402
 plugins.load_installed()
 plugins.load_environment()
 
-__all__ = ["build", "create", "entries", "get", "__version__"]
+# The Python API (trevo.api). The training module is loaded first, so that the name trevo.train is the
+# function while ``from trevo.train import …`` still reads the module.
+from trevo import arena  # noqa: E402,F401
+from trevo import train as _train_module  # noqa: E402,F401
+from trevo.api import create_model, load, train  # noqa: E402
+
+__all__ = ["build", "create", "create_model", "entries", "get", "load", "train", "__version__"]

@@ -25,7 +25,7 @@ from trevo.errors import TrevoError
 CHECKPOINT = "checkpoint.safetensors"
 TEMP_PREFIX = ".trevo-tmp-"
 FORMAT = 2  # 2: per-tensor checksums in the metadata
-REQUIRED_META = ("format", "step", "config_hash", "history", "losses", "param_groups", "checksums")
+REQUIRED_META = ("format", "step", "config_hash", "history", "losses", "checksums")
 
 
 class CheckpointError(TrevoError, ValueError):
@@ -90,21 +90,23 @@ def nonfinite(tensors: dict[str, torch.Tensor]) -> list[str]:
     return [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
 
 
-def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
                     meta: dict[str, Any]) -> None:
-    """Write the model, the optimizer and the RNG state; refuses (NonFiniteStateError) to write a
+    """Write the model, the optimizer and the RNG state (the weights alone when ``optimizer`` is None:
+    an imported model, which starts runs but is not resumed); refuses (NonFiniteStateError) to write a
     NaN or infinite weight or moment, so the checkpoint on disk is always one to resume from."""
     tensors = {f"model.{k}": v.detach().clone().contiguous() for k, v in model.state_dict().items()}
-    opt_state = optimizer.state_dict()
+    opt_state = optimizer.state_dict() if optimizer is not None else {"state": {}}
     for idx, state in opt_state["state"].items():
         for name, value in state.items():
             tensors[f"optim.{idx}.{name}"] = torch.as_tensor(value).detach().clone().contiguous()
     bad = nonfinite(tensors)
     if bad:
         raise NonFiniteStateError(f"{len(bad)} tensors hold NaN or infinite values ({', '.join(bad[:3])} …)")
-    tensors["rng.torch"] = torch.get_rng_state()
-    meta = {**meta, "format": FORMAT, "param_groups": opt_state["param_groups"],
-            "checksums": {k: tensor_sha256(v) for k, v in tensors.items()}}
+    if optimizer is not None:
+        tensors["rng.torch"] = torch.get_rng_state()
+        meta = {**meta, "param_groups": opt_state["param_groups"]}
+    meta = {**meta, "format": FORMAT, "checksums": {k: tensor_sha256(v) for k, v in tensors.items()}}
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"trevo": json.dumps(meta)}))
 
 
@@ -148,6 +150,9 @@ def load_checkpoint(path: Path, model: torch.nn.Module,
     except RuntimeError as e:
         raise CheckpointError(f"checkpoint {path} does not match this model's shapes: {e}") from None
     if optimizer is not None:
+        if "param_groups" not in meta:
+            raise CheckpointError(f"checkpoint {path} holds weights alone (an imported model?), no optimizer state "
+                                  f"to resume; start a run from it with train.init_from={Path(path).parent}")
         state: dict[int, dict[str, torch.Tensor]] = {}
         for key, value in tensors.items():
             if key.startswith("optim."):

@@ -28,6 +28,10 @@ PLUGINS = {
     "report": "trevo.arena.cli",
     "bench": "trevo.bench.cli",
     "tasks": "trevo.tasks.cli",
+    "import": "trevo.interop.cli",
+    "export": "trevo.interop.cli",
+    "eval": "trevo.interop.cli",
+    "docs": "trevo.interop.cli",
 }
 
 
@@ -106,14 +110,14 @@ def _prompt(args: argparse.Namespace) -> bytes:
 def _generate(args: argparse.Namespace) -> None:
     from trevo.checkpoint import CHECKPOINT, load_checkpoint
     from trevo.config import RunConfig
-    from trevo.generate import check_byte_lm, generate
+    from trevo.generate import check_generates_text, generate
     from trevo.train import build
 
     run = Path(args.run_dir)
     cfg = RunConfig.load(run / "config.yaml")
     prompt = _prompt(args)
     task, model = build(cfg)
-    check_byte_lm(cfg.task.name, task.info)
+    check_generates_text(cfg.task.name, task.info, model)
     load_checkpoint(run / CHECKPOINT, model)
     text, state = generate(model, prompt, args.tokens, mode=args.mode, temperature=args.temperature,
                            seed=args.seed)

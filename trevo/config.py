@@ -65,6 +65,52 @@ def _spec(name: str, **options: Any) -> Any:
     return field(default_factory=lambda: ComponentSpec(name, dict(options)))
 
 
+# The block fields one entry of ``model.layers`` may set; what it leaves unset is the model's.
+LAYER_FIELDS = ("mixer", "channel", "norm", "residual", "position")
+
+
+@dataclass
+class LayerSpec:
+    """One entry of ``model.layers``: a bare mixer name, or a mapping of block fields (mixer, channel,
+    norm, residual, position), each a component name or ``{name: ..., <options>}``; None inherits."""
+
+    mixer: ComponentSpec | None = None
+    channel: ComponentSpec | None = None
+    norm: ComponentSpec | None = None
+    residual: ComponentSpec | None = None
+    position: ComponentSpec | None = None
+
+    def to_yaml(self) -> Any:
+        set_fields = {f: getattr(self, f) for f in LAYER_FIELDS if getattr(self, f) is not None}
+        if list(set_fields) == ["mixer"] and not self.mixer.options:
+            return self.mixer.name
+        return {f: spec.to_yaml() for f, spec in set_fields.items()}
+
+    @classmethod
+    def parse(cls, value: Any, where: str) -> LayerSpec:
+        if isinstance(value, LayerSpec):
+            return value
+        if isinstance(value, str):
+            return cls(mixer=ComponentSpec(value))
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: a layer is a mixer name or a mapping of {', '.join(LAYER_FIELDS)}, "
+                              f"got {value!r}")
+        if "name" in value:
+            raise ConfigError(f"{where}: a layer is a mixer name or {{mixer: ..., channel: ...}}; for a mixer with "
+                              f"options write {{mixer: {{name: {value['name']}, ...}}}}")
+        unknown = [k for k in value if k not in LAYER_FIELDS]
+        if unknown:
+            raise ConfigError(f"{where}: unknown field {', '.join(map(repr, unknown))}; a layer sets "
+                              f"{', '.join(LAYER_FIELDS)} (the rest comes from the model)")
+        return cls(**{k: ComponentSpec.parse(v, f"{where}.{k}") for k, v in value.items()})
+
+
+def _parse_layers(value: Any, where: str) -> list[LayerSpec]:
+    if not isinstance(value, list):
+        raise ConfigError(f"{where}: expected a list of layers (mixer names or mappings), got {value!r}")
+    return [LayerSpec.parse(v, f"{where}[{i}]") for i, v in enumerate(value)]
+
+
 @dataclass
 class ModelConfig:
     arch: str = "metaformer"
@@ -74,7 +120,10 @@ class ModelConfig:
     channel: ComponentSpec = _spec("swiglu")
     norm: ComponentSpec = _spec("rmsnorm")
     position: ComponentSpec = _spec("none")
-    block: str = "prenorm"  # prenorm: x + f(norm(x)); postnorm: norm(x + f(x))
+    # The residual/norm placement of every block (trevo list --kind residual): prenorm, postnorm, …
+    residual: ComponentSpec = _spec("prenorm")
+    # Per-layer specs, repeated cyclically to fill n_layers (hybrids); empty: every layer is the default.
+    layers: list[LayerSpec] = field(default_factory=list)
     # "auto": causal for the causal LM, bidirectional where the task and mixer allow it. YAML's
     # true/false are read as "true"/"false".
     causal: str = setting("auto", choices=("auto", "true", "false"))
@@ -85,6 +134,12 @@ class ModelConfig:
     tie_embeddings: bool = True
     # Architecture-specific options (e.g. the Perceiver's n_latents); metaformer takes none.
     options: dict[str, Any] = field(default_factory=dict)
+
+    # Fields that were renamed: setting one is an error naming its successor, never a silent alias.
+    replaced_fields: typing.ClassVar[dict[str, str]] = {
+        "block": "model.block was replaced by model.residual (prenorm, postnorm, sandwich, rezero, deepnorm, … — "
+                 "`trevo list --kind residual`): write model.residual: {value} instead of model.block: {value}",
+    }
 
 
 @dataclass
@@ -104,6 +159,8 @@ class TrainConfig:
     seed: int = setting(0, ge=0, le=MAX_SEED)
     device: str = setting("cpu", pattern=r"cpu|cuda(:\d+)?|mps", pattern_text="cpu, cuda, cuda:N or mps")
     dtype: str = setting("float32", choices=TRAINING_DTYPES)
+    # A run directory whose weights start this run (fine-tuning an imported or trained model); None: fresh.
+    init_from: str | None = None
 
 
 @dataclass
@@ -182,8 +239,10 @@ def _assign(data: dict[str, Any], path: list[str], value: Any, full: str) -> Non
 
 
 def _to_plain(obj: Any) -> Any:
-    if isinstance(obj, ComponentSpec):
+    if isinstance(obj, (ComponentSpec, LayerSpec)):
         return obj.to_yaml()
+    if isinstance(obj, list):
+        return [_to_plain(x) for x in obj]
     if dataclasses.is_dataclass(obj):
         return {f.name: _to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     return copy.deepcopy(obj)
@@ -197,6 +256,9 @@ def _from_plain(cls: type, data: Any, where: str, problems: list[str]) -> Any:
         return cls()
     hints = typing.get_type_hints(cls)
     fields = {f.name for f in dataclasses.fields(cls)}
+    for key, message in getattr(cls, "replaced_fields", {}).items():
+        if key in data:
+            raise ConfigError(message.format(value=data[key]))
     unknown = [k for k in data if k not in fields]
     if unknown:
         problems.append(f"{where}: unknown field {', '.join(map(repr, unknown))}; "
@@ -213,9 +275,9 @@ _INVALID = object()
 
 
 def _coerce(hint: Any, rule: Any, value: Any, where: str, problems: list[str]) -> Any:
-    if hint is ComponentSpec:
+    if hint is ComponentSpec or hint == list[LayerSpec]:
         try:
-            return ComponentSpec.parse(value, where)
+            return ComponentSpec.parse(value, where) if hint is ComponentSpec else _parse_layers(value, where)
         except ConfigError as e:
             problems.append(str(e))
             return _INVALID
@@ -239,20 +301,27 @@ def _coerce(hint: Any, rule: Any, value: Any, where: str, problems: list[str]) -
 
 # Where each component of a run sits in the config, and its registry kind.
 COMPONENTS = (("mixer", "model.mixer"), ("channel", "model.channel"), ("norm", "model.norm"),
-              ("position", "model.position"), ("task", "task"))
+              ("residual", "model.residual"), ("position", "model.position"), ("task", "task"))
 
 
 def _component_problems(cfg: RunConfig) -> list[str]:
-    """Options of the run's components whose values do not have the type or range their constructor
-    declares (an unknown component name is left to the build, which suggests the valid ones)."""
-    problems = []
+    """Options of the run's components (and of each ``model.layers`` entry's) whose values do not have
+    the type or range their constructor declares (an unknown component name is left to the build,
+    which suggests the valid ones)."""
+    specs: list[tuple[str, str, ComponentSpec]] = []
     for kind, path in COMPONENTS:
         node: Any = cfg
         for part in path.split("."):
             node = getattr(node, part)
+        specs.append((kind, f"config.{path}", node))
+    for i, layer in enumerate(cfg.model.layers):
+        specs += [(kind, f"config.model.layers[{i}].{kind}", getattr(layer, kind))
+                  for kind in LAYER_FIELDS if getattr(layer, kind) is not None]
+    problems = []
+    for kind, where, spec in specs:
         try:
-            entry = get(kind, node.name)
+            entry = get(kind, spec.name)
         except UnknownComponentError:
             continue
-        problems += option_problems(entry, node.options, f"config.{path}")
+        problems += option_problems(entry, spec.options, where)
     return problems

@@ -19,12 +19,16 @@ from trevo.tasks.base import TaskInfo
 MODES = ("parallel", "recurrent")
 
 
-def check_byte_lm(task_name: str, info: TaskInfo) -> None:
-    """Refuse a model that was not trained to predict bytes of text: its ids are not bytes."""
-    if not (info.head == "lm" and info.vocab_size == 256 and get("task", task_name).family == "language_model"):
-        raise IncompatibleError(f"generation writes bytes, so it needs a causal byte language model (a run on "
-                                f"task byte_lm); this run's task is {task_name!r}, whose {info.vocab_size} token ids "
-                                f"are not bytes")
+def check_generates_text(task_name: str, info: TaskInfo, model: torch.nn.Module) -> None:
+    """Refuse a model whose outputs are not text: one not trained as a causal language model, or one
+    whose token ids are neither bytes (byte_lm) nor decodable by the run's tokenizer (token_lm)."""
+    if not (info.head == "lm" and get("task", task_name).family == "language_model"):
+        raise IncompatibleError(f"generation writes text, so it needs a causal language model (a run on task "
+                                f"byte_lm or token_lm); this run's task is {task_name!r}")
+    if getattr(model, "tokenizer", None) is None and (task_name != "byte_lm" or info.vocab_size != 256):
+        raise IncompatibleError(f"this {task_name!r} run has no tokenizer to turn its {info.vocab_size:,} token ids "
+                                f"into text (its ids are not bytes); train it with task.tokenizer=bpe or a "
+                                f"tokenizer.json")
 
 
 def _pick(logits: torch.Tensor, temperature: float, generator: torch.Generator) -> torch.Tensor:
@@ -35,10 +39,10 @@ def _pick(logits: torch.Tensor, temperature: float, generator: torch.Generator) 
 
 
 @torch.no_grad()
-def generate(model: torch.nn.Module, prompt: bytes, n_new: int, *, mode: str = "recurrent",
-             temperature: float = 0.0, seed: int = 0) -> tuple[bytes, int]:
-    """``n_new`` bytes after ``prompt``; also returns the bytes of generation state held at the end
-    (0 in parallel mode, which keeps none)."""
+def generate_ids(model: torch.nn.Module, prompt: torch.Tensor, n_new: int, *, mode: str = "recurrent",
+                 temperature: float = 0.0, seed: int = 0) -> tuple[torch.Tensor, int]:
+    """``n_new`` token ids ``[B, n_new]`` after the prompt ids ``[B, T]``; also the bytes of generation
+    state held at the end (0 in parallel mode, which keeps none)."""
     if mode not in MODES:
         raise TrevoError(f"generation mode must be one of {', '.join(MODES)}, got {mode!r}")
     if isinstance(n_new, bool) or not isinstance(n_new, int) or n_new < 0:
@@ -46,28 +50,42 @@ def generate(model: torch.nn.Module, prompt: bytes, n_new: int, *, mode: str = "
     if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature >= 0):
         raise TrevoError(f"temperature must be a finite number ≥ 0 (0 = greedy), got {temperature!r}")
     if not getattr(model, "causal", False):
-        raise IncompatibleError("generation needs a causal language model (trained on byte_lm)")
-    if not prompt:
-        raise TrevoError("the prompt is empty; give at least one byte to start from")
+        raise IncompatibleError("generation needs a causal language model (trained on byte_lm or token_lm)")
+    if prompt.dim() != 2 or prompt.shape[1] == 0:
+        raise TrevoError("the prompt is empty; give at least one token to start from")
     model.eval()
-    device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(seed)
-    tokens = torch.tensor([list(prompt)], device=device)
-    out: list[int] = []
+    tokens = prompt.to(next(model.parameters()).device)
+    out: list[torch.Tensor] = []
     if mode == "parallel":
         for _ in range(n_new):
             nxt = _pick(model(tokens)[:, -1], temperature, generator)
-            out.append(int(nxt))
+            out.append(nxt)
             tokens = torch.cat([tokens, nxt[:, None]], dim=1)
-        return bytes(out), 0
+        return torch.stack(out, dim=1) if out else tokens[:, :0], 0
     logits, state = model.prefill(tokens)
     logits = logits[:, -1]
     for i in range(n_new):
         nxt = _pick(logits, temperature, generator)
-        out.append(int(nxt))
+        out.append(nxt)
         if i + 1 < n_new:
             logits, state = model.step(nxt, state)
-    return bytes(out), state_nbytes(state["layers"])
+    return torch.stack(out, dim=1) if out else tokens[:, :0], state_nbytes(state["layers"])
+
+
+@torch.no_grad()
+def generate(model: torch.nn.Module, prompt: bytes, n_new: int, *, mode: str = "recurrent",
+             temperature: float = 0.0, seed: int = 0) -> tuple[bytes, int]:
+    """``n_new`` bytes after ``prompt`` (``n_new`` tokens, decoded, for a model with a ``tokenizer``:
+    a token_lm run); also returns the bytes of generation state held at the end (0 in parallel mode)."""
+    if not prompt:
+        raise TrevoError("the prompt is empty; give at least one byte to start from")
+    tokenizer = getattr(model, "tokenizer", None)
+    ids = tokenizer.encode(prompt.decode("utf-8", errors="replace")).ids if tokenizer is not None else list(prompt)
+    new, state = generate_ids(model, torch.tensor([ids]), n_new, mode=mode, temperature=temperature, seed=seed)
+    if tokenizer is not None:
+        return tokenizer.decode(new[0].tolist()).encode(), state
+    return bytes(new[0].tolist()), state
 
 
 @torch.no_grad()

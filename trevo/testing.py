@@ -9,7 +9,8 @@ A component of your own gets the same suite with one class in a pytest file::
         mixer = "my_mixer"          # its registered name
 
 or, outside pytest, ``check_mixer("my_mixer")``, which runs every check and raises ``AssertionError``
-naming the first that fails. Each check builds a small instance (``d_model`` 16, the entry's
+naming the first that fails; ``check_stack(model_config)`` runs the same contract on a whole model (a
+residual placement of your own, a hybrid stack). Each check builds a small instance (``d_model`` 16, the entry's
 ``test_options``) and compares against an independent computation of the same mixer: its other
 exact forms in float64, the same inputs with the future changed, one pass against a split one.
 """
@@ -18,13 +19,19 @@ from __future__ import annotations
 
 import inspect
 import itertools
+import re
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 
 from trevo.components.base import TokenMixer
 from trevo.errors import TrevoError
 from trevo.registry import SYNONYMS, build, get
+
+if TYPE_CHECKING:
+    from trevo.config import ModelConfig
+    from trevo.tasks.base import TaskInfo
 
 D = 16  # the test width
 T = 19  # the test length: not a multiple of any test chunk size
@@ -105,7 +112,7 @@ def check_forms_agree(name: str, causal: bool, form_a: str, form_b: str) -> None
         torch.manual_seed(1)
         x = _input(name, requires_grad=True)
         y = mixer(x, layout=layout_for(name, x.shape[1]))
-        y.backward(torch.randn_like(y))
+        y.backward(torch.randn(y.shape, dtype=y.dtype))  # not randn_like: it follows a strided layout
         results.append((y.detach(), x.grad, {k: p.grad for k, p in mixer.named_parameters()}))
     (ya, gxa, gpa), (yb, gxb, gpb) = results
     where = f"{name} {form_a} vs {form_b}"
@@ -275,3 +282,73 @@ class MixerContract:
 
     def test_trains_inside_the_backbone(self) -> None:
         check_trains_inside_the_backbone(self.mixer)
+
+
+# ---------------------------------------------------------------------------------------------- stacks
+# The same contract for a whole model: a residual placement, or a hybrid stack of mixers (a genome).
+
+VOCAB = 32  # the test vocabulary of a stack
+
+
+def stack_info(seq: int = T) -> TaskInfo:
+    """A causal-LM task description for the stack checks (``seq`` tokens of a 32-symbol vocabulary)."""
+    from trevo.tasks.base import TaskInfo
+
+    return TaskInfo(vocab_size=VOCAB, head="lm", seq_len=seq, causal="required", layout=(seq,))
+
+
+def build_stack(model: ModelConfig, dtype: torch.dtype = torch.float64) -> torch.nn.Module:
+    """A seeded causal LM of ``model`` (a ModelConfig) for ``stack_info()``, in ``dtype``."""
+    from trevo.models import build_model
+
+    torch.manual_seed(0)
+    return build_model(model, stack_info()).to(dtype)
+
+
+def _tokens(seed: int = 0) -> torch.Tensor:
+    """Two rows of T distinct tokens: no two keys of the first layer tie exactly (a top-k selection between
+    equal scores may keep either, differently in two exact forms)."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.stack([torch.randperm(VOCAB, generator=generator)[:T] for _ in range(2)])
+
+
+def check_stack(model_cfg: ModelConfig) -> None:
+    """Shapes, gradients to every parameter (those of the residual placements non-zero once its
+    zero-initialised gates are moved off 0), causality, prefill then steps equal to forward, and a
+    state carried across a split equal to one pass — for the whole model, every layer's state at once."""
+    model = build_stack(model_cfg)
+    tokens = _tokens()
+    logits = model(tokens)
+    assert logits.shape == (2, T, VOCAB) and torch.isfinite(logits).all(), f"logits {tuple(logits.shape)}"
+
+    with torch.no_grad():  # ReZero's α = 0 would stop every gradient to the sublayers
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    logits = model(tokens)
+    logits.square().mean().backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), f"{name}: no or a non-finite gradient"
+        if ".residual." in name or re.search(r"\.norm\d+\.", name):
+            assert p.grad.abs().sum() > 0, f"{name}: a zero gradient"
+    logits = logits.detach()
+
+    for t in (0, T // 2, T - 2):
+        changed = tokens.clone()
+        changed[:, t + 1:] = _tokens(1)[:, t + 1:]
+        torch.testing.assert_close(model(changed)[:, :t + 1].detach(), logits[:, :t + 1], rtol=0, atol=1e-12,
+                                   msg=lambda m, t=t: f"the logits at <= {t} changed with later tokens: {m}")
+
+    with torch.no_grad():
+        t = T // 3
+        first, state = model.prefill(tokens[:, :t])
+        steps = [first]
+        for i in range(t, T):
+            out, state = model.step(tokens[:, i], state)
+            steps.append(out[:, None])
+        torch.testing.assert_close(torch.cat(steps, dim=1)[:, :T], logits, rtol=1e-9, atol=1e-9,
+                                   msg=lambda m: f"prefill + steps vs forward: {m}")
+        for t in (1, T // 2):
+            a, state = model.prefill(tokens[:, :t])
+            b, _ = model.prefill(tokens[:, t:], state)
+            torch.testing.assert_close(torch.cat([a, b], dim=1), logits, rtol=1e-9, atol=1e-9,
+                                       msg=lambda m, t=t: f"split at {t} vs one pass: {m}")

@@ -75,6 +75,14 @@ def logits_of(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.T
     return model(batch["input"], batch.get("padding_mask"))
 
 
+def auxiliary_loss(model: torch.nn.Module) -> torch.Tensor | None:
+    """The sum of the ``auxiliary_loss()`` terms that components define (adaptive span's span penalty),
+    added to the task loss in training only; None when no component has one."""
+    terms = [m.auxiliary_loss() for m in model.modules()
+             if m is not model and callable(getattr(m, "auxiliary_loss", None))]
+    return torch.stack(terms).sum() if terms else None
+
+
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, task: Task, split: str, batch_size: int, n_batches: int,
              device: str = "cpu") -> dict[str, float]:
@@ -136,6 +144,8 @@ def build(cfg: RunConfig) -> tuple[Task, torch.nn.Module]:
     task = create("task", cfg.task.name, **cfg.task.options)
     check_fits(cfg, task.info)
     model = build_model(cfg.model, task.info).to(cfg.train.device, DTYPES[cfg.train.dtype])
+    if getattr(task, "tokenizer", None) is not None:
+        model.tokenizer = task.tokenizer  # generation encodes prompts and decodes tokens with it
     return task, model
 
 
@@ -155,6 +165,8 @@ def _train(cfg: RunConfig, out: Path, task: Task, model: torch.nn.Module, *, res
     optimizer = make_optimizer(model, tc)
 
     start, history, losses, train_s, wall_s = 0, [], [], 0.0, 0.0
+    if tc.init_from and not ckpt_path.exists():  # fine-tuning: the weights of another run, a fresh optimizer
+        load_checkpoint(Path(tc.init_from) / CHECKPOINT, model)
     if ckpt_path.exists():
         if not resume:
             raise CheckpointError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
@@ -201,8 +213,9 @@ def _train(cfg: RunConfig, out: Path, task: Task, model: torch.nn.Module, *, res
                 f"the loss became {loss.item()} at step {step}; the last good checkpoint is kept in "
                 f"{ckpt_path if ckpt_path.exists() else '(none yet)'}. Lower train.lr or train.grad_clip, "
                 f"or use float32")
+        aux = auxiliary_loss(model)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss if aux is None else loss + aux).backward()
         if tc.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
         optimizer.step()

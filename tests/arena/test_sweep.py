@@ -30,7 +30,7 @@ def test_quick_preset_plan_is_valid_and_broad():
 
 
 @pytest.mark.parametrize("preset", ["lm", "mqar", "recall", pytest.param("lra", marks=pytest.mark.slow), "standard",
-                                    "perceiver", "perceiver_lm"])
+                                    "perceiver", "perceiver_lm", "hybrid_mqar", "hybrid_lm"])
 def test_every_preset_plans(preset):
     plan = plan_sweep(load_sweep(preset))  # builds every model: each build-time check runs
     assert plan and len({p.key for p in plan}) == len(plan)
@@ -64,3 +64,48 @@ def test_bad_sweeps_are_refused_before_any_run(tmp_path):
     assert not (tmp_path / DB_NAME).exists()
     with pytest.raises(SweepError, match="baseline"):
         tiny_sweep(baseline="not_a_variant")
+
+
+HYBRID = "2×d16 [gla,attn+rope] swiglu rmsnorm pre"
+
+
+def test_genome_variants_plan_as_their_architecture(tmp_path):
+    sweep = tiny_sweep(variants=[
+        "softmax_attention",
+        {"label": "hybrid", "genome": HYBRID},
+        HYBRID.replace("2×", "4×"),  # a bare one-line genome: its own label
+        {"label": "mapping", "genome": {"n_layers": 2, "d_model": 16, "layers": ["gla", "rwkv4"]},
+         "set": {"train.lr": 1.0e-3}},
+        {"label": "jamba", "set": {"model.arch": "jamba", "model.n_layers": 8}},
+    ])
+    plan = {p.label: p for p in plan_sweep(sweep)}
+    assert plan["hybrid"].family == "hybrid" and [la.mixer.name for la in plan["hybrid"].config.model.layers] == [
+        "gla", "softmax_attention"]
+    assert HYBRID.replace("2×", "4×") in plan and plan["mapping"].lr == 1.0e-3
+    assert plan["jamba"].family == "hybrid" and plan["softmax_attention"].family == "softmax_attention"
+    from trevo.arena.sweep import plan_summary
+
+    summary = plan_summary(list(plan.values()))
+    assert f"hybrid{' ' * 22} {HYBRID}" in summary and "8×d16 [mamba,mamba,mamba,mamba,attn," in summary
+
+
+def test_an_invalid_genome_variant_is_refused_with_its_reason():
+    with pytest.raises(SweepError, match="not a one-line genome"):
+        tiny_sweep(variants=[{"label": "x", "genome": "gla gla"}])
+    bad = {"label": "bad", "genome": "2×d16 [gla,fnet] swiglu rmsnorm pre"}
+    sweep = tiny_sweep(variants=["softmax_attention", bad])
+    with pytest.raises(SweepError, match="variant 'bad' .*mixer 'fnet' is bidirectional only"):
+        plan_sweep(sweep)
+    with pytest.raises(SweepError, match="a genome variant is"):
+        tiny_sweep(variants=[{"label": "x", "genome": HYBRID, "colour": 1}])
+
+
+def test_a_genome_sweep_runs_and_its_report_prints_the_one_line_form(tmp_path):
+    from trevo.arena.report import write_report
+    from trevo.tables import escape_markdown
+
+    sweep = tiny_sweep(variants=["softmax_attention", {"label": "hybrid", "genome": HYBRID}])
+    store, chosen = run_sweep(sweep, tmp_path, log=lambda s: None)
+    assert {r.label for r in chosen} == {"softmax_attention", "hybrid"} and all(r.status == "done" for r in chosen)
+    md = write_report(tmp_path / DB_NAME)["md"].read_text()
+    assert "## Architectures" in md and f"| hybrid | {escape_markdown(HYBRID)} |" in md  # brackets escaped

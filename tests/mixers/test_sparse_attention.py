@@ -66,3 +66,25 @@ def test_sliding_window_cache_holds_only_the_window():
         nbytes.append(state_nbytes(state))
     assert sizes == [1, 2, 3] + [3] * 7
     assert len(set(nbytes[2:])) == 1
+
+
+def test_rotary_sliding_window_equals_rotary_attention_when_the_window_covers_the_sequence():
+    from trevo.registry import build
+
+    torch.manual_seed(0)
+    rope = build("position", "rope", d_model=16)
+    swa = build("mixer", "sliding_window_attention", {"window": 12}, d_model=16, causal=True, position=rope).double()
+    full = build("mixer", "softmax_attention", {}, d_model=16, causal=True, position=rope).double()
+    with torch.no_grad():
+        full.q_proj.weight.copy_(swa.qkv.weight[:16])
+        full.kv_proj.weight.copy_(swa.qkv.weight[16:])
+        full.out_proj.weight.copy_(swa.out_proj.weight)
+    x = torch.randn(2, 12, 16, dtype=torch.float64)
+    torch.testing.assert_close(swa(x), full(x), rtol=1e-10, atol=1e-12)
+    # the rotation follows each token's absolute position through prefill and steps
+    y, state = swa.prefill(x[:, :5])
+    outs = [y]
+    for t in range(5, 12):
+        out, state = swa.step(x[:, t], state)
+        outs.append(out[:, None])
+    torch.testing.assert_close(torch.cat(outs, 1), swa(x), rtol=1e-10, atol=1e-12)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from trevo.config import ConfigError
 from trevo.errors import IncompatibleError, TrevoError
 from trevo.models import build_model
 from trevo.tasks.base import TaskInfo
@@ -17,7 +18,7 @@ def test_incompatible_combinations_fail_at_build_time(tiny_cfg):
         build(tiny_cfg("model.mixer.name=rwkv4", "model.position.name=rope"))
     with pytest.raises(IncompatibleError, match="raise model.max_len"):
         build(tiny_cfg("model.position.name=learned", "model.max_len=16"))
-    with pytest.raises(IncompatibleError, match="model.block"):
+    with pytest.raises(ConfigError, match="model.block was replaced by model.residual"):
         build(tiny_cfg("model.block=sandwich"))
     masked = TaskInfo(vocab_size=256, head="mlm", seq_len=16, causal="forbidden")
     cfg = tiny_cfg("model.mixer.name=rwkv4").model
@@ -45,3 +46,10 @@ def test_sequence_past_a_fixed_length_is_refused(tiny_cfg):
     _, model = build(tiny_cfg("model.position.name=learned", "model.max_len=32"))
     with pytest.raises(TrevoError, match="past the learned position table"):
         model(torch.zeros(1, 40, dtype=torch.long))
+
+
+def test_a_position_that_widens_the_input_is_refused_at_build(tiny_cfg):
+    with pytest.raises(IncompatibleError, match="set model.position.combine=add"):
+        build(tiny_cfg("model.position.name=fourier"))
+    _, model = build(tiny_cfg("model.position.name=fourier", "model.position.combine=add"))
+    assert model(torch.zeros(2, 32, dtype=torch.long)).shape == (2, 32, 256)

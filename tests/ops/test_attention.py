@@ -36,3 +36,17 @@ def test_naive_attention_hand_checked():
     v = torch.tensor([[[[1.0, 0, 0, 0], [0, 1.0, 0, 0]]]], dtype=torch.float64)
     out = naive_softmax_attention(q, k, v, causal=False)
     torch.testing.assert_close(out[0, 0, 0, :2], torch.tensor([0.25, 0.75], dtype=torch.float64))
+
+
+def test_residual_score_attention_adds_the_previous_scores_before_the_softmax():
+    from trevo.ops.attention import residual_score_attention
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 5, 4, dtype=torch.float64) for _ in range(3))
+    out, scores = residual_score_attention(q, k, v, None, causal=True)
+    torch.testing.assert_close(out, naive_softmax_attention(q, k, v, causal=True), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(scores, q @ k.transpose(-1, -2) / 2, rtol=1e-12, atol=1e-12)  # √4 = 2, no mask
+    previous = torch.randn(2, 3, 5, 5, dtype=torch.float64)
+    out, total = residual_score_attention(q, k, v, previous, causal=False)
+    torch.testing.assert_close(total, scores + previous, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(out, torch.softmax(scores + previous, -1) @ v, rtol=1e-12, atol=1e-12)

@@ -46,7 +46,7 @@ def test_generation_refuses_a_model_that_does_not_predict_bytes(tmp_path, capsys
     assert main(["train", "--quiet", "--out", str(out), *sets(*TINY, "task.name=mqar", "task.n_pairs=2")]) == 0
     capsys.readouterr()
     assert main(["generate", "--run", str(out), "--prompt", "!!", "--tokens", "4"]) == 2
-    assert "needs a causal byte language model" in capsys.readouterr().err
+    assert "needs a causal language model" in capsys.readouterr().err
 
 
 STUCK = textwrap.dedent("""

@@ -4,6 +4,7 @@ from every entry point; a bug still shows its traceback."""
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import math
 import typing
 
@@ -114,12 +115,12 @@ def test_a_missing_device_is_refused(tiny_cfg):
 
 
 def test_a_bug_still_shows_its_traceback(monkeypatch, tmp_path):
-    import trevo.train
+    training = importlib.import_module("trevo.train")  # the module; the package's name trevo.train is the API function
 
     def broken(cfg):
         raise ZeroDivisionError("a bug, not bad input")
 
-    monkeypatch.setattr(trevo.train, "build", broken)
+    monkeypatch.setattr(training, "build", broken)
     with pytest.raises(ZeroDivisionError):
         main(["train", "--quiet", "--out", str(tmp_path), *sets(*TINY)])
 

@@ -180,7 +180,7 @@ def controlled(runs: list[Run]) -> list[str]:
         same = len(seq_lens) == 1 and seq_len and t["steps"] == str(steps) and t["batch_size"] == str(batch)
         tokens = f" ({steps * batch * seq_len:,} tokens)" if same else ""
         model = ", ".join(f"{name} {_shared(task_runs, 'model', name)}" for name in ("n_layers", "channel", "norm",
-                                                                                    "position", "block"))
+                                                                                    "position", "residual"))
         lines.append(f"{task}: {model}; AdamW β=({t['beta1']}, {t['beta2']}), wd {t['weight_decay']}, warmup "
                      f"{t['warmup_steps']} + cosine, {t['steps']} steps × batch {t['batch_size']}{tokens}")
     return lines
@@ -190,7 +190,27 @@ def _shared(runs: list[Run], section: str, name: str) -> str:
     """The value of ``<section>.<name>`` if every run has the same, else which variants have which."""
     labels: dict[str, set[str]] = {}
     for r in runs:
-        labels.setdefault(json.dumps(r.config[section][name]), set()).add(r.label)
+        labels.setdefault(json.dumps(r.config[section].get(name)), set()).add(r.label)
     if len(labels) == 1:
         return next(iter(labels))
     return "varies (" + "; ".join(f"{', '.join(sorted(ls))}: {v}" for v, ls in sorted(labels.items())) + ")"
+
+
+def architectures(runs: list[Run]) -> list[tuple[str, str]]:
+    """(variant label, one-line genome) of every metaformer or recipe variant: its architecture at the
+    width it ran (after width matching)."""
+    from trevo.config import RunConfig
+    from trevo.models.genome import Genome
+    from trevo.models.recipes import is_recipe
+
+    out: dict[str, str] = {}
+    for r in runs:
+        if r.label in out:
+            continue
+        try:
+            cfg = RunConfig.from_dict(r.config)
+            if cfg.model.arch == "metaformer" or is_recipe(cfg.model.arch):
+                out[r.label] = Genome.from_config(cfg).line()
+        except TrevoError:
+            continue  # a config of an older trevo: no genome line
+    return sorted(out.items())

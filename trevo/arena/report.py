@@ -24,6 +24,7 @@ from trevo.arena.leaderboard import (
     ReportError,
     Row,
     Selection,
+    architectures,
     controlled,
     family_best,
     leaderboard,
@@ -138,6 +139,11 @@ def write_report(db_path: str | Path, out_dir: str | Path | None = None, baselin
             for caption, png in task_plots(task, rows, runs, refs.get(task, {})):
                 page.append(f'<img alt="{html.escape(caption)}" title="{html.escape(caption)}" '
                             f'src="data:image/png;base64,{png}">')
+    arch = architectures(runs)
+    if arch:
+        table = Table(["variant", "architecture (one-line genome)"], [list(pair) for pair in arch], left={0, 1})
+        md += ["", "## Architectures", "", markdown(table)]
+        page.append("<h2>Architectures</h2>" + html_table(table))
     if boards:
         table = family_table(boards)
         md += ["", "## Per-family summary (best member per task)", "", markdown(table)]

@@ -10,9 +10,10 @@ A sweep file (or a preset in ``trevo/arena/presets/``)::
     baseline: softmax_attention # the variant the others are compared with
     seeds: [0, 1]
     lrs: [1.0e-3, 3.0e-3]       # optional: the best per variant and task is chosen on validation
-    variants:                   # a bare string is a mixer name
+    variants:                   # a bare string is a mixer name, or a one-line genome
       - softmax_attention
       - {label: rwkv4+cmix, set: {model.mixer.name: rwkv4, model.channel.name: rwkv4_channel}}
+      - {label: gla3+attn, genome: "4×d96 [gla,gla,gla,attn+rope] swiglu rmsnorm pre"}  # or a model mapping
     tasks:                      # a bare string is a task name
       - {label: byte_lm, set: {task.name: byte_lm, task.seq_len: 128}}
 
@@ -35,6 +36,7 @@ import yaml
 from trevo.config import ConfigError, RunConfig, TrainConfig
 from trevo.errors import TrevoError
 from trevo.models import build_model
+from trevo.models.layers import model_family
 from trevo.registry import create, get
 from trevo.tasks.base import TaskInfo
 from trevo.train import check_device, check_fits
@@ -113,7 +115,9 @@ def _variants(items: Any, where: str, key: str) -> list[Variant]:
         raise SweepError(f"{where}: '{key}' must be a non-empty list")
     out = []
     for item in items:
-        if isinstance(item, str):
+        if key == "variants" and (isinstance(item, str) and "[" in item or isinstance(item, dict) and "genome" in item):
+            out.append(_genome_variant(item, where))
+        elif isinstance(item, str):
             target = "model.mixer.name" if key == "variants" else "task.name"
             out.append(Variant(item, {target: item}))
         elif isinstance(item, dict) and set(item) <= {"label", "set"} and isinstance(item.get("set"), dict):
@@ -126,6 +130,27 @@ def _variants(items: Any, where: str, key: str) -> list[Variant]:
     if len(set(labels)) != len(labels):
         raise SweepError(f"{where}: '{key}' labels must be unique, got {labels}")
     return out
+
+
+def _genome_variant(item: Any, where: str) -> Variant:
+    """A variant given as a genome (``{label: x, genome: LINE or {model fields}}``, or a bare one-line genome):
+    it sets every architecture field of the model (trevo.models.genome), ``set`` may add others."""
+    from trevo.models.genome import Genome
+
+    value = item["genome"] if isinstance(item, dict) else item
+    extra = set(item) - {"label", "genome", "set"} if isinstance(item, dict) else set()
+    if extra or isinstance(item, dict) and not isinstance(item.get("set", {}), dict):
+        raise SweepError(f"{where}: a genome variant is {{label: ..., genome: ..., set: {{...}}}}, got {item!r}")
+    try:
+        genome = Genome.from_any(value)
+    except TrevoError as e:
+        raise SweepError(f"{where}: variant {item!r}: {e}") from None
+    values = {"model.arch": "metaformer", "model.options": {},
+              **{f"model.{k}": v for k, v in genome.to_dict().items()}}
+    if isinstance(item, dict):
+        values.update(item.get("set", {}))
+    label = str(item.get("label") or genome.line()) if isinstance(item, dict) else genome.line()
+    return Variant(label, values)
 
 
 def parse_sweep(data: Any, where: str = "sweep") -> Sweep:
@@ -272,7 +297,7 @@ def plan_sweep(sweep: Sweep) -> list[PlannedRun]:
                 check_device(cfg.train.device)
                 check_fits(cfg, task_obj.info)
                 # A Perceiver's family is its architecture's: its mixer only fills the latent stack.
-                family = (get("mixer", cfg.model.mixer.name).family if cfg.model.arch == "metaformer"
+                family = (model_family(cfg.model) if cfg.model.arch == "metaformer"
                           else get("model", cfg.model.arch).family)
             except TrevoError as e:
                 problems.append(f"variant {variant.label!r} on task {task.label!r}: {e}")
@@ -287,6 +312,19 @@ def plan_sweep(sweep: Sweep) -> list[PlannedRun]:
     return runs
 
 
+def genome_lines(runs: list[PlannedRun]) -> list[str]:
+    """``label: one-line genome`` of each metaformer or recipe variant, at its matched width."""
+    from trevo.models.genome import Genome
+    from trevo.models.recipes import is_recipe
+
+    seen: dict[str, str] = {}
+    for r in runs:
+        m = r.config.model
+        if r.label not in seen and (m.arch == "metaformer" or is_recipe(m.arch)):
+            seen[r.label] = Genome.from_config(m).line()
+    return [f"  {label:<28} {line}" for label, line in seen.items()]
+
+
 def plan_summary(runs: list[PlannedRun]) -> str:
     lines = [f"{len(runs)} runs:"]
     for r in runs:
@@ -294,5 +332,8 @@ def plan_summary(runs: list[PlannedRun]) -> str:
         expand = m.channel.options.get("expand", "")
         lines.append(f"  {r.task:<16} {r.label:<28} params={r.params:<9,} d_model={m.d_model:<4} "
                      f"expand={expand!s:<6} lr={r.lr:<8g} seed={r.seed}")
+    genomes = genome_lines(runs)
+    if genomes:
+        lines += ["architectures:", *genomes]
     return "\n".join(lines)
 

@@ -22,6 +22,8 @@ def _activation(name: str, fn, paper: Paper):
 
 _activation("relu", F.relu, Paper("Rectified Linear Units Improve Restricted Boltzmann Machines", "", 2010))
 _activation("gelu", F.gelu, Paper("Gaussian Error Linear Units (GELUs)", "1606.08415", 2016))
+_activation("gelu_tanh", lambda x: F.gelu(x, approximate="tanh"),
+            Paper("Gaussian Error Linear Units (GELUs), the tanh approximation (GPT-2's gelu_new)", "1606.08415", 2016))
 _activation("silu", F.silu, Paper("Sigmoid-Weighted Linear Units for Neural Network Function "
                                   "Approximation in Reinforcement Learning", "1702.03118", 2017))
 _activation("sigmoid", torch.sigmoid, Paper("Language Modeling with Gated Convolutional Networks",

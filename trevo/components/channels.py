@@ -69,3 +69,16 @@ Bilinear = _glu_variant("bilinear", "identity", GLU_PAPER)
 ReGLU = _glu_variant("reglu", "relu", GLU_PAPER)
 GEGLU = _glu_variant("geglu", "gelu", GLU_PAPER)
 SwiGLU = _glu_variant("swiglu", "silu", GLU_PAPER)
+
+
+@register("channel", "none", category="FFN", family="mlp",
+          paper=Paper("Mamba: Linear-Time Sequence Modeling with Selective State Spaces", "2312.00752", 2023),
+          time="O(1)")
+class NoChannel(ChannelMixer):
+    """No channel mixer: the block is its token mixer alone (Mamba's homogeneous block, §3.4), so the
+    block's channel step is the identity; the block skips it (no norm, no parameters)."""
+
+    skip = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 0 * x  # a residual branch that adds nothing (and still has a gradient, of zeros)

@@ -14,6 +14,14 @@ import torch
 from trevo.errors import IncompatibleError
 
 
+def check_rotary_head_dim(head_dim: int, position: object) -> None:
+    """Refuse at build time a rotary ``position`` on heads of odd width (the pairs cannot be formed), so
+    that a width search skips such widths instead of a run failing at its first forward."""
+    if position is not None and hasattr(position, "rotate") and head_dim % 2:
+        raise IncompatibleError(f"RoPE rotates pairs of channels, so the head dimension must be even; got "
+                                f"{head_dim}: choose a d_model (or n_heads) that gives an even head_dim")
+
+
 def apply_rotary(x: torch.Tensor, offset: int | torch.Tensor = 0, base: float = 10000.0) -> torch.Tensor:
     """x ``[..., T, D]`` (D even) at positions offset, …, offset + T − 1, rotated."""
     d, t = x.shape[-1], x.shape[-2]

@@ -32,7 +32,7 @@ from trevo.components.multihead import merge_heads, split_heads
 from trevo.config import ComponentSpec, ModelConfig
 from trevo.errors import IncompatibleError, TrevoError
 from trevo.models.init import ScaledEmbedding, init_unit_scale
-from trevo.models.metaformer import Block, resolve_max_len
+from trevo.models.layers import Block, resolve_max_len
 from trevo.models.tokens import check_token_ids
 from trevo.ops.cross_attention import cross_attention, windowed_causal_cross_attention
 from trevo.registry import Paper, build, get, names, register
@@ -200,7 +200,7 @@ class CrossAttend(nn.Module):
         return self.finish(q_in, cross_attention(self.queries(q_in), k, v, key_padding_mask=key_padding_mask))
 
 
-def _latent_blocks(cfg: ModelConfig, d: int, n_latents: int, causal: bool) -> nn.ModuleList:
+def latent_blocks(cfg: ModelConfig, d: int, n_latents: int, causal: bool) -> nn.ModuleList:
     """``cfg.n_layers`` blocks of ``cfg.mixer`` on the latent array, as MetaFormer builds them."""
     mixer = get("mixer", cfg.mixer.name)
     if mixer.needs_2d:
@@ -210,15 +210,34 @@ def _latent_blocks(cfg: ModelConfig, d: int, n_latents: int, causal: bool) -> nn
         fits = [n for n in names("mixer") if getattr(get("mixer", n), kind)]
         raise IncompatibleError(f"mixer {mixer.name!r} cannot be {kind}, which this Perceiver's latent stack "
                                 f"needs; {kind} mixers: {', '.join(fits)}")
+    if cfg.layers:
+        raise IncompatibleError("model.layers (per-layer specs) builds hybrid metaformer stacks; the Perceiver's "
+                                "latent stack repeats model.mixer")
+    residual = get("residual", cfg.residual.name)
+    if getattr(residual.factory, "needs_profiling", False) or getattr(residual.factory, "carries_scores", False):
+        raise IncompatibleError(f"residual {cfg.residual.name!r} needs the metaformer's stack (an initialisation "
+                                f"pass or scores carried between layers); choose another for a Perceiver")
     blocks = nn.ModuleList()
     for i in range(cfg.n_layers):
         context = {"d_model": d, "causal": causal, "layer_idx": i, "n_layers": cfg.n_layers,
                    "max_len": n_latents, "layout": (n_latents,), "position": None}
-        norms = [build("norm", cfg.norm.name, cfg.norm.options, d_model=d) for _ in range(2)]
+
+        def make_norm() -> nn.Module:
+            return build("norm", cfg.norm.name, cfg.norm.options, d_model=d)
+
         blocks.append(Block(build("mixer", cfg.mixer.name, cfg.mixer.options, **context),
                             build("channel", cfg.channel.name, cfg.channel.options, **context),
-                            *norms, cfg.block, cfg.dropout))
+                            build("residual", cfg.residual.name, cfg.residual.options, d_model=d, layer_idx=i,
+                                  n_layers=cfg.n_layers), make_norm, cfg.dropout))
     return blocks
+
+
+def _initialize(model: nn.Module) -> None:
+    """trevo's unit-scale init, then each latent block's residual rescaling (DeepNorm, depth-scaled init)."""
+    model.apply(init_unit_scale)
+    for module in model.modules():
+        if isinstance(module, Block):
+            module.initialize()
 
 
 def _channel(cfg: ModelConfig, d: int) -> nn.Module:
@@ -264,7 +283,7 @@ class PerceiverEncoder(nn.Module):
         self.cross = nn.ModuleList(CrossAttend(d, self.inputs.width, n_heads=opts["cross_heads"], norm=cfg.norm,
                                                channel=_channel(cfg, d), dropout=cfg.dropout)
                                    for _ in range(n_cross))
-        self.stacks = nn.ModuleList(_latent_blocks(cfg, d, self.n_latents, causal=False) for _ in range(n_stacks))
+        self.stacks = nn.ModuleList(latent_blocks(cfg, d, self.n_latents, causal=False) for _ in range(n_stacks))
         self.width = d
 
     def embed_inputs(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -319,7 +338,7 @@ class Perceiver(_PerceiverBase):
         d = self.encoder.width
         self.norm = build("norm", cfg.norm.name, cfg.norm.options, d_model=d)
         self.head = nn.Linear(d, info.n_classes)
-        self.apply(init_unit_scale)
+        _initialize(self)
 
     def forward(self, tokens: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         """``[B, n_classes]`` logits."""
@@ -368,7 +387,7 @@ class PerceiverIO(_PerceiverBase):
                                    dropout=cfg.dropout)
         self.norm = build("norm", cfg.norm.name, cfg.norm.options, d_model=d)
         self.heads = nn.ModuleList(nn.Linear(d, c) for c in (self.task_classes or (n_out,)))
-        self.apply(init_unit_scale)
+        _initialize(self)
 
     def output_queries(self, batch: int, outputs: torch.Tensor | None, n_points: int,
                        device: torch.device) -> torch.Tensor:
@@ -459,12 +478,12 @@ class PerceiverAR(nn.Module):
                                          layout=(max_len,))
         self.cross = CrossAttend(d, d, n_heads=opts["cross_heads"], norm=cfg.norm, channel=_channel(cfg, d),
                                  dropout=cfg.dropout)
-        self.blocks = _latent_blocks(cfg, d, self.window, causal=True)
+        self.blocks = latent_blocks(cfg, d, self.window, causal=True)
         self.norm = build("norm", cfg.norm.name, cfg.norm.options, d_model=d)
         self.head = nn.Linear(d, info.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.head.weight = self.embed.weight
-        self.apply(init_unit_scale)
+        _initialize(self)
 
     def _embed(self, tokens: torch.Tensor, offset: int) -> torch.Tensor:
         check_token_ids(tokens, self.info.vocab_size)

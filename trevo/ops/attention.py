@@ -15,6 +15,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from trevo.errors import TrevoError
+
 
 def attention_mask(
     tq: int,
@@ -124,3 +126,27 @@ def chunked_softmax_attention(
         acc = acc * correction + p @ v_c
         m = m_new
     return acc / l
+
+
+def residual_score_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    previous: torch.Tensor | None,
+    *,
+    causal: bool,
+    bias: torch.Tensor | None = None,
+    key_padding_mask: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """RealFormer's residual attention (He et al. 2020, arXiv:2012.11747): S = q kᵀ/√d + S_prev,
+    out = softmax(S + mask) v. Returns (out, S): the raw scores (no mask) handed to the next layer."""
+    scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+    if previous is not None:
+        if previous.shape[-3:] != scores.shape[-3:]:
+            raise TrevoError(f"residual attention scores of shape {tuple(previous.shape)} cannot be added to "
+                             f"this layer's {tuple(scores.shape)}: RealFormer layers need equal heads")
+        scores = scores + previous
+    mask = attention_mask(q.shape[-2], k.shape[-2], causal=causal, bias=bias, key_padding_mask=key_padding_mask,
+                          device=q.device, dtype=q.dtype)
+    weights = torch.softmax(scores if mask is None else scores + mask, dim=-1)
+    return weights @ v, scores

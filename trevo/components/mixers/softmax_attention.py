@@ -1,4 +1,6 @@
-"""Softmax multi-head attention with multi-query and grouped-query heads, and its KV cache."""
+"""Softmax multi-head attention with multi-query and grouped-query heads, and its KV cache; QK-norm and
+the sigmoid output gate of gated attention as options; the attention scores exposed to RealFormer's
+residual attention."""
 
 from __future__ import annotations
 
@@ -8,8 +10,9 @@ from torch import nn
 from trevo.components.base import State, TokenMixer
 from trevo.components.kv_cache import empty_kv_cache, extend_kv_cache
 from trevo.components.multihead import head_dim_of, merge_heads, split_heads
+from trevo.components.rotary import check_rotary_head_dim
 from trevo.errors import IncompatibleError
-from trevo.ops.attention import chunked_softmax_attention, sdpa_attention
+from trevo.ops.attention import chunked_softmax_attention, residual_score_attention, sdpa_attention
 from trevo.registry import Paper, register
 
 _META = dict(category="MHA", family="softmax_attention", causal=True, bidirectional=True,
@@ -24,23 +27,36 @@ class SoftmaxAttention(TokenMixer):
     ``n_kv_heads`` < ``n_heads`` shares each key/value head among a group of query heads (GQA;
     ``n_kv_heads=1`` is multi-query attention). Forms: ``sdpa`` (PyTorch's scaled_dot_product_attention) and ``chunk``
     (online softmax over key chunks, O(T·C) memory). Accepts RoPE or ALiBi as ``position``.
+
+    ``qk_norm``: an RMSNorm with a learned gain on each query and key head before RoPE (QK-norm as in
+    ViT-22B, arXiv:2302.05442, and OLMo 2 / Qwen3), which bounds the attention logits. ``output_gate``:
+    gated attention (Qiu et al. 2025, arXiv:2505.06708, the G1 position of Qwen3-Next), Y ⊙ σ(X W_θ)
+    — an elementwise, head-specific sigmoid gate of the input on the attention output before W_O.
+    A RealFormer layer sets ``score_carry`` (``trevo.components.residuals``): the raw scores of the
+    previous attention layer are added to this one's and the sum is handed on.
     """
 
     forms = ("sdpa", "chunk")
+    exposes_scores = True  # RealFormer's residual attention can carry this mixer's scores
+    score_carry = None
 
     def __init__(self, d_model: int, *, causal: bool, n_heads: int = 4, n_kv_heads: int | None = None,
-                 head_dim: int | None = None, bias: bool = False, chunk_size: int = 128,
-                 position: nn.Module | None = None, form: str = "auto") -> None:
+                 head_dim: int | None = None, bias: bool = False, chunk_size: int = 128, qk_norm: bool = False,
+                 output_gate: bool = False, position: nn.Module | None = None, form: str = "auto") -> None:
         super().__init__(d_model, causal=causal, form=form)
         n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
         if n_heads % n_kv_heads:
             raise IncompatibleError(f"n_heads={n_heads} must be a multiple of n_kv_heads={n_kv_heads}")
         head_dim = head_dim_of(d_model, n_heads, head_dim)
+        check_rotary_head_dim(head_dim, position)
         self.n_heads, self.n_kv_heads, self.head_dim = n_heads, n_kv_heads, head_dim
         self.chunk_size = chunk_size
         self.q_proj = nn.Linear(d_model, n_heads * head_dim, bias=bias)
         self.kv_proj = nn.Linear(d_model, 2 * n_kv_heads * head_dim, bias=bias)
         self.out_proj = nn.Linear(n_heads * head_dim, d_model, bias=bias)
+        self.q_norm = nn.RMSNorm(head_dim, eps=1e-6) if qk_norm else None
+        self.k_norm = nn.RMSNorm(head_dim, eps=1e-6) if qk_norm else None
+        self.gate_proj = nn.Linear(d_model, n_heads * head_dim, bias=bias) if output_gate else None
         self.position = position
 
     def _attend(self, q, k, v, padding_mask):
@@ -51,6 +67,10 @@ class SoftmaxAttention(TokenMixer):
         bias = None
         if self.position is not None and hasattr(self.position, "bias"):
             bias = self.position.bias(self.n_heads, q.shape[-2], k.shape[-2], device=q.device)
+        if self.score_carry is not None:
+            out, self.score_carry.scores = residual_score_attention(
+                q, k, v, self.score_carry.scores, causal=self.causal, bias=bias, key_padding_mask=padding_mask)
+            return out
         form = self.form_for(k.shape[-2])
         if form == "chunk":
             return chunked_softmax_attention(q, k, v, causal=self.causal, bias=bias,
@@ -60,14 +80,22 @@ class SoftmaxAttention(TokenMixer):
     def _project(self, x: torch.Tensor, offset: int):
         q = split_heads(self.q_proj(x), self.n_heads)
         k, v = (split_heads(t, self.n_kv_heads) for t in self.kv_proj(x).chunk(2, dim=-1))
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
         if self.position is not None and hasattr(self.position, "rotate"):
             q, k = self.position.rotate(q, offset), self.position.rotate(k, offset)
         return q, k, v
 
+    def _output(self, o: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        o = merge_heads(o)
+        if self.gate_proj is not None:
+            o = o * torch.sigmoid(self.gate_proj(x))
+        return self.out_proj(o)
+
     def bidirectional_forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None,
                               layout: tuple[int, ...] | None) -> torch.Tensor:
         q, k, v = self._project(x, 0)
-        return self.out_proj(merge_heads(self._attend(q, k, v, padding_mask)))
+        return self._output(self._attend(q, k, v, padding_mask), x)
 
     def init_state(self, batch: int, device, dtype) -> State:
         return empty_kv_cache((batch, self.n_kv_heads, 0, self.head_dim), device, dtype)
@@ -75,7 +103,7 @@ class SoftmaxAttention(TokenMixer):
     def causal_forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         q, k, v = self._project(x, state["k"].shape[2])
         k, v = extend_kv_cache(state, k, v, dim=2)
-        return self.out_proj(merge_heads(self._attend(q, k, v, None))), {"k": k, "v": v}
+        return self._output(self._attend(q, k, v, None), x), {"k": k, "v": v}
 
 
 @register("mixer", "multi_query_attention",
@@ -85,10 +113,11 @@ class MultiQueryAttention(SoftmaxAttention):
     """Softmax attention with one key/value head shared by all query heads (Shazeer 2019)."""
 
     def __init__(self, d_model: int, *, causal: bool, n_heads: int = 4, head_dim: int | None = None,
-                 bias: bool = False, chunk_size: int = 128, position: nn.Module | None = None,
-                 form: str = "auto") -> None:
+                 bias: bool = False, chunk_size: int = 128, qk_norm: bool = False, output_gate: bool = False,
+                 position: nn.Module | None = None, form: str = "auto") -> None:
         super().__init__(d_model, causal=causal, n_heads=n_heads, n_kv_heads=1, head_dim=head_dim,
-                         bias=bias, chunk_size=chunk_size, position=position, form=form)
+                         bias=bias, chunk_size=chunk_size, qk_norm=qk_norm, output_gate=output_gate,
+                         position=position, form=form)
 
 
 @register("mixer", "grouped_query_attention",
@@ -98,7 +127,8 @@ class GroupedQueryAttention(SoftmaxAttention):
     """Softmax attention with ``n_kv_heads`` key/value heads, each shared by a group of query heads."""
 
     def __init__(self, d_model: int, *, causal: bool, n_heads: int = 4, n_kv_heads: int = 2,
-                 head_dim: int | None = None, bias: bool = False, chunk_size: int = 128,
-                 position: nn.Module | None = None, form: str = "auto") -> None:
+                 head_dim: int | None = None, bias: bool = False, chunk_size: int = 128, qk_norm: bool = False,
+                 output_gate: bool = False, position: nn.Module | None = None, form: str = "auto") -> None:
         super().__init__(d_model, causal=causal, n_heads=n_heads, n_kv_heads=n_kv_heads, head_dim=head_dim,
-                         bias=bias, chunk_size=chunk_size, position=position, form=form)
+                         bias=bias, chunk_size=chunk_size, qk_norm=qk_norm, output_gate=output_gate,
+                         position=position, form=form)

@@ -12,6 +12,7 @@ from torch import nn
 from trevo.components.base import State, TokenMixer
 from trevo.components.kv_cache import empty_kv_cache, extend_kv_cache
 from trevo.components.multihead import head_dim_of, merge_heads, split_heads
+from trevo.components.rotary import check_rotary_head_dim
 from trevo.errors import IncompatibleError
 from trevo.ops.sparse_patterns import fixed_mask, sliding_window_mask, strided_mask
 from trevo.registry import Paper, register
@@ -22,11 +23,13 @@ SPARSE_PAPER = Paper("Generating Long Sequences with Sparse Transformers", "1904
 class _MaskedAttention(TokenMixer):
     """Multi-head softmax attention whose allowed (query, key) pairs come from ``pattern``."""
 
-    def __init__(self, d_model: int, *, causal: bool, n_heads: int) -> None:
+    def __init__(self, d_model: int, *, causal: bool, n_heads: int, position: nn.Module | None = None) -> None:
         super().__init__(d_model, causal=causal)
         self.n_heads, self.head_dim = n_heads, head_dim_of(d_model, n_heads)
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
         self.out_proj = nn.Linear(d_model, d_model, bias=False)
+        check_rotary_head_dim(self.head_dim, position)
+        self.position = position  # RoPE (sliding-window attention only), applied at each token's position
 
     def pattern(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -41,8 +44,11 @@ class _MaskedAttention(TokenMixer):
             m = m & (padding_mask.bool()[:, None, :] | own)
         return m[:, None] if m.dim() == 3 else m[None, None]
 
-    def _heads(self, x: torch.Tensor):
-        return (split_heads(t, self.n_heads) for t in self.qkv(x).chunk(3, dim=-1))
+    def _heads(self, x: torch.Tensor, offset: int = 0):
+        q, k, v = (split_heads(t, self.n_heads) for t in self.qkv(x).chunk(3, dim=-1))
+        if self.position is not None:
+            q, k = self.position.rotate(q, offset), self.position.rotate(k, offset)
+        return q, k, v
 
     def _attend(self, q, k, v, mask) -> torch.Tensor:
         o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
@@ -59,7 +65,7 @@ class _MaskedAttention(TokenMixer):
         return {**cache, "pos": torch.zeros((), dtype=torch.long, device=device)}
 
     def causal_forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        q, k, v = self._heads(x)
+        q, k, v = self._heads(x, int(state["pos"]))
         k, v = extend_kv_cache(state, k, v, dim=2)
         stop = int(state["pos"]) + x.shape[1]
         cols = torch.arange(stop - k.shape[2], stop, device=x.device)
@@ -111,15 +117,17 @@ class SparseFixedAttention(_MaskedAttention):
 @register("mixer", "sliding_window_attention",
           paper=Paper("Longformer: The Long-Document Transformer", "2004.05150", 2020),
           category="MHA/LocalGlobal", family="sparse_attention", causal=True, bidirectional=True, recurrent=True,
-          time="O(T²·d) dense-masked", memory="O(T²) mask; KV cache of w keys",
+          relative_positions=("rope",), time="O(T²·d) dense-masked", memory="O(T²) mask; KV cache of w keys",
           test_options={"window": 5})
 class SlidingWindowAttention(_MaskedAttention):
     """Sliding-window (local) attention as in Longformer's local part (Beltagy et al. 2020): query i
     attends keys with |i − j| < w (0 <= i − j < w when causal). Generation keeps only the last
-    w − 1 keys: a constant-size state."""
+    w − 1 keys: a constant-size state. Accepts RoPE as ``position`` (the local attention of Griffin and
+    Samba is rotary)."""
 
-    def __init__(self, d_model: int, *, causal: bool, n_heads: int = 4, window: int = 128) -> None:
-        super().__init__(d_model, causal=causal, n_heads=n_heads)
+    def __init__(self, d_model: int, *, causal: bool, n_heads: int = 4, window: int = 128,
+                 position: nn.Module | None = None) -> None:
+        super().__init__(d_model, causal=causal, n_heads=n_heads, position=position)
         if window < 1:
             raise IncompatibleError(f"sliding_window_attention needs window >= 1, got {window}")
         self.window = window
