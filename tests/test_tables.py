@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from trevo.cli import main
-from trevo.tables import Table, escape_markdown, html_doc, html_table, markdown, markdown_doc, text
+from trevo.tables import Markup, Table, escape_markdown, html_doc, html_table, markdown, markdown_doc, text
 
 
 def test_text_tables_align_their_columns():
@@ -50,3 +50,12 @@ def test_trevo_list_is_a_text_table(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["kind", "name", "family", "capabilities", "forms", "time", "paper"]
     assert set(lines[1]) <= {"-", " "} and any(line.split()[:2] == ["norm", "rmsnorm"] for line in lines[2:])
+
+
+def test_markup_cells_keep_their_html_and_show_their_text_elsewhere():
+    link = Markup("arXiv:1706.03762", "<a href='https://arxiv.org/abs/1706.03762'>arXiv:1706.03762</a>")
+    t = Table([], [["paper", link], ["<b>", "x"]])
+    assert html_table(t) == ("<table><tbody><tr><td>paper</td><td><a href='https://arxiv.org/abs/1706.03762'>"
+                             "arXiv:1706.03762</a></td></tr><tr><td>&lt;b&gt;</td><td>x</td></tr></tbody></table>")
+    assert markdown(t).splitlines()[2] == "| paper | arXiv:1706.03762 |"  # a blank header row above
+    assert text(t).splitlines()[2].split() == ["paper", "arXiv:1706.03762"]

@@ -314,9 +314,10 @@ def _component_problems(cfg: RunConfig) -> list[str]:
         for part in path.split("."):
             node = getattr(node, part)
         specs.append((kind, f"config.{path}", node))
-    for i, layer in enumerate(cfg.model.layers):
-        specs += [(kind, f"config.model.layers[{i}].{kind}", getattr(layer, kind))
-                  for kind in LAYER_FIELDS if getattr(layer, kind) is not None]
+    model_level = {kind: getattr(cfg.model, kind) for kind in LAYER_FIELDS}
+    for i, layer in enumerate(cfg.model.layers):  # an entry equal to the model's own spec is checked once, above
+        specs += [(kind, f"config.model.layers[{i}].{kind}", getattr(layer, kind)) for kind in LAYER_FIELDS
+                  if getattr(layer, kind) not in (None, model_level[kind])]
     problems = []
     for kind, where, spec in specs:
         try:

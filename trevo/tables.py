@@ -3,7 +3,8 @@
 A ``Table`` is a header and rows of cells (strings; numbers are formatted by the caller). A document
 is a list of blocks, each a ``Table`` or a paragraph: trevo's own prose, in which `code` and
 **bold** are the only markup. Every cell is escaped for the format it is rendered in, so a label
-such as ``<script>`` or ``a|b`` reaches a Markdown or HTML reader as text.
+such as ``<script>`` or ``a|b`` reaches a Markdown or HTML reader as text. The one exception is a
+``Markup`` cell (a link, a tag), whose HTML its maker built from escaped parts.
 """
 
 from __future__ import annotations
@@ -25,17 +26,34 @@ def escape_markdown(text: str) -> str:
     return _MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(str(text).splitlines()))
 
 
+@dataclass(frozen=True)
+class Markup:
+    """A cell shown as ``html`` in HTML (built by the caller, every user string in it escaped) and as
+    ``text`` in text and Markdown."""
+
+    text: str
+    html: str
+
+    def __str__(self) -> str:
+        return self.text
+
+
+Cell = str | Markup
+
+
 @dataclass
 class Table:
-    header: Sequence[str]
-    rows: Sequence[Sequence[str]]
+    header: Sequence[str]  # empty: a table without a header row (in HTML; text and Markdown show a blank one)
+    rows: Sequence[Sequence[Cell]]
     # Columns shown left-aligned in text (the others are right-aligned, as numbers are).
     left: set[int] = field(default_factory=set)
     # Text columns are cut to this many characters (the last column never is).
     max_width: int = 0
 
     def cells(self) -> list[list[str]]:
-        return [[str(c) for c in self.header]] + [[str(c) for c in row] for row in self.rows]
+        width = len(self.header) or max((len(row) for row in self.rows), default=0)
+        header = [str(c) for c in self.header] or [""] * width
+        return [header] + [[str(c) for c in row] for row in self.rows]
 
 
 def text(table: Table) -> str:
@@ -60,11 +78,14 @@ def markdown(table: Table) -> str:
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in grid[1:]])
 
 
+def _html_cell(cell: Cell) -> str:
+    return cell.html if isinstance(cell, Markup) else html.escape(str(cell))
+
+
 def html_table(table: Table) -> str:
-    grid = table.cells()
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in grid[0])
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in grid[1:])
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in table.header)
+    body = "".join("<tr>" + "".join(f"<td>{_html_cell(c)}</td>" for c in row) + "</tr>" for row in table.rows)
+    return (f"<table><thead><tr>{head}</tr></thead>" if head else "<table>") + f"<tbody>{body}</tbody></table>"
 
 
 Block = str | Table

@@ -20,5 +20,5 @@ def test_state_table_measures_each_variant(tmp_path, capsys):
     assert long["hybrid"] - short["hybrid"] == 64 * 2 * 16 * 4  # one layer's k and v, 64 more tokens, float32
     assert main([str(path), "--context", "32"]) == 0
     out = capsys.readouterr().out
-    assert "| byte_lm | hybrid |" in out and "`2×d16 [gla,attn+rope] swiglu rmsnorm pre`" in out
+    assert "| byte_lm | hybrid |" in out and r"| 2×d16 \[gla,attn+rope\] swiglu rmsnorm pre |" in out  # escaped
     assert main([str(path), "--db", str(tmp_path / "missing.sqlite")]) == 2

@@ -123,3 +123,31 @@ def test_screenshots_are_written(site, tmp_path):
         subprocess.run([chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
                         "--window-size=1280,900", f"--screenshot={png}", url], capture_output=True, timeout=120)
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_arena_ranks_come_from_each_sweeps_latest_plan(tmp_path):
+    """Runs of an earlier plan (other steps) are not pooled into the ranks; a second sweep ranks apart."""
+    from trevo.arena.store import Run, Store
+    from trevo.config import RunConfig
+    from trevo.interop.site import arena_ranks
+
+    store = Store(tmp_path / "arena.sqlite")
+
+    def plan(sweep: str, steps: int, bpbs: dict[str, float]) -> None:
+        keys = []
+        for label, bpb in bpbs.items():
+            cfg = RunConfig().replace({"model.mixer": label, "train.steps": steps}).to_dict()
+            key = f"{sweep}-{label}-{steps}"
+            store.add(Run(key=key, sweep=sweep, label=label, family=label, task="byte_lm", seed=0, lr=1e-3,
+                          status="done", config=cfg, metric="bpb", higher_is_better=False, val={"bpb": bpb},
+                          test={"bpb": bpb}, params=1000, flops_per_token=1.0, tokens_per_s=10.0, peak_mem_mb=1.0))
+            keys.append(key)
+        store.add_sweep(sweep, None, "", {}, keys)
+
+    plan("s", 20, {"rwkv4": 1.0, "softmax_attention": 3.0})  # superseded: rwkv4 first here
+    plan("s", 40, {"rwkv4": 2.5, "softmax_attention": 2.0})
+    plan("other", 20, {"rwkv4": 1.5})
+    ranks = arena_ranks(tmp_path / "arena.sqlite")
+    assert sorted((r["sweep"], r["rank"], r["of"], r["mean"]) for r in ranks["rwkv4"]) == [
+        ("other", 1, 1, 1.5), ("s", 2, 2, 2.5)]
+    assert [(r["sweep"], r["rank"], r["mean"]) for r in ranks["softmax_attention"]] == [("s", 1, 2.0)]

@@ -38,7 +38,10 @@ VALID = {
     "model.channel": st.sampled_from(["swiglu", "mlp"]),
     "model.norm": st.sampled_from(["rmsnorm", "layernorm"]),
     "model.position": st.sampled_from(["none", "sinusoidal", "rope", "learned"]),
-    "model.block": st.sampled_from(["prenorm", "postnorm"]),
+    "model.residual": st.sampled_from(["prenorm", "postnorm", "sandwich", "rezero", "parallel"]),
+    # Per-layer specs: bare mixer names and mappings (n_layers must be a multiple of their number).
+    "model.layers": st.sampled_from([[], ["rwkv4"], ["softmax_attention", "retnet"],
+                                     [{"mixer": "linear_attention", "residual": "postnorm", "channel": "mlp"}]]),
     "model.causal": st.sampled_from(["auto", "true", "false", True, False]),
     "model.max_len": st.one_of(st.none(), st.integers(16, 40)),
     "model.dropout": st.floats(0, 0.5),
@@ -59,6 +62,7 @@ VALID = {
     "train.seed": st.integers(0, 2**32 - 1),
     "train.device": st.just("cpu"),
     "train.dtype": st.sampled_from(["float32", "float64", "bfloat16"]),
+    "train.init_from": st.none(),  # a run directory to start from: none in a fuzzed run
 }
 TASK_OPTIONS = {
     "byte_lm": {"seq_len": st.integers(2, 24), "val_fraction": st.floats(0.01, 0.3)},

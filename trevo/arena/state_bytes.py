@@ -21,17 +21,20 @@ from trevo.arena.sweep import load_sweep, plan_sweep
 from trevo.errors import TrevoError
 from trevo.generate import state_bytes_at
 from trevo.models.genome import Genome
+from trevo.tables import Table, markdown
 from trevo.train import build
+from trevo.validation import cli_number
 
 
 def state_table(sweep_source: str, context: int, db: str | None = None) -> list[dict]:
     """One row per (task, variant): params, one-line genome, state bytes after ``context`` tokens."""
-    from trevo.arena.runner import choose
+    from trevo.arena.leaderboard import choose
 
     if db and not Path(db).is_file():
         raise TrevoError(f"no results database at {db}; run `trevo arena` first (it writes OUT/arena.sqlite)")
     plan = plan_sweep(load_sweep(sweep_source))
-    chosen = choose(Store(db).runs()) if db else []
+    # This plan's own runs (a store may hold earlier plans of the sweep, whose configs differ).
+    chosen = choose(Store(db).runs(keys=[p.key for p in plan])) if db else []
     rows, seen = [], set()
     for run in plan:
         if (run.task, run.label) in seen:
@@ -52,29 +55,25 @@ def state_table(sweep_source: str, context: int, db: str | None = None) -> list[
     return rows
 
 
-def markdown(rows: list[dict], context: int) -> str:
+def as_table(rows: list[dict], context: int) -> Table:
     header = ["task", "variant", "params", f"state at {context} tokens", "test", "tokens/s", "genome"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for r in rows:
-        state = "—" if r["state_bytes"] is None else f"{r['state_bytes'] / 2**20:.2f} MiB"
-        test = "—" if r["test"] is None else f"{r['metric']} {r['test']:.4f}"
-        speed = "—" if r["tokens_per_s"] is None else f"{r['tokens_per_s']:,.0f}"
-        lines.append(f"| {r['task']} | {r['variant']} | {r['params']:,} | {state} | {test} | {speed} | "
-                     f"`{r['genome']}` |")
-    return "\n".join(lines)
+    body = [[r["task"], r["variant"], f"{r['params']:,}",
+             "—" if r["state_bytes"] is None else f"{r['state_bytes'] / 2**20:.2f} MiB",
+             "—" if r["test"] is None else f"{r['metric']} {r['test']:.4f}",
+             "—" if r["tokens_per_s"] is None else f"{r['tokens_per_s']:,.0f}", r["genome"]] for r in rows]
+    return Table(header, body, left={0, 1, 6})
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trevo.arena.state_bytes", description=__doc__.split("\n")[0])
     parser.add_argument("sweep", help="a preset name or a sweep YAML file")
-    parser.add_argument("--context", type=int, default=4096, help="tokens prefilled before measuring (default 4096)")
+    parser.add_argument("--context", type=cli_number(int, ge=1), default=4096,
+                        help="tokens prefilled before measuring (default 4096)")
     parser.add_argument("--db", help="the arena's results store (OUT/arena.sqlite), for the metric and tokens/s")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     try:
-        if args.context < 1:
-            raise TrevoError(f"--context must be at least 1, got {args.context}")
-        print(markdown(state_table(args.sweep, args.context, args.db), args.context))
+        print(markdown(as_table(state_table(args.sweep, args.context, args.db), args.context)))
     except TrevoError as e:
         print(f"trevo: error: {e}", file=sys.stderr)
         return 2

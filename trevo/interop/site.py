@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from trevo.registry import FORMS, Entry, entries
+from trevo.tables import Markup, Table, html_table
 
 CSS = """
 body{font:15px/1.5 system-ui,sans-serif;margin:0;color:#1d2433;background:#f6f7f9}
@@ -63,20 +64,20 @@ def _page(title: str, body: str, root: str) -> str:
             f"</h1></header><main>{body}</main></body></html>\n")
 
 
-def _paper(entry: Entry) -> str:
+def _paper(entry: Entry) -> Markup:
     if entry.paper is None:
-        return "—"
+        return Markup("—", "—")
     p = entry.paper
-    text = esc(p.title) + (f" ({p.year})" if p.year else "")
+    text = p.title + (f" ({p.year})" if p.year else "")
+    markup = esc(text)
     if p.arxiv:
-        text += f" — <a href='https://arxiv.org/abs/{esc(p.arxiv)}'>arXiv:{esc(p.arxiv)}</a>"
-    return text
+        text += f" — arXiv:{p.arxiv}"
+        markup += f" — <a href='https://arxiv.org/abs/{esc(p.arxiv)}'>arXiv:{esc(p.arxiv)}</a>"
+    return Markup(text, markup)
 
 
-def _table(header: list[str] | None, rows: list[list[str]]) -> str:
-    head = "<thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr></thead>" if header else ""
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table>{head}<tbody>{body}</tbody></table>"
+def _code(text: str) -> Markup:
+    return Markup(text, f"<code>{esc(text)}</code>")
 
 
 def _doc(entry: Entry) -> str:
@@ -103,53 +104,57 @@ def bench_rows(bench: Path | None) -> dict[str, list[dict[str, Any]]]:
 
 
 def arena_ranks(results: Path | None) -> dict[str, list[dict[str, Any]]]:
-    """Per mixer name: its rank, metric mean ± CI and parameter count on each task of the results store."""
+    """Per mixer name: its rank, metric mean ± CI and parameter count on each task of each sweep of the
+    results store (the sweep's latest plan, as its report shows it: runs of other plans are never pooled)."""
     ranks: dict[str, list[dict[str, Any]]] = {}
     if results is None:
         return ranks
-    from trevo.arena.report import leaderboard
+    from trevo.arena.leaderboard import leaderboard, select
     from trevo.arena.store import Store
 
-    runs = [r for r in Store(results).runs() if r.status == "done"]
-    mixer_of = {}
-    for r in runs:
-        mixer = r.config.get("model", {}).get("mixer")
-        mixer_of[r.label] = mixer.get("name") if isinstance(mixer, dict) else mixer
-    for task, rows in leaderboard(runs, None).items():
-        for rank, row in enumerate(rows, 1):
-            ranks.setdefault(str(mixer_of.get(row.label)), []).append(
-                {"task": task, "rank": rank, "of": len(rows), "label": row.label, "metric": row.metric,
-                 "mean": row.test.mean, "ci": row.test.half_width, "params": row.params})
+    store = Store(results)
+    for sweep in [s["name"] for s in store.sweeps()] or [None]:
+        runs = [r for r in select(store, sweep).runs if r.status == "done"]
+        mixer_of = {}
+        for r in runs:
+            mixer = r.config.get("model", {}).get("mixer")
+            mixer_of[r.label] = mixer.get("name") if isinstance(mixer, dict) else mixer
+        for task, rows in leaderboard(runs, None).items():
+            for rank, row in enumerate(rows, 1):
+                ranks.setdefault(str(mixer_of.get(row.label)), []).append(
+                    {"sweep": sweep or "—", "task": task, "rank": rank, "of": len(rows), "label": row.label,
+                     "metric": row.metric, "mean": row.test.mean, "ci": row.test.half_width, "params": row.params})
     return ranks
 
 
 def component_page(entry: Entry, bench: list[dict[str, Any]], ranks: list[dict[str, Any]]) -> str:
     where = entry.where()
-    facts = [["kind", esc(entry.kind)], ["family", esc(entry.family or "—")],
-             ["index category", esc(entry.category or "—")], ["paper", _paper(entry)],
-             ["capabilities", " ".join(f"<span class=tag>{esc(c)}</span>" for c in entry.capabilities())
-              if entry.kind == "mixer" else "—"],
-             ["time", esc(entry.time or "—")], ["memory", esc(entry.memory or "—")],
-             ["module", f"<code>{esc(where['module'])}</code>"],
-             ["tests", f"<code>{esc(where['tests'] or '—')}</code>"]]
+    capabilities = entry.capabilities() if entry.kind == "mixer" else []
+    facts = [["kind", entry.kind], ["family", entry.family or "—"], ["index category", entry.category or "—"],
+             ["paper", _paper(entry)],
+             ["capabilities", Markup(" ".join(capabilities) or "—", " ".join(f"<span class=tag>{esc(c)}</span>"
+                                                                             for c in capabilities) or "—")],
+             ["time", entry.time or "—"], ["memory", entry.memory or "—"],
+             ["module", _code(where["module"])], ["tests", _code(where["tests"] or "—")]]
     if entry.relative_positions:
-        facts.append(["relative positions", esc(", ".join(entry.relative_positions))])
+        facts.append(["relative positions", ", ".join(entry.relative_positions)])
     doc = _doc(entry)
     summary = "" if doc.startswith(entry.summary) else f"<p>{esc(entry.summary)}</p>"  # else the docstring says it
-    body = [summary, _table(None, facts), "<h2>Definition (from the docstring)</h2>",
+    body = [summary, html_table(Table([], facts)), "<h2>Definition (from the docstring)</h2>",
             f"<pre class=doc>{esc(doc) or '—'}</pre>"]
     if entry.forms:
-        body += ["<h2>Forms</h2>", _table(["form", "meaning"], [[f"<code>{esc(f)}</code>", esc(FORMS.get(f, ""))]
-                                                                for f in entry.forms])]
+        body += ["<h2>Forms</h2>", html_table(Table(["form", "meaning"], [[_code(f), FORMS.get(f, "")]
+                                                                         for f in entry.forms]))]
     if bench:
         cols = [c for c in ("form", "mode", "length", "ms", "us_per_token", "peak_mb", "state_bytes",
                             "ratio_to_softmax", "status") if any(c in r for r in bench)]
-        table = [[esc(r["file"]), *(esc(_fmt(r.get(c))) for c in cols)] for r in bench]
-        body += ["<h2>trevo bench</h2>", _table(["file", *cols], table)]
+        table = [[str(r["file"]), *(_fmt(r.get(c)) for c in cols)] for r in bench]
+        body += ["<h2>trevo bench</h2>", html_table(Table(["file", *cols], table))]
     if ranks:
-        body += ["<h2>Arena ranks</h2>", _table(["task", "rank", "variant", "metric", "mean ± 95% CI", "params"], [
-            [esc(r["task"]), f"{r['rank']} of {r['of']}", esc(r["label"]), esc(r["metric"]),
-             f"{_fmt(r['mean'])} ± {_fmt(r['ci'])}", f"{r['params']:,}"] for r in ranks])]
+        body += ["<h2>Arena ranks</h2>", html_table(Table(
+            ["sweep", "task", "rank", "variant", "metric", "mean ± 95% CI", "params"],
+            [[str(r["sweep"]), r["task"], f"{r['rank']} of {r['of']}", r["label"], r["metric"],
+              f"{_fmt(r['mean'])} ± {_fmt(r['ci'])}", f"{r['params']:,}"] for r in ranks]))]
     return _page(f"{entry.kind} {entry.name}", "".join(body), "../")
 
 
@@ -174,7 +179,7 @@ def index_page(all_entries: list[Entry], reports: list[tuple[str, str]]) -> str:
         rows.append(f"<tr data-kind='{esc(e.kind)}' data-family='{esc(e.family)}' data-caps='{esc(' '.join(caps))}' "
                     f"data-text='{esc(text)}'><td>{esc(e.kind)}</td><td><a href='components/{esc(page_name(e))}'>"
                     f"{esc(e.name)}</a></td><td>{esc(e.family)}</td><td>{' '.join(esc(c) for c in caps)}</td>"
-                    f"<td>{esc(', '.join(e.forms))}</td><td>{esc(e.time)}</td><td>{_paper(e)}</td></tr>")
+                    f"<td>{esc(', '.join(e.forms))}</td><td>{esc(e.time)}</td><td>{_paper(e).html}</td></tr>")
     links = "".join(f"<li><a href='{esc(href)}'>{esc(label)}</a></li>" for label, href in reports)
     body = (f"<p>Every registered component of trevo: {len(all_entries)} of them. Type to search; filter by kind, "
             f"family or capability.</p>" + (f"<h2>Reports</h2><ul>{links}</ul>" if links else "")
