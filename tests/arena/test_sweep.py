@@ -109,3 +109,32 @@ def test_a_genome_sweep_runs_and_its_report_prints_the_one_line_form(tmp_path):
     assert {r.label for r in chosen} == {"softmax_attention", "hybrid"} and all(r.status == "done" for r in chosen)
     md = write_report(tmp_path / DB_NAME)["md"].read_text()
     assert "## Architectures" in md and f"| hybrid | {escape_markdown(HYBRID)} |" in md  # brackets escaped
+
+
+def test_a_component_registered_in_main_is_refused_at_plan_time(monkeypatch, tmp_path):
+    """Worker processes do not run ``__main__``: a mixer (or a layer's mixer) registered there could never be
+    built by them, so the plan says so and how to fix it, before anything runs."""
+    from trevo import plugins, registry
+    from trevo.components.mixers.softmax_attention import SoftmaxAttention
+
+    monkeypatch.setitem(registry._REGISTRY, "mixer", dict(registry._REGISTRY["mixer"]))  # restored afterwards
+
+    class MyAttention(SoftmaxAttention):
+        """softmax attention, registered by a notebook."""
+
+    MyAttention.__module__ = "__main__"
+    registry.register("mixer", "my_attention")(MyAttention)
+    for variant in ("my_attention", {"label": "hybrid", "set": {"model.n_layers": 2,
+                                                                 "model.layers": ["gla", "my_attention"]}}):
+        with pytest.raises(SweepError, match=r"mixer 'my_attention' is registered in __main__ .* pass --import"):
+            plan_sweep(tiny_sweep(variants=["softmax_attention", variant]))
+    # The same class from a file loaded with --import (trevo.plugins.load) plans.
+    (tmp_path / "my_components.py").write_text(
+        "from trevo.components.mixers.softmax_attention import SoftmaxAttention\n"
+        "from trevo.registry import register\n\n\n"
+        "@register('mixer', 'my_file_attention')\n"
+        "class MyFileAttention(SoftmaxAttention):\n    '''softmax attention, from a file.'''\n")
+    monkeypatch.delenv(plugins.ENV, raising=False)
+    plugins.load(str(tmp_path / "my_components.py"))
+    planned = plan_sweep(tiny_sweep(variants=["my_file_attention"], baseline=None))
+    assert {r.label for r in planned} == {"my_file_attention"}

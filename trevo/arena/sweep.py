@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from trevo.config import ConfigError, RunConfig, TrainConfig
+from trevo.config import COMPONENTS, LAYER_FIELDS, ConfigError, RunConfig, TrainConfig
 from trevo.errors import TrevoError
 from trevo.models import build_model
 from trevo.models.layers import model_family
@@ -270,6 +270,28 @@ def match_width(cfg: RunConfig, info: TaskInfo, budget: int) -> tuple[RunConfig,
     return cfg, params
 
 
+def check_reachable_from_workers(cfg: RunConfig) -> None:
+    """Refuse components that were registered in ``__main__`` (a script, a notebook, ``python -c``): every
+    run trains in a fresh worker process, which does not run ``__main__`` and so would not know them."""
+    named = [(kind, getattr(cfg.model, kind) if kind != "task" else cfg.task) for kind, _ in COMPONENTS]
+    named += [(kind, getattr(layer, kind)) for layer in cfg.model.layers for kind in LAYER_FIELDS
+              if getattr(layer, kind) is not None]
+    names = [("model", cfg.model.arch), *((kind, spec.name) for kind, spec in named)]
+    local = []
+    for kind, name in dict.fromkeys(names):
+        try:
+            module = getattr(get(kind, name).factory, "__module__", "")
+        except TrevoError:
+            continue  # an unknown name: the build that follows says so, with suggestions
+        if module in ("__main__", "__mp_main__"):
+            local.append(f"{kind} {name!r}")
+    if local:
+        raise SweepError(f"{', '.join(local)} {'is' if len(local) == 1 else 'are'} registered in __main__ (your script "
+                         f"or notebook), which the arena's worker processes do not run, so they cannot build it; put "
+                         f"the component in a file (e.g. my_components.py) and pass --import my_components.py (from "
+                         f"Python: trevo.plugins.load('my_components.py') before planning)")
+
+
 def plan_sweep(sweep: Sweep) -> list[PlannedRun]:
     """Every run of the sweep, widths matched; raises one SweepError listing every problem."""
     problems: list[str] = []
@@ -285,6 +307,7 @@ def plan_sweep(sweep: Sweep) -> list[PlannedRun]:
             try:
                 # The task's settings win over a variant's: every variant sees the same task.
                 cfg = task_cfg.replace(variant.values).replace(task.values)
+                check_reachable_from_workers(cfg)
                 if sweep.param_budget:
                     cfg, params = match_width(cfg, task_obj.info, sweep.param_budget)
                     if abs(params - sweep.param_budget) > BUDGET_TOLERANCE * sweep.param_budget:
