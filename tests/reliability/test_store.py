@@ -85,3 +85,12 @@ def test_reports_into_a_read_only_folder(read_only_dir, tmp_path, capsys):
     assert main(["bench", "mixers", "--mixers", "softmax_attention", "--lengths", "8", "--d-model", "8",
                  "--repeats", "1", "--in-process", "--no-plots", "--out", str(read_only_dir)]) == 2
     assert f"cannot write benchmark results into {read_only_dir}" in capsys.readouterr().err
+
+
+def test_report_takes_the_arena_folder_or_its_store(tmp_path, capsys):
+    _filled(tmp_path / DB_NAME)
+    assert main(["report", str(tmp_path), "--no-plots"]) == 0  # the arena's --out folder
+    assert (tmp_path / "report.md").is_file()
+    (tmp_path / "empty").mkdir()
+    assert main(["report", str(tmp_path / "empty")]) == 2
+    assert f"no results database at {tmp_path / 'empty' / DB_NAME}" in capsys.readouterr().err

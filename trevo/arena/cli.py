@@ -51,12 +51,16 @@ def _arena(args: argparse.Namespace) -> None:
 
 def _report(args: argparse.Namespace) -> None:
     from trevo.arena.report import write_report
+    from trevo.arena.runner import DB_NAME
     from trevo.errors import TrevoError
 
-    if not Path(args.db).is_file():
-        raise TrevoError(f"no results database at {args.db}; run `trevo arena` first (it writes OUT/arena.sqlite)")
+    db = Path(args.db)
+    if db.is_dir():  # the arena's --out folder
+        db = db / DB_NAME
+    if not db.is_file():
+        raise TrevoError(f"no results database at {db}; run `trevo arena` first (it writes OUT/{DB_NAME})")
     _plots_note(not args.no_plots)
-    paths = write_report(args.db, args.out, args.baseline, args.sweep, plots=not args.no_plots)
+    paths = write_report(db, args.out, args.baseline, args.sweep, plots=not args.no_plots)
     for kind, path in paths.items():
         print(f"{kind}: {path}")
 
@@ -82,7 +86,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
         s.set_defaults(run=_arena)
     else:
         s = sub.add_parser("report", help="write the HTML + Markdown report of an arena results database")
-        s.add_argument("db", help="the arena.sqlite written by `trevo arena`")
+        s.add_argument("db", help="the arena.sqlite written by `trevo arena`, or the folder (its --out) that holds it")
         s.add_argument("--out", help="output directory (default: beside the database)")
         s.add_argument("--sweep", help="the sweep to report (default: the one run last); a report shows one sweep's "
                                        "latest plan")
