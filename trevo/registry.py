@@ -47,6 +47,8 @@ FORMS = {
     "prefix": "cumulative (prefix) sums over time",
     "fft": "FFT convolution (the convolution theorem)",
     "sdpa": "torch.nn.functional.scaled_dot_product_attention",
+    "absorbed": "attention in a compressed latent space, up-projections folded into queries and output (MLA)",
+    "sparse": "only the (query, key) pairs of a sparsity pattern, the keys gathered block by block (NSA, MoBA)",
 }
 
 # Words the vocabulary replaced, with the word to use; an option spelled the old way gets an error
