@@ -149,6 +149,8 @@ def biased_softmax_attention(
     query that sees no key (every score -inf) gets a zero output, not NaN. Queries are the last Tq
     of the Tk positions, as everywhere in this module; v may be wider or narrower than q and k."""
     tq, tk = q.shape[-2], k.shape[-2]
+    if tk == 0:  # no key at all (NSA's compressed branch before its first complete block)
+        return q.new_zeros(q.shape[:-1] + (v.shape[-1],))
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     step = tk if chunk_size is None else chunk_size
     m = torch.full(q.shape[:-1] + (1,), float("-inf"), device=q.device, dtype=q.dtype)
