@@ -41,8 +41,9 @@ def test_equals_the_difference_of_two_softmax_maps(causal):
         for i in range(T):
             seen = [j for j in keys if not causal or j <= i]
             for hh in range(h):
-                a1 = torch.softmax(torch.stack([q[b, i, 2 * hh] @ k[b, j, 2 * hh] for j in seen]) / math.sqrt(d), 0)
-                a2 = torch.softmax(torch.stack([q[b, i, 2 * hh + 1] @ k[b, j, 2 * hh + 1] for j in seen]) / math.sqrt(d), 0)
+                s1 = torch.stack([q[b, i, 2 * hh] @ k[b, j, 2 * hh] for j in seen])
+                s2 = torch.stack([q[b, i, 2 * hh + 1] @ k[b, j, 2 * hh + 1] for j in seen])
+                a1, a2 = torch.softmax(s1 / math.sqrt(d), 0), torch.softmax(s2 / math.sqrt(d), 0)
                 o = (a1 - lam * a2) @ v[b, seen, hh]
                 o = o / torch.sqrt(o.pow(2).mean() + 1e-5) * m.head_norm.weight
                 out[b, i, hh] = o * (1 - lam_init)

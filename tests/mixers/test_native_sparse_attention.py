@@ -42,7 +42,8 @@ def _brute(m, x):
                 importance = [0.0] * (-(-T // ls))
                 for g in range(G):
                     if seen:
-                        scores = torch.stack([q[b, kh * G + g, t] @ k_cmp[b, kh, i] for i in seen]) / math.sqrt(m.head_dim)
+                        scores = torch.stack([q[b, kh * G + g, t] @ k_cmp[b, kh, i] for i in seen])
+                        scores = scores / math.sqrt(m.head_dim)
                         for p, i in zip(torch.softmax(scores, 0).detach().tolist(), seen, strict=True):
                             for j in range(len(importance)):
                                 importance[j] += p / G if i * d < (j + 1) * ls and i * d + l > j * ls else 0.0

@@ -38,7 +38,8 @@ def test_equals_self_decoder_then_cross_attention_to_one_shared_cache(tiny_cfg):
         for b in range(2):
             for h in range(4):
                 for i in range(9):
-                    w = torch.softmax(torch.stack([q[b, i, h] @ kv[b, j, 0, h] for j in range(i + 1)]) / math.sqrt(4), 0)
+                    scores = torch.stack([q[b, i, h] @ kv[b, j, 0, h] for j in range(i + 1)])
+                    w = torch.softmax(scores / math.sqrt(4), 0)
                     o[b, i, h] = w @ kv[b, :i + 1, 1, h]
         y = y + block.out_proj(o.flatten(2))
         y = y + block.channel(block.norm2(y))

@@ -21,7 +21,8 @@ def _brute(q, k, v, bs, topk):
             for r in range(tq):
                 t = tk - tq + r
                 own = t // bs
-                gate = {blk: float((q[b, h, r] @ k[b, h, blk * bs:(blk + 1) * bs].mean(0)).detach()) for blk in range(own)}
+                gate = {blk: float((q[b, h, r] @ k[b, h, blk * bs:(blk + 1) * bs].mean(0)).detach())
+                        for blk in range(own)}
                 chosen = {own, *sorted(gate, key=lambda blk: -gate[blk])[:topk - 1]}
                 keys = [j for j in range(t + 1) if j // bs in chosen]
                 w = torch.softmax(torch.stack([q[b, h, r] @ k[b, h, j] / math.sqrt(D) for j in keys]), 0)

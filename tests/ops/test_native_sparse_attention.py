@@ -46,7 +46,8 @@ def test_compressed_branch_sees_complete_blocks_only(form):
                     assert out[b, h, r].abs().max() == 0
                     continue
                 w = torch.softmax(torch.stack([q[b, h, r] @ k_cmp[b, h, i] / math.sqrt(5) for i in seen]), 0)
-                torch.testing.assert_close(out[b, h, r], sum(wi * v_cmp[b, h, i] for wi, i in zip(w, seen, strict=True)))
+                expected = sum(wi * v_cmp[b, h, i] for wi, i in zip(w, seen, strict=True))
+                torch.testing.assert_close(out[b, h, r], expected)
 
 
 @pytest.mark.parametrize("l,d,ls,topk", [(4, 2, 4, 3), (4, 4, 4, 2), (4, 2, 6, 4), (2, 1, 3, 5)])
