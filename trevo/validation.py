@@ -164,6 +164,16 @@ OPTION_RULES: dict[str, Rule] = {
     "vocab_size": Rule(ge=2),
     **dict.fromkeys(("expand", "expand_k", "eps", "tau"), Rule(gt=0)),
 }
+# Option words that name a size or a count in every component (docs/components.md): select_block_size,
+# kv_low_rank_dim, rope_head_dim, light_n_heads, n_blocks … are positive integers too.
+_POSITIVE_NAME = re.compile(r"n_[a-z_]+|[a-z_]+_(size|low_rank_dim|head_dim|n_heads)")
+
+
+def option_rule(name: str) -> Rule | None:
+    """The bounds of option ``name`` in every component that takes it (None: none declared)."""
+    if name in OPTION_RULES:
+        return OPTION_RULES[name]
+    return _POSITIVE_INT if _POSITIVE_NAME.fullmatch(name) else None
 
 
 def _init_of(factory: Any) -> Any:
@@ -189,7 +199,7 @@ def option_problems(entry: Any, options: dict[str, Any], where: str) -> list[str
             hint = hints.get(var_kw, Any)
         else:
             continue
-        problem = check(f"{where}.{name}", value, hint, OPTION_RULES.get(name))
+        problem = check(f"{where}.{name}", value, hint, option_rule(name))
         if problem:
             problems.append(problem)
     return problems

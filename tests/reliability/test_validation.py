@@ -99,6 +99,31 @@ def test_component_options_are_checked_against_the_constructor_signature():
         RunConfig().override(["model.channel.expand=wide"])
     # Valid types pass; an int where a float is declared is a number.
     assert RunConfig().override(["model.channel.expand=3"]).model.channel.options == {"expand": 3}
+    # Sizes and counts by their option word, in components that came after the rule table was written.
+    for mixer, option in (("native_sparse_attention", "select_block_size"), ("path_attention", "w_low_rank_dim"),
+                          ("multi_head_latent_attention", "rope_head_dim")):
+        with pytest.raises(ConfigError, match=rf"config.model.mixer.{option} = 0: expected an integer ≥ 1"):
+            RunConfig().replace({"model.mixer": {"name": mixer, option: 0}})
+
+
+def test_residuals_and_per_layer_specs_are_validated():
+    """model.residual's options and every field of every model.layers entry get the same checks as the
+    model's own components; a removed field names its successor."""
+    with pytest.raises(ConfigError, match=r"^config.model.residual.alpha_init = 'x': expected a finite number$"):
+        RunConfig().replace({"model.residual": {"name": "skipinit", "alpha_init": "x"}})
+    with pytest.raises(ConfigError) as e:
+        RunConfig().replace({"model.n_layers": 2, "model.layers": [
+            {"mixer": {"name": "gla", "n_heads": 0}}, {"mixer": "rwkv4", "channel": {"name": "swiglu", "expand": -1}}]})
+    assert str(e.value).splitlines()[1:] == ["  config.model.layers[0].mixer.n_heads = 0: expected an integer ≥ 1",
+                                             "  config.model.layers[1].channel.expand = -1: expected a finite number > 0"]
+    for layers, message in ((5, "config.model.layers: expected a list of layers"),
+                            ([{"mixer": "gla", "n_heads": 2}], r"config.model.layers\[0\]: unknown field 'n_heads'"),
+                            ([{"name": "gla"}], r"for a mixer with options write \{mixer: \{name: gla, ...\}\}"),
+                            ([3], r"config.model.layers\[0\]: a layer is a mixer name or a mapping")):
+        with pytest.raises(ConfigError, match=message):
+            RunConfig().replace({"model.layers": layers})
+    with pytest.raises(ConfigError, match="model.block was replaced by model.residual"):
+        RunConfig.from_dict({"model": {"block": "postnorm"}})
 
 
 def test_absurd_sizes_are_refused_before_anything_is_allocated(tiny_cfg):
