@@ -154,6 +154,9 @@ def train(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, progress
     """Train the run ``cfg`` into ``out_dir``; returns (and writes ``result.json``) its result.
     ``log`` receives notes for the user (e.g. that ``resume`` found no checkpoint)."""
     task, model = build(cfg)  # a config that cannot build fails before anything is written
+    if cfg.train.init_from and not (Path(cfg.train.init_from) / CHECKPOINT).is_file():
+        raise CheckpointError(f"train.init_from={cfg.train.init_from}: no {CHECKPOINT} there; give a run directory "
+                              f"written by `trevo train` or `trevo import`")
     with run_directory(out_dir, cfg) as out:
         return _train(cfg, out, task, model, resume=resume, progress=progress, log=log or (lambda _: None))
 

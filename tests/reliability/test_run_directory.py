@@ -136,3 +136,11 @@ def test_files_get_the_usual_permissions(tmp_path, tiny_cfg):
         os.umask(old)
     for name in ("config.yaml", "checkpoint.safetensors", "result.json", "saved.yaml"):
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name
+
+
+def test_init_from_without_a_checkpoint_is_refused_before_the_run_directory(tmp_path, capsys):
+    assert main(["train", "--quiet", "--out", str(tmp_path / "run"),
+                 *sets(*TINY, f"train.init_from={tmp_path / 'nothing'}")]) == 2
+    err = capsys.readouterr().err
+    assert f"train.init_from={tmp_path / 'nothing'}: no checkpoint.safetensors there" in err
+    assert not (tmp_path / "run").exists()

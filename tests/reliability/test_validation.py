@@ -114,8 +114,9 @@ def test_residuals_and_per_layer_specs_are_validated():
     with pytest.raises(ConfigError) as e:
         RunConfig().replace({"model.n_layers": 2, "model.layers": [
             {"mixer": {"name": "gla", "n_heads": 0}}, {"mixer": "rwkv4", "channel": {"name": "swiglu", "expand": -1}}]})
-    assert str(e.value).splitlines()[1:] == ["  config.model.layers[0].mixer.n_heads = 0: expected an integer ≥ 1",
-                                             "  config.model.layers[1].channel.expand = -1: expected a finite number > 0"]
+    assert str(e.value).splitlines()[1:] == [
+        "  config.model.layers[0].mixer.n_heads = 0: expected an integer ≥ 1",
+        "  config.model.layers[1].channel.expand = -1: expected a finite number > 0"]
     for layers, message in ((5, "config.model.layers: expected a list of layers"),
                             ([{"mixer": "gla", "n_heads": 2}], r"config.model.layers\[0\]: unknown field 'n_heads'"),
                             ([{"name": "gla"}], r"for a mixer with options write \{mixer: \{name: gla, ...\}\}"),
