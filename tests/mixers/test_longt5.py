@@ -1,5 +1,5 @@
 """LongT5 TGlobal: the segmented computation equals, query by query, one softmax over the keys within
-the radius and the global tokens LN(sum of each block)."""
+the window and the global tokens LN(sum of each block)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from trevo.registry import build
 
 def test_tglobal_equals_its_definition_with_padding():
     torch.manual_seed(0)
-    mixer = build("mixer", "longt5_transient_global", {"radius": 2, "block": 3, "n_heads": 2},
+    mixer = build("mixer", "longt5_transient_global", {"window": 3, "block": 3, "n_heads": 2},
                   d_model=8, causal=False).double()
     t = 11
     x = torch.randn(1, t, 8, dtype=torch.float64)

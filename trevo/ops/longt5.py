@@ -1,13 +1,13 @@
 """LongT5 transient-global attention (Guo et al., "LongT5: Efficient Text-To-Text Transformer for Long
-Sequences", arXiv:2112.07916, section 3.1.2): every token attends the tokens within ``radius`` of it
-(local attention) and a short list of global tokens, one per block of ``block`` tokens, built afresh
+Sequences", arXiv:2112.07916, section 3.1.2): every token attends the tokens closer than ``window``
+to it (local attention, |i − j| < w: the paper's radius r = w − 1) and a short list of global tokens, one per block of ``block`` tokens, built afresh
 in each layer ("transient") as the layer-normalised sum of the block's inputs:
 
     g_b = LN(Σ_{i ∈ block b} x_i),   y_i = softmax(q_i [K_local(i); K_g]ᵀ/√d) [V_local(i); V_g],
 
 K_g = g W_K, V_g = g W_V with the layer's own key and value maps. The local part is computed in
-segments of ``radius`` tokens (a query's window lies in its own and the two neighbouring segments):
-O(T·(r + T/k)·d).
+segments of ``window`` tokens (a query's window lies in its own and the two neighbouring segments):
+O(T·(w + T/k)·d).
 
 Layout: q, k, v ``[B, H, T, D]``; the global keys and values ``[B, H, G, D]`` with ``global_real``
 ``[B, G]`` (a block holding no real token is hidden); ``key_padding_mask`` ``[B, T]``.
@@ -32,10 +32,10 @@ def block_sums(x: torch.Tensor, block: int, real: torch.Tensor | None = None) ->
 
 
 def transient_global_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kg: torch.Tensor, vg: torch.Tensor,
-                               global_real: torch.Tensor, radius: int,
+                               global_real: torch.Tensor, window: int,
                                key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
     b, h, t, d = q.shape
-    w = max(1, radius)
+    w = window
     n = math.ceil(t / w)
     pad = n * w - t
     real = torch.ones(b, t, dtype=torch.bool, device=q.device) if key_padding_mask is None else key_padding_mask.bool()
@@ -49,7 +49,7 @@ def transient_global_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
     pos = torch.arange(n * w, device=q.device, dtype=q.dtype)[None, None, :, None]
     key_pos, key_real = around(pos)[..., 0], around(real[:, None, :, None].to(q.dtype))[..., 0].bool()
     query_pos = pos.view(1, 1, n, w, 1)
-    allowed = key_real[:, :, :, None, :] & ((query_pos - key_pos[:, :, :, None, :]).abs() <= radius)
+    allowed = key_real[:, :, :, None, :] & ((query_pos - key_pos[:, :, :, None, :]).abs() < window)
     # the zero segments at the ends have position 0: key_real hides them
     scale, floor = 1.0 / math.sqrt(d), torch.finfo(q.dtype).min
     qs = q.view(b, h, n, w, d)

@@ -15,21 +15,21 @@ from trevo.registry import Paper, register
 @register("mixer", "longt5_transient_global",
           paper=Paper("LongT5: Efficient Text-To-Text Transformer for Long Sequences", "2112.07916", 2021),
           category="MHA/SparseOrLowRank", family="longt5", causal=False, bidirectional=True,
-          time="O(T·(r + T/k)·d)", memory="O(T·(r + T/k))", test_options={"radius": 3, "block": 4})
+          time="O(T·(w + T/k)·d)", memory="O(T·(w + T/k))", test_options={"window": 3, "block": 4})
 class TransientGlobalAttention(TokenMixer):
-    """LongT5's TGlobal attention (Guo et al. 2021, section 3.1.2): each token attends the tokens within
-    ``radius`` of it and one global token per block of ``block`` tokens, g_b = LN(Σ_{i∈b} x_i), keyed and
-    valued by the layer's own projections, all in one softmax. An encoder mechanism (every global token
-    sums a whole block): bidirectional only. T5's relative position biases (local and block-distance
+    """LongT5's TGlobal attention (Guo et al. 2021, section 3.1.2): each token attends the tokens closer
+    than ``window`` (|i − j| < w: the paper's radius r = w − 1) and one global token per block of
+    ``block`` tokens, g_b = LN(Σ_{i∈b} x_i), keyed and valued by the layer's own projections, all in
+    one softmax. An encoder mechanism (every global token sums a whole block): bidirectional only. T5's relative position biases (local and block-distance
     "side" biases) are left to trevo's position components."""
 
-    def __init__(self, d_model: int, *, causal: bool = False, n_heads: int = 4, radius: int = 127,
+    def __init__(self, d_model: int, *, causal: bool = False, n_heads: int = 4, window: int = 128,
                  block: int = 16) -> None:
         super().__init__(d_model, causal=causal)
-        if radius < 0 or block < 1:
-            raise IncompatibleError(f"longt5_transient_global needs radius >= 0 and block >= 1, "
-                                    f"got radius={radius}, block={block}")
-        self.n_heads, self.head_dim, self.radius, self.block = n_heads, head_dim_of(d_model, n_heads), radius, block
+        if window < 1 or block < 1:
+            raise IncompatibleError(f"longt5_transient_global needs window >= 1 and block >= 1, "
+                                    f"got window={window}, block={block}")
+        self.n_heads, self.head_dim, self.window, self.block = n_heads, head_dim_of(d_model, n_heads), window, block
         self.q_proj = nn.Linear(d_model, d_model, bias=False)
         self.kv_proj = nn.Linear(d_model, 2 * d_model, bias=False)
         self.global_norm = nn.LayerNorm(d_model)
@@ -41,5 +41,5 @@ class TransientGlobalAttention(TokenMixer):
         k, v = (split_heads(t, self.n_heads) for t in self.kv_proj(x).chunk(2, dim=-1))
         sums, global_real = block_sums(x, self.block, padding_mask)
         kg, vg = (split_heads(t, self.n_heads) for t in self.kv_proj(self.global_norm(sums)).chunk(2, dim=-1))
-        o = transient_global_attention(q, k, v, kg, vg, global_real, self.radius, key_padding_mask=padding_mask)
+        o = transient_global_attention(q, k, v, kg, vg, global_real, self.window, key_padding_mask=padding_mask)
         return self.out_proj(merge_heads(o))
