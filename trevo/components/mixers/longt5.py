@@ -20,8 +20,9 @@ class TransientGlobalAttention(TokenMixer):
     """LongT5's TGlobal attention (Guo et al. 2021, section 3.1.2): each token attends the tokens closer
     than ``window`` (|i − j| < w: the paper's radius r = w − 1) and one global token per block of
     ``block`` tokens, g_b = LN(Σ_{i∈b} x_i), keyed and valued by the layer's own projections, all in
-    one softmax. An encoder mechanism (every global token sums a whole block): bidirectional only. T5's relative position biases (local and block-distance
-    "side" biases) are left to trevo's position components."""
+    one softmax. An encoder mechanism (every global token sums a whole block): bidirectional only.
+    T5's relative position biases (local and block-distance "side" biases) are left to trevo's position
+    components."""
 
     def __init__(self, d_model: int, *, causal: bool = False, n_heads: int = 4, window: int = 128,
                  block: int = 16) -> None:
