@@ -1,7 +1,8 @@
 """LongT5 transient-global attention (Guo et al., "LongT5: Efficient Text-To-Text Transformer for Long
 Sequences", arXiv:2112.07916, section 3.1.2): every token attends the tokens closer than ``window``
 to it (local attention, |i − j| < w: the paper's radius r = w − 1) and a short list of global
-tokens, one per block of ``block`` tokens, built afresh in each layer ("transient") as the layer-normalised sum of the block's inputs:
+tokens, one per block of ``block`` tokens, built afresh in each layer ("transient") as the
+layer-normalised sum of the block's inputs:
 
     g_b = LN(Σ_{i ∈ block b} x_i),   y_i = softmax(q_i [K_local(i); K_g]ᵀ/√d) [V_local(i); V_g],
 
