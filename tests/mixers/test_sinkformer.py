@@ -17,7 +17,8 @@ def _qkv(t=9):
 
 def test_one_iteration_is_softmax_attention():
     q, k, v = _qkv()
-    torch.testing.assert_close(sinkhorn_attention(q, k, v, 1), torch.nn.functional.scaled_dot_product_attention(q, k, v))
+    softmax_attention = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    torch.testing.assert_close(sinkhorn_attention(q, k, v, 1), softmax_attention)
 
 
 def test_iterations_are_alternating_normalisations():
