@@ -49,19 +49,19 @@ class Igloo(TokenMixer):
 
     def init_state(self, batch: int, device, dtype) -> State:
         return {"conv": torch.zeros(batch, self.conv_size - 1, self.d_model, device=device, dtype=dtype),
-                "h": torch.zeros(batch, 0, self.channels, device=device, dtype=dtype)}
+                "x": torch.zeros(batch, 0, self.channels, device=device, dtype=dtype)}
 
     def causal_forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        start, stop = state["h"].shape[1], state["h"].shape[1] + x.shape[1]
+        start, stop = state["x"].shape[1], state["x"].shape[1] + x.shape[1]
         if stop > self.max_len:
             raise TrevoError(f"igloo drew its patches for {self.max_len} positions (model.max_len) but got position "
                              f"{stop - 1}; raise model.max_len")
         history = torch.cat([state["conv"], x], dim=1)
         f = F.leaky_relu(self.conv(history.transpose(1, 2)).transpose(1, 2), 0.1)  # [B, T, C]
-        feats = torch.cat([state["h"], f], dim=1)  # the feature map so far
+        feats = torch.cat([state["x"], f], dim=1)  # the feature map so far
         idx = self.patches[start:stop]  # [T, L, P]
         z = self.patch_bias.to(x.dtype)
         for s in range(idx.shape[-1]):  # one patch slot at a time: O(T·L·C) memory
             z = z + (feats[:, idx[..., s]] * self.patch_weight[:, s]).sum(-1)  # [B, T, L]
         y = self.out_proj(F.leaky_relu(z, 0.1))
-        return y, {"conv": history[:, history.shape[1] - (self.conv_size - 1):], "h": feats}
+        return y, {"conv": history[:, history.shape[1] - (self.conv_size - 1):], "x": feats}
