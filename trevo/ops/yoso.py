@@ -8,8 +8,8 @@ averaged over m independent hashes, and y_i = N(Σ_j B_ij v_j) with N the L2 nor
 (the paper's code). YOSO-E uses the expectation itself, y = N(E[B] V). The sampled sum is computed
 from bucket tables — per hash, the sum of the values of the keys in each of the 2^τ buckets — in
 O(T·m·d); causally the tables are a running sum, a constant-size state. Gradients with respect to q
-and k go through the expectation (the O(T²) backward of the paper's code, ``n2_backward``); the value
-gradient is the sampled B.
+and k is that of YOSO-E, N(E[B] V) (an O(T²) backward, as the paper's code's ``n2_backward``); the
+value gradient is the sampled one.
 
 Layout: q, k, v ``[B, H, T, D]``; codes ``[B, H, T, m]`` in [0, 2^τ); tables ``[B, H, m, 2^τ, Dv]``.
 """
@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
 
 def hash_codes(x: torch.Tensor, planes: torch.Tensor, code_len: int) -> torch.Tensor:
@@ -89,5 +88,7 @@ def sampled_sum_tables(q_codes, k_codes, v, tables: torch.Tensor, *, causal: boo
     return torch.cat(out, dim=2), tables
 
 
-def normalise(y: torch.Tensor) -> torch.Tensor:
-    return F.normalize(y, dim=-1)
+def normalise(y: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """y / ‖y‖ per row, smooth at a zero row (no collision at all), whose output stays zero: the norm's
+    gradient there is 0/0 in ``F.normalize``."""
+    return y * torch.rsqrt(y.square().sum(-1, keepdim=True) + eps)

@@ -77,7 +77,7 @@ class Yoso(_YosoBase):
     y = N(B V), computed from per-hash bucket sums of the values. The hyperplanes are drawn anew every
     ``redraw_interval`` training forward passes (1: every pass, as the paper; 0: never) and are fixed in
     evaluation, where generation carries the bucket tables: a constant-size state. The gradient with
-    respect to q and k is that of the expectation (the paper's quadratic backward). Forms: ``chunk``
+    respect to q and k is YOSO-E's (a quadratic backward, as the paper's ``n2_backward``). Forms: ``chunk``
     (bucket tables; causally dense inside chunks of ``chunk_size``) and ``quadratic`` (the collision
     matrix)."""
 
@@ -115,11 +115,13 @@ class Yoso(_YosoBase):
         else:
             y, tables = sampled_sum_tables(qc, kc, v, tables, causal=self.causal, chunk_size=self.chunk_size,
                                            key_padding_mask=padding_mask)
+        y = normalise(y)
         if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad):
-            # the value of y is the sample; its gradient in q and k is the expectation's
-            e = expected_sum(q, k, v.detach(), self.hash_code_len, causal=self.causal, key_padding_mask=padding_mask)
+            # the value is the sample's; the gradient in q and k is YOSO-E's (hashing has none)
+            e = normalise(expected_sum(q, k, v.detach(), self.hash_code_len, causal=self.causal,
+                                       key_padding_mask=padding_mask))
             y = y + (e - e.detach())
-        return self.out_proj(merge_heads(normalise(y))), tables
+        return self.out_proj(merge_heads(y)), tables
 
     def _empty_tables(self, batch: int, device, dtype) -> torch.Tensor:
         return torch.zeros(batch, self.n_heads, self.n_hashes, 2 ** self.hash_code_len, self.head_dim,
