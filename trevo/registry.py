@@ -47,6 +47,7 @@ FORMS = {
     "prefix": "cumulative (prefix) sums over time",
     "fft": "FFT convolution (the convolution theorem)",
     "sdpa": "torch.nn.functional.scaled_dot_product_attention",
+    "local": "the terms of a bounded neighbourhood computed directly, all farther terms as one shared (global) sum",
 }
 
 # Words the vocabulary replaced, with the word to use; an option spelled the old way gets an error

@@ -1,11 +1,12 @@
 """Ripple attention: stick-breaking weights by hand, Chebyshev rings by hand, and the prefix (summed-area)
-form against a loop over query and key positions."""
+and local (window + global) forms against a loop over query and key positions."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
-from trevo.ops.ripple import chebyshev_rings, ring_weights, ripple_prefix
+from trevo.ops.ripple import chebyshev_rings, ring_weights, ripple_local, ripple_prefix
 
 
 def test_stick_breaking_by_hand():
@@ -20,7 +21,8 @@ def test_rings_by_hand():
     assert rings[0].view(3, 3).tolist() == [[0, 1, 2], [1, 1, 2], [2, 2, 2]]  # around a corner
 
 
-def test_prefix_form_equals_the_loop():
+@pytest.mark.parametrize("form", [ripple_prefix, ripple_local])
+def test_fast_forms_equal_the_loop(form):
     torch.manual_seed(0)
     hgt, wid = 4, 5
     q, k = (torch.rand(2, 2, hgt * wid, 3, dtype=torch.float64) + 0.1 for _ in range(2))
@@ -35,4 +37,4 @@ def test_prefix_form_equals_the_loop():
             w = alpha[:, min(r, 2)][None, :, None] * (q[:, :, i] * k[:, :, j]).sum(-1, keepdim=True)
             num, den = num + w * v[:, :, j], den + w
         want[:, :, i] = num / den
-    torch.testing.assert_close(ripple_prefix(q, k, v, logits, (hgt, wid)), want)
+    torch.testing.assert_close(form(q, k, v, logits, (hgt, wid)), want)

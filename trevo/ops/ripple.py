@@ -7,9 +7,11 @@ rest of the stick, Π_{s<r̂} (1 − σ(a_s)):
 
     y_i = Σ_j α_{r(i,j)} φ(q_i)ᵀφ(k_j) v_j / Σ_j α_{r(i,j)} φ(q_i)ᵀφ(k_j).
 
-Forms: ``quadratic`` (the weight matrix over all pairs) and ``prefix`` (2-D prefix sums, a summed-area
+Forms: ``quadratic`` (the weight matrix over all pairs); ``prefix`` (2-D prefix sums, a summed-area
 table of φ(k) v ᵀ and φ(k): the sum over any box is four look-ups, a ring is the difference of two
-boxes), O(H·W·r̂·D·Dv), the paper's dynamic programme in another order.
+boxes), O(H·W·r̂·D·Dv); and ``local``: since every ring from r̂ on has the same weight, the weights
+are α_rest everywhere plus (α_r − α_rest) inside the (2r̂ − 1)² window, so y is a global linear
+attention scaled by α_rest plus a local attention over the window, O(H·W·(r̂²·D + D·Dv)).
 
 Layout: φ(q), φ(k) ``[B, Hd, N, D]`` with N = H·W in row-major order, v ``[B, Hd, N, Dv]``, ring logits
 ``[Hd, r̂]``.
@@ -73,3 +75,30 @@ def ripple_prefix(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, logits: tor
     weighted = weighted + alpha[:, n_rings, None, None, None] * (total - inner)  # [B, Hd, N, D, Dv + 1]
     out = (q[..., None, :] @ weighted)[..., 0, :]  # [B, Hd, N, Dv + 1]
     return out[..., :-1] / out[..., -1:]
+
+
+def ripple_local(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, logits: torch.Tensor, grid: tuple[int, int]
+                 ) -> torch.Tensor:
+    """The global sum weighted α_rest plus the window of Chebyshev radius < r̂ weighted α_r − α_rest."""
+    b, hd, n, d = q.shape
+    height, width = grid
+    n_rings = logits.shape[-1]
+    alpha = ring_weights(logits).to(q.dtype)  # [Hd, R + 1]
+    rest = alpha[:, -1, None, None]
+    num = rest * (q @ (k.transpose(-1, -2) @ v))  # [B, Hd, N, Dv]
+    den = rest * (q @ k.sum(2, keepdim=True).transpose(-1, -2))  # [B, Hd, N, 1]
+    side = 2 * n_rings - 1
+    offsets = torch.arange(side, device=q.device) - (n_rings - 1)
+    cheb = torch.maximum(offsets[:, None].abs(), offsets[None, :].abs()).flatten()  # [side²] (unfold's order)
+    coef = (alpha[:, :n_rings] - alpha[:, -1:])[:, cheb]  # [Hd, side²]
+
+    def neighbours(x: torch.Tensor) -> torch.Tensor:  # [B, Hd, N, side², C]: zeros off the grid
+        c = x.shape[-1]
+        grid_x = x.transpose(-1, -2).reshape(b * hd, c, height, width)
+        cols = torch.nn.functional.unfold(grid_x, side, padding=n_rings - 1)  # [B·Hd, C·side², N]
+        return cols.view(b, hd, c, side * side, n).permute(0, 1, 4, 3, 2)
+
+    scores = (neighbours(k) @ q[..., None])[..., 0] * coef[None, :, None, :]  # [B, Hd, N, side²]
+    num = num + (scores[..., None, :] @ neighbours(v))[..., 0, :]
+    den = den + scores.sum(-1, keepdim=True)
+    return num / den

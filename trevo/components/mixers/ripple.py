@@ -9,23 +9,24 @@ from torch import nn
 from trevo.components.base import TokenMixer
 from trevo.components.multihead import head_dim_of, merge_heads, split_heads
 from trevo.errors import IncompatibleError
-from trevo.ops.ripple import ripple_prefix, ripple_quadratic
+from trevo.ops.ripple import ripple_local, ripple_prefix, ripple_quadratic
 from trevo.registry import Paper, register
 
 
 @register("mixer", "ripple_attention",
           paper=Paper("Ripple Attention for Visual Perception with Sub-quadratic Complexity", "2110.02453", 2021),
           category="MHA/Others", family="ripple", causal=False, bidirectional=True, needs_2d=True,
-          time="O(N·r̂·d²/h) prefix, O(N²·d) quadratic", memory="O(N·d²/h)", test_options={"n_rings": 2})
+          time="O(N·(r̂²·d + d²/h)) local, O(N·r̂·d²/h) prefix, O(N²·d) quadratic",
+          memory="O(N·r̂²·h + d²/h)", test_options={"n_rings": 2})
 class RippleAttention(TokenMixer):
     """Ripple attention (Zheng et al. 2021, section 3): linear attention with φ = elu + 1 in which the
     term of key j for query i is weighted by a stick-breaking weight α_r of their Chebyshev ring
     r = max(|Δrow|, |Δcol|) on the image grid — learned per head for r < r̂ = ``n_rings``, the rest of
     the stick shared by all farther rings — so near tokens count more, smoothly ("ripples"). Needs the
-    2-D layout; bidirectional; padded tokens contribute nothing. Forms ``prefix`` (summed-area tables)
-    and ``quadratic``."""
+    2-D layout; bidirectional; padded tokens contribute nothing. Forms ``local`` (a global sum at the
+    far rings' common weight plus a local window), ``prefix`` (summed-area tables) and ``quadratic``."""
 
-    forms = ("prefix", "quadratic")
+    forms = ("local", "prefix", "quadratic")
 
     def __init__(self, d_model: int, *, causal: bool = False, n_heads: int = 4, n_rings: int = 4,
                  form: str = "auto") -> None:
@@ -44,5 +45,6 @@ class RippleAttention(TokenMixer):
         q, k = F.elu(q) + 1, F.elu(k) + 1
         if padding_mask is not None:
             k = k * padding_mask[:, None, :, None].to(k.dtype)
-        op = ripple_quadratic if self.form_for(x.shape[1]) == "quadratic" else ripple_prefix
+        op = {"local": ripple_local, "prefix": ripple_prefix, "quadratic": ripple_quadratic}
+        op = op[self.form_for(x.shape[1])]
         return self.out_proj(merge_heads(op(q, k, v, self.ring_logits.to(x.dtype), grid)))
