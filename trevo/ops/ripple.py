@@ -92,13 +92,14 @@ def ripple_local(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, logits: torc
     cheb = torch.maximum(offsets[:, None].abs(), offsets[None, :].abs()).flatten()  # [side²] (unfold's order)
     coef = (alpha[:, :n_rings] - alpha[:, -1:])[:, cheb]  # [Hd, side²]
 
-    def neighbours(x: torch.Tensor) -> torch.Tensor:  # [B, Hd, N, side², C]: zeros off the grid
+    def neighbours(x: torch.Tensor) -> torch.Tensor:  # [B·Hd, C, side², N]: zeros off the grid
         c = x.shape[-1]
         grid_x = x.transpose(-1, -2).reshape(b * hd, c, height, width)
-        cols = torch.nn.functional.unfold(grid_x, side, padding=n_rings - 1)  # [B·Hd, C·side², N]
-        return cols.view(b, hd, c, side * side, n).permute(0, 1, 4, 3, 2)
+        return torch.nn.functional.unfold(grid_x, side, padding=n_rings - 1).view(b * hd, c, side * side, n)
 
-    scores = (neighbours(k) @ q[..., None])[..., 0] * coef[None, :, None, :]  # [B, Hd, N, side²]
-    num = num + (scores[..., None, :] @ neighbours(v))[..., 0, :]
-    den = den + scores.sum(-1, keepdim=True)
+    qt = q.transpose(-1, -2).reshape(b * hd, d, 1, n)
+    scores = (neighbours(k) * qt).sum(1) * coef.repeat(b, 1)[..., None]  # [B·Hd, side², N]
+    local = (neighbours(v) * scores[:, None]).sum(2)  # [B·Hd, Dv, N]
+    num = num + local.view(b, hd, -1, n).transpose(-1, -2)
+    den = den + scores.sum(1).view(b, hd, n, 1)
     return num / den
