@@ -94,7 +94,7 @@ def test_ccnn_on_an_image_layout_convolves_in_2d_and_ignores_padding():
 def test_ccnn_builds_and_runs_on_a_pixel_grid():
     info = TaskInfo(vocab_size=17, head="classify", seq_len=64, n_classes=10, layout=(8, 8))
     model = build_model(ModelConfig(d_model=16, n_layers=1, causal="false",
-                                    mixer=ComponentSpec("ccnn", {"kernel_hidden": 8})), info)
+                                    mixer=ComponentSpec("ccnn", {"filter_hidden": 8})), info)
     assert model(torch.randint(0, 17, (2, 64))).shape == (2, 10)
 
 

@@ -171,26 +171,26 @@ class _ContinuousConv(TokenMixer):
                                          2022),
           category="LongConv", family="ckconv", causal=True, bidirectional=True, recurrent=False,
           time="O(T log T·d) fft + O(T·hidden²) kernel net, O(T²·d) quadratic", memory="O(T·d) input history",
-          test_options={"kernel_hidden": 8, "fft_chunk_size": 8})
+          test_options={"filter_hidden": 8, "fft_chunk_size": 8})
 class CKConv(_ContinuousConv):
     """CKConv (Romero et al. 2022, §3-4): y = W_p GELU(k * x + b) with the depthwise filter
     k_c(l) = SIREN(l / max_len)_c defined at every lag, so the kernel is as long as the input. The
     paper's kernel mixes channels (C_in × C_out); here it is depthwise + pointwise (the separable
     form of CCNN). Forms: ``fft`` and ``quadratic``; generation keeps the whole input history."""
 
-    def __init__(self, d_model: int, *, causal: bool = True, max_len: int = 2048, kernel_hidden: int = 32,
+    def __init__(self, d_model: int, *, causal: bool = True, max_len: int = 2048, filter_hidden: int = 32,
                  omega: float = 30.0, fft_chunk_size: int | None = None, form: str = "auto") -> None:
         super().__init__(d_model, causal=causal, max_len=max_len, fft_chunk_size=fft_chunk_size, form=form,
-                         kernel_net=SirenKernel(1, d_model, kernel_hidden, omega))
+                         kernel_net=SirenKernel(1, d_model, filter_hidden, omega))
 
 
 class _Masked(_ContinuousConv):
     """A MAGNet kernel under a Gaussian mask of learned widths σ (one per dimension), cropped."""
 
-    def __init__(self, d_model: int, *, causal: bool, max_len: int, kernel_hidden: int, omega: float,
+    def __init__(self, d_model: int, *, causal: bool, max_len: int, filter_hidden: int, omega: float,
                  init_size: float, fft_chunk_size: int | None, form: str) -> None:
         super().__init__(d_model, causal=causal, max_len=max_len, fft_chunk_size=fft_chunk_size, form=form,
-                         kernel_net=MAGNetKernel(self.n_dims, d_model, kernel_hidden, omega))
+                         kernel_net=MAGNetKernel(self.n_dims, d_model, filter_hidden, omega))
         if not 0 < init_size <= 1:
             raise IncompatibleError(f"{type(self).__name__} init_size is the fraction of max_len the kernel covers "
                                     f"at the start, in (0, 1]; got {init_size}")
@@ -211,17 +211,17 @@ class _Masked(_ContinuousConv):
                                            "Sizes", "2110.08059", 2022),
           category="LongConv", family="ckconv", causal=True, bidirectional=True, recurrent=True,
           time="O(T log T·d) fft + O(K·hidden²) kernel net, O(T·K·d) quadratic (K the learned kernel size)",
-          memory="O(K·d) state", test_options={"kernel_hidden": 8, "fft_chunk_size": 8, "init_size": 0.5})
+          memory="O(K·d) state", test_options={"filter_hidden": 8, "fft_chunk_size": 8, "init_size": 0.5})
 class FlexConv(_Masked):
     """FlexConv (Romero et al. 2022, §3): the depthwise filter k_c(l) = MAGNet(l/max_len)_c ·
     exp(−½(l/(σ·max_len))²), cropped to the lags where the mask exceeds 0.1: its size K follows the
     learned σ (``init_size`` of max_len at the start). Then GELU and a pointwise linear layer.
     Forms: ``fft`` and ``quadratic``; generation keeps the last K − 1 inputs."""
 
-    def __init__(self, d_model: int, *, causal: bool = True, max_len: int = 2048, kernel_hidden: int = 32,
+    def __init__(self, d_model: int, *, causal: bool = True, max_len: int = 2048, filter_hidden: int = 32,
                  omega: float = 30.0, init_size: float = 0.1, fft_chunk_size: int | None = None,
                  form: str = "auto") -> None:
-        super().__init__(d_model, causal=causal, max_len=max_len, kernel_hidden=kernel_hidden, omega=omega,
+        super().__init__(d_model, causal=causal, max_len=max_len, filter_hidden=filter_hidden, omega=omega,
                          init_size=init_size, fft_chunk_size=fft_chunk_size, form=form)
 
 
@@ -229,7 +229,7 @@ class FlexConv(_Masked):
                                        "2206.03398", 2022),
           category="LongConv", family="ckconv", causal=True, bidirectional=True, recurrent=True,
           time="O(N log N·d) fft (N positions, 1-D or 2-D), O(N·K·d) quadratic", memory="O(K·d) state",
-          test_options={"kernel_hidden": 8, "fft_chunk_size": 8, "init_size": 0.5})
+          test_options={"filter_hidden": 8, "fft_chunk_size": 8, "init_size": 0.5})
 class CCNN(_Masked):
     """The CCNN's separable FlexConv in N-D (Romero et al. 2022, §3-4): on a 2-D layout the filter is
     k_c(dy, dx) = MAGNet(dy/H, dx/W)_c times an anisotropic Gaussian mask (σ_y, σ_x learned), cropped,
@@ -239,10 +239,10 @@ class CCNN(_Masked):
 
     n_dims = 2
 
-    def __init__(self, d_model: int, *, causal: bool = True, max_len: int = 2048, kernel_hidden: int = 32,
+    def __init__(self, d_model: int, *, causal: bool = True, max_len: int = 2048, filter_hidden: int = 32,
                  omega: float = 30.0, init_size: float = 0.5, fft_chunk_size: int | None = None,
                  form: str = "auto") -> None:
-        super().__init__(d_model, causal=causal, max_len=max_len, kernel_hidden=kernel_hidden, omega=omega,
+        super().__init__(d_model, causal=causal, max_len=max_len, filter_hidden=filter_hidden, omega=omega,
                          init_size=init_size, fft_chunk_size=fft_chunk_size, form=form)
 
     def _sample(self, positions: torch.Tensor) -> torch.Tensor:
