@@ -101,3 +101,15 @@ def test_ccnn_builds_and_runs_on_a_pixel_grid():
 def test_flexconv_refuses_an_initial_size_outside_the_unit_interval():
     with pytest.raises(IncompatibleError, match="init_size"):
         build_mixer("flexconv", True, init_size=0.0)
+
+
+def test_generation_state_is_the_cropped_history_for_flexconv_and_everything_for_ckconv():
+    flex = build_mixer("flexconv", True, init_size=0.05)  # max_len 19: a one-lag kernel keeps no input
+    K = flex.extent(flex.max_len, 0, flex.max_len)
+    x = torch.randn(2, 7, flex.d_model, dtype=torch.float64)
+    _, state = flex.prefill(x)
+    assert state["conv"].shape[1] == K - 1
+    ck = build_mixer("ckconv", True)
+    _, state = ck.prefill(x)
+    _, state = ck.prefill(x, state)
+    assert state["conv"].shape[1] == 14

@@ -147,10 +147,11 @@ class _ContinuousConv(TokenMixer):
         return y.flatten(-2).transpose(1, 2)
 
     def init_state(self, batch: int, device, dtype) -> State:
-        return {"conv": torch.zeros(batch, self.history_len(), self.d_model, device=device, dtype=dtype)}
+        return {"conv": torch.zeros(batch, self.history_len() or 0, self.d_model, device=device, dtype=dtype)}
 
-    def history_len(self) -> int:
-        return 0
+    def history_len(self) -> int | None:
+        """The inputs generation keeps: None for the whole history (a kernel as long as the input)."""
+        return None
 
     def causal_forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         history = torch.cat([state["conv"].to(x.dtype), x], dim=1)
@@ -163,8 +164,8 @@ class _ContinuousConv(TokenMixer):
             y = fft_causal_conv(u, k, self.fft_chunk_size or default_block(n))[..., n - T:]
         else:
             y = causal_conv_quadratic(u, k)[..., n - T:]
-        keep = self.history_len() if self.history_len() else n
-        return self._output(y.transpose(1, 2)), {"conv": history[:, n - keep:] if keep else history[:, :0]}
+        keep = self.history_len()
+        return self._output(y.transpose(1, 2)), {"conv": history if keep is None else history[:, n - keep:]}
 
 
 @register("mixer", "ckconv", paper=Paper("CKConv: Continuous Kernel Convolution For Sequential Data", "2102.02611",
