@@ -24,16 +24,17 @@ from trevo.registry import Paper, register
 
 @register("mixer", "qrnn", paper=Paper("Quasi-Recurrent Neural Networks", "1611.01576", 2017), category="Rnn",
           family="qrnn", causal=True, bidirectional=False, recurrent=True,
-          time="O(T·k·d²) convolution + O(T·C·d) chunk / O(T log T·d) scan / O(T·d) recurrent",
+          time="O(T·k·d²) convolution + O(T log T·d) scan, O(T·C·d) chunk, O(T·d) recurrent",
           memory="O(k·d) state", test_options={"chunk_size": 8})
 class QRNN(TokenMixer):
     """QRNN layer with fo-pooling (Bradbury et al. 2017, eq. 1-4): gates from a causal convolution of
     ``conv_size`` taps across all channels (the masked convolution W * X, a full d × d filter per tap),
     then c_t = f_t ⊙ c_{t−1} + (1 − f_t) ⊙ z_t, h_t = o_t ⊙ c_t. Zoneout (the paper's regulariser) is
-    not applied. Forms: ``chunk``, ``scan`` and ``recurrent`` of ``trevo.ops.scan``; generation keeps the
-    last k − 1 inputs and c."""
+    not applied. Forms: ``scan`` (trains by default: with a decay per channel and step the chunk form's
+    [L, L] blocks cost about 9× more on a CPU at T = 128, d = 64), ``chunk`` and ``recurrent`` of
+    ``trevo.ops.scan``; generation keeps the last k − 1 inputs and c."""
 
-    forms = ("chunk", "scan", "recurrent")
+    forms = ("scan", "chunk", "recurrent")
 
     def __init__(self, d_model: int, *, causal: bool = True, conv_size: int = 2, chunk_size: int = 64,
                  form: str = "auto") -> None:
