@@ -79,7 +79,7 @@ def delta_product(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch
                   log_decay: torch.Tensor | None = None, initial_state: torch.Tensor | None = None,
                   padding_mask: torch.Tensor | None = None, scale: float = 1.0, form: str = "chunk",
                   chunk_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gated DeltaProduct (Siems et al., arXiv:2502.10297, eq. 3): n delta-rule (generalized Householder)
+    """Gated DeltaProduct (Siems et al., arXiv:2502.10297): n delta-rule (generalized Householder)
     steps per token, S_t = g_t Π_{j=1..n} (I − β_tj k_tj k_tjᵀ) S_{t-1} + (the n writes), read once.
 
     k ``[B, H, T, n, Dk]``, v ``[B, H, T, n, Dv]``, beta ``[B, H, T, n]``; q ``[B, H, T, Dk]`` and

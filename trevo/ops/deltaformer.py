@@ -1,7 +1,7 @@
 """DeltaFormer: the delta rule in the feature space of the softmax kernel, as attention over corrected values.
 
 Zhong et al., "Understanding Transformer from the Perspective of Associative Memory" (arXiv:2505.19488),
-§5 (DeltaFormer). The memory written at step t is the value minus what the softmax-kernel memory
+the DeltaFormer. The memory written at step t is the value minus what the softmax-kernel memory
 already returns for it, and the output reads the corrected values with causal softmax attention:
 
     u_t = v_t − β_t Σ_{j<t} softmax_{j<t}(s c_tᵀ k_j) u_j,        o_t = Σ_{j<=t} softmax_{j<=t}(s q_tᵀ k_j) u_j

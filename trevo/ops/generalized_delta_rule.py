@@ -1,7 +1,7 @@
 """The generalized delta rule: a linear recurrence whose transition is diagonal plus rank one (DPLR).
 
 Peng et al., "RWKV-7 'Goose' with Expressive Dynamic State Evolution" (arXiv:2503.14456), the
-generalized delta rule of §3; the same recurrence as flash-linear-attention's ``dplr_delta_rule``.
+generalized delta rule; the same recurrence as flash-linear-attention's ``dplr_delta_rule``.
 Layout as in ``trevo.ops.delta_rule``: q, k, a, b ``[B, H, T, Dk]``, v ``[B, H, T, Dv]``, state
 ``[B, H, Dk, Dv]``, log_decay ``[B, H, T]`` (a scalar per head) or ``[B, H, T, Dk]`` (per key channel):
 

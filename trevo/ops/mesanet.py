@@ -1,7 +1,7 @@
 """MesaNet's read-out: the optimal regularised least-squares memory, solved by conjugate gradient.
 
 von Oswald et al., "MesaNet: Sequence Modeling by Locally Optimal Test-Time Training"
-(arXiv:2506.05233), §3 (the Mesa layer) and §4 (chunked conjugate-gradient training). Per head, two
+(arXiv:2506.05233): the Mesa layer and its conjugate-gradient training. Per head, two
 gated linear states (layout ``[B, H, Dk, Dk]`` and ``[B, H, Dk, Dv]``)
 
     H_t = γ_t H_{t-1} + β_t k_t k_tᵀ,      G_t = γ_t G_{t-1} + β_t k_t v_tᵀ

@@ -1,14 +1,14 @@
 """State tracking: the word problems of finite groups, the probes of what a sequence model can compute
 in one pass (Merrill, Petty & Sabharwal, "The Illusion of State in State-Space Models",
-arXiv:2404.08819, §4; Grazzi et al., "Unlocking State-Tracking in Linear RNNs Through Negative
-Eigenvalues", arXiv:2411.12537, §5).
+arXiv:2404.08819; Grazzi et al., "Unlocking State-Tracking in Linear RNNs Through Negative
+Eigenvalues", arXiv:2411.12537).
 
 Definition followed: a group G acts on itself; the input is a sequence of group elements x_1 … x_T drawn
 uniformly, and the label at every position t is the running product s_t = x_t · s_{t−1} (s_0 the
 identity), so every position is scored (per-token accuracy). Three groups:
 
 - ``parity``: Z_2, the running XOR of bits (abelian; solved by a sign-flipping linear RNN, not by a
-  diagonal one with positive decays — Grazzi et al.'s Theorem 1);
+  diagonal one with positive decays, as Grazzi et al. prove);
 - ``modular_addition``: Z_m, the running sum mod ``modulus`` (abelian; a rotation of the state);
 - ``s5``: the symmetric group S_n (n = ``n_elements``, 5 by default), the running composition of
   permutations, with inputs and labels the n! permutations in lexicographic order. S_5 is the smallest

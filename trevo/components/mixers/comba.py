@@ -29,7 +29,7 @@ class Comba(DeltaRuleMixer):
                  chunk_size: int = 64, form: str = "auto") -> None:
         super().__init__(d_model, causal=causal, n_heads=n_heads, conv_size=conv_size, chunk_size=chunk_size,
                          form=form)
-        self.decay = MambaDecay(d_model, n_heads, n_heads)
+        self.decay = MambaDecay(d_model, n_heads)
         self.feedback = nn.Parameter(torch.ones(n_heads))  # c: p = σ(c) k
         self.correction = nn.Parameter(torch.ones(n_heads))  # d: the output reads q − d p
         self.g_proj = nn.Linear(d_model, d_model, bias=False)

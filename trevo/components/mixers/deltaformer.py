@@ -19,7 +19,7 @@ from trevo.registry import Paper, register
           time="O(T²·d)", memory="O(T·C) chunk; cache of keys and corrected values O(T·d)",
           test_options={"chunk_size": 4})
 class DeltaFormer(TokenMixer):
-    """DeltaFormer (§5): u_t = v_t − β_t Σ_{j<t} softmax_j(k_tᵀk_j/√d) u_j (the delta rule with the softmax
+    """DeltaFormer: u_t = v_t − β_t Σ_{j<t} softmax_j(k_tᵀk_j/√d) u_j (the delta rule with the softmax
     kernel κ(k_t, k_j), as flash-linear-attention's layer computes it), o_t = Σ_{j<=t} softmax_j(q_tᵀk_j/√d) u_j,
     β_t = σ(W_β x_t) per head (fla leaves β unbounded; trevo keeps it in (0, 1) as DeltaNet does). Accepts
     RoPE as ``position`` (the paper's setting). Its generation state is the cache of keys and u."""

@@ -33,13 +33,17 @@ class DeltaRuleMixer(TokenMixer):
     forms = ("chunk", "quadratic", "recurrent")
 
     def __init__(self, d_model: int, *, causal: bool = True, n_heads: int = 4, conv_size: int = 4,
-                 chunk_size: int = 64, negative_eigenvalues: bool = False, form: str = "auto") -> None:
+                 chunk_size: int = 64, negative_eigenvalues: bool = False, form: str = "auto",
+                 writes_per_token: int = 1) -> None:
         super().__init__(d_model, causal=causal, form=form)
         self.n_heads, self.head_dim, self.chunk_size = n_heads, head_dim_of(d_model, n_heads), chunk_size
         self.beta_scale = 2.0 if negative_eigenvalues else 1.0
-        self.q_proj, self.k_proj, self.v_proj = (nn.Linear(d_model, d_model, bias=False) for _ in range(3))
-        self.q_conv, self.k_conv, self.v_conv = (ShortConv(d_model, conv_size) for _ in range(3))
-        self.b_proj = nn.Linear(d_model, n_heads, bias=True)
+        n = writes_per_token  # keys, values and β's per token (Gated DeltaProduct's n_householder)
+        self.q_proj = nn.Linear(d_model, d_model, bias=False)
+        self.k_proj, self.v_proj = (nn.Linear(d_model, n * d_model, bias=False) for _ in range(2))
+        self.q_conv = ShortConv(d_model, conv_size)
+        self.k_conv, self.v_conv = (ShortConv(n * d_model, conv_size) for _ in range(2))
+        self.b_proj = nn.Linear(d_model, n * n_heads, bias=True)
         self.o_norm = nn.RMSNorm(self.head_dim, eps=1e-6)
         self.out_proj = nn.Linear(d_model, d_model, bias=False)
 
@@ -89,13 +93,20 @@ class DeltaNet(DeltaRuleMixer):
     S_t = S_{t−1}(I − β_t k_t k_tᵀ) + β_t v_t k_tᵀ, o_t = S_t q_t, keys L2-normalised, short
     convolutions on q, k, v (the 2024 paper's architecture); β ∈ (0, 2) with ``negative_eigenvalues``."""
 
+    def __init__(self, d_model: int, *, causal: bool = True, n_heads: int = 4, conv_size: int = 4,
+                 chunk_size: int = 64, negative_eigenvalues: bool = False, form: str = "auto") -> None:
+        super().__init__(d_model, causal=causal, n_heads=n_heads, conv_size=conv_size, chunk_size=chunk_size,
+                         negative_eigenvalues=negative_eigenvalues, form=form)
+
 
 class MambaDecay(nn.Module):
     """The Mamba-2-style log decay −exp(A_log) · softplus(W_a x + dt_bias), per head or per channel."""
 
-    def __init__(self, d_model: int, n_heads: int, width: int, low_rank_dim: int | None = None) -> None:
+    def __init__(self, d_model: int, n_heads: int, per_channel: bool = False,
+                 low_rank_dim: int | None = None) -> None:
         super().__init__()
-        self.n_heads = n_heads
+        self.n_heads, self.per_channel = n_heads, per_channel
+        width = d_model if per_channel else n_heads
         if low_rank_dim is None:
             self.proj = nn.Linear(d_model, width, bias=False)
         else:
@@ -106,9 +117,9 @@ class MambaDecay(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rate = F.softplus(self.proj(x) + self.dt_bias)  # [B, T, width]
-        if rate.shape[-1] == self.n_heads:
-            return (-self.A_log.exp() * rate).transpose(1, 2)  # [B, H, T]
-        return -self.A_log.exp()[:, None, None] * split_heads(rate, self.n_heads)  # [B, H, T, Dk]
+        if self.per_channel:
+            return -self.A_log.exp()[:, None, None] * split_heads(rate, self.n_heads)  # [B, H, T, Dk]
+        return (-self.A_log.exp() * rate).transpose(1, 2)  # [B, H, T]
 
 
 @register("mixer", "gated_deltanet",
@@ -124,7 +135,7 @@ class GatedDeltaNet(DeltaRuleMixer):
                  chunk_size: int = 64, negative_eigenvalues: bool = False, form: str = "auto") -> None:
         super().__init__(d_model, causal=causal, n_heads=n_heads, conv_size=conv_size, chunk_size=chunk_size,
                          negative_eigenvalues=negative_eigenvalues, form=form)
-        self.decay = MambaDecay(d_model, n_heads, n_heads)
+        self.decay = MambaDecay(d_model, n_heads)
         self.g_proj = nn.Linear(d_model, d_model, bias=False)
 
     def log_decay(self, x: torch.Tensor) -> torch.Tensor:
@@ -150,7 +161,7 @@ class KimiDeltaAttention(DeltaRuleMixer):
                  negative_eigenvalues: bool = False, form: str = "auto") -> None:
         super().__init__(d_model, causal=causal, n_heads=n_heads, conv_size=conv_size, chunk_size=chunk_size,
                          negative_eigenvalues=negative_eigenvalues, form=form)
-        self.decay = MambaDecay(d_model, n_heads, d_model, decay_low_rank_dim or self.head_dim)
+        self.decay = MambaDecay(d_model, n_heads, per_channel=True, low_rank_dim=decay_low_rank_dim or self.head_dim)
         rank = gate_low_rank_dim or self.head_dim
         self.g_proj = nn.Sequential(nn.Linear(d_model, rank, bias=False), nn.Linear(rank, d_model, bias=True))
 
@@ -167,7 +178,7 @@ class KimiDeltaAttention(DeltaRuleMixer):
           time=TIME + " (per-channel decays: sub-chunked)", memory="O(d²/H) state",
           test_options={"chunk_size": 4})
 class GatedDeltaNet2(KimiDeltaAttention):
-    """Gated DeltaNet-2 (eq. of the Gated Delta Rule-2): S_t = (I − k_t (b_t ⊙ k_t)ᵀ) Diag(α_t) S_{t−1}
+    """Gated DeltaNet-2 (the Gated Delta Rule-2): S_t = (I − k_t (b_t ⊙ k_t)ᵀ) Diag(α_t) S_{t−1}
     + k_t (w_t ⊙ v_t)ᵀ with a channel-wise erase gate b_t = σ(W_b x_t) on the keys (2σ with
     ``negative_eigenvalues``) and a channel-wise write gate w_t = σ(W_w x_t) on the values, KDA's decay
     and output gate; b = w = β recovers KDA."""

@@ -9,7 +9,6 @@ from torch import nn
 from trevo.components.base import State
 from trevo.components.mixers.deltanet import DeltaRuleMixer, MambaDecay
 from trevo.components.multihead import merge_heads, split_heads
-from trevo.components.short_conv import ShortConv
 from trevo.errors import IncompatibleError
 from trevo.ops.delta_rule import delta_product
 from trevo.registry import Paper, register
@@ -22,7 +21,7 @@ from trevo.registry import Paper, register
           time="O(n·T·C·d + n·T·d²/H) chunk, O(n·T·d²/H) recurrent", memory="O(d²/H) state",
           test_options={"chunk_size": 5, "n_householder": 2})
 class GatedDeltaProduct(DeltaRuleMixer):
-    """Gated DeltaProduct (eq. 3 with Gated DeltaNet's gate): per token, n = ``n_householder`` keys,
+    """Gated DeltaProduct (with Gated DeltaNet's gate): per token, n = ``n_householder`` keys,
     values and β's, S_t = α_t Π_{j=n..1} (I − β_tj k_tj k_tjᵀ) S_{t−1} + Σ_j (Π_{l>j} (I − β_tl k_tl k_tlᵀ))
     β_tj k_tj v_tjᵀ, o_t = S_tᵀ q_t / √d_k. β ∈ (0, 2) by default (``negative_eigenvalues``, the paper's
     setting for state tracking): a product of n reflections can express any rotation in n dimensions.
@@ -32,16 +31,12 @@ class GatedDeltaProduct(DeltaRuleMixer):
     def __init__(self, d_model: int, *, causal: bool = True, n_heads: int = 4, n_householder: int = 2,
                  conv_size: int = 4, chunk_size: int = 64, negative_eigenvalues: bool = True,
                  form: str = "auto") -> None:
-        super().__init__(d_model, causal=causal, n_heads=n_heads, conv_size=conv_size, chunk_size=chunk_size,
-                         negative_eigenvalues=negative_eigenvalues, form=form)
         if n_householder < 1:
             raise IncompatibleError(f"n_householder must be >= 1, got {n_householder}")
-        self.n_householder = n = n_householder
-        self.k_proj, self.v_proj = nn.Linear(d_model, n * d_model, bias=False), nn.Linear(d_model, n * d_model,
-                                                                                            bias=False)
-        self.k_conv, self.v_conv = ShortConv(n * d_model, conv_size), ShortConv(n * d_model, conv_size)
-        self.b_proj = nn.Linear(d_model, n * n_heads, bias=True)
-        self.decay = MambaDecay(d_model, n_heads, n_heads)
+        super().__init__(d_model, causal=causal, n_heads=n_heads, conv_size=conv_size, chunk_size=chunk_size,
+                         negative_eigenvalues=negative_eigenvalues, form=form, writes_per_token=n_householder)
+        self.n_householder = n_householder
+        self.decay = MambaDecay(d_model, n_heads)
         self.g_proj = nn.Linear(d_model, d_model, bias=False)
 
     def causal_forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:

@@ -37,7 +37,7 @@ def longhorn_decay_and_input(x: torch.Tensor, k: torch.Tensor, beta: torch.Tenso
           time="O(T·log T·E·d·N) scan, O(T·L·E·d·N) chunk, O(T·E·d·N) recurrent",
           memory="O(E·d·(N + conv_size)) state", test_options={"d_state": 4, "chunk_size": 8})
 class Longhorn(TokenMixer):
-    """Longhorn (eq. for S_t in §3.2, the authors' code's block): Mamba's block (in-projection to x and z,
+    """Longhorn (the block of the authors' code, models/longhorn.py): Mamba's block (in-projection to x and z,
     short causal convolution and SiLU on x, output gate SiLU(z), D skip) with the SSM replaced by the
     implicit online-regression update S_t = (1 − ε_t ⊗ k_t^{⊙2}) ⊙ S_{t−1} + (ε_t ⊙ x_t) ⊗ k_t,
     ε_t = β_t / (1 + β_t k_tᵀk_t), β_t = σ(W_β x_t + b) per channel (low rank ``dt_low_rank_dim``), and the

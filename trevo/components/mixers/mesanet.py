@@ -23,7 +23,7 @@ LAMBDA_LOWER_BOUND = 0.25  # λ >= 0.25 bounds the smallest eigenvalue of H_t + 
           time="O(cg_steps·(T·C·d + T·d²/H)) chunk, O(cg_steps·T·d²/H) recurrent",
           memory="O(d²/H) state (two matrices per head)", test_options={"chunk_size": 4, "cg_steps": 4})
 class MesaNet(TokenMixer):
-    """The Mesa layer (eq. 5-7): H_t = γ_t H_{t−1} + β_t k_t k_tᵀ, G_t = γ_t G_{t−1} + β_t v_t k_tᵀ,
+    """The Mesa layer: H_t = γ_t H_{t−1} + β_t k_t k_tᵀ, G_t = γ_t G_{t−1} + β_t v_t k_tᵀ,
     o_t = G_t (H_t + Λ)⁻¹ q_t with the solve by ``cg_steps`` conjugate-gradient iterations (30, as in
     flash-linear-attention's layer); γ_t = σ(W_a x_t), β_t = σ(W_b x_t) per head, Λ = diag(softplus(λ) +
     0.25) per key channel (initial λ = 1); q and k through short convolutions and SiLU, L2-normalised;

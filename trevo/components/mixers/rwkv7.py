@@ -46,7 +46,7 @@ class _LoRA(nn.Module):
           time="O(T·C·d + T·d²/H) chunk (DPLR UT transform), O(T·d²/H) recurrent", memory="O(d²/H) state",
           test_options={"chunk_size": 4, "decay_low_rank_dim": 4, "a_low_rank_dim": 4, "gate_low_rank_dim": 4})
 class RWKV7TimeMix(TokenMixer):
-    """RWKV-7 time-mix (§4): □_t = W_□ lerp(x_t, x_{t−1}, μ_□) for r, k, v; the decay
+    """RWKV-7 time-mix: □_t = W_□ lerp(x_t, x_{t−1}, μ_□) for r, k, v; the decay
     w_t = exp(−e^{−0.5} σ(lora_w(x_w))) per channel; the in-context learning rate a_t = σ(lora_a(x_a)); the
     removal key κ̂_t = normalize(k_t ⊙ ξ) per head and the replacement key k̃_t = k_t ⊙ (1 + (a_t − 1) ⊙ α);
     the state S_t = S_{t−1}(diag(w_t) − κ̂_tᵀ(a_t ⊙ κ̂_t)) + v_tᵀ k̃_t, wkv_t = S_t r_t;
