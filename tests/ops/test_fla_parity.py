@@ -45,7 +45,7 @@ def fla_root() -> Path | None:
 pytestmark = pytest.mark.skipif(
     fla_root() is None,
     reason=f"flash-linear-attention's references are not installed (the optional extra `peers`: "
-           f"pip install --no-deps fla-core=={FLA_VERSION} einops)")
+           f"pip install -e '.[peers]', or pip install --no-deps fla-core=={FLA_VERSION} einops)")
 
 
 @cache
