@@ -13,8 +13,10 @@ generation state is a cache of the keys and the corrected values u.
 
 The corrections of a block of queries solve the unit lower-triangular system
 (I + diag(β) P_block) U_block = V_block − diag(β) P_past U_past, with P the strictly causal softmax
-weights (normalised over every earlier key, cached ones included). Forms: ``chunk`` (blocks of
-``chunk_size`` queries, O(T²·D) time, O(C·T) memory), ``quadratic`` (one block: the whole T × T system)
+weights (normalised over every earlier key, cached ones included); the outputs are then one causal
+softmax attention over the corrected values (``torch.nn.functional.scaled_dot_product_attention``).
+Forms: ``chunk`` (blocks of ``chunk_size`` queries: O(T²·D) time, O(C·T) memory at inference; in
+training autograd keeps every block's weights, O(T²)), ``quadratic`` (one block: the whole T × T system)
 and ``recurrent`` (one token at a time against the cache).
 """
 
@@ -25,6 +27,7 @@ import math
 import torch
 
 from trevo.errors import TrevoError
+from trevo.ops.attention import sdpa_attention
 
 FORMS = ("chunk", "quadratic", "recurrent")
 
@@ -58,12 +61,11 @@ def deltaformer(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.T
     L = cache_k.shape[2]
     keys = torch.cat([cache_k.to(q.dtype), k], dim=2)
     scale = 1 / math.sqrt(D)
-    us, outs = [cache_u.to(v.dtype)], []
+    us = [cache_u.to(v.dtype)]
     # split views, not slices in the loop: a slice's backward scatters into a full-length zero tensor
-    blocks = zip(range(0, T, C), q.split(C, dim=2), c.split(C, dim=2), v.split(C, dim=2), beta.split(C, dim=2),
-                 strict=True)
-    for start, qb, cb, vb, bb in blocks:
-        n = qb.shape[2]
+    blocks = zip(range(0, T, C), c.split(C, dim=2), v.split(C, dim=2), beta.split(C, dim=2), strict=True)
+    for start, cb, vb, bb in blocks:
+        n = cb.shape[2]
         stop = L + start + n  # keys this block sees
         seen = keys[:, :, :stop].transpose(-1, -2)
         row = torch.arange(n, device=q.device)[:, None] + L + start
@@ -75,8 +77,9 @@ def deltaformer(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.T
         ub = torch.linalg.solve_triangular(eye + bb[..., None] * strict[..., L + start:], rhs, upper=False,
                                            unitriangular=True)
         us.append(ub)
-        outs.append(_softmax((qb @ seen) * scale, col <= row) @ torch.cat([past, ub], dim=2))
-    return torch.cat(outs, dim=2), torch.cat(us[1:], dim=2)
+    values = torch.cat(us, dim=2)
+    # The read is plain causal softmax attention over the corrected values (queries after the cache).
+    return sdpa_attention(q, keys, values, causal=True), values[:, :, L:]
 
 
 def _softmax(scores: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:

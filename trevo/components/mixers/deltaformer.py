@@ -16,7 +16,8 @@ from trevo.registry import Paper, register
 @register("mixer", "deltaformer",
           paper=Paper("Understanding Transformer from the Perspective of Associative Memory", "2505.19488", 2025),
           category="MHA", family="deltaformer", causal=True, bidirectional=False, relative_positions=("rope",),
-          time="O(T²·d)", memory="O(T·C) chunk; cache of keys and corrected values O(T·d)",
+          time="O(T²·d)", memory="O(T·C) inference, O(T²) training (the correction's weights); cache of keys and "
+                                     "corrected values O(T·d)",
           test_options={"chunk_size": 4})
 class DeltaFormer(TokenMixer):
     """DeltaFormer: u_t = v_t − β_t Σ_{j<t} softmax_j(k_tᵀk_j/√d) u_j (the delta rule with the softmax
