@@ -67,6 +67,8 @@ SYNONYMS = {
     "state_size": "d_state", "state_dim": "d_state", "is_causal": "causal",
     "window_size": "window", "kv_lora_rank": "kv_low_rank_dim", "q_lora_rank": "q_low_rank_dim",
     "qk_rope_head_dim": "rope_head_dim",
+    "allow_neg_eigval": "negative_eigenvalues", "num_householder": "n_householder",
+    "max_cg_step_training": "cg_steps",
 }
 
 
