@@ -90,3 +90,18 @@ def test_abc_matches_naive_recurrent_abc():
     for form in FORMS:
         o, _, _ = slot_attention(q, k, v, w, log_alpha, scale=Dk ** -0.5, form=form, chunk_size=8)
         check(f"abc {form}", o, ref)
+
+
+def test_based_and_rebased_match_naive_parallel():
+    from trevo.ops.based import rebased_features, taylor_features
+    from trevo.ops.linear_recurrence import linear_recurrence
+
+    torch.manual_seed(2)
+    B, H, T, f, Dv = 2, 2, 45, 16, 8  # fla's parallel references keep the input dtype: float64 here
+    q, k, v = (torch.randn(B, H, T, n, dtype=torch.float64) for n in (f, f, Dv))
+    v1 = torch.cat([v, torch.ones_like(v[..., :1])], dim=-1)
+    for name, fmap, ref in (("based", taylor_features, naive("based").naive_parallel_based(q, k, v)),
+                            ("rebased", rebased_features, naive("rebased").naive_parallel_rebased(q, k, v))):
+        for form in FORMS:
+            o, _ = linear_recurrence(fmap(q), fmap(k), v1, form=form, chunk_size=16)
+            check(f"{name} {form}", o[..., :-1] / (o[..., -1:] + 1e-6), ref, tol=1e-10)
