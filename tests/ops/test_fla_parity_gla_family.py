@@ -105,3 +105,23 @@ def test_based_and_rebased_match_naive_parallel():
         for form in FORMS:
             o, _ = linear_recurrence(fmap(q), fmap(k), v1, form=form, chunk_size=16)
             check(f"{name} {form}", o[..., :-1] / (o[..., -1:] + 1e-6), ref, tol=1e-10)
+
+
+def test_lightning_decay_matches_naive_recurrent_simple_gla():
+    """Lightning attention is fla's simple GLA with TransNormerLLM's fixed per-head decays."""
+    from trevo.components.mixers.lightning_attention import lightning_log_decays
+    from trevo.ops.linear_recurrence import linear_recurrence
+
+    torch.manual_seed(3)
+    B, T, H, D = 2, 41, 4, 8
+    q, k, v = torch.randn(B, T, H, D), torch.randn(B, T, H, D), torch.randn(B, T, H, D)
+    g = lightning_log_decays(H, 1, 4).float()[None, None].expand(B, T, H)
+    h0 = torch.randn(B, H, D, D)
+    ref, hT = naive("simple_gla").naive_recurrent_simple_gla(q, k, v, g, scale=D ** -0.5, initial_state=h0,
+                                                             output_final_state=True)
+    for form in FORMS:
+        o, S = linear_recurrence(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                 log_decay=g.transpose(1, 2), initial_state=h0, scale=D ** -0.5, form=form,
+                                 chunk_size=16)
+        check(f"lightning {form}", o.transpose(1, 2), ref)
+        check(f"lightning {form} final state", S, hT)
