@@ -125,3 +125,30 @@ def test_lightning_decay_matches_naive_recurrent_simple_gla():
                                  chunk_size=16)
         check(f"lightning {form}", o.transpose(1, 2), ref)
         check(f"lightning {form} final state", S, hT)
+
+
+def test_ttt_linear_matches_chunk_ttt_linear_ref():
+    """fla's TTT-Linear reference is the dual form with one learning rate per mini-batch; its output adds
+    the inner LayerNorm to the read (o + LN(o)), applied here to trevo's read. Final weights are
+    compared on a length that fills its mini-batches (fla's padding tokens also take gradient steps)."""
+    from trevo.ops.ttt import ttt
+
+    torch.manual_seed(4)
+    B, H, D, b = 2, 2, 8, 16
+    w, bias = 1 + 0.2 * torch.randn(H, D), 0.2 * torch.randn(H, D)
+    for T in (45, 32):
+        q, k, v = torch.randn(B, T, H, D), torch.randn(B, T, H, D), torch.randn(B, T, H, D)
+        h0, hb0 = 0.1 * torch.randn(B, H, D, D), 0.1 * torch.randn(B, H, 1, D)
+        ref, hT, hbT = naive("ttt").chunk_ttt_linear_ref(q.clone(), k, v, w, bias, eta=0.05, scale=D ** -0.5,
+                                                         mini_batch_size=b, initial_state=h0.clone(),
+                                                         initial_state_bias=hb0.clone(), output_final_state=True)
+        P = {"W": h0, "b": hb0[:, :, 0]}
+        qs, ks, vs = (x.transpose(1, 2) for x in (q * D ** -0.5, k, v))
+        for form in ("chunk", "recurrent"):
+            z, P_T, _, _ = ttt(qs, ks, vs, torch.full((B, H, T), 0.05), P, P, 0, ln_weight=w, ln_bias=bias,
+                               mini_batch_size=b, form=form)
+            out = z + F.layer_norm(z, (D,), eps=1e-6) * w[:, None] + bias[:, None]
+            check(f"ttt_linear {form} T={T}", out.transpose(1, 2), ref)
+            if T % b == 0:
+                check(f"ttt_linear {form} final W", P_T["W"], hT)
+                check(f"ttt_linear {form} final b", P_T["b"], hbT[:, :, 0])
