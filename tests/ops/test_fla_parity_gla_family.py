@@ -152,3 +152,22 @@ def test_ttt_linear_matches_chunk_ttt_linear_ref():
             if T % b == 0:
                 check(f"ttt_linear {form} final W", P_T["W"], hT)
                 check(f"ttt_linear {form} final b", P_T["b"], hbT[:, :, 0])
+
+
+def test_log_linear_matches_naive_log_linear_attn():
+    import math
+
+    from trevo.ops.log_linear import log_linear_attention
+
+    torch.manual_seed(5)
+    B, T, H, Dk, Dv = 2, 37, 2, 4, 3
+    L = math.ceil(math.log2(T)) + 1  # fla's level count; the reference keeps the input dtype (float64 here)
+    q, k, v = (torch.randn(B, T, H, n, dtype=torch.float64) for n in (Dk, Dk, Dv))
+    g = F.logsigmoid(torch.randn(B, T, H, dtype=torch.float64) + 2)
+    lam = F.softplus(torch.randn(B, T, H, L, dtype=torch.float64))
+    ref = naive("log_linear_attn").naive_log_linear_attn(q, k, v, g, lam)
+    empty = torch.zeros(B, H, 0, Dk, Dv, dtype=torch.float64)
+    for form in FORMS:
+        o, _ = log_linear_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), g.transpose(1, 2),
+                                    lam.transpose(1, 2), state=empty, pos=0, form=form, chunk_size=8)
+        check(f"log_linear {form}", o.transpose(1, 2), ref, tol=1e-10)
