@@ -29,3 +29,24 @@ def test_log_linear_mamba2_is_mamba2_with_a_fenwick_read():
         torch.testing.assert_close(m(u), expected, rtol=1e-10, atol=1e-10)
         _, state = m.prefill(u)
         assert state["S"].shape[2] == T.bit_length()
+
+
+def test_log_linear_gated_deltanet_with_equal_level_weights_is_a_scaled_gated_deltanet():
+    """λ = softplus(0) = log 2 at every level: the read is log 2 times Gated DeltaNet's."""
+    from trevo.components.mixers.log_linear import LogLinearGatedDeltaNet
+    from trevo.ops.delta_rule import delta_rule
+
+    torch.manual_seed(1)
+    d, H, T = 8, 2, 15
+    m = LogLinearGatedDeltaNet(d, n_heads=H, n_levels=6).double()
+    with torch.no_grad():
+        m.l_proj.weight.zero_()
+    x = torch.randn(2, T, d, dtype=torch.float64)
+    q, k, v = (F.silu(t).unflatten(-1, (H, -1)).transpose(1, 2) for t in m.conv(m.qkv(x))[0].chunk(3, dim=-1))
+    q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
+    beta = torch.sigmoid(m.b_proj(x)).transpose(1, 2)
+    g = (-m.A_log.exp() * F.softplus(m.a_proj(x) + m.dt_bias)).transpose(1, 2)
+    o, _ = delta_rule(q, k, v, beta, log_decay=g, scale=(d // H) ** -0.5, form="recurrent")
+    o = torch.log(torch.tensor(2.0, dtype=torch.float64)) * o
+    expected = m.out_proj(m.o_norm(o).transpose(1, 2).flatten(2) * F.silu(m.g_proj(x)))
+    torch.testing.assert_close(m(x), expected, rtol=1e-10, atol=1e-10)

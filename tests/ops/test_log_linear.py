@@ -64,3 +64,42 @@ def test_positions_past_the_levels_are_a_clear_error():
     q, k, v, g, lam, empty = inputs(70, L=7)
     with pytest.raises(TrevoError, match="raise n_levels"):
         log_linear_attention(q, k, v, g, lam, state=empty, pos=0)
+
+
+def test_delta_rule_hierarchy_is_the_sum_over_levels_of_transported_writes():
+    """o_t = Σ_{i<=t} λ_t[ℓ(t, i)] q_tᵀ (Π_{i<j<=t} α_j (I − β_j k_j k_jᵀ)) β_i k_i v_iᵀ, the products formed
+    explicitly; split at 9 through the state."""
+    T = 17
+    q, k, v, g, lam, empty = inputs(T, seed=1)
+    k = F.normalize(k, dim=-1)
+    beta = torch.rand(*g.shape, dtype=torch.float64)
+    eye = torch.eye(k.shape[-1], dtype=torch.float64)
+    expected = torch.zeros(*q.shape[:3], v.shape[-1], dtype=torch.float64)
+    for t in range(T):
+        P = eye.expand(*q.shape[:2], -1, -1)
+        for i in range(t, -1, -1):  # P = Π_{i<j<=t} A_j, grown leftwards
+            level = 0 if i == t else (t ^ i).bit_length()
+            write = beta[:, :, i, None, None] * k[:, :, i, :, None] * v[:, :, i, None, :]
+            expected[:, :, t] += lam[:, :, t, level, None] * torch.einsum("bhd,bhde->bhe", q[:, :, t], P @ write)
+            A = g[:, :, i].exp()[..., None, None] * (eye - beta[:, :, i, None, None] * k[:, :, i, :, None]
+                                                     * k[:, :, i, None, :])
+            P = P @ A
+    o1, S = log_linear_attention(q[:, :, :9], k[:, :, :9], v[:, :, :9], g[:, :, :9], lam[:, :, :9], state=empty,
+                                 pos=0, form="recurrent", beta=beta[:, :, :9])
+    o2, _ = log_linear_attention(q[:, :, 9:], k[:, :, 9:], v[:, :, 9:], g[:, :, 9:], lam[:, :, 9:], state=S, pos=9,
+                                 form="recurrent", beta=beta[:, :, 9:])
+    torch.testing.assert_close(torch.cat([o1, o2], dim=2), expected, rtol=1e-10, atol=1e-10)
+    with pytest.raises(TrevoError, match="recurrent form only"):
+        log_linear_attention(q, k, v, g, lam, state=empty, pos=0, form="chunk", beta=beta)
+
+
+def test_unit_level_weights_give_back_the_gated_delta_rule():
+    from trevo.ops.delta_rule import delta_rule
+
+    q, k, v, g, lam, empty = inputs(20, seed=2)
+    k = F.normalize(k, dim=-1)
+    beta = torch.rand(*g.shape, dtype=torch.float64)
+    o, S = log_linear_attention(q, k, v, g, torch.ones_like(lam), state=empty, pos=0, form="recurrent", beta=beta)
+    o_ref, S_ref = delta_rule(q, k, v, beta, log_decay=g, form="recurrent")
+    torch.testing.assert_close(o, o_ref)
+    torch.testing.assert_close(S.sum(2), S_ref)

@@ -17,6 +17,11 @@ Forms:
                  at level max(ℓ, bit_length(t XOR p0)) for a block starting at p0, and re-bucketed at its end.
   ``quadratic``  the same block computation over the whole sequence: the reference.
 A model with ``n_levels`` level weights covers 2^(n_levels − 1) − 1 positions.
+
+Over Gated DeltaNet (``beta`` given, §3.4): every bucket evolves by the delta transition
+S ← α_t (I − β_t k_t k_tᵀ) S and the token writes β_t k_t v_tᵀ into level 0, so that bucket ℓ holds
+Σ_{i in ℓ} (Π_{i<j<=t} α_j (I − β_j k_j k_jᵀ)) β_i k_i v_iᵀ. trevo has its ``recurrent`` form only (the
+chunked form needs the delta rule's UT transform per level).
 """
 
 from __future__ import annotations
@@ -37,9 +42,10 @@ def bit_length(x: torch.Tensor, bits: int) -> torch.Tensor:
 
 def log_linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_decay: torch.Tensor,
                          level_weights: torch.Tensor, *, state: torch.Tensor, pos: int, form: str = "chunk",
-                         chunk_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+                         chunk_size: int = 64, beta: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """q, k ``[B, H, T, Dk]``, v ``[B, H, T, Dv]``, log decay ``[B, H, T]``, λ ``[B, H, T, L]`` (L levels);
-    ``state`` ``[B, H, levels, Dk, Dv]`` after ``pos`` tokens. Returns (o, the new state)."""
+    ``state`` ``[B, H, levels, Dk, Dv]`` after ``pos`` tokens; ``beta`` ``[B, H, T]`` for the delta rule.
+    Returns (o, the new state)."""
     B, H, T, _ = q.shape
     L = level_weights.shape[-1]
     end = pos + T
@@ -48,13 +54,15 @@ def log_linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_
                          f"{end}: raise n_levels")
     if form not in FORMS:
         raise TrevoError(f"unknown form {form!r}; choose one of {', '.join(FORMS)}")
+    if beta is not None and form != "recurrent":
+        raise TrevoError(f"log-linear attention over the delta rule has the recurrent form only, got form={form!r}")
     levels = max(int(end).bit_length(), state.shape[2])
     if state.shape[2] < levels:  # the hierarchy grows with the positions it covers
         state = torch.cat([state, state.new_zeros(*state.shape[:2], levels - state.shape[2], *state.shape[3:])], 2)
     if T == 0:
         return v, state
     if form == "recurrent":
-        return _recurrent(q, k, v, log_decay, level_weights, state, pos)
+        return _recurrent(q, k, v, log_decay, level_weights, state, pos, beta)
     size = T if form == "quadratic" else chunk_size
     if size < 1:
         raise TrevoError(f"chunk_size must be >= 1, got {chunk_size}")
@@ -95,12 +103,16 @@ def _block(q, k, v, g, lam, S, p0):
     return o, torch.einsum("ml,bhlde->bhmde", move, S) * torch.exp(total) + writes
 
 
-def _recurrent(q, k, v, g, lam, S, p):
+def _recurrent(q, k, v, g, lam, S, p, beta):
     outs = []
     levels = S.shape[2]
-    for t, (qt, kt, vt, gt, lt) in enumerate(zip(q.unbind(2), k.unbind(2), v.unbind(2), g.unbind(2), lam.unbind(2),
-                                                 strict=True)):
+    betas = beta.unbind(2) if beta is not None else [None] * q.shape[2]
+    for t, (qt, kt, vt, gt, lt, bt) in enumerate(zip(q.unbind(2), k.unbind(2), v.unbind(2), g.unbind(2),
+                                                     lam.unbind(2), betas, strict=True)):
         S = S * torch.exp(gt)[..., None, None, None]
+        if bt is not None:  # (I − β k kᵀ) S on every level, and the write β k vᵀ
+            S = S - bt[..., None, None, None] * kt[:, :, None, :, None] * (kt[:, :, None, None, :] @ S)
+            vt = bt[..., None] * vt
         write = kt[..., :, None] * vt[..., None, :]
         o = lt[..., 0, None] * (qt[..., None, :] @ write)[..., 0, :]
         o = o + torch.einsum("bhl,bhd,bhlde->bhe", lt[..., 1:levels + 1], qt, S)
