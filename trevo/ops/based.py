@@ -2,7 +2,7 @@
 attention through φ is a kernel attention of constant state.
 
 Arora et al., "Simple linear attention language models balance the recall-throughput tradeoff"
-(Based, arXiv:2402.18668), §4: the 2nd-order Taylor expansion of exp,
+(Based, arXiv:2402.18668): the 2nd-order Taylor expansion of exp,
 φ(q)·φ(k) = 1 + q·k/√d + (q·k)²/(2d). Aksenov et al., "Linear Transformers with Learnable Kernel
 Functions are Better In-Context Models" (ReBased, arXiv:2402.10644): φ(q)·φ(k) = (q·k)²/d after a
 learnable affine normalisation of q and k. The quadratic part is stored once per unordered channel

@@ -1,7 +1,7 @@
 """Attention over a bounded memory of slots (ABC, Gated Slot Attention): two passes of the engine.
 
-Peng et al., "ABC: Attention with Bounded-memory Control" (arXiv:2110.02488), §2–3; Zhang et al.,
-"Gated Slot Attention for Efficient Linear-Time Sequence Modeling" (arXiv:2409.07146), eq. 5–7. Keys
+Peng et al., "ABC: Attention with Bounded-memory Control" (arXiv:2110.02488); Zhang et al.,
+"Gated Slot Attention for Efficient Linear-Time Sequence Modeling" (arXiv:2409.07146). Keys
 and values are written into M slots, and a query reads the slots by a softmax over them:
 
     K̃_t = K̃_{t-1} diag(α_t) + k_t s_tᵀ        (Dk × M)
@@ -13,7 +13,7 @@ the engine with a vector key-side decay, so every form of ``linear_recurrence`` 
 
 The slot controls: Gated Slot Attention has a data-dependent forget gate α_t and writes s_t = 1 − α_t;
 ABC's control is a softmax over time, s_t = exp(φ_t − z_t) and α_t = exp(z_{t−1} − z_t) with
-z_t = log Σ_{i<=t} exp(φ_i) (``cumulative_softmax_gate``), so that K̃_t = Σ_i softmax_{i<=t}(φ) k_i (eq. 6).
+z_t = log Σ_{i<=t} exp(φ_i) (``cumulative_softmax_gate``), so that K̃_t = Σ_i softmax_{i<=t}(φ) k_i.
 LightNet's additive key gate (arXiv:2405.21022) is the same cumulative softmax.
 """
 

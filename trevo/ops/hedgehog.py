@@ -1,9 +1,9 @@
 """Hedgehog's learnable feature map and its softmax-mimicry objective.
 
 Zhang et al., "The Hedgehog & the Porcupine: Expressive Linear Attentions with Softmax Mimicry"
-(arXiv:2402.04347), §4: φ(x) = [exp(Wx + b), exp(−Wx − b)] per head, a trainable map initialised to
+(arXiv:2402.04347): φ(x) = [exp(Wx + b), exp(−Wx − b)] per head, a trainable map initialised to
 the identity; the map is trained so that the normalised linear attention φ(q_t)·φ(k_i) / Σ_j φ(q_t)·φ(k_j)
-matches softmax attention (eq. 5: the cross-entropy of the linear weights under the softmax ones).
+matches softmax attention (the cross-entropy of the linear weights under the softmax ones).
 trevo's φ is the softmax over the 2d features of [Wx + b, −(Wx + b)] (the exp map divided by a
 per-token constant, which the paper's code uses for numerical stability): positive, bounded, and for
 queries the constant cancels in the normalised attention.
@@ -22,8 +22,8 @@ def hedgehog_features(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor)
 
 def attention_distillation_loss(q: torch.Tensor, k: torch.Tensor, phi_q: torch.Tensor, phi_k: torch.Tensor,
                                 causal: bool = True, eps: float = 1e-12) -> torch.Tensor:
-    """Hedgehog's eq. 5: −Σ_{t, i} softmax(q_t·k_i/√d)_i log lin_{t, i}, averaged over rows, where
-    lin_{t, i} = φ(q_t)·φ(k_i) / Σ_j φ(q_t)·φ(k_j); q, k ``[..., T, d]``, their features ``[..., T, f]``."""
+    """Hedgehog's attention-distillation loss, −Σ_{t, i} softmax(q_t·k_i/√d)_i log lin_{t, i} averaged over
+    rows, where lin_{t, i} = φ(q_t)·φ(k_i) / Σ_j φ(q_t)·φ(k_j); q, k ``[..., T, d]``, their features ``[..., T, f]``."""
     T = q.shape[-2]
     scores = q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5
     linear = phi_q @ phi_k.transpose(-1, -2)

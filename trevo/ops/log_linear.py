@@ -1,6 +1,6 @@
 """Log-linear attention: a Fenwick-tree hierarchy of O(log T) states over a gated linear recurrence.
 
-Guo et al., "Log-Linear Attention" (arXiv:2506.04761), §3: the prefix before a query t is split into
+Guo et al., "Log-Linear Attention" (arXiv:2506.04761): the prefix before a query t is split into
 buckets of sizes 1, 1, 2, 4, …: key i is in level ℓ(t, i) = 0 if i = t, else the bit length of t XOR i
 (absolute positions), and each level has its own data-dependent weight λ_t^(ℓ) >= 0:
 
@@ -12,13 +12,13 @@ bit_length(p XOR i) = ℓ, decayed to p − 1. It grows to bit_length(p) levels:
 
 Forms:
   ``recurrent``  token by token with the Fenwick merge: after token t, levels 0 … c (c = the trailing
-                 zeros of t + 1) merge into level c + 1 (§3.2).
+                 zeros of t + 1) merge into level c + 1.
   ``chunk``      blocks of ``chunk_size`` tokens: inside a block the masked quadratic form; the state is read
                  at level max(ℓ, bit_length(t XOR p0)) for a block starting at p0, and re-bucketed at its end.
   ``quadratic``  the same block computation over the whole sequence: the reference.
 A model with ``n_levels`` level weights covers 2^(n_levels − 1) − 1 positions.
 
-Over Gated DeltaNet (``beta`` given, §3.4): every bucket evolves by the delta transition
+Over Gated DeltaNet (``beta`` given): every bucket evolves by the delta transition
 S ← α_t (I − β_t k_t k_tᵀ) S and the token writes β_t k_t v_tᵀ into level 0, so that bucket ℓ holds
 Σ_{i in ℓ} (Π_{i<j<=t} α_j (I − β_j k_j k_jᵀ)) β_i k_i v_iᵀ. trevo has its ``recurrent`` form only (the
 chunked form needs the delta rule's UT transform per level).

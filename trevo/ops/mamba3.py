@@ -2,14 +2,14 @@
 multi-input multi-output (MIMO) updates, on the linear-recurrence engine.
 
 Lahoti et al., "Mamba-3: Improved Sequence Modeling using State Space Principles" (arXiv:2603.15569),
-§3.1–3.3, as in the reference step function of state-spaces/mamba. Per head, with r input/output ranks
+as in the reference step function of state-spaces/mamba. Per head, with r input/output ranks
 (r = 1: SISO), state S ``[N, P]``:
 
     S_t = α_t S_{t−1} + β_t Σ_j k_{t−1,j} v_{t−1,j}ᵀ + γ_t Σ_j k_{t,j} v_{t,j}ᵀ,     y_{t,l} = S_tᵀ q_{t,l}
     α_t = exp(Δ_t A_t),  β_t = (1 − λ_t) Δ_t α_t,  γ_t = λ_t Δ_t
 
 (λ_t ∈ (0, 1) the trapezoid's data-dependent mix; λ = 1 is Mamba-2's exponential-Euler rule). The
-complex state is the rotary trick (§3.2): q and k arrive rotated by the cumulative data-dependent phases.
+complex state is the rotary trick: q and k arrive rotated by the cumulative data-dependent phases.
 
 On the engine, exactly causal: each token is two groups of r engine steps — first the previous
 token's writes weighted by β_t (the decay α_t applied at the first of them), then the token's own writes

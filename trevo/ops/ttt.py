@@ -2,7 +2,7 @@
 read by gradient descent on a self-supervised loss, one mini-batch of tokens at a time.
 
 Sun et al., "Learning to (Learn at Test Time): RNNs with Expressive Hidden States" (TTT, arXiv:2407.04620),
-§2.1–2.5; Behrouz et al., "Titans: Learning to Memorize at Test Time" (arXiv:2501.00663), §3.1–3.2.
+§2.1–2.5; Behrouz et al., "Titans: Learning to Memorize at Test Time" (arXiv:2501.00663).
 With weights P, keys k, values v, queries q (``[B, H, T, D]``):
 
     TTT:     P_t = P_{t−1} − η_t ∇ℓ(P_ref; k_t, v_t)
@@ -15,7 +15,7 @@ gradient of a mini-batch is taken at the same point, which is what lets it be co
 Forms, and which is exact with which:
   ``recurrent``  the primal form: token by token, gradient at P_ref, weights updated after every token
                  (the generation form).
-  ``chunk``      the dual form (TTT §2.5; Titans §3.2): per mini-batch, all gradients at P_ref as
+  ``chunk``      the dual form (TTT's and Titans' parallel form): per mini-batch, all gradients at P_ref as
                  matrices, and the outputs through z_t = f(q_t; P_ref-carry − Σ_{i<=t} G_ti a_iᵀ δ_i) as
                  attention-like products, without forming any P_t.
 The two are the same computation: equal for every b (to rounding). Both equal plain online gradient
@@ -23,7 +23,7 @@ descent (the gradient at P_{t−1}, "token by token inner SGD") exactly when b =
 
 Inner models (``model``): ``linear`` f(x) = x W (+ b) and ``mlp`` f(x) = GELU(x W1 + b1) W2 + b2. Losses
 (``loss``): ``reconstruction`` ℓ = ½‖LN(f(k)) − (v − k)‖² (TTT's, with a learnable per-head LayerNorm;
-the mixer adds k back: f(x) = x + LN(f_res(x)), §2.7) and ``l2`` ℓ = ½‖f(k) − v‖² (Titans', eq. 12).
+the mixer adds k back: f(x) = x + LN(f_res(x))) and ``l2`` ℓ = ½‖f(k) − v‖² (Titans').
 Titans' coefficients inside a mini-batch: with A_tj = Π_{j<s<=t}(1 − α_s) and M_ji = Π_{i<s<=j} μ_s,
 P_t = β_t P_0 + f_t S_0 − Σ_i θ_i (A M)_ti ∇_i, β_t = Π_{s<=t}(1 − α_s), f = A m, m_j = Π_{s<=j} μ_s.
 """

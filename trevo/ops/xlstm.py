@@ -2,16 +2,16 @@
 
 Beck et al., "xLSTM: Extended Long Short-Term Memory" (arXiv:2405.04517). Both cells gate with an
 exponential input gate i_t = exp(ĩ_t) and a forget gate f_t = σ(f̃_t), and keep their states divided by
-exp(m_t), the stabiliser m_t = max(log f_t + m_{t−1}, ĩ_t) (eq. 15–17): with i'_t = exp(ĩ_t − m_t) and
+exp(m_t), the stabiliser m_t = max(log f_t + m_{t−1}, ĩ_t): with i'_t = exp(ĩ_t − m_t) and
 f'_t = exp(log f_t + m_{t−1} − m_t), both <= 1, the stabilised states are the true ones times exp(−m_t)
 for *any* m, so the outputs (ratios of two such states) are unchanged and m only keeps the exponents
 in range. The stabiliser therefore carries no gradient (it is detached).
 
-- mLSTM (eq. 19–27): C_t = f_t C_{t−1} + i_t v_t k_tᵀ, n_t = f_t n_{t−1} + i_t k_t,
+- mLSTM: C_t = f_t C_{t−1} + i_t v_t k_tᵀ, n_t = f_t n_{t−1} + i_t k_t,
   h_t = C_t q_t / max(|n_tᵀ q_t|, 1). In stabilised form this is the engine (``linear_recurrence``) with
   log decay log f_t + m_{t−1} − m_t and keys i'_t k_t, the normaliser a constant-1 column of the value;
   the threshold 1 becomes exp(−m_t). Every engine form is an mLSTM form.
-- sLSTM (eq. 8–17): scalar cells with recurrent (block-diagonal, per head) connections from h_{t−1}
+- sLSTM: scalar cells with recurrent (block-diagonal, per head) connections from h_{t−1}
   into every gate: z_t = tanh(z̃_t), c_t = f_t c_{t−1} + i_t z_t, n_t = f_t n_{t−1} + i_t,
   h_t = σ(õ_t) ⊙ c_t / n_t. The gates depend on h_{t−1} nonlinearly, so it has no parallel form: it is
   computed token by token (``slstm``).

@@ -61,7 +61,7 @@ class _FeatureMapAttention(TokenMixer):
           time="O(T·C·f² + T·f²·d/H) chunk with f = feature_dim", memory="O(f²·d) state",
           test_options={"chunk_size": 8, "feature_dim": 4})
 class Based(_FeatureMapAttention):
-    """Based's linear attention (§4, eq. 2): q, k projected to ``feature_dim`` (16) per head, φ the
+    """Based's linear attention: q, k projected to ``feature_dim`` (16) per head, φ the
     2nd-order Taylor map of exp, φ(q)·φ(k) = 1 + q·k/√f + (q·k)²/(2f) > 0; normalised output."""
 
     def __init__(self, d_model: int, *, causal: bool = True, n_heads: int = 4, feature_dim: int = 16,
@@ -80,7 +80,7 @@ class Based(_FeatureMapAttention):
           time="O(T·C·f² + T·f²·d/H) chunk with f = feature_dim", memory="O(f²·d) state",
           test_options={"chunk_size": 8, "feature_dim": 4})
 class ReBased(_FeatureMapAttention):
-    """ReBased (§3): Based with the kernel φ(x) = (γ ⊙ LayerNorm(x) + β)² — the feature map of
+    """ReBased: Based with the kernel φ(x) = (γ ⊙ LayerNorm(x) + β)² — the feature map of
     φ(q)·φ(k) = (q̂·k̂)²/f for the normalised q̂, k̂ with learnable γ, β; no constant or linear term."""
 
     def __init__(self, d_model: int, *, causal: bool = True, n_heads: int = 4, feature_dim: int = 16,

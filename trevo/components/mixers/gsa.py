@@ -43,7 +43,7 @@ class _SlotMemory(TokenMixer):
           category="Rnn", family="gsa", causal=True, bidirectional=False, recurrent=True, time=_TIME,
           memory="O(H·M·(d_k + d_v)) state", test_options={"chunk_size": 8, "n_slots": 6})
 class GatedSlotAttention(_SlotMemory):
-    """GSA (eq. 5–7): the two-pass slot memory with a data-dependent forget gate per slot,
+    """GSA: the two-pass slot memory with a data-dependent forget gate per slot,
     α_t = σ(W_α x_t)^(1/τ) (τ = 8) and writes s_t = 1 − α_t; q, k through Swish, v through SiLU;
     output W_o RMSNorm(SiLU(o)). ``n_slots`` M = 64 as in the paper."""
 
@@ -69,8 +69,8 @@ class GatedSlotAttention(_SlotMemory):
           category="MHA/SparseOrLowRank", family="gsa", causal=True, bidirectional=False, recurrent=True,
           time=_TIME, memory="O(H·M·(d_k + d_v)) state", test_options={"chunk_size": 8, "n_slots": 6})
 class ABC(_SlotMemory):
-    """ABC_MLP's bounded memory (§3, eq. 6): K̃_t = Σ_{i<=t} softmax_i(φ_i) k_i s-weighted into M slots by a
-    softmax over time of the slot logits φ = W_φ x (clamped to ±32), Ṽ likewise, o_t = Ṽ_tᵀ
+    """ABC's bounded memory with a learned control: K̃_t[:, j] = Σ_{i<=t} softmax_{i<=t}(φ_{·, j})_i k_i for
+    each of M slots, the slot logits φ = W_φ x (clamped to ±32), Ṽ likewise, o_t = Ṽ_tᵀ
     softmax(K̃_tᵀ q_t / √d_k); RoPE on q and k, keys of d/2 channels (``expand_k``), and the output
     gate RMSNorm(o) ⊙ SiLU(W_g x) per head (flash-linear-attention's ABC layer)."""
 

@@ -20,7 +20,7 @@ from trevo.registry import Paper, register
           test_options={"chunk_size": 8})
 class Hedgehog(TokenMixer):
     """o_t = φ_q(q_t)ᵀ Σ_{i<=t} φ_k(k_i) v_iᵀ / φ_q(q_t)ᵀ Σ_{i<=t} φ_k(k_i) with separate per-head maps
-    φ_q, φ_k (``hedgehog_features``, initialised to the identity map, §4 eq. 4); trained end to end
+    φ_q, φ_k (``hedgehog_features``, initialised to the identity map); trained end to end
     here (the paper's attention distillation, ``trevo.ops.hedgehog.attention_distillation_loss``, is for
     converting a trained softmax model)."""
 

@@ -21,7 +21,7 @@ from trevo.registry import Paper, register
           time="O(T·C·d + T·d²/H) chunk, O(T·d²/H) recurrent", memory="O(d²/H) state",
           test_options={"chunk_size": 8})
 class LightNet(TokenMixer):
-    """The additive recurrence (§3, eq. 6): S_t = Σ_{i<=t} (exp(k_i) / Σ_{j<=t} exp(k_j)) ⊙ v_i-outer —
+    """The additive recurrence: S_t = Σ_{i<=t} (exp(k_i) / Σ_{j<=t} exp(k_j)) ⊙ v_i-outer —
     keys exp(k_t − z_t) with z_t = log Σ_{j<=t} exp(k_j) per channel, decays exp(z_{t−1} − z_t), one
     matrix state per head read by SiLU(q); output W_o (RMSNorm(o) ⊙ SiLU(W_g x)) with a low-rank W_g
     (``gate_low_rank_dim``)."""

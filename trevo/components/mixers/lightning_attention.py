@@ -1,10 +1,10 @@
 """Lightning attention: TransNormerLLM's decayed linear attention, computed blockwise.
 
 Qin et al., "Lightning Attention-2: A Free Lunch for Handling Unlimited Sequence Lengths in Large
-Language Models" (arXiv:2401.04658), §3: inside a block the masked "left product" (Q Kᵀ ⊙ M) V,
+Language Models" (arXiv:2401.04658): inside a block the masked "left product" (Q Kᵀ ⊙ M) V,
 between blocks the "right product" through the carried KV state — which is the engine's ``chunk``
 form with a fixed scalar decay per head. The layer is TransNormerLLM's gated linear attention
-(Qin et al., arXiv:2307.14995, §3.1–3.2).
+(Qin et al., arXiv:2307.14995).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from trevo.registry import Paper, register
 
 
 def lightning_log_decays(n_heads: int, layer_idx: int, n_layers: int) -> torch.Tensor:
-    """log λ_h = −(8h/H)(1 − l/L) for heads h = 0 … H−1 of layer l of L (TransNormerLLM §3.1; head 0
+    """log λ_h = −(8h/H)(1 − l/L) for heads h = 0 … H−1 of layer l of L (TransNormerLLM; head 0
     does not decay, and the decays weaken with depth)."""
     return -(8 / n_heads) * (1 - layer_idx / max(n_layers, 1)) * torch.arange(n_heads, dtype=torch.float64)
 
@@ -34,7 +34,7 @@ def lightning_log_decays(n_heads: int, layer_idx: int, n_layers: int) -> torch.T
 class LightningAttention(TokenMixer):
     """o_t = q_tᵀ Σ_{i<=t} λ_h^{t−i} k_i v_iᵀ with q, k = SiLU(W x) and the fixed per-head decay of
     ``lightning_log_decays``; output W_o (SRMSNorm(o) ⊙ W_u x), SRMSNorm an RMSNorm without gain
-    (TransNormerLLM's gated linear attention, eq. 10–11; its LRPE-d position encoding is not included)."""
+    (TransNormerLLM's gated linear attention; its LRPE-d position encoding is not included)."""
 
     forms = ("chunk", "quadratic", "recurrent")
 

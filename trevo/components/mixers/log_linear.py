@@ -25,7 +25,7 @@ LOG_LINEAR = Paper("Log-Linear Attention", "2506.04761", 2025)
           test_options={"chunk_size": 4, "head_dim": 8, "d_state": 4, "n_levels": 8})
 class LogLinearMamba2(TokenMixer):
     """The Mamba-2 block (see ``mamba2``: [z, x, B, C, Δ] = W_in u, short convolution, SiLU, scalar decay
-    exp(Δ_t A_h), D skip, W_out RMSNorm(y ⊙ SiLU(z))) with the log-linear read (§3.3):
+    exp(Δ_t A_h), D skip, W_out RMSNorm(y ⊙ SiLU(z))) with the log-linear read:
     y_t = Σ_ℓ λ_t^(ℓ) C_tᵀ S_t^(ℓ) over the Fenwick buckets of the prefix, λ_t^(ℓ) = softplus(L_{h,ℓ} ·
     (W_λ u_t)_{h,ℓ}) per head and level (``n_levels`` 16: up to 32767 positions). Its state grows as
     log T, so it is not a constant-size recurrence."""
@@ -77,7 +77,7 @@ class LogLinearMamba2(TokenMixer):
           memory="O(log T·d²/H) state (one matrix per level)", test_options={"n_levels": 8})
 class LogLinearGatedDeltaNet(TokenMixer):
     """Gated DeltaNet (see ``gated_deltanet``: short convolutions and SiLU on q, k, v, ℓ2-normalised q, k,
-    β = σ(W_β x), Mamba-2 decay, output RMSNorm(o) ⊙ SiLU(W_g x)) with the log-linear read (§3.4): every
+    β = σ(W_β x), Mamba-2 decay, output RMSNorm(o) ⊙ SiLU(W_g x)) with the log-linear read: every
     Fenwick bucket evolves by α_t (I − β_t k_t k_tᵀ), o_t = Σ_ℓ λ_t^(ℓ) S_t^(ℓ)ᵀ q_t / √d_k. Only the
     recurrent form (token by token) is implemented."""
 

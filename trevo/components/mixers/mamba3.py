@@ -23,11 +23,11 @@ from trevo.registry import Paper, register
           time="O(r·(T·C·e·d + T·e·d·N)) chunk, O(r·T·e·d·N) recurrent", memory="O(e·d·N) state",
           test_options={"chunk_size": 8, "head_dim": 8, "d_state": 8, "mimo_rank": 2})
 class Mamba3(TokenMixer):
-    """The Mamba-3 layer (§3–4, Fig. 2): [z, x, B, C, Δ̃, Ã, λ̃, θ] = W_in u; no convolution; B and C
+    """The Mamba-3 layer: [z, x, B, C, Δ̃, Ã, λ̃, θ] = W_in u; no convolution; B and C
     through RMSNorm plus a learned per-head bias; Δ = softplus(Δ̃ + b_Δ), A = −softplus(Ã) <= −10⁻⁴
     (data-dependent), λ = σ(λ̃); data-dependent rotary phases φ_t = φ_{t−1} + π Δ_t tanh(θ_t) on the first
-    half of B's and C's channels (the complex state, §3.2); the exponential-trapezoidal recurrence; MIMO with
-    ``mimo_rank`` r (§3.3: x and z expanded to r ranks by learned per-head scales, outputs summed with
+    half of B's and C's channels (the complex state); the exponential-trapezoidal recurrence; MIMO with
+    ``mimo_rank`` r (x and z expanded to r ranks by learned per-head scales, outputs summed with
     learned weights; r = 1 is SISO); y = (Sᵀ C + D x) ⊙ SiLU(z), W_out."""
 
     forms = ("chunk", "quadratic", "recurrent")

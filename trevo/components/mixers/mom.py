@@ -18,7 +18,7 @@ from trevo.registry import Paper, register
 
 def route(logits: torch.Tensor, topk: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(a mask of each token's top-k memories, their weights: the softmax scores renormalised over the
-    top k, zero elsewhere), both ``[B, T, M]`` (§3.1, eq. 3–4)."""
+    top k, zero elsewhere), both ``[B, T, M]``."""
     scores = torch.softmax(logits, dim=-1)
     top = scores.topk(topk, dim=-1).indices
     mask = torch.zeros_like(scores).scatter(-1, top, 1.0)
@@ -32,7 +32,7 @@ def route(logits: torch.Tensor, topk: int) -> tuple[torch.Tensor, torch.Tensor]:
           time="O((M+s)·(T·C·d + T·d²/H)) chunk (UT transform)", memory="O((M+s)·d²/H) state",
           test_options={"chunk_size": 4, "n_memories": 3, "topk": 2})
 class MixtureOfMemories(TokenMixer):
-    """MoM (§3, eq. 3–7): router scores softmax(W_r x_t) over M memories, each token written only into
+    """MoM: router scores softmax(W_r x_t) over M memories, each token written only into
     its top-k (``topk``) memories; each memory m has its own k, v, β, decay projections and is a gated
     delta rule S^m_t = α^m_t (I − β^m_t k^m_t k^mᵀ_t) S^m_{t−1} + β^m_t k^m_t v^mᵀ_t, left unchanged (no
     write, no decay) by the tokens not routed to it; the output mixes the routed memories,

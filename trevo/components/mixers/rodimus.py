@@ -20,7 +20,7 @@ from trevo.registry import Paper, register
           time="O(T·C·(N + e·d) + T·N·e·d) chunk", memory="O(N·e·d) state",
           test_options={"chunk_size": 8, "d_state": 6})
 class Rodimus(TokenMixer):
-    """The Rodimus block (§3.1, eq. 4–7): u = W_up x through a short convolution and SiLU (ũ);
+    """The Rodimus block: u = W_up x through a short convolution and SiLU (ũ);
     S_t = diag(α_t) S_{t−1} + k̂_t v_tᵀ with the data-dependent tempered selection (DDTS)
     α_t = exp(−g_t ⊙ τ_t), k̂_t = ℓ2norm(W_k ũ_t) ⊙ g_t^τ_t, g_t = softplus(W_g ũ_t + b_g),
     τ_t = σ(W_τ ũ_t + b_τ), and the input gate v_t = σ(W_i u_t) ⊙ u_t (low rank, ``gate_low_rank_dim``);

@@ -21,12 +21,12 @@ from trevo.registry import Paper, register
           time="O(T·b·d + T·d²/H) chunk (mini-batch dual form), O(T·d²/H) recurrent",
           memory="O(d²/H) state (memory, momentum, mini-batch start)", test_options={"mini_batch_size": 4})
 class NeuralMemory(TokenMixer):
-    """The long-term memory module (LMM, §3.1, eq. 9–15) used as a layer: k, v, q = SiLU(conv4(W x)), q and
+    """The long-term memory module (LMM) used as a layer: k, v, q = SiLU(conv4(W x)), q and
     k ℓ2-normalised; the associative loss ℓ(M; x_t) = ½‖M(k_t) − v_t‖²; the surprise with momentum
     S_t = μ_t S_{t−1} − θ_t ∇ℓ(M; x_t) and the forgetting update M_t = (1 − α_t) M_{t−1} + S_t, with
-    data-dependent α_t, μ_t, θ_t = σ(W x_t) per head; the read y_t = M_t(q_t) (eq. 15), then W_o
+    data-dependent α_t, μ_t, θ_t = σ(W x_t) per head; the read y_t = M_t(q_t), then W_o
     (RMSNorm(y) ⊙ SiLU(W_g x)). Gradients of a mini-batch (``mini_batch_size``) are taken at the memory
-    from before it (§3.2's parallel training); ``memory``: ``linear`` (a D × D matrix per head) or ``mlp``
+    from before it (the paper's parallel training); ``memory``: ``linear`` (a D × D matrix per head) or ``mlp``
     (two layers, GELU, hidden 4D: the deep memory); the initial memory is learned."""
 
     forms = ("chunk", "recurrent")

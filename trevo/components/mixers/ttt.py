@@ -26,7 +26,7 @@ def as_state(P: dict[str, torch.Tensor], P0: dict[str, torch.Tensor], pos: torch
 
 
 class _TestTimeTraining(TokenMixer):
-    """TTT layer (§2.3–2.7, Fig. 5): per head, the views θ_K x, θ_V x, θ_Q x; the inner loss
+    """TTT layer: per head, the views θ_K x, θ_V x, θ_Q x; the inner loss
     ½‖LN(f(θ_K x)) − (θ_V x − θ_K x)‖² (f(x) = x + LN(f_res(x)) with a per-head LayerNorm), the learnable
     rate η(x) = η_base σ(θ_lr x) / D per token, gradients per mini-batch of ``mini_batch_size`` (16) at the
     weights from before it; output z_t = θ_Q x_t + LN(f_res(θ_Q x_t; W_t)), then LayerNorm and W_o. The

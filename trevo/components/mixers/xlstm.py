@@ -42,7 +42,7 @@ def head_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-5) -> torch
           recurrent=True, time="O(T·C·e·d + T·(e·d)²/H) chunk, O(T·(e·d)²/H) recurrent",
           memory="O((e·d)²/H) state", test_options={"chunk_size": 8})
 class MLSTM(TokenMixer):
-    """The mLSTM block (§2.3, Fig. 10): [x_m, z] = W_up x (``expand`` 2); x_c = SiLU(conv4(x_m));
+    """The mLSTM block: [x_m, z] = W_up x (``expand`` 2); x_c = SiLU(conv4(x_m));
     q, k = block-diagonal maps of x_c, v of x_m (blocks of 4); gates ĩ, f̃ = W [q, k, v] + b per head;
     the mLSTM cell (C_t = f_t C_{t−1} + i_t v_t k_tᵀ, n_t, h_t = C_t q_t / max(|n_tᵀ q_t|, 1)) with the
     stabiliser m_t; then (GroupNorm(h) + skip ⊙ x_c) ⊙ SiLU(z), W_down."""
@@ -92,7 +92,7 @@ class MLSTM(TokenMixer):
           recurrent=True, time="O(T·d²/H), sequential (no parallel form)", memory="O(d) state",
           test_options={})
 class SLSTM(TokenMixer):
-    """The sLSTM block's cell (§2.2, Fig. 9): scalar memories per channel, gates z̃, ĩ, f̃, õ = W x + R h_{t−1} + b
+    """The sLSTM block's cell: scalar memories per channel, gates z̃, ĩ, f̃, õ = W x + R h_{t−1} + b
     with block-diagonal recurrent R (one D × D block per head), the input and forget gates fed by
     SiLU(conv4(x)); exponential input gate, sigmoid forget gate, the stabiliser m_t; output W_o
     GroupNorm(h). Inherently sequential: its one form is ``recurrent`` (the block's gated MLP is the
