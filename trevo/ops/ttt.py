@@ -2,7 +2,7 @@
 read by gradient descent on a self-supervised loss, one mini-batch of tokens at a time.
 
 Sun et al., "Learning to (Learn at Test Time): RNNs with Expressive Hidden States" (TTT, arXiv:2407.04620),
-§2.1–2.5; Behrouz et al., "Titans: Learning to Memorize at Test Time" (arXiv:2501.00663).
+Behrouz et al., "Titans: Learning to Memorize at Test Time" (arXiv:2501.00663).
 With weights P, keys k, values v, queries q (``[B, H, T, D]``):
 
     TTT:     P_t = P_{t−1} − η_t ∇ℓ(P_ref; k_t, v_t)
