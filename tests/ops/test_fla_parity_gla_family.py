@@ -6,6 +6,22 @@ fla's naive files are loaded by file path (no Triton kernel runs); the module sk
 installed (``pip install --no-deps fla-core==0.6.0 einops``, the ``peers`` extra). fla computes in
 float32, so tolerances are float32's. Each case reports its max relative error:
 ``pytest tests/ops/test_fla_parity_gla_family.py -s``.
+
+Cases: GSA, ABC, Based, ReBased, lightning attention (fla's simple GLA with TransNormerLLM's decays),
+TTT-Linear, log-linear attention over Mamba-2's decay. The frontier mixers with no usable fla 0.6.0
+reference, and what each is checked against instead:
+- mLSTM, sLSTM: fla-core 0.6.0 has no mLSTM/sLSTM op; float64 loops of the paper's unstabilised cells
+  (tests/ops/test_xlstm.py);
+- LightNet, Rodimus, Hedgehog, MoM: fla's layers over kernels without a naive file; float64 loops or
+  pairwise sums of their recurrences (tests/mixers/test_<family>.py);
+- Mamba-3: fla's layer calls state-spaces/mamba kernels; a loop of that repository's reference step,
+  the Euler limit and the complex-state equivalence (tests/mixers/test_mamba3.py, tests/ops/test_mamba3.py);
+- Titans: fla 0.6.0's ``titans/naive.py`` does not take the gradient of its own loss (its LayerNorm
+  backward reads D·g − Σg/(σD) − … for (D·g − Σg − …)/(σD)), so it cannot be matched; a float64
+  autograd loop of gradient descent with momentum and decay (tests/ops/test_ttt.py);
+- TTT-MLP: fla has TTT-Linear only; the same autograd loop;
+- log-linear Gated DeltaNet: fla's naive covers the scalar-decay hierarchy only; explicit products of
+  the delta transitions (tests/ops/test_log_linear.py).
 """
 
 from __future__ import annotations
