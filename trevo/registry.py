@@ -69,6 +69,7 @@ SYNONYMS = {
     "qk_rope_head_dim": "rope_head_dim",
     "allow_neg_eigval": "negative_eigenvalues", "num_householder": "n_householder",
     "max_cg_step_training": "cg_steps",
+    "num_slots": "n_slots", "top_k": "topk", "gate_logit_normalizer": "tau",
 }
 
 
