@@ -47,6 +47,7 @@ FORMS = {
     "prefix": "cumulative (prefix) sums over time",
     "fft": "FFT convolution (the convolution theorem)",
     "sdpa": "torch.nn.functional.scaled_dot_product_attention",
+    "block_sparse": "attention scored only on the (query block, key block) pairs a sparsity pattern touches",
 }
 
 # Words the vocabulary replaced, with the word to use; an option spelled the old way gets an error
