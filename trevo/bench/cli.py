@@ -80,6 +80,22 @@ def _calibrate(args: argparse.Namespace) -> None:
     print("\nwritten: " + ", ".join(str(p) for p in paths.values()))
 
 
+def _peers(args: argparse.Namespace) -> None:
+    from trevo.bench import output, peers
+
+    result = peers.run(args.pairs, args.lengths, args.modes, repeats=args.repeats, time_cap_s=args.time_cap,
+                       threads=args.threads, isolate=not args.in_process, on_row=_peer_progress)
+    paths = output.write_results(result, args.out, "peers")
+    print(peers.table(result))
+    print("\nwritten: " + ", ".join(str(p) for p in paths.values()))
+
+
+def _peer_progress(row: dict) -> None:
+    took = f"trevo {fmt(row.get('trevo_ms'))} ms, peer {fmt(row.get('peer_ms'))} ms" if row.get("trevo_ms") else ""
+    print(f"  {row['pair']:<13} {row['peer'][:34]:<34} {row['mode']:<6} T={row['length']:<6} {row['status']:<9} {took}"
+          f"{' (' + row['reason'] + ')' if row.get('reason') else ''}"[:200], file=sys.stderr, flush=True)
+
+
 def _common(s: argparse.ArgumentParser, repeats: int) -> None:
     s.add_argument("--repeats", type=int, default=repeats, help="timed calls per point after the warm-up")
     s.add_argument("--time-cap", type=float, default=30.0, metavar="S",
@@ -162,3 +178,14 @@ def add_parser(subparsers, name: str) -> None:
     s.add_argument("--batch", type=int, default=1)
     _common(s, repeats=3)
     s.set_defaults(run=_calibrate, threads=1, time_cap=10.0)
+
+    s = verbs.add_parser("peers", help="trevo's ops and mixers beside fla's and Hugging Face's torch references",
+                         description="Per pair (see trevo.bench.peers.PAIRS), length and mode: both sides run on the "
+                                     "same inputs, their agreement is checked (a pair that disagrees is not timed), "
+                                     "then both are timed in this process; speedup = peer time / trevo time. Needs "
+                                     "the peers extra (fla-core 0.6.0 without its dependencies, einops, transformers).")
+    s.add_argument("--pairs", type=_names, help="comma-separated pairs (default: all)")
+    s.add_argument("--lengths", type=_ints, default=[1024, 4096], help="comma-separated sequence lengths")
+    s.add_argument("--modes", type=_names, default=["fwd", "fwdbwd"], help="fwd, fwdbwd")
+    _common(s, repeats=5)
+    s.set_defaults(run=_peers, threads=1, time_cap=120.0)
