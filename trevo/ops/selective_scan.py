@@ -15,6 +15,8 @@ Forms:
                 channel has no cheaper exact form: the SSD block decomposition costs chunk_size times
                 more multiply-adds here, with inner dimension N), about chunk_size·log(T) sequential
                 steps instead of T, and O(T·(D + N) + SEGMENT·D·N) memory instead of O(T·D·N);
+                On CUDA with Triton installed: the kernels of ``trevo.ops.triton.selective_scan``
+                (the same chunks, the state in registers);
   ``scan``      the whole sequence by recursive doubling (``trevo.ops.scan``), O(T·log T·D·N);
   ``recurrent`` one step at a time: the reference and the decoding form.
 """
@@ -25,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from trevo.errors import TrevoError
+from trevo.ops import triton as triton_kernels
 from trevo.ops.scan import linear_scan
 
 FORMS = ("chunk", "scan", "recurrent")
@@ -44,6 +47,10 @@ def selective_scan(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.
             raise TrevoError(f"chunk_size must be >= 1, got {chunk_size}")
         if x.shape[1] == 0:
             return x, h0
+        if triton_kernels.enabled(x, dt, A, B, C, h0):
+            from trevo.ops.triton.selective_scan import chunk_selective_scan
+
+            return chunk_selective_scan(x, dt, A, B, C, h0, chunk_size)
         return _ChunkedSelectiveScan.apply(x, dt, A, B, C, h0, chunk_size)
     if form == "scan":
         log_a = dt[..., None] * A  # [B, T, D, N]
