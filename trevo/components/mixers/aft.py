@@ -100,7 +100,7 @@ class AFTFull(_AFTWithBias):
     keeps O(T·d + T²)). Generation keeps the past K, V (a cache) because w couples every pair of
     positions."""
 
-    def __init__(self, d_model: int, *, causal: bool, max_len: int = 1024, chunk_size: int = 64,
+    def __init__(self, d_model: int, *, causal: bool, max_len: int = 1024, chunk_size: int = 16,
                  form: str = "auto") -> None:
         super().__init__(d_model, causal=causal, chunk_size=chunk_size, form=form)
         self.max_len = max_len
@@ -213,7 +213,7 @@ class AFTLocal(_AFTBanded):
     dense banded bias."""
 
     def __init__(self, d_model: int, *, causal: bool, max_len: int = 1024, window: int = 32,
-                 chunk_size: int = 64, form: str = "auto") -> None:
+                 chunk_size: int = 16, form: str = "auto") -> None:
         super().__init__(d_model, causal=causal, chunk_size=chunk_size, form=form)
         if window < 1:
             raise IncompatibleError(f"aft_local needs window >= 1, got {window}")
@@ -236,7 +236,7 @@ class AFTConv(_AFTBanded):
     eq. 3 with the dense Toeplitz bias. The paper's kernel re-parameterisation is not applied."""
 
     def __init__(self, d_model: int, *, causal: bool, n_heads: int = 4, window: int = 16,
-                 chunk_size: int = 64, form: str = "auto") -> None:
+                 chunk_size: int = 8, form: str = "auto") -> None:
         super().__init__(d_model, causal=causal, chunk_size=chunk_size, form=form)
         head_dim_of(d_model, n_heads)
         if window < 1:

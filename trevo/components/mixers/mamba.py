@@ -41,7 +41,7 @@ class Mamba(TokenMixer):
 
     def __init__(self, d_model: int, *, causal: bool = True, d_state: int = 16, expand: int = 2, conv_size: int = 4,
                  dt_low_rank_dim: int | None = None, dt_min: float = 1e-3, dt_max: float = 1e-1,
-                 chunk_size: int = 16, form: str = "auto") -> None:
+                 chunk_size: int = 64, form: str = "auto") -> None:
         super().__init__(d_model, causal=causal, form=form)
         d_inner = expand * d_model
         self.d_inner, self.d_state, self.chunk_size = d_inner, d_state, chunk_size
