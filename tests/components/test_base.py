@@ -83,11 +83,12 @@ def test_auto_follows_the_measured_table_by_length_and_mode(table):
         "fwdbwd": [{"length": 64, "form": "recurrent"}, {"length": 1024, "form": "chunk"}],
         "fwd": [{"length": 64, "form": "chunk"}, {"length": 1024, "form": "recurrent"}]}}})
     mixer = _lru()
-    assert mixer.form_for(50) == "recurrent" and mixer.form_for(4096) == "chunk"
+    assert mixer.form_for(50) == "recurrent" and mixer.form_for(2048) == "chunk"
     # the nearer calibrated length on a log scale: the midpoint of 64 and 1024 is √(64·1024) = 256
     assert mixer.form_for(200) == "recurrent" and mixer.form_for(300) == "chunk"
     with torch.no_grad():
-        assert mixer.form_for(50) == "chunk" and mixer.form_for(4096) == "recurrent"
+        assert mixer.form_for(50) == "chunk" and mixer.form_for(2048) == "recurrent"
+        assert mixer.form_for(2049) == "chunk"  # beyond twice the longest measurement: the declared order
     assert mixer.form_for(1) == "recurrent"  # a causal step is always recurrent
     assert _lru(form="chunk").form_for(50) == "chunk"  # an explicit form is never overridden
 

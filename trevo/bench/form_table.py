@@ -8,8 +8,10 @@ one's own — another CPU, a GPU — is written by ``trevo bench calibrate --dev
 environment variable ``TREVO_FORM_TABLE`` names a table that overrides both. Where no table covers
 a mixer, ``auto`` keeps the mixer's declared order (the training default first).
 
-A length between two calibrated lengths takes the choice of the nearer one on a log scale; lengths
-outside the calibrated range take the nearest end.
+A length between two calibrated lengths takes the choice of the nearer one on a log scale; a shorter
+one the choice at the shortest. A length more than twice the longest calibrated one is not
+extrapolated to (a form fastest at 4096 tokens may be quadratic): ``auto`` keeps the declared order
+there, whose first form is the mixer's scalable training form.
 """
 
 from __future__ import annotations
@@ -58,6 +60,8 @@ def measured_form(mixer: str, causal: bool, seq_len: int, *, device: str = "cpu"
     for table in _tables(os.environ.get("TREVO_FORM_TABLE"), device):
         choices = table.get(mixer, {}).get(direction, {}).get(mode)
         if choices:
+            if seq_len > 2 * max(c["length"] for c in choices):
+                return None
             target = math.log(max(seq_len, 1))
             return min(choices, key=lambda c: abs(math.log(c["length"]) - target))["form"]
     return None
