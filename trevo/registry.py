@@ -49,7 +49,7 @@ FORMS = {
     "fft": "FFT convolution (the convolution theorem)",
     "sdpa": "torch.nn.functional.scaled_dot_product_attention",
     "absorbed": "attention in a compressed latent space, up-projections folded into queries and output (MLA)",
-    "sparse": "only the (query, key) pairs of a sparsity pattern, the keys gathered block by block (NSA, MoBA)",
+    "sparse": "only the (query, key) pairs of a sparsity pattern, block by block (NSA, MoBA, sliding window, strided)",
     "local": "the terms of a bounded neighbourhood computed directly, all farther terms as one shared (global) sum",
 }
 

@@ -37,6 +37,9 @@ Forms (``form``):
                 decay is applied elementwise.
   ``recurrent`` one step at a time: the inference form and the second reference.
 
+On CUDA with Triton installed the ``chunk`` form runs as the Triton kernels of
+``trevo.ops.triton.linear_recurrence`` (scalar and vector decay, no bonus; the same math).
+
 Every form takes an initial state and returns the final state. ``padding_mask`` ``[B, T]`` (True =
 real token) turns padded steps into no-ops (no write, no decay), so padding changes neither the
 outputs at real positions nor the final state.
@@ -49,6 +52,7 @@ import math
 import torch
 
 from trevo.errors import TrevoError
+from trevo.ops import triton as triton_kernels
 
 FORMS = ("quadratic", "chunk", "recurrent")
 
@@ -79,8 +83,18 @@ def linear_recurrence(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
     elif form == "chunk":
         if chunk_size < 1:
             raise TrevoError(f"chunk_size must be >= 1, got {chunk_size}")
-        o, S = _chunk(q, k, v, g, bonus, S0, chunk_size)
+        if triton_kernels.enabled(q, k, v, g, S0) and _triton_chunk_supports(chunk_size, bonus):
+            from trevo.ops.triton.linear_recurrence import chunk_linear_recurrence
+
+            o, S = chunk_linear_recurrence(q, k, v, g, S0, chunk_size)
+        else:
+            o, S = _chunk(q, k, v, g, bonus, S0, chunk_size)
     return o * scale, S
+
+
+def _triton_chunk_supports(chunk_size: int, bonus: torch.Tensor | None) -> bool:
+    """The Triton chunk kernels take a power-of-two chunk of at least 16 (``tl.dot``) and no bonus."""
+    return bonus is None and chunk_size >= 16 and chunk_size & (chunk_size - 1) == 0
 
 
 def _prepare(q, k, v, log_decay, bonus, initial_state, padding_mask):
