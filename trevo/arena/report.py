@@ -143,10 +143,9 @@ def _png(fig) -> str:
 
 def _plots(task: str, rows: list[Row], runs: list[Run], references: dict[str, float]) -> list[tuple[str, str]]:
     """(caption, base64 PNG) pairs for one task."""
-    import matplotlib
+    from trevo.plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     out = []
     if not rows:
