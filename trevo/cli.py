@@ -32,6 +32,7 @@ PLUGINS = {
     "export": "trevo.interop.cli",
     "eval": "trevo.interop.cli",
     "docs": "trevo.interop.cli",
+    "knn": "trevo.tools.cli",
 }
 
 

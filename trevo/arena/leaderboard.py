@@ -104,6 +104,7 @@ class Row:
     tokens_per_s: float
     peak_mem_mb: float
     flops_per_token: float
+    state_bytes: float | None  # generation state after a prefill of the task's length; None where not measured
     significant: bool | None  # vs the baseline; None for the baseline itself or too few seeds
     delta: float | None
     values: list[float]
@@ -137,12 +138,17 @@ def leaderboard(runs: list[Run], baseline: str | None) -> dict[str, list[Row]]:
                 tokens_per_s=statistics.fmean(r.tokens_per_s for r in rs),
                 peak_mem_mb=statistics.fmean(r.peak_mem_mb for r in rs),
                 flops_per_token=statistics.fmean(r.flops_per_token for r in rs),
+                state_bytes=_mean_or_none([r.state_bytes for r in rs]),
                 significant=significantly_different(values, base_values) if compare else None,
                 delta=statistics.fmean(values) - statistics.fmean(base_values) if compare else None,
                 values=values))
         rows.sort(key=lambda row: -row.test.mean if row.higher_is_better else row.test.mean)
         boards[task] = rows
     return boards
+
+
+def _mean_or_none(values: list[float | None]) -> float | None:
+    return None if not values or any(v is None for v in values) else statistics.fmean(values)
 
 
 def shown_label(row: Row, rows: list[Row]) -> str:

@@ -1,5 +1,5 @@
-"""The arena report's figures (matplotlib, the ``report`` extra): quality against throughput and
-against memory with the Pareto front, and training curves, as base64 PNGs for a standalone page."""
+"""The arena report's figures (matplotlib, the ``report`` extra): quality against throughput, against
+memory and against generation state with the Pareto front, and training curves, as base64 PNGs for a standalone page."""
 
 from __future__ import annotations
 
@@ -26,8 +26,11 @@ def task_plots(task: str, rows: list[Row], runs: list[Run], references: dict[str
     if not rows:
         return out
     metric, hib = rows[0].metric, rows[0].higher_is_better
-    for cost_name, cost in (("throughput (tokens/s, training)", lambda r: r.tokens_per_s),
-                            ("peak memory over baseline (MB)", lambda r: r.peak_mem_mb)):
+    costs = [("throughput (tokens/s, training)", lambda r: r.tokens_per_s),
+             ("peak memory over baseline (MB)", lambda r: r.peak_mem_mb)]
+    if all(r.state_bytes for r in rows):  # Zoology's recall against state size
+        costs.append(("generation state (KB)", lambda r: r.state_bytes / 1024))
+    for cost_name, cost in costs:
         fig, ax = plt.subplots(figsize=(6, 4))
         xs, ys = [cost(r) for r in rows], [r.test.mean for r in rows]
         errs = [0 if r.seeds < 2 else r.test.half_width for r in rows]

@@ -49,10 +49,11 @@ def _mark(row: Row) -> str:
 def board_table(rows: list[Row], baseline: str | None) -> Table:
     metric = rows[0].metric if rows else "metric"
     header = ["rank", "variant", "family", "params", "d_model", "expand", "lr", "seeds", f"test {metric} (95% CI)",
-              "vs baseline", f"val {metric}", "tokens/s", "peak MB", "MFLOP/token"]
+              "vs baseline", f"val {metric}", "tokens/s", "peak MB", "MFLOP/token", "state KB"]
     body = [[str(i), shown_label(r, rows), r.family, f"{r.params:,}", str(r.d_model), r.expand, f"{r.lr:g}",
              str(r.seeds), str(r.test), _mark(r) if baseline else "", f"{r.val.mean:.4f}", f"{r.tokens_per_s:,.0f}",
-             f"{r.peak_mem_mb:,.0f}", f"{r.flops_per_token / 1e6:,.2f}"] for i, r in enumerate(rows, 1)]
+             f"{r.peak_mem_mb:,.0f}", f"{r.flops_per_token / 1e6:,.2f}",
+             "" if r.state_bytes is None else f"{r.state_bytes / 1024:,.1f}"] for i, r in enumerate(rows, 1)]
     return Table(header, body, left={1, 2})
 
 
@@ -201,7 +202,8 @@ def _flat(r: Run) -> dict[str, Any]:
             "lr": r.lr, "status": r.status, "metric": r.metric,
             "val": (r.val or {}).get(r.metric or "", ""), "test": (r.test or {}).get(r.metric or "", ""),
             "params": r.params, "d_model": r.config["model"]["d_model"], "tokens_per_s": r.tokens_per_s,
-            "peak_mem_mb": r.peak_mem_mb, "flops_per_token": r.flops_per_token, "wall_s": r.wall_s,
+            "peak_mem_mb": r.peak_mem_mb, "flops_per_token": r.flops_per_token, "state_bytes": r.state_bytes,
+            "wall_s": r.wall_s,
             "error": (r.error or "").splitlines()[0] if r.error else ""}
 
 

@@ -44,6 +44,7 @@ CREATE TABLE IF NOT EXISTS runs (
     flops_per_token REAL,
     tokens_per_s REAL,
     peak_mem_mb REAL,
+    state_bytes INTEGER,           -- generation state after a prefill of the task's length (KV cache or RNN state)
     wall_s REAL,
     versions TEXT,                 -- JSON: trevo, torch, device
     error TEXT,
@@ -60,7 +61,7 @@ CREATE TABLE IF NOT EXISTS sweeps (
 );
 """
 # Columns added to a table after the first release: (table, column, type), added to older stores.
-ADDED_COLUMNS = (("sweeps", "keys", "TEXT"), ("sweeps", "planned", "REAL"))
+ADDED_COLUMNS = (("sweeps", "keys", "TEXT"), ("sweeps", "planned", "REAL"), ("runs", "state_bytes", "INTEGER"))
 # SQLite's result codes for a file that cannot serve as the store (as opposed to a bug in a query).
 UNUSABLE = {"SQLITE_CORRUPT", "SQLITE_NOTADB", "SQLITE_READONLY", "SQLITE_IOERR", "SQLITE_CANTOPEN", "SQLITE_FULL",
             "SQLITE_PERM", "SQLITE_AUTH"}
@@ -92,6 +93,7 @@ class Run:
     flops_per_token: float | None = None
     tokens_per_s: float | None = None
     peak_mem_mb: float | None = None
+    state_bytes: int | None = None
     wall_s: float | None = None
     versions: dict[str, Any] | None = None
     error: str | None = None
