@@ -160,6 +160,11 @@ def test_a_bug_still_shows_its_traceback(monkeypatch, tmp_path):
     (["generate", "--run", "x", "--tokens", "-5"], "--tokens: '-5': expected an integer ≥ 0"),
     (["generate", "--run", "x", "--temperature", "nan"], "--temperature: 'nan': expected a finite number ≥ 0"),
     (["generate", "--run", "x", "--temperature", "-1"], "--temperature: '-1': expected a finite number ≥ 0"),
+    (["knn", "x", "--k", "0"], "--k: '0': expected an integer ≥ 1"),
+    (["knn", "x", "--eval-batches", "-2"], "--eval-batches: '-2': expected an integer ≥ 1"),
+    (["knn", "x", "--store-batches", "0"], "--store-batches: '0': expected an integer ≥ 1"),
+    (["knn", "x", "--lam", "nan"], "--lam: 'nan': expected a finite number in [0, 1]"),
+    (["knn", "x", "--temperature", "0"], "--temperature: '0': expected a finite number > 0"),
     (["tasks", "show", "mqar", "--out", "x", "-n", "0"], "-n: '0': expected an integer in [1, 1024]"),
 ])
 def test_bad_command_line_numbers(argv, message, capsys):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from trevo.validation import cli_number
+
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     s = sub.add_parser(name, help="kNN-LM: a trained LM interpolated with retrieval from its training contexts",
@@ -12,13 +14,15 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
                                    "data, then report bits per token of the LM and of the kNN-LM interpolation "
                                    "(Khandelwal et al. 2020) on a split.")
     s.add_argument("run_dir", metavar="RUN", help="a run directory of a causal LM (byte_lm or token_lm)")
-    s.add_argument("--store-batches", type=int, default=64, help="training batches stored in the datastore")
-    s.add_argument("--batch-size", type=int, default=16)
-    s.add_argument("--k", type=int, default=8, help="neighbours retrieved")
-    s.add_argument("--lam", type=float, default=0.25, help="the interpolation weight λ of p_kNN")
-    s.add_argument("--temperature", type=float, default=1.0, help="τ in exp(−d/τ)")
+    s.add_argument("--store-batches", type=cli_number(int, ge=1), default=64,
+                   help="training batches stored in the datastore")
+    s.add_argument("--batch-size", type=cli_number(int, ge=1), default=16)
+    s.add_argument("--k", type=cli_number(int, ge=1), default=8, help="neighbours retrieved")
+    s.add_argument("--lam", type=cli_number(float, ge=0, le=1), default=0.25,
+                   help="the interpolation weight λ of p_kNN")
+    s.add_argument("--temperature", type=cli_number(float, gt=0), default=1.0, help="τ in exp(−d/τ)")
     s.add_argument("--split", default="val", choices=("val", "test"))
-    s.add_argument("--eval-batches", type=int, default=8)
+    s.add_argument("--eval-batches", type=cli_number(int, ge=1), default=8)
     s.add_argument("--json", action="store_true", help="machine-readable output")
     s.set_defaults(run=_knn)
 
