@@ -24,11 +24,13 @@ from typing import Any
 import torch
 
 from trevo.bench import measure as M
-from trevo.bench.mixers import DTYPES, build, machine_meta, skip_reason
-from trevo.bench.output import fmt, markdown_table
+from trevo.bench.mixers import build, machine_meta, skip_reason
+from trevo.bench.output import fmt, table_of
 from trevo.bench.runner import Row, heartbeat, run_points
+from trevo.dtypes import DTYPES
 from trevo.errors import TrevoError
 from trevo.registry import get, names
+from trevo.tables import markdown
 
 MODES = ("fwdbwd", "fwd")
 TOLERANCE = 1.10  # the bound: auto within 10 % of the fastest exact form
@@ -177,4 +179,4 @@ def check(result: dict[str, Any]) -> tuple[str, bool]:
                       default, fmt(ms.get(default, math.nan) / ms[best], 3)])
     header = ["mixer", "mode", "T", "auto picks", "ms", "fastest", "ms", "auto/fastest", "first listed",
               "first/fastest"]
-    return markdown_table(header, lines), fine
+    return markdown(table_of(header, lines)), fine

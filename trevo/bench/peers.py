@@ -25,9 +25,10 @@ import torch.nn.functional as F
 
 from trevo.bench import measure as M
 from trevo.bench.mixers import machine_meta
-from trevo.bench.output import fmt, markdown_table
+from trevo.bench.output import fmt, table_of
 from trevo.bench.runner import Row, heartbeat, run_points
 from trevo.errors import TrevoError
+from trevo.tables import markdown
 
 TOLERANCE = 1e-3  # float32 over thousands of recurrent steps
 INSTALL = "install the peers extra: pip install 'trevo[peers]' && pip install --no-deps fla-core==0.6.0"
@@ -333,4 +334,4 @@ def table(result: dict[str, Any]) -> str:
     lines = [[r.get("what", r["pair"]), r["peer"], r["mode"], r["length"], fmt(r.get("trevo_ms")),
               fmt(r.get("peer_ms")), fmt(r.get("speedup"), 3), fmt(r.get("max_rel_error"), 2),
               r["status"] + (f": {r['reason']}" if r["status"] != "ok" else "")] for r in result["rows"]]
-    return markdown_table(header, lines)
+    return markdown(table_of(header, lines))
