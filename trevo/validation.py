@@ -169,11 +169,14 @@ OPTION_RULES: dict[str, Rule] = {
 _POSITIVE_NAME = re.compile(r"n_[a-z_]+|[a-z_]+_(size|low_rank_dim|head_dim|n_heads)")
 
 
-def option_rule(name: str) -> Rule | None:
-    """The bounds of option ``name`` in every component that takes it (None: none declared)."""
+def option_rule(name: str, hint: Any = Any) -> Rule | None:
+    """The bounds of option ``name`` (declared as ``hint``) in every component that takes it (None: none
+    declared). A name that reads as a size or a count bounds integers only (``init_size=0.5`` is a fraction)."""
     if name in OPTION_RULES:
         return OPTION_RULES[name]
-    return _POSITIVE_INT if _POSITIVE_NAME.fullmatch(name) else None
+    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    integer = hint is int or (union and int in typing.get_args(hint))
+    return _POSITIVE_INT if integer and _POSITIVE_NAME.fullmatch(name) else None
 
 
 def _init_of(factory: Any) -> Any:
@@ -199,7 +202,7 @@ def option_problems(entry: Any, options: dict[str, Any], where: str) -> list[str
             hint = hints.get(var_kw, Any)
         else:
             continue
-        problem = check(f"{where}.{name}", value, hint, option_rule(name))
+        problem = check(f"{where}.{name}", value, hint, option_rule(name, hint))
         if problem:
             problems.append(problem)
     return problems
