@@ -1,0 +1,104 @@
+"""The fitness ladder after the search, and the final leaderboard.
+
+As the Evolved Transformer's progressive dynamic hurdles (So, Liang & Le 2019) and STAR's staged
+evaluation (arXiv 2411.17800): cheap fitness for every genome (the search), a longer budget with more
+seeds for the best ``promote.top`` of the Pareto set, and a final stage where the best ``final.top`` of
+those and the Transformer++ baseline (softmax attention + RoPE + SwiGLU + RMSNorm, pre-norm) train with
+the same learning rates (the best on validation kept, per genome, as the arena chooses) and the same
+seeds, at equal parameters; their test metrics are compared paired by seed (a paired t-test). Each rung
+is saved in the state when done, so a re-run skips it. The winner — the best final quality — is written
+as ``OUT/winner.yaml``, a run config ``trevo train --config`` runs as it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from trevo.arena.runner import DB_NAME
+from trevo.arena.stats import estimate, paired_t_test
+from trevo.arena.store import Store
+from trevo.config import RunConfig
+from trevo.evolve.search import evaluate, objectives, save_state
+from trevo.evolve.selection import pareto_set
+from trevo.evolve.spec import Spec
+from trevo.models.genome import Genome
+
+
+def _by_quality(entries: dict[str, dict[str, Any]], hashes: list[str]) -> list[str]:
+    return sorted((h for h in hashes if not entries[h]["crashed"]), key=lambda h: entries[h]["quality"])
+
+
+def run_ladder(spec: Spec, state: dict[str, Any], out: Path, workers: int, log: Callable[[str], None]) -> None:
+    archive, stages = state["archive"], state["stages"]
+    front = pareto_set([(h, objectives(e, spec.objectives)) for h, e in archive.items() if not e["crashed"]])
+    state["pareto"] = front
+    candidates, scores = _by_quality(archive, front), archive
+    if "promote" in spec.stages:
+        if "promote" not in stages:
+            picked = candidates[:spec.stages["promote"].top]
+            log(f"promote stage: {len(picked)} genome(s) of the Pareto set of {len(front)}")
+            results = evaluate(spec, "promote", [Genome.from_dict(archive[h]["genome"]) for h in picked], out,
+                               workers, log)
+            stages["promote"] = {h: results[archive[h]["line"]] for h in picked}
+            save_state(out, state)
+        scores = stages["promote"]
+        candidates = _by_quality(scores, list(scores))
+    if "final" in spec.stages and "final" not in stages:
+        picked = candidates[:spec.stages["final"].top]
+        log(f"final stage: {len(picked)} genome(s) and the baseline {spec.baseline.line()}")
+        results = evaluate(spec, "final", [Genome.from_dict(archive[h]["genome"]) for h in picked], out, workers,
+                           log, baseline=True)
+        stages["final"] = {"genomes": {h: results[archive[h]["line"]] for h in picked},
+                           "baseline": results["baseline"]}
+        save_state(out, state)
+    last = stages["final"]["genomes"] if "final" in stages else scores
+    ranked = _by_quality(last, list(last)) if last else []
+    if ranked:
+        state["winner"] = ranked[0]
+        write_winner(out, last[ranked[0]]["runs"], Store(out / DB_NAME))
+        save_state(out, state)
+        log(f"winner: {archive[ranked[0]]['line']} (written to {out / 'winner.yaml'})")
+
+
+def write_winner(out: Path, run_keys: list[str], store: Store) -> Path:
+    """The winner's run config (its chosen learning rate, the first seed, its matched width) as YAML."""
+    runs = sorted((store.get(k) for k in run_keys), key=lambda r: (r.task, r.seed))
+    path = out / "winner.yaml"
+    RunConfig.from_dict(runs[0].config).save(path)
+    return path
+
+
+def leaderboard(spec: Spec, state: dict[str, Any], store: Store) -> list[dict[str, Any]]:
+    """The final stage's rows, baseline first: per task the test metric's mean and 95% interval over
+    seeds, and against the baseline the mean paired difference and its p-value (paired by seed)."""
+    final = state.get("stages", {}).get("final")
+    if not final:
+        return []
+    entries = [("baseline", spec.baseline.line(), final["baseline"])]
+    entries += [(h, state["archive"][h]["line"], r) for h, r in final["genomes"].items()]
+
+    def per_seed(result: dict[str, Any]) -> dict[str, dict[int, float]]:
+        out: dict[str, dict[int, float]] = {}
+        for key in result.get("runs") or []:
+            r = store.get(key)
+            if r is not None and r.status == "done" and r.test and r.metric in r.test:
+                out.setdefault(r.task, {})[r.seed] = r.test[r.metric]
+        return out
+
+    base = per_seed(final["baseline"])
+    rows = []
+    for key, line, result in entries:
+        mine = per_seed(result)
+        row = {"key": key, "line": line, "crashed": result["crashed"], "params": result["params"],
+               "state_bytes": result["state_bytes"], "tokens_per_s": result["tokens_per_s"], "tasks": {}}
+        for task, seeds in mine.items():
+            shared = sorted(set(seeds) & set(base.get(task, {})))
+            diff, p = None, None
+            if shared and key != "baseline":
+                diff, p = paired_t_test([seeds[s] for s in shared], [base[task][s] for s in shared])
+            row["tasks"][task] = {"estimate": estimate(list(seeds.values())), "diff": diff, "p": p,
+                                  "seeds": len(seeds)}
+        rows.append(row)
+    return rows
