@@ -15,8 +15,8 @@ from trevo.registry import create, get
 
 INFOS = [create("task", "mqar", seq_len=32, n_pairs=4, vocab_size=32).info,
          create("task", "byte_lm", seq_len=32).info]
-SPACE_SPEC = {"mixers": ["softmax_attention", "gla", {"name": "sliding_window_attention", "options": {"window": [8, 16]}},
-                         "mamba", "hyena"],
+SWA = {"name": "sliding_window_attention", "options": {"window": [8, 16]}}
+SPACE_SPEC = {"mixers": ["softmax_attention", "gla", SWA, "mamba", "hyena"],
               "channels": ["swiglu", "mlp", "none"], "norms": ["rmsnorm", "layernorm"],
               "residuals": ["prenorm", "postnorm", "sandwich"], "positions": ["rope"],
               "depth": [2, 6], "period": [1, 3], "d_model": 32}

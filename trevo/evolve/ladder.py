@@ -57,9 +57,10 @@ def run_ladder(spec: Spec, state: dict[str, Any], out: Path, workers: int, log: 
     ranked = _by_quality(last, list(last)) if last else []
     if ranked:
         state["winner"] = ranked[0]
-        write_winner(out, last[ranked[0]]["runs"], Store(out / DB_NAME))
         save_state(out, state)
-        log(f"winner: {archive[ranked[0]]['line']} (written to {out / 'winner.yaml'})")
+        if last[ranked[0]]["runs"]:
+            path = write_winner(out, last[ranked[0]]["runs"], Store(out / DB_NAME))
+            log(f"winner: {archive[ranked[0]]['line']} (its run config: {path})")
 
 
 def write_winner(out: Path, run_keys: list[str], store: Store) -> Path:

@@ -27,6 +27,6 @@ def plan_text(spec: Spec, strategy: str) -> str:
                      f"{stage.seeds}, lrs {stage.lrs or [spec.base.train.lr]} → {per_genome} run(s) per genome")
     lines.append("baseline at each stage:")
     for name in spec.stages:
-        for run in plan_sweep(spec.sweep(name, [], baseline=True))[:len(spec.stages[name].tasks)]:
+        for run in {r.task: r for r in plan_sweep(spec.sweep(name, [], baseline=True))}.values():
             lines.append(f"  {name:<8} {run.task:<10} d_model {run.config.model.d_model}, {run.params:,} parameters")
     return "\n".join(lines)

@@ -39,7 +39,7 @@ from trevo.errors import TrevoError
 from trevo.evolve.operators import crossover, mutate
 from trevo.evolve.selection import WORST, nsga2_select, ranks, tournament
 from trevo.evolve.spec import Spec
-from trevo.models.genome import Genome
+from trevo.models.genome import Genome, GenomeError
 
 STRATEGIES = ("evolution", "random")
 CRASHED = {"crashed": True, "error": None, "quality": None, "state_bytes": None, "tokens_per_s": None, "params": None,
@@ -169,13 +169,19 @@ def _offspring(spec: Spec, state: dict[str, Any], strategy: str, generation: int
             continue
         a = tournament(population, rank, rng)
         parent = Genome.from_dict(archive[a]["genome"])
-        if rng.random() < spec.crossover and len(population) > 1:
-            b = tournament([h for h in population if h != a], rank, rng)
-            child, edit = crossover(parent, Genome.from_dict(archive[b]["genome"]), space, rng)
-            add(child, [a, b], edit.describe())
-        else:
+        try:
+            if rng.random() < spec.crossover and len(population) > 1:
+                b = tournament([h for h in population if h != a], rank, rng)
+                try:
+                    child, edit = crossover(parent, Genome.from_dict(archive[b]["genome"]), space, rng)
+                    add(child, [a, b], edit.describe())
+                    continue
+                except GenomeError:  # two parents with no valid child between them: mutate instead
+                    pass
             child, edit = mutate(parent, space, rng)
             add(child, [a], edit.describe())
+        except GenomeError:  # a parent with no valid neighbour: draw other parents
+            continue
     return children
 
 

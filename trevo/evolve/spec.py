@@ -224,6 +224,9 @@ def parse_spec(data: Any, where: str = "spec") -> Spec:
     context = data.get("context", 1024)
     if not _int(context, 1):
         problems.append(f"context: the prefill length state bytes are measured at (≥ 1), got {context!r}")
+    if not _int(data.get("seed", 0), 0):
+        problems.append(f"seed: a non-negative integer, got {data.get('seed')!r}")
+        data = {**data, "seed": 0}
     budget = data.get("param_budget")
     if budget is not None and not _int(budget, 1):
         problems.append(f"param_budget: a positive integer, got {budget!r}")
@@ -239,14 +242,15 @@ def parse_spec(data: Any, where: str = "spec") -> Spec:
         for key, g in genomes.items():
             if key != "baseline":
                 problems += [f"{key}: {p}" for p in space.problems(g)]
-    if not problems:
-        spec = Spec(name=str(data.get("name") or Path(where).stem), base=base, space=space, stages=stages,
-                    baseline=genomes["baseline"], param_budget=budget, population=population,
-                    generations=generations, crossover=float(crossover), objectives=tuple(objectives),
-                    context=context, seed=int(data.get("seed", 0)),
-                    initial=[g for k, g in genomes.items() if k != "baseline"],
-                    description=str(data.get("description", "")), data=data)
-        problems += budget_problems(spec)
+    spec = Spec(name=str(data.get("name") or Path(where).stem), base=base, space=space, stages=stages,
+                baseline=genomes.get("baseline") or Genome.parse(TRANSFORMER_PP), param_budget=budget,
+                population=population, generations=generations, crossover=float(crossover) if isinstance(
+                    crossover, (int, float)) else 0.5, objectives=tuple(objectives or ()), context=context,
+                seed=int(data.get("seed", 0)), initial=[g for k, g in genomes.items() if k != "baseline"],
+                description=str(data.get("description", "")), data=data)
+    broken = any(p.startswith(("base", "stages", "task ")) for p in problems)
+    if "cheap" in stages and "baseline" in genomes and not broken:
+        problems += budget_problems(spec)  # the tasks and the budget, checked beside the space's problems
     if problems:
         raise SpecError(f"{where}: the search cannot run; nothing was started:\n  - " + "\n  - ".join(problems))
     return spec
