@@ -34,6 +34,9 @@ def _fake_evaluate(calls):
             x = int(hashlib.sha256(g.hash.encode()).hexdigest()[:8], 16) / 2**32
             results[g.line()] = {"crashed": False, "error": None, "quality": 1 + x, "state_bytes": 100 * g.n_layers,
                                  "tokens_per_s": 1000.0, "params": 1, "runs": []}
+        if baseline:
+            results["baseline"] = {"crashed": False, "error": None, "quality": 1.5, "state_bytes": 400,
+                                   "tokens_per_s": 1000.0, "params": 1, "runs": []}
         return results
     return evaluate
 

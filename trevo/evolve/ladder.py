@@ -35,6 +35,9 @@ def run_ladder(spec: Spec, state: dict[str, Any], out: Path, workers: int, log: 
     front = pareto_set([(h, objectives(e, spec.objectives)) for h, e in archive.items() if not e["crashed"]])
     state["pareto"] = front
     candidates, scores = _by_quality(archive, front), archive
+    if "baseline" not in stages:  # the baseline's cheap fitness: its place beside the Pareto set
+        stages["baseline"] = evaluate(spec, "cheap", [], out, workers, log, baseline=True)["baseline"]
+        save_state(out, state)
     if "promote" in spec.stages:
         if "promote" not in stages:
             picked = candidates[:spec.stages["promote"].top]
