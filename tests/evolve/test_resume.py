@@ -17,6 +17,9 @@ import pytest
 import yaml
 
 from tests.evolve.conftest import tiny_spec
+from trevo.arena.store import Store
+from trevo.config import RunConfig
+from trevo.train import train
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = tiny_spec(stages={"cheap": {"tasks": [{"label": "lm", "set": {"task.name": "byte_lm", "task.seq_len": 16}}],
@@ -74,3 +77,11 @@ def test_kill_9_and_rerun_ends_where_an_uninterrupted_search_ends(tmp_path):
     assert "resuming" in done.stdout
     assert _result(killed) == _result(whole)
     assert (killed / "winner.yaml").read_text() == (whole / "winner.yaml").read_text()
+
+    # winner.yaml is a run config `trevo train` runs as it is: the same result as the winner's final run.
+    cfg = RunConfig.load(whole / "winner.yaml")
+    trained = train(cfg, tmp_path / "winner", progress=False)
+    state = json.loads((whole / "evolve-evolution.json").read_text())
+    runs = [Store(whole / "arena.sqlite").get(k) for k in state["stages"]["final"]["genomes"][state["winner"]]["runs"]]
+    recorded = next(r for r in runs if r.seed == cfg.train.seed)
+    assert trained["final"]["bpb"] == pytest.approx(recorded.val["bpb"], rel=1e-6)
