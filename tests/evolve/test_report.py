@@ -61,3 +61,23 @@ def test_report_escapes_user_strings_and_traces_the_winner(tmp_path, monkeypatch
     assert all(child["parents"][0] == parent["key"] for child, parent in zip(chain, chain[1:], strict=False))
     assert "lineage" in text and "Pareto set" in text and "← baseline" in text
     assert md("a|b*c") == "a\\|b\\*c"
+
+
+def test_the_ablation_reverts_each_difference_from_the_baseline_once():
+    from trevo.evolve.ablation import reversions
+    from trevo.models.genome import Genome
+    from trevo.registry import create, get
+
+    winner = Genome.parse("4×d32 [gla|channel=none,attn+rope] swiglu rmsnorm post")
+    baseline = Genome.parse("2×d32 [attn+rope] swiglu rmsnorm pre")
+    kept, skipped = reversions(winner, baseline, [create("task", "byte_lm", seq_len=16).info])
+    got = {what: g.line() for what, g in kept}
+    assert got["mixer → baseline's"] == "4×d32 [attn|channel=none,attn+rope] swiglu rmsnorm post"
+    assert got["channel → baseline's"] == "4×d32 [gla,attn+rope] swiglu rmsnorm post"
+    assert got["residual → baseline's"] == "4×d32 [gla|channel=none,attn+rope] swiglu rmsnorm pre"
+    assert got["depth 4 → 2"] == "2×d32 [gla|channel=none,attn+rope] swiglu rmsnorm post"
+    if "rope" in get("mixer", "gla").relative_positions:
+        assert "position → baseline's" in got
+    else:  # RoPE on GLA is not a valid genome: skipped, with the reason
+        assert any(s.startswith("position → baseline's") for s in skipped)
+    assert "norm → baseline's" not in got  # the same norm everywhere: nothing to revert

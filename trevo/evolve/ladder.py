@@ -20,6 +20,7 @@ from trevo.arena.runner import DB_NAME
 from trevo.arena.stats import estimate, paired_t_test
 from trevo.arena.store import Store
 from trevo.config import RunConfig
+from trevo.evolve.ablation import reversions
 from trevo.evolve.search import evaluate, objectives, save_state
 from trevo.evolve.selection import pareto_set
 from trevo.evolve.spec import Spec
@@ -57,6 +58,16 @@ def run_ladder(spec: Spec, state: dict[str, Any], out: Path, workers: int, log: 
                            "baseline": results["baseline"]}
         save_state(out, state)
     last = stages["final"]["genomes"] if "final" in stages else scores
+    if "final" in stages and spec.stages["final"].ablate and "ablation" not in stages:
+        ranked = _by_quality(last, list(last))
+        if ranked:
+            kept, skipped = reversions(Genome.from_dict(archive[ranked[0]]["genome"]), spec.baseline, spec.space.infos)
+            for reason in skipped:
+                log(f"  ablation skips {reason}")
+            log(f"ablation of the winner: {len(kept)} difference(s) from the baseline, each reverted")
+            results = evaluate(spec, "final", [g for _, g in kept], out, workers, log)
+            stages["ablation"] = [{"reverted": what, "line": g.line(), **results[g.line()]} for what, g in kept]
+            save_state(out, state)
     ranked = _by_quality(last, list(last)) if last else []
     if ranked:
         state["winner"] = ranked[0]
@@ -74,35 +85,52 @@ def write_winner(out: Path, run_keys: list[str], store: Store) -> Path:
     return path
 
 
+def per_seed(result: dict[str, Any], store: Store) -> dict[str, dict[int, float]]:
+    """Per task, per seed: the test metric of an evaluation's chosen runs."""
+    out: dict[str, dict[int, float]] = {}
+    for key in result.get("runs") or []:
+        r = store.get(key)
+        if r is not None and r.status == "done" and r.test and r.metric in r.test:
+            out.setdefault(r.task, {})[r.seed] = r.test[r.metric]
+    return out
+
+
+def _rows(entries: list[tuple[str, str, dict[str, Any]]], reference: dict[str, Any] | None,
+          store: Store) -> list[dict[str, Any]]:
+    """Per entry and task: the test metric's mean and 95% interval over seeds, and the mean paired
+    difference from ``reference`` (paired by seed) with its p-value."""
+    ref = per_seed(reference, store) if reference else {}
+    rows = []
+    for key, line, result in entries:
+        row = {"key": key, "line": line, "crashed": result["crashed"], "params": result["params"],
+               "state_bytes": result["state_bytes"], "tokens_per_s": result["tokens_per_s"], "tasks": {}}
+        for task, seeds in per_seed(result, store).items():
+            shared = sorted(set(seeds) & set(ref.get(task, {})))
+            diff, p = None, None
+            if shared and result is not reference:
+                diff, p = paired_t_test([seeds[s] for s in shared], [ref[task][s] for s in shared])
+            row["tasks"][task] = {"estimate": estimate(list(seeds.values())), "diff": diff, "p": p,
+                                  "seeds": len(seeds)}
+        rows.append(row)
+    return rows
+
+
 def leaderboard(spec: Spec, state: dict[str, Any], store: Store) -> list[dict[str, Any]]:
-    """The final stage's rows, baseline first: per task the test metric's mean and 95% interval over
-    seeds, and against the baseline the mean paired difference and its p-value (paired by seed)."""
+    """The final stage's rows, baseline first, each compared with the baseline paired by seed."""
     final = state.get("stages", {}).get("final")
     if not final:
         return []
     entries = [("baseline", spec.baseline.line(), final["baseline"])]
     entries += [(h, state["archive"][h]["line"], r) for h, r in final["genomes"].items()]
+    return _rows(entries, final["baseline"], store)
 
-    def per_seed(result: dict[str, Any]) -> dict[str, dict[int, float]]:
-        out: dict[str, dict[int, float]] = {}
-        for key in result.get("runs") or []:
-            r = store.get(key)
-            if r is not None and r.status == "done" and r.test and r.metric in r.test:
-                out.setdefault(r.task, {})[r.seed] = r.test[r.metric]
-        return out
 
-    base = per_seed(final["baseline"])
-    rows = []
-    for key, line, result in entries:
-        mine = per_seed(result)
-        row = {"key": key, "line": line, "crashed": result["crashed"], "params": result["params"],
-               "state_bytes": result["state_bytes"], "tokens_per_s": result["tokens_per_s"], "tasks": {}}
-        for task, seeds in mine.items():
-            shared = sorted(set(seeds) & set(base.get(task, {})))
-            diff, p = None, None
-            if shared and key != "baseline":
-                diff, p = paired_t_test([seeds[s] for s in shared], [base[task][s] for s in shared])
-            row["tasks"][task] = {"estimate": estimate(list(seeds.values())), "diff": diff, "p": p,
-                                  "seeds": len(seeds)}
-        rows.append(row)
-    return rows
+def ablation(state: dict[str, Any], store: Store) -> list[dict[str, Any]]:
+    """The winner and each of its reversions, compared with the winner paired by seed."""
+    stages, winner = state.get("stages", {}), state.get("winner")
+    if not stages.get("ablation") or winner not in stages.get("final", {}).get("genomes", {}):
+        return []
+    reference = stages["final"]["genomes"][winner]
+    entries = [("winner", state["archive"][winner]["line"], reference)]
+    entries += [(a["reverted"], a["line"], a) for a in stages["ablation"]]
+    return _rows(entries, reference, store)

@@ -22,7 +22,7 @@ from typing import Any
 
 from trevo.arena.runner import DB_NAME
 from trevo.arena.store import Store
-from trevo.evolve.ladder import leaderboard
+from trevo.evolve.ladder import ablation, leaderboard
 from trevo.evolve.search import STRATEGIES, objectives, state_path
 from trevo.evolve.selection import WORST, pareto_set
 from trevo.evolve.spec import Spec
@@ -109,22 +109,29 @@ def _tables(spec: Spec, states: dict[str, dict[str, Any]], store: Store) -> list
     if winner:
         tables.append(("The winner's lineage (winner first)", ["generation", "genome", "made by", "quality"],
                        [[e["generation"], e["line"], e["edit"], _num(e["quality"])] for e in lineage(main, winner)]))
-    board = leaderboard(spec, main, store)
-    if board:
-        tasks = sorted({t for r in board for t in r["tasks"]})
-        header = ["genome", "params", "state bytes", "tokens/s"]
-        for t in tasks:
-            header += [f"{t} test (mean ± 95%)", f"{t} Δ vs baseline", f"{t} paired p"]
-        rows = []
-        for r in board:
-            row = [("baseline: " if r["key"] == "baseline" else "") + r["line"], _num(r["params"]),
-                   _num(r["state_bytes"]), _num(r["tokens_per_s"], 0)]
-            for t in tasks:
-                cell = r["tasks"].get(t)
-                row += [str(cell["estimate"]), _num(cell["diff"]), _num(cell["p"])] if cell else ["crashed", "", ""]
-            rows.append(row)
-        tables.append(("Final leaderboard (held-out test metric, seeds paired with the baseline's)", header, rows))
+    for title, board in [("Final leaderboard (held-out test metric; Δ and p paired by seed with the baseline)",
+                          leaderboard(spec, main, store)),
+                         ("Ablation of the winner (each difference from the baseline reverted; Δ and p paired by "
+                          "seed with the winner)", ablation(main, store))]:
+        if board:
+            tables.append(_board(title, board))
     return tables
+
+
+def _board(title: str, board: list[dict[str, Any]]) -> tuple[str, list[str], list[list]]:
+    tasks = sorted({t for r in board for t in r["tasks"]})
+    header = ["genome", "params", "state bytes", "tokens/s"]
+    for t in tasks:
+        header += [f"{t} test (mean ± 95%)", f"{t} Δ", f"{t} paired p"]
+    rows = []
+    for r in board:
+        row = [r["line"] if r["key"] == r["line"] or len(r["key"]) == 64 else f"{r['key']}: {r['line']}",
+               _num(r["params"]), _num(r["state_bytes"]), _num(r["tokens_per_s"], 0)]
+        for t in tasks:
+            cell = r["tasks"].get(t)
+            row += [str(cell["estimate"]), _num(cell["diff"]), _num(cell["p"])] if cell else ["crashed", "", ""]
+        rows.append(row)
+    return title, header, rows
 
 
 def write_report(out: str | Path, spec: Spec) -> dict[str, Path]:

@@ -48,7 +48,7 @@ from trevo.registry import create
 SPEC_FIELDS = {"name", "description", "seed", "base", "param_budget", "space", "search", "objectives", "context",
                "baseline", "stages", "initial"}
 STAGES = ("cheap", "promote", "final")
-STAGE_FIELDS = {"tasks", "steps", "seeds", "lrs", "top", "set"}
+STAGE_FIELDS = {"tasks", "steps", "seeds", "lrs", "top", "set", "ablate"}
 OBJECTIVES = ("quality", "state_bytes", "tokens_per_s")
 TRANSFORMER_PP = "4×d64 [attn+rope] swiglu rmsnorm pre"
 BUDGET_TOLERANCE = 0.25  # a baseline further than this from the budget at its best width: impossible
@@ -70,6 +70,7 @@ class Stage:
     lrs: list[float]
     top: int | None = None
     set: dict[str, Any] = field(default_factory=dict)
+    ablate: bool = True  # final stage only: train the winner's ablation (trevo.evolve.ablation)
 
 
 @dataclass
@@ -170,7 +171,11 @@ def _stage(name: str, data: Any, previous: Stage | None, problems: list[str]) ->
     if not isinstance(sets, dict):
         problems.append(f"{where}.set: a mapping of dotted config keys, got {sets!r}")
         sets = {}
-    return Stage(name, tasks, steps if _int(steps, 1) else 1, seeds, [float(x) for x in lrs], top, sets)
+    ablate = data.get("ablate", True)
+    if not isinstance(ablate, bool):
+        problems.append(f"{where}.ablate: true or false, got {ablate!r}")
+    return Stage(name, tasks, steps if _int(steps, 1) else 1, seeds, [float(x) for x in lrs], top, sets,
+                 ablate is not False)
 
 
 def parse_spec(data: Any, where: str = "spec") -> Spec:
