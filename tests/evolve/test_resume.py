@@ -24,7 +24,7 @@ from trevo.train import train
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = tiny_spec(stages={"cheap": {"tasks": [{"label": "lm", "set": {"task.name": "byte_lm", "task.seq_len": 16}}],
                                    "steps": 4, "seeds": [0]},
-                         "final": {"top": 1, "steps": 4, "seeds": [0, 1]}})
+                         "final": {"top": 1, "steps": 4, "seeds": [0, 1], "ablate": False}})
 
 
 def _command(spec: Path, out: Path) -> list[str]:
