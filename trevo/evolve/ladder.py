@@ -7,7 +7,8 @@ those and the Transformer++ baseline (softmax attention + RoPE + SwiGLU + RMSNor
 the same learning rates (the best on validation kept, per genome, as the arena chooses) and the same
 seeds, at equal parameters; their test metrics are compared paired by seed (a paired t-test). Each rung
 is saved in the state when done, so a re-run skips it. The winner — the best final quality — is written
-as ``OUT/winner.yaml``, a run config ``trevo train --config`` runs as it is.
+as ``OUT/winner.yaml`` (``OUT/winner-random.yaml`` for the random control), a run config
+``trevo train --config`` runs as it is.
 """
 
 from __future__ import annotations
@@ -73,14 +74,18 @@ def run_ladder(spec: Spec, state: dict[str, Any], out: Path, workers: int, log: 
         state["winner"] = ranked[0]
         save_state(out, state)
         if last[ranked[0]]["runs"]:
-            path = write_winner(out, last[ranked[0]]["runs"], Store(out / DB_NAME))
+            path = write_winner(out / winner_file(state["strategy"]), last[ranked[0]]["runs"], Store(out / DB_NAME))
             log(f"winner: {archive[ranked[0]]['line']} (its run config: {path})")
 
 
-def write_winner(out: Path, run_keys: list[str], store: Store) -> Path:
+def winner_file(strategy: str) -> str:
+    """Where a strategy's winner is written: the search's own, and the control's beside it."""
+    return "winner.yaml" if strategy == "evolution" else f"winner-{strategy}.yaml"
+
+
+def write_winner(path: Path, run_keys: list[str], store: Store) -> Path:
     """The winner's run config (its chosen learning rate, the first seed, its matched width) as YAML."""
     runs = sorted((store.get(k) for k in run_keys), key=lambda r: (r.task, r.seed))
-    path = out / "winner.yaml"
     RunConfig.from_dict(runs[0].config).save(path)
     return path
 

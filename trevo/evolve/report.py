@@ -22,7 +22,7 @@ from typing import Any
 
 from trevo.arena.runner import DB_NAME
 from trevo.arena.store import Store
-from trevo.evolve.ladder import ablation, leaderboard
+from trevo.evolve.ladder import ablation, leaderboard, winner_file
 from trevo.evolve.search import STRATEGIES, objectives, state_path
 from trevo.evolve.selection import WORST, pareto_set
 from trevo.evolve.spec import Spec
@@ -144,12 +144,13 @@ def write_report(out: str | Path, spec: Spec) -> dict[str, Path]:
         raise TrevoError(f"no search state in {out}: run `trevo evolve SPEC --out {out}` first")
     store = Store(out / DB_NAME)
     tables = _tables(spec, states, store)
-    main = states.get("evolution") or next(iter(states.values()))
+    strategy = "evolution" if "evolution" in states else next(iter(states))
+    main = states[strategy]
     winner = main["archive"].get(main.get("winner") or "", {}).get("line")
     curves = {s: [(h["evaluations"], h["best"]) for h in _best_so_far(st["history"])] for s, st in states.items()}
     counts = ", ".join(f"{s} ({len(st['archive'])} genomes)" for s, st in states.items())
     intro = (f"Search {spec.name!r}: {counts}. Winner: {winner or '—'}"
-             + (" (run config: winner.yaml)" if (out / "winner.yaml").is_file() else ""))
+             + (f" (run config: {winner_file(strategy)})" if (out / winner_file(strategy)).is_file() else ""))
     md_lines = [f"# trevo evolve: {md(spec.name)}", "", md(intro), ""]
     for title, header, rows in tables:
         md_lines += [f"## {md(title)}", "", "| " + " | ".join(md(h) for h in header) + " |",
