@@ -74,6 +74,9 @@ class Sweep:
     baseline: str | None = None
     description: str = ""
     spec: dict[str, Any] = field(default_factory=dict)  # the sweep as written
+    # How far a matched width's parameters may be from param_budget; None: not checked (trevo evolve,
+    # whose genomes are evaluated at the nearest width and whose baseline it checks itself).
+    budget_tolerance: float | None = BUDGET_TOLERANCE
 
 
 @dataclass(frozen=True)
@@ -310,11 +313,12 @@ def plan_sweep(sweep: Sweep) -> list[PlannedRun]:
                 check_reachable_from_workers(cfg)
                 if sweep.param_budget:
                     cfg, params = match_width(cfg, task_obj.info, sweep.param_budget)
-                    if abs(params - sweep.param_budget) > BUDGET_TOLERANCE * sweep.param_budget:
+                    tolerance = sweep.budget_tolerance
+                    if tolerance is not None and abs(params - sweep.param_budget) > tolerance * sweep.param_budget:
                         raise SweepError(
                             f"the closest width, d_model={cfg.model.d_model}, has {params:,} parameters, "
                             f"{abs(params / sweep.param_budget - 1):.0%} from the {sweep.param_budget:,} budget "
-                            f"(the arena matches within {BUDGET_TOLERANCE:.0%}); change param_budget or n_layers")
+                            f"(the arena matches within {tolerance:.0%}); change param_budget or n_layers")
                 else:
                     params = count_params(cfg, task_obj.info)  # builds it: every build-time check runs
                 check_device(cfg.train.device)

@@ -106,7 +106,8 @@ class Spec:
         base = self.base.replace({"train.steps": s.steps, **s.set})
         return Sweep(name=f"{self.name}/{stage}", base=base, variants=variants, tasks=s.tasks, seeds=s.seeds,
                      lrs=s.lrs, param_budget=self.param_budget, baseline="baseline" if baseline else None,
-                     description=self.description, spec=self.data)
+                     description=self.description, spec=self.data,
+                     budget_tolerance=None)  # budget_problems checks the baseline; a genome runs at its nearest width
 
 
 def _genome_values(genome: Genome, label: str) -> Variant:
