@@ -18,6 +18,7 @@ PLUGINS = {
     "arena": "trevo.arena.cli",
     "report": "trevo.arena.cli",
     "bench": "trevo.bench.cli",
+    "evolve": "trevo.evolve.cli",
     "tasks": "trevo.tasks.cli",
     "import": "trevo.interop.cli",
     "export": "trevo.interop.cli",

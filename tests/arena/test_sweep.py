@@ -30,7 +30,8 @@ def test_quick_preset_plan_is_valid_and_broad():
 
 
 PRESETS = ["lm", "mqar", "mqar_frontier", "recall", pytest.param("lra", marks=pytest.mark.slow), "standard",
-           "perceiver", "perceiver_lm", "hybrid_mqar", "hybrid_lm", "deeper_vs_wider"]
+           "perceiver", "perceiver_lm", "hybrid_mqar", "hybrid_lm", "deeper_vs_wider",
+           "mad"]
 
 
 @pytest.mark.parametrize("preset", PRESETS)

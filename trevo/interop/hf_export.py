@@ -136,7 +136,9 @@ class TrevoForCausalLM(TrevoPreTrainedModel, GenerationMixin):
     def forward(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None,
                 past_key_values: TrevoState | None = None, use_cache: bool | None = None,
                 labels: torch.LongTensor | None = None, return_dict: bool | None = None,
-                logits_to_keep: int = 0, **kwargs: Any) -> CausalLMOutputWithPast:
+                logits_to_keep: int = 0, cache: TrevoState | None = None, **kwargs: Any) -> CausalLMOutputWithPast:
+        # transformers >= 5.24 hands the state back as ``cache`` (``past_key_values`` before): take either.
+        past_key_values = cache if cache is not None else past_key_values
         if past_key_values is None and not use_cache:
             _check_mask(attention_mask)
             logits, cache = self.trevo(input_ids), None
