@@ -12,7 +12,7 @@ import pytest
 
 from tests.helpers import tiny_sweep, tiny_sweep_spec
 from trevo.arena.report import write_report
-from trevo.arena.runner import DB_NAME, run_sweep
+from trevo.arena.runner import DB_NAME, run_sweep, threads_per_worker
 from trevo.arena.store import Run, Store
 from trevo.arena.sweep import parse_sweep
 
@@ -72,6 +72,16 @@ def test_the_learning_rate_is_chosen_on_validation_only():
     assert {r.lr for r in choose(runs)} == {1e-3} and len(choose(runs)) == 2
     flipped = [run(r.lr, r.seed, r.val["bpb"], r.test["bpb"], hib=True) for r in runs]
     assert {r.lr for r in choose(flipped)} == {3e-3}
+
+
+def test_each_worker_takes_omp_num_threads_when_set_else_its_share_of_the_cores(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert threads_per_worker(1) == 1 and threads_per_worker(4) == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert threads_per_worker(2) == 3
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(8)))
+    assert [threads_per_worker(w) for w in (1, 2, 3, 16)] == [8, 4, 2, 1]
 
 
 def test_state_bytes_are_the_kv_cache_or_the_constant_recurrent_state():

@@ -4,8 +4,11 @@ recurrent modes (every layer's state at once: KV caches beside RNN states)."""
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 
+from trevo import testing
 from trevo.config import RunConfig
 from trevo.errors import IncompatibleError
 from trevo.generate import generate, state_bytes_at
@@ -22,6 +25,13 @@ def _cfg(arch: str, *more: str) -> RunConfig:
                                  *more])
 
 
+def _short_window(arch: str) -> list[str]:
+    """``model.options.window=4`` for a recipe with local attention: shorter than the tests' prompts, so
+    that the recurrent mode's window evicts keys (a window longer than the text would test no window)."""
+    takes_window = "window" in inspect.signature(get("model", arch).factory.pattern).parameters
+    return ["model.options.window=4"] if takes_window else []
+
+
 def test_the_named_recipes_are_registered():
     named = {"jamba", "samba", "griffin", "hawk", "qwen3_next", "mad_striped", "kimi_linear", "minimax01"}
     assert named <= set(RECIPES)
@@ -36,10 +46,17 @@ def test_each_recipe_names_its_source_and_what_it_simplifies(arch):
 
 @pytest.mark.parametrize("arch", RECIPES)
 def test_greedy_generation_is_the_same_in_parallel_and_recurrent_modes(arch):
-    _, model = build(_cfg(arch))
-    parallel, _ = generate(model, b"def main():\n", 12, mode="parallel")
-    recurrent, state = generate(model, b"def main():\n", 12, mode="recurrent")
-    assert parallel == recurrent and len(parallel) == 12 and state > 0
+    _, model = build(_cfg(arch, *_short_window(arch)))
+    parallel, _ = generate(model, b"def main():\n", 20, mode="parallel")
+    recurrent, state = generate(model, b"def main():\n", 20, mode="recurrent")
+    assert parallel == recurrent and len(parallel) == 20 and state > 0
+
+
+@pytest.mark.parametrize("arch", RECIPES)
+def test_every_recipe_passes_the_stack_contract(arch):
+    # shapes, gradients, causality, prefill + steps = forward and split state = one pass, every layer's
+    # state at once (KV caches beside RNN states), at the test width and a window shorter than the text
+    testing.check_stack(_cfg(arch, f"model.d_model={testing.D}", *_short_window(arch)).model)
 
 
 def test_a_recipe_expands_to_its_pattern_and_takes_its_options():

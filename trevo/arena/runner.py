@@ -51,6 +51,17 @@ def _flops_per_token(cfg) -> float:
     return counter.get_total_flops() / batch["input"].numel()
 
 
+def threads_per_worker(workers: int) -> int:
+    """Torch threads for each of ``workers`` runs at once: ``OMP_NUM_THREADS`` when it is set (a shared
+    machine's cap: threads beyond a process's share of the cores spin at every parallel region and can
+    slow a run down tenfold), else the cores this process may use, split between the workers."""
+    cap = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if cap.isdigit() and int(cap) > 0:
+        return int(cap)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // workers)
+
+
 def _state_bytes(cfg) -> int | None:
     """Generation state after a prefill of the task's length (the weights do not change its size);
     None for a model that does not generate (masked LM, classification)."""
@@ -161,7 +172,7 @@ def run_sweep(sweep: Sweep, out_dir: str | Path, *, workers: int = 1,
     todo = [p for p in plan if store.get(p.key).status != "done"]
     log(f"arena {sweep.name!r}: {len(plan)} runs, {len(plan) - len(todo)} already done, {len(todo)} to run "
         f"with {workers} worker(s); results in {db}")
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = threads_per_worker(workers)
     start = time.perf_counter()
     finished = 0
 
