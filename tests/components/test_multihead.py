@@ -1,12 +1,13 @@
 """Heads (trevo.components.multihead): split (batch, seq, H·D) into [B, H, T, D] head by head and merge
-back; the head width and its clear errors."""
+back; the head width and its clear errors; the fused-QKV multi-head mixin."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
-from trevo.components.multihead import head_dim_of, merge_heads, split_heads
+from trevo.components.multihead import FusedQKVHeads, head_dim_of, merge_heads, split_heads
 from trevo.errors import IncompatibleError
 
 
@@ -25,3 +26,32 @@ def test_head_width_and_its_errors():
         head_dim_of(12, 5)
     with pytest.raises(IncompatibleError, match="n_heads must be >= 1"):
         head_dim_of(12, 0)
+
+
+class _Heads(FusedQKVHeads, nn.Module):
+    def __init__(self, d_model: int, n_heads: int, **kwargs) -> None:
+        super().__init__()
+        self.init_heads(d_model, n_heads, **kwargs)
+
+
+def test_fused_qkv_heads_are_the_thirds_of_one_projection_split_per_head():
+    torch.manual_seed(0)
+    m = _Heads(12, 3)
+    assert list(m.state_dict()) == ["qkv.weight", "out_proj.weight"] and (m.n_heads, m.head_dim) == (3, 4)
+    x = torch.randn(2, 5, 12)
+    q, k, v = m.qkv_heads(x)
+    W = m.qkv.weight  # rows: the 12 query, then key, then value channels; head h is channels 4h … 4h + 3
+    for i, t in enumerate((q, k, v)):
+        for h in range(3):
+            torch.testing.assert_close(t[:, h], x @ W[12 * i + 4 * h:12 * i + 4 * h + 4].T)
+    o = torch.randn(2, 3, 5, 4)
+    torch.testing.assert_close(m.project_out(o), o.transpose(1, 2).reshape(2, 5, 12) @ m.out_proj.weight.T)
+    cache = m.init_kv_cache(2, "cpu", torch.float64)
+    assert cache["k"].shape == cache["v"].shape == (2, 3, 0, 4) and cache["k"].dtype == torch.float64
+
+
+def test_fused_qkv_heads_options_and_errors():
+    m = _Heads(12, 3, bias=True, out_proj=False)
+    assert list(m.state_dict()) == ["qkv.weight", "qkv.bias"]
+    with pytest.raises(IncompatibleError, match="d_model=12 is not divisible by n_heads=5"):
+        _Heads(12, 5)

@@ -1,12 +1,15 @@
 """Heads: the one place where a width is split into attention heads and merged back.
 
 The engine's layout is ``[batch, heads, seq, head_dim]`` (flash-linear-attention's and SDPA's).
+``FusedQKVHeads`` is the fused-QKV multi-head boilerplate that many attention-like mixers share.
 """
 
 from __future__ import annotations
 
 import torch
+from torch import nn
 
+from trevo.components.kv_cache import State, empty_kv_cache
 from trevo.errors import IncompatibleError
 
 
@@ -32,3 +35,40 @@ def head_dim_of(width: int, n_heads: int, head_dim: int | None = None, what: str
         raise IncompatibleError(f"{what}={width} is not divisible by n_heads={n_heads}; choose n_heads dividing it "
                                 f"(or set head_dim where the mixer takes one)")
     return width // n_heads
+
+
+class FusedQKVHeads:
+    """Mixin for a multi-head mixer with one fused query/key/value projection and an output projection:
+    ``q, k, v = split(x W_QKV)`` into ``n_heads`` heads of ``head_dim``, ``y = merge(o) W_O`` (the multi-head
+    projections of "Attention Is All You Need", Vaswani et al. 2017, §3.2.2, with W_Q, W_K, W_V fused).
+
+    Mixed into a ``TokenMixer`` (an ``nn.Module``): ``init_heads`` in ``__init__``, then ``qkv_heads``,
+    ``project_out`` and, for a KV cache of ``[B, H, T, D]``, ``init_kv_cache``.
+    """
+
+    n_heads: int
+    head_dim: int
+    qkv: nn.Linear
+    out_proj: nn.Linear
+
+    def init_heads(self, d_model: int, n_heads: int, *, bias: bool = False, out_proj: bool = True) -> None:
+        """Set ``n_heads`` and ``head_dim`` (``d_model / n_heads``, checked), then create ``qkv`` and ``out_proj``
+        in that order (seeded initial weights depend on the order). ``out_proj=False`` leaves ``out_proj`` to a
+        mixer that creates other parameters between the two."""
+        self.n_heads, self.head_dim = n_heads, head_dim_of(d_model, n_heads)
+        self.qkv = nn.Linear(d_model, 3 * d_model, bias=bias)
+        if out_proj:
+            self.out_proj = nn.Linear(d_model, d_model, bias=bias)
+
+    def qkv_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The queries, keys and values ``[B, H, T, D]`` of ``x`` (batch, seq, d_model)."""
+        q, k, v = (split_heads(t, self.n_heads) for t in self.qkv(x).chunk(3, dim=-1))
+        return q, k, v
+
+    def project_out(self, o: torch.Tensor) -> torch.Tensor:
+        """``merge(o) W_O`` for head outputs ``o`` ``[B, H, T, D]``."""
+        return self.out_proj(merge_heads(o))
+
+    def init_kv_cache(self, batch: int, device, dtype: torch.dtype) -> State:
+        """An empty per-head KV cache ``[B, H, 0, D]`` (extend it with ``kv_cache.extend_kv_cache(..., dim=2)``)."""
+        return empty_kv_cache((batch, self.n_heads, 0, self.head_dim), device, dtype)

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from trevo.components.base import State, TokenMixer
-from trevo.components.multihead import head_dim_of, merge_heads, split_heads
+from trevo.components.multihead import FusedQKVHeads
 from trevo.errors import IncompatibleError
 from trevo.ops.learned_kernel_attention import frequencies, prf_features, rks_features
 from trevo.ops.linear_recurrence import linear_recurrence
@@ -20,7 +20,7 @@ from trevo.registry import Paper, register
           category="MHA/RightProduct", family="learned_kernel_attention", causal=True, bidirectional=True,
           recurrent=True, time="O(T·C·M + T·M·d/H) chunk, O(T²·M) quadratic, O(T·M·d/H) recurrent",
           memory="O(M·d/H) state per head", test_options={"n_features": 8, "n_components": 2, "chunk_size": 8})
-class LearnedKernelAttention(TokenMixer):
+class LearnedKernelAttention(FusedQKVHeads, TokenMixer):
     """KL-Transformer (§3, GMM-PRF and GMM-RKS): linear attention φ(q)ᵀ Σ φ(k) vᵀ / φ(q)ᵀ Σ φ(k) with
     q, k scaled by d^(−1/4) and φ random features of M = ``n_features`` frequencies per head drawn as
     ω = μ_c + σ_c ⊙ ε from a learned mixture of ``n_components`` Gaussians (ε fixed, μ and σ learned,
@@ -39,17 +39,15 @@ class LearnedKernelAttention(TokenMixer):
         if n_components < 1 or n_features % n_components:
             raise IncompatibleError(f"learned_kernel_attention: n_components={n_components} must divide "
                                     f"n_features={n_features}")
-        self.n_heads, self.head_dim = n_heads, head_dim_of(d_model, n_heads)
         self.feature_map, self.eps, self.chunk_size = feature_map, eps, chunk_size
         self.n_state = n_features if feature_map == "prf" else 2 * n_features
-        self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
-        self.out_proj = nn.Linear(d_model, d_model, bias=False)
+        self.init_heads(d_model, n_heads)
         self.mu = nn.Parameter(torch.zeros(n_heads, n_components, self.head_dim))
         self.log_sigma = nn.Parameter(torch.zeros(n_heads, n_components, self.head_dim))
         self.register_buffer("noise", torch.randn(n_heads, n_components, n_features // n_components, self.head_dim))
 
     def _features(self, x: torch.Tensor):
-        q, k, v = (split_heads(t, self.n_heads) for t in self.qkv(x).chunk(3, dim=-1))
+        q, k, v = self.qkv_heads(x)
         q, k = q * self.head_dim ** -0.25, k * self.head_dim ** -0.25
         omega = frequencies(self.mu, self.log_sigma, self.noise)
         if self.feature_map == "prf":
@@ -57,7 +55,7 @@ class LearnedKernelAttention(TokenMixer):
         return rks_features(q, omega), rks_features(k, omega), v
 
     def _ratio(self, o: torch.Tensor) -> torch.Tensor:
-        return self.out_proj(merge_heads(o[..., :-1] / o[..., -1:].clamp_min(self.eps)))
+        return self.project_out(o[..., :-1] / o[..., -1:].clamp_min(self.eps))
 
     def bidirectional_forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None,
                               layout: tuple[int, ...] | None) -> torch.Tensor:

@@ -6,8 +6,8 @@ import torch
 from torch import nn
 
 from trevo.components.base import State, TokenMixer
-from trevo.components.kv_cache import empty_kv_cache, extend_kv_cache
-from trevo.components.multihead import head_dim_of, merge_heads, split_heads
+from trevo.components.kv_cache import extend_kv_cache
+from trevo.components.multihead import FusedQKVHeads
 from trevo.errors import IncompatibleError
 from trevo.ops.yoso import (
     bucket_add,
@@ -24,17 +24,16 @@ YOSO_PAPER = Paper("You Only Sample (Almost) Once: Linear Cost Self-Attention Vi
                    2021)
 
 
-class _YosoBase(TokenMixer):
+class _YosoBase(FusedQKVHeads, TokenMixer):
     def __init__(self, d_model: int, *, causal: bool, n_heads: int, hash_code_len: int, form: str = "auto") -> None:
         super().__init__(d_model, causal=causal, form=form)
         if not 1 <= hash_code_len <= 16:
             raise IncompatibleError(f"{type(self).__name__} needs 1 <= hash_code_len <= 16, got {hash_code_len}")
-        self.n_heads, self.head_dim, self.hash_code_len = n_heads, head_dim_of(d_model, n_heads), hash_code_len
-        self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
-        self.out_proj = nn.Linear(d_model, d_model, bias=False)
+        self.hash_code_len = hash_code_len
+        self.init_heads(d_model, n_heads)
 
     def _heads(self, x: torch.Tensor):
-        q, k, v = (split_heads(t, self.n_heads) for t in self.qkv(x).chunk(3, dim=-1))
+        q, k, v = self.qkv_heads(x)
         return nn.functional.normalize(q, dim=-1), nn.functional.normalize(k, dim=-1), v
 
 
@@ -52,13 +51,13 @@ class YosoE(_YosoBase):
 
     def _attend(self, q, k, v, padding_mask):
         y = expected_sum(q, k, v, self.hash_code_len, causal=self.causal, key_padding_mask=padding_mask)
-        return self.out_proj(merge_heads(normalise(y)))
+        return self.project_out(normalise(y))
 
     def bidirectional_forward(self, x, padding_mask, layout):
         return self._attend(*self._heads(x), padding_mask)
 
     def init_state(self, batch: int, device, dtype) -> State:
-        return empty_kv_cache((batch, self.n_heads, 0, self.head_dim), device, dtype)
+        return self.init_kv_cache(batch, device, dtype)
 
     def causal_forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         q, k, v = self._heads(x)
@@ -121,7 +120,7 @@ class Yoso(_YosoBase):
             e = normalise(expected_sum(q, k, v.detach(), self.hash_code_len, causal=self.causal,
                                        key_padding_mask=padding_mask))
             y = y + (e - e.detach())
-        return self.out_proj(merge_heads(y)), tables
+        return self.project_out(y), tables
 
     def _empty_tables(self, batch: int, device, dtype) -> torch.Tensor:
         return torch.zeros(batch, self.n_heads, self.n_hashes, 2 ** self.hash_code_len, self.head_dim,
