@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from trevo.components.multihead import FusedQKVHeads, head_dim_of, merge_heads, split_heads
+from trevo.components.base import TokenMixer
+from trevo.components.multihead import FusedQKVHeads, KVCacheAttention, head_dim_of, merge_heads, split_heads
 from trevo.errors import IncompatibleError
 
 
@@ -55,3 +56,37 @@ def test_fused_qkv_heads_options_and_errors():
     assert list(m.state_dict()) == ["qkv.weight", "qkv.bias"]
     with pytest.raises(IncompatibleError, match="d_model=12 is not divisible by n_heads=5"):
         _Heads(12, 5)
+
+
+class _CachedSoftmax(KVCacheAttention, TokenMixer):
+    """Softmax attention written only as ``attend``: the queries are the last Tq of the keys' positions."""
+
+    def __init__(self, d_model: int, *, causal: bool) -> None:
+        super().__init__(d_model, causal=causal)
+        self.init_heads(d_model, 2)
+
+    def attend(self, q, k, v, padding_mask):
+        scores = q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5
+        if self.causal:
+            rows = torch.arange(k.shape[2] - q.shape[2], k.shape[2])[:, None]
+            scores = scores.masked_fill(torch.arange(k.shape[2]) > rows, -torch.inf)
+        return self.project_out(scores.softmax(-1) @ v)
+
+
+def test_kv_cache_attention_carries_every_key_and_matches_one_pass():
+    torch.manual_seed(0)
+    m = _CachedSoftmax(8, causal=True).double()
+    x = torch.randn(2, 7, 8, dtype=torch.float64)
+    full = m(x)
+    y1, state = m.prefill(x[:, :3])
+    y2, state = m.prefill(x[:, 3:], state)
+    torch.testing.assert_close(torch.cat([y1, y2], dim=1), full)
+    _, k, v = m.qkv_heads(x)
+    torch.testing.assert_close(state["k"], k)
+    torch.testing.assert_close(state["v"], v)
+    # bidirectionally every query sees every key: the last output is the causal one's, the first is not
+    b = _CachedSoftmax(8, causal=False).double()
+    b.load_state_dict(m.state_dict())
+    yb = b(x)
+    torch.testing.assert_close(yb[:, -1], full[:, -1])
+    assert not torch.allclose(yb[:, 0], full[:, 0])

@@ -1,7 +1,8 @@
 """Heads: the one place where a width is split into attention heads and merged back.
 
 The engine's layout is ``[batch, heads, seq, head_dim]`` (flash-linear-attention's and SDPA's).
-``FusedQKVHeads`` is the fused-QKV multi-head boilerplate that many attention-like mixers share.
+``FusedQKVHeads`` is the fused-QKV multi-head boilerplate that many attention-like mixers share;
+``KVCacheAttention`` adds both directions and the KV-cache generation state to one that attends to all its keys.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from trevo.components.kv_cache import State, empty_kv_cache
+from trevo.components.kv_cache import State, empty_kv_cache, extend_kv_cache
 from trevo.errors import IncompatibleError
 
 
@@ -72,3 +73,33 @@ class FusedQKVHeads:
     def init_kv_cache(self, batch: int, device, dtype: torch.dtype) -> State:
         """An empty per-head KV cache ``[B, H, 0, D]`` (extend it with ``kv_cache.extend_kv_cache(..., dim=2)``)."""
         return empty_kv_cache((batch, self.n_heads, 0, self.head_dim), device, dtype)
+
+
+class KVCacheAttention(FusedQKVHeads):
+    """Mixin for a fused-QKV multi-head mixer that attends over every key it has seen: both directions and
+    the KV-cache generation contract, from one ``attend``.
+
+    The mixer implements ``attend(q, k, v, padding_mask) -> y`` (``y`` projected out, ``(batch, seq, d_model)``):
+    the outputs of the queries ``q`` ``[B, H, Tq, D]``, the last ``Tq`` positions of the keys ``k``, ``v``
+    ``[B, H, Tk, D]``, causally if the mixer is causal. It may override ``heads(x)`` (the queries, keys and values
+    it attends with; ``qkv_heads`` by default). The causal state is the KV cache of those keys and values.
+    """
+
+    def heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.qkv_heads(x)
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+               padding_mask: torch.Tensor | None) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} implements no attend")
+
+    def bidirectional_forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None,
+                              layout: tuple[int, ...] | None) -> torch.Tensor:
+        return self.attend(*self.heads(x), padding_mask)
+
+    def init_state(self, batch: int, device, dtype: torch.dtype) -> State:
+        return self.init_kv_cache(batch, device, dtype)
+
+    def causal_forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        q, k, v = self.heads(x)
+        k, v = extend_kv_cache(state, k, v, dim=2)
+        return self.attend(q, k, v, None), {"k": k, "v": v}

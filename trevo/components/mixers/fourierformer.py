@@ -7,9 +7,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from trevo.components.base import State, TokenMixer
-from trevo.components.kv_cache import extend_kv_cache
-from trevo.components.multihead import FusedQKVHeads
+from trevo.components.base import TokenMixer
+from trevo.components.multihead import KVCacheAttention
 from trevo.errors import IncompatibleError
 from trevo.ops.fourierformer import fourier_attention
 from trevo.registry import Paper, register
@@ -20,7 +19,7 @@ from trevo.registry import Paper, register
           category="MHA/RightProduct", family="fourierformer", causal=True, bidirectional=True,
           time="O(T²·d) (every per-dimension difference)", memory="O(C·T·d/H) per chunk; KV cache O(T·d)",
           test_options={"chunk_size": 4})
-class FourierFormer(FusedQKVHeads, TokenMixer):
+class FourierFormer(KVCacheAttention, TokenMixer):
     """Fourier integral attention (eq. 9-10): o_i = Σ_j K(q_i − k_j) v_j / Σ_j K(q_i − k_j) with
     K(Δ) = Π_d φ(sin(R Δ_d)/Δ_d), φ(y) = y^p (p = ``power``, even, so the weights are non-negative),
     the radius R learned per head (initialised to 1). A Nadaraya-Watson estimator of the values with
@@ -35,19 +34,7 @@ class FourierFormer(FusedQKVHeads, TokenMixer):
         self.init_heads(d_model, n_heads)
         self.log_radius = nn.Parameter(torch.zeros(n_heads))
 
-    def _attend(self, q, k, v, padding_mask):
+    def attend(self, q, k, v, padding_mask):
         o = fourier_attention(q, k, v, torch.exp(self.log_radius), power=self.power, causal=self.causal,
                               key_padding_mask=padding_mask, chunk_size=self.chunk_size)
         return self.project_out(o)
-
-    def bidirectional_forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None,
-                              layout: tuple[int, ...] | None) -> torch.Tensor:
-        return self._attend(*self.qkv_heads(x), padding_mask)
-
-    def init_state(self, batch: int, device, dtype) -> State:
-        return self.init_kv_cache(batch, device, dtype)
-
-    def causal_forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        q, k, v = self.qkv_heads(x)
-        k, v = extend_kv_cache(state, k, v, dim=2)
-        return self._attend(q, k, v, None), {"k": k, "v": v}

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from trevo.components.base import State, TokenMixer
-from trevo.components.kv_cache import extend_kv_cache
-from trevo.components.multihead import FusedQKVHeads
+from trevo.components.base import TokenMixer
+from trevo.components.multihead import KVCacheAttention
 from trevo.errors import IncompatibleError
 from trevo.ops.performer import orthogonal_gaussian
 from trevo.ops.scatterbrain import lsh_buckets, scatterbrain_attention
@@ -18,7 +17,7 @@ from trevo.registry import Paper, register
           category="MHA/SparseOrLowRank", family="scatterbrain", causal=True, bidirectional=True,
           time="O(T²·(d + m)) dense-masked (O(T·(m + bucket)·d) with bucketed kernels)",
           memory="O(T²) dense; KV cache O(T·d)", test_options={"n_features": 8, "n_buckets": 4})
-class Scatterbrain(FusedQKVHeads, TokenMixer):
+class Scatterbrain(KVCacheAttention, TokenMixer):
     """Scatterbrain attention (Chen et al. 2021, eq. 2 and section 4): exp(q·k/√d) estimated by
     Performer features φ(q)ᵀφ(k) (m = ``n_features`` orthogonal random features) plus the sparse
     correction S ∘ (exp(QKᵀ/√d) − φ(Q)φ(K)ᵀ) on the pairs an angular LSH puts in the same of
@@ -35,24 +34,12 @@ class Scatterbrain(FusedQKVHeads, TokenMixer):
         self.register_buffer("projection", orthogonal_gaussian(n_features, self.head_dim))
         self.register_buffer("rotations", torch.randn(self.head_dim, n_buckets // 2 if n_buckets > 1 else 0))
 
-    def _heads(self, x: torch.Tensor):
+    def heads(self, x: torch.Tensor):
         q, k, v = self.qkv_heads(x)
         scale = self.head_dim ** -0.25  # q·k scaled by 1/√d, split between q and k
         return q * scale, k * scale, v
 
-    def _attend(self, q, k, v, padding_mask):
+    def attend(self, q, k, v, padding_mask):
         o = scatterbrain_attention(q, k, v, self.projection, lsh_buckets(q, self.rotations),
                                    lsh_buckets(k, self.rotations), causal=self.causal, key_padding_mask=padding_mask)
         return self.project_out(o)
-
-    def bidirectional_forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None,
-                              layout: tuple[int, ...] | None) -> torch.Tensor:
-        return self._attend(*self._heads(x), padding_mask)
-
-    def init_state(self, batch: int, device, dtype) -> State:
-        return self.init_kv_cache(batch, device, dtype)
-
-    def causal_forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        q, k, v = self._heads(x)
-        k, v = extend_kv_cache(state, k, v, dim=2)
-        return self._attend(q, k, v, None), {"k": k, "v": v}

@@ -6,8 +6,7 @@ import torch
 from torch import nn
 
 from trevo.components.base import State, TokenMixer
-from trevo.components.kv_cache import extend_kv_cache
-from trevo.components.multihead import FusedQKVHeads
+from trevo.components.multihead import FusedQKVHeads, KVCacheAttention
 from trevo.errors import IncompatibleError
 from trevo.ops.yoso import (
     bucket_add,
@@ -32,7 +31,7 @@ class _YosoBase(FusedQKVHeads, TokenMixer):
         self.hash_code_len = hash_code_len
         self.init_heads(d_model, n_heads)
 
-    def _heads(self, x: torch.Tensor):
+    def heads(self, x: torch.Tensor):
         q, k, v = self.qkv_heads(x)
         return nn.functional.normalize(q, dim=-1), nn.functional.normalize(k, dim=-1), v
 
@@ -41,7 +40,7 @@ class _YosoBase(FusedQKVHeads, TokenMixer):
           bidirectional=True, time="O(T²·d)", memory="O(T²); KV cache O(T·d)", test_options={"hash_code_len": 4},
           summary="YOSO-E (Zeng et al. 2021): attention weights (1 − arccos(q̂·k̂)/π)^τ, the expectation of "
                   "YOSO's hash collisions, with L2-normalised outputs")
-class YosoE(_YosoBase):
+class YosoE(_YosoBase, KVCacheAttention):
     """YOSO-E (Zeng et al. 2021, section 3): the expectation of YOSO's Bernoulli attention,
     y_i = N(Σ_j (1 − arccos(q̂_i·k̂_j)/π)^τ v_j) with q̂, k̂ unit vectors, τ = ``hash_code_len`` and N the
     L2 normalisation of the row. Deterministic and quadratic: the reference for ``yoso``."""
@@ -49,20 +48,9 @@ class YosoE(_YosoBase):
     def __init__(self, d_model: int, *, causal: bool, n_heads: int = 4, hash_code_len: int = 8) -> None:
         super().__init__(d_model, causal=causal, n_heads=n_heads, hash_code_len=hash_code_len)
 
-    def _attend(self, q, k, v, padding_mask):
+    def attend(self, q, k, v, padding_mask):
         y = expected_sum(q, k, v, self.hash_code_len, causal=self.causal, key_padding_mask=padding_mask)
         return self.project_out(normalise(y))
-
-    def bidirectional_forward(self, x, padding_mask, layout):
-        return self._attend(*self._heads(x), padding_mask)
-
-    def init_state(self, batch: int, device, dtype) -> State:
-        return self.init_kv_cache(batch, device, dtype)
-
-    def causal_forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        q, k, v = self._heads(x)
-        k, v = extend_kv_cache(state, k, v, dim=2)
-        return self._attend(q, k, v, None), {"k": k, "v": v}
 
 
 @register("mixer", "yoso", paper=YOSO_PAPER, category="MHA/SparseOrLowRank", family="yoso", causal=True,
@@ -127,12 +115,12 @@ class Yoso(_YosoBase):
                            device=device, dtype=dtype)
 
     def bidirectional_forward(self, x, padding_mask, layout):
-        q, k, v = self._heads(x)
+        q, k, v = self.heads(x)
         return self._attend(q, k, v, self._empty_tables(x.shape[0], x.device, x.dtype), padding_mask)[0]
 
     def init_state(self, batch: int, device, dtype) -> State:
         return {"S": self._empty_tables(batch, device, dtype)}
 
     def causal_forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        y, tables = self._attend(*self._heads(x), state["S"], None)
+        y, tables = self._attend(*self.heads(x), state["S"], None)
         return y, {"S": tables}
