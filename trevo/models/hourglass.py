@@ -26,7 +26,7 @@ from trevo.errors import IncompatibleError
 from trevo.models.init import ScaledEmbedding, init_unit_scale
 from trevo.models.layers import Block
 from trevo.models.metaformer import check_compatible, resolve_max_len
-from trevo.models.tokens import check_token_ids
+from trevo.models.tokens import apply_head, embed_tokens, output_head
 from trevo.registry import Paper, build, get, register
 from trevo.tasks.base import TaskInfo
 
@@ -97,12 +97,7 @@ class Hourglass(nn.Module):
         self.upsample = nn.Linear(d, k * d)  # linear upsampling of one token into k
         ends_in_norm = self.post[-1].residual.ends_in_norm if len(self.post) else self.inner[-1].residual.ends_in_norm
         self.norm = nn.Identity() if ends_in_norm else build("norm", cfg.norm.name, cfg.norm.options, d_model=d)
-        if info.head == "classify":
-            self.head = nn.Linear(d, info.n_classes)
-        else:
-            self.head = nn.Linear(d, info.vocab_size, bias=False)
-            if cfg.tie_embeddings:
-                self.head.weight = self.embed.weight
+        self.head = output_head(d, info, self.embed, cfg.tie_embeddings)
         self.apply(init_unit_scale)
         for block in (*self.pre, *self.inner, *self.post):
             block.initialize()
@@ -117,13 +112,8 @@ class Hourglass(nn.Module):
         return self.shorten(F.pad(x, (0, 0, 0, n * k - T)).reshape(B, n, k * d))
 
     def forward(self, tokens: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
-        check_token_ids(tokens, self.info.vocab_size)
-        x = self.embed(tokens)
+        x = embed_tokens(tokens, self.embed, self.position, self.info.vocab_size)
         T = tokens.shape[1]
-        if self.position is not None:
-            pos = self.position(torch.arange(T, device=tokens.device))
-            if pos is not None:
-                x = x + pos.to(x.dtype)
         for block in self.pre:
             x = block(x, padding_mask, (T,))
         s = self._shortened(x if padding_mask is None else x * padding_mask[..., None].to(x.dtype))
@@ -137,13 +127,7 @@ class Hourglass(nn.Module):
         x = x + up
         for block in self.post:
             x = block(x, padding_mask, (T,))
-        x = self.norm(x)
-        if self.info.head != "classify":
-            return self.head(x)
-        if padding_mask is None:
-            return self.head(x.mean(dim=1))
-        w = padding_mask.to(x.dtype)[..., None]
-        return self.head((x * w).sum(1) / w.sum(1).clamp_min(1))
+        return apply_head(self.head, self.info, self.norm(x), padding_mask)
 
     def prefill(self, tokens: torch.Tensor, state: Any = None) -> Any:
         raise IncompatibleError("hourglass keeps no per-token generation state (its shortened blocks advance "

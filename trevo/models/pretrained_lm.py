@@ -29,7 +29,7 @@ from trevo.errors import IncompatibleError
 from trevo.models.init import ScaledEmbedding, init_unit_scale
 from trevo.models.layers import NONE, Block, run_profiling, share_scores
 from trevo.models.metaformer import MetaFormer, check_compatible, resolve_max_len
-from trevo.models.tokens import check_token_ids
+from trevo.models.tokens import output_head
 from trevo.registry import Paper, build, register
 from trevo.tasks.base import TaskInfo
 
@@ -97,22 +97,12 @@ class PretrainedLM(MetaFormer):
         self.norm = _norm(final, d, 4.0 ** (cfg.n_layers // every) if every else 1.0)
         if self.blocks[-1].residual.ends_in_norm:
             self.norm = nn.Identity()
-        if info.head == "classify":
-            self.head = nn.Linear(d, info.n_classes)
-        else:
-            self.head = nn.Linear(d, info.vocab_size, bias=False)
-            if cfg.tie_embeddings:
-                self.head.weight = self.embed.weight
+        self.head = output_head(d, info, self.embed, cfg.tie_embeddings)
         self.apply(init_unit_scale)
         for block in self.blocks:
             block.initialize()
         run_profiling(self, self.blocks, info)
 
     def _embed(self, tokens: torch.Tensor, offset: int = 0) -> torch.Tensor:
-        check_token_ids(tokens, self.info.vocab_size)
-        x = self.embed(tokens)
-        if self.position is not None:
-            pos = self.position(torch.arange(offset, offset + tokens.shape[1], device=tokens.device))
-            if pos is not None:
-                x = x + pos.to(x.dtype)
+        x = super()._embed(tokens, offset)
         return x if self.embed_norm is None else self.embed_norm(x)

@@ -24,7 +24,7 @@ from trevo.config import ModelConfig
 from trevo.errors import IncompatibleError
 from trevo.models.init import ScaledEmbedding, init_unit_scale
 from trevo.models.metaformer import resolve_max_len
-from trevo.models.tokens import check_token_ids
+from trevo.models.tokens import embed_tokens, output_head
 from trevo.ops.attention import chunked_softmax_attention, sdpa_attention
 from trevo.registry import Paper, build, get, register
 from trevo.tasks.base import TaskInfo
@@ -152,19 +152,11 @@ class YOCO(nn.Module):
                               position if relative else None, opts["chunk_size"])
             for i in range(opts["self_layers"], cfg.n_layers))
         self.norm = norm()
-        self.head = nn.Linear(d, info.vocab_size, bias=False)
-        if cfg.tie_embeddings:
-            self.head.weight = self.embed.weight
+        self.head = output_head(d, info, self.embed, cfg.tie_embeddings)  # info.head is lm (checked above)
         self.apply(init_unit_scale)
 
     def _embed(self, tokens: torch.Tensor, offset: int) -> torch.Tensor:
-        check_token_ids(tokens, self.info.vocab_size)
-        x = self.embed(tokens)
-        if self.position is not None:
-            pos = self.position(torch.arange(offset, offset + tokens.shape[1], device=tokens.device))
-            if pos is not None:
-                x = x + pos.to(x.dtype)
-        return x
+        return embed_tokens(tokens, self.embed, self.position, self.info.vocab_size, offset)
 
     def shared_kv(self, x: torch.Tensor, offset: int) -> tuple[torch.Tensor, torch.Tensor]:
         """K̂, V̂ ``[B, Hkv, T, d]`` of the self-decoder's output x (positions offset …)."""
