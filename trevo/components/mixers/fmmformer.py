@@ -13,8 +13,7 @@ from trevo.components.kv_cache import extend_kv_cache
 from trevo.components.multihead import FusedQKVHeads
 from trevo.errors import IncompatibleError
 from trevo.ops.banded_attention import banded_attention, banded_attention_quadratic
-from trevo.ops.linear_attention import linear_attention_quadratic
-from trevo.ops.linear_recurrence import linear_recurrence
+from trevo.ops.linear_attention import linear_attention_quadratic, normalised_linear_recurrence
 from trevo.registry import Paper, register
 
 # The far field's kernels φ_l (§3.2 uses several feature maps so that the low-rank part has rank r·d).
@@ -82,11 +81,9 @@ class FMMformer(FusedQKVHeads, TokenMixer):
         kc, vc = extend_kv_cache(state, k, v, dim=2)
         band = banded_attention_quadratic if form == "quadratic" else banded_attention
         near = band(q, kc, vc, window=self.window, causal=True)
-        v1 = torch.cat([v, torch.ones_like(v[..., :1])], dim=-1)  # the normaliser z as the state's last column
-        S0 = torch.cat([state["S"], state["z"][..., None]], dim=-1)
-        o, S = linear_recurrence(self._features(q), self._features(k), v1, initial_state=S0, form=form,
-                                 chunk_size=self.chunk_size)
-        far = o[..., :-1] / (o[..., -1:] + self.eps)
+        num, den, S, z = normalised_linear_recurrence(self._features(q), self._features(k), v, state["S"], state["z"],
+                                                      form=form, chunk_size=self.chunk_size)
+        far = num / (den + self.eps)
         keep = max(self.window - 1, 0)
         cache = {"k": kc[:, :, kc.shape[2] - keep:], "v": vc[:, :, vc.shape[2] - keep:]}
-        return self._combine(near, far), {**cache, "S": S[..., :-1], "z": S[..., -1]}
+        return self._combine(near, far), {**cache, "S": S, "z": z}

@@ -11,7 +11,7 @@ from trevo.components.base import State, TokenMixer
 from trevo.components.multihead import FusedQKVHeads
 from trevo.errors import IncompatibleError
 from trevo.ops.learned_kernel_attention import frequencies, prf_features, rks_features
-from trevo.ops.linear_recurrence import linear_recurrence
+from trevo.ops.linear_attention import normalised_linear_recurrence
 from trevo.registry import Paper, register
 
 
@@ -54,8 +54,8 @@ class LearnedKernelAttention(FusedQKVHeads, TokenMixer):
             return prf_features(q, omega, stabilise=True), prf_features(k, omega), v
         return rks_features(q, omega), rks_features(k, omega), v
 
-    def _ratio(self, o: torch.Tensor) -> torch.Tensor:
-        return self.project_out(o[..., :-1] / o[..., -1:].clamp_min(self.eps))
+    def _ratio(self, num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+        return self.project_out(num / den.clamp_min(self.eps))
 
     def bidirectional_forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None,
                               layout: tuple[int, ...] | None) -> torch.Tensor:
@@ -63,7 +63,8 @@ class LearnedKernelAttention(FusedQKVHeads, TokenMixer):
         if padding_mask is not None:
             kf = kf * padding_mask[:, None, :, None].to(kf.dtype)
         v1 = torch.cat([v, torch.ones_like(v[..., :1])], dim=-1)
-        return self._ratio(qf @ (kf.transpose(-1, -2) @ v1))
+        o = qf @ (kf.transpose(-1, -2) @ v1)
+        return self._ratio(o[..., :-1], o[..., -1:])
 
     def init_state(self, batch: int, device, dtype) -> State:
         return {"S": torch.zeros(batch, self.n_heads, self.n_state, self.head_dim, device=device, dtype=dtype),
@@ -71,8 +72,6 @@ class LearnedKernelAttention(FusedQKVHeads, TokenMixer):
 
     def causal_forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         qf, kf, v = self._features(x)
-        v1 = torch.cat([v, torch.ones_like(v[..., :1])], dim=-1)
-        S0 = torch.cat([state["S"], state["z"][..., None]], dim=-1)
-        o, S = linear_recurrence(qf, kf, v1, initial_state=S0, form=self.form_for(x.shape[1]),
-                                 chunk_size=self.chunk_size)
-        return self._ratio(o), {"S": S[..., :-1], "z": S[..., -1]}
+        num, den, S, z = normalised_linear_recurrence(qf, kf, v, state["S"], state["z"],
+                                                      form=self.form_for(x.shape[1]), chunk_size=self.chunk_size)
+        return self._ratio(num, den), {"S": S, "z": z}

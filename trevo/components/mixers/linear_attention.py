@@ -7,8 +7,7 @@ import torch.nn.functional as F
 
 from trevo.components.base import State, TokenMixer
 from trevo.components.multihead import FusedQKVHeads
-from trevo.ops.linear_attention import linear_attention_quadratic
-from trevo.ops.linear_recurrence import linear_recurrence
+from trevo.ops.linear_attention import linear_attention_quadratic, normalised_linear_recurrence
 from trevo.registry import Paper, register
 
 
@@ -52,9 +51,6 @@ class LinearAttention(FusedQKVHeads, TokenMixer):
 
     def causal_forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         q, k, v = self._qkv(x)
-        v1 = torch.cat([v, torch.ones_like(v[..., :1])], dim=-1)
-        S0 = torch.cat([state["S"], state["z"][..., None]], dim=-1)
-        o, S = linear_recurrence(q, k, v1, initial_state=S0, form=self.form_for(x.shape[1]),
-                                 chunk_size=self.chunk_size)
-        o = o[..., :-1] / (o[..., -1:] + self.eps)
-        return self.project_out(o), {"S": S[..., :-1], "z": S[..., -1]}
+        num, den, S, z = normalised_linear_recurrence(q, k, v, state["S"], state["z"], form=self.form_for(x.shape[1]),
+                                                      chunk_size=self.chunk_size)
+        return self.project_out(num / (den + self.eps)), {"S": S, "z": z}

@@ -10,7 +10,7 @@ from torch import nn
 from trevo.components.base import State, TokenMixer
 from trevo.components.multihead import FusedQKVHeads
 from trevo.errors import IncompatibleError
-from trevo.ops.linear_recurrence import linear_recurrence
+from trevo.ops.linear_attention import normalised_linear_recurrence
 from trevo.ops.random_feature_attention import fourier_features, lara_attention
 from trevo.registry import Paper, register
 
@@ -50,8 +50,8 @@ class RandomFeatureAttention(FusedQKVHeads, TokenMixer):
         omega = self.noise * torch.exp(self.log_inv_sigma)
         return fourier_features(F.normalize(q, dim=-1), omega), fourier_features(F.normalize(k, dim=-1), omega), v
 
-    def _ratio(self, o: torch.Tensor) -> torch.Tensor:
-        return self.project_out(o[..., :-1] / o[..., -1:].clamp_min(self.eps))
+    def _ratio(self, num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+        return self.project_out(num / den.clamp_min(self.eps))
 
     def bidirectional_forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None,
                               layout: tuple[int, ...] | None) -> torch.Tensor:
@@ -59,7 +59,8 @@ class RandomFeatureAttention(FusedQKVHeads, TokenMixer):
         if padding_mask is not None:
             kf = kf * padding_mask[:, None, :, None].to(kf.dtype)
         v1 = torch.cat([v, torch.ones_like(v[..., :1])], dim=-1)
-        return self._ratio(qf @ (kf.transpose(-1, -2) @ v1))
+        o = qf @ (kf.transpose(-1, -2) @ v1)
+        return self._ratio(o[..., :-1], o[..., -1:])
 
     def init_state(self, batch: int, device, dtype) -> State:
         m = 2 * self.n_features
@@ -69,11 +70,10 @@ class RandomFeatureAttention(FusedQKVHeads, TokenMixer):
     def causal_forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         qf, kf, v = self._features(x)
         a = self.gate(x).transpose(1, 2)  # [B, H, T]: g = σ(a), log g = logsigmoid(a), 1 − g = σ(−a)
-        v1 = torch.cat([v, torch.ones_like(v[..., :1])], dim=-1)
-        S0 = torch.cat([state["S"], state["z"][..., None]], dim=-1)
-        o, S = linear_recurrence(qf, kf * torch.sigmoid(-a)[..., None], v1, log_decay=F.logsigmoid(a),
-                                 initial_state=S0, form=self.form_for(x.shape[1]), chunk_size=self.chunk_size)
-        return self._ratio(o), {"S": S[..., :-1], "z": S[..., -1]}
+        num, den, S, z = normalised_linear_recurrence(qf, kf * torch.sigmoid(-a)[..., None], v, state["S"], state["z"],
+                                                      log_decay=F.logsigmoid(a), form=self.form_for(x.shape[1]),
+                                                      chunk_size=self.chunk_size)
+        return self._ratio(num, den), {"S": S, "z": z}
 
 
 @register("mixer", "lara",
