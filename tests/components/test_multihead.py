@@ -8,7 +8,14 @@ import torch
 from torch import nn
 
 from trevo.components.base import TokenMixer
-from trevo.components.multihead import FusedQKVHeads, KVCacheAttention, head_dim_of, merge_heads, split_heads
+from trevo.components.multihead import (
+    FusedQKVHeads,
+    KVCacheAttention,
+    head_dim_of,
+    merge_heads,
+    repeat_kv_heads,
+    split_heads,
+)
 from trevo.errors import IncompatibleError
 
 
@@ -90,3 +97,12 @@ def test_kv_cache_attention_carries_every_key_and_matches_one_pass():
     yb = b(x)
     torch.testing.assert_close(yb[:, -1], full[:, -1])
     assert not torch.allclose(yb[:, 0], full[:, 0])
+
+
+def test_repeat_kv_heads_gives_query_head_h_the_key_head_h_over_groups():
+    kv = torch.randn(2, 3, 5, 4)
+    out = repeat_kv_heads(kv, 2)
+    assert out.shape == (2, 6, 5, 4)
+    for h in range(6):
+        assert torch.equal(out[:, h], kv[:, h // 2])
+    assert repeat_kv_heads(kv, 1) is kv

@@ -24,6 +24,12 @@ def merge_heads(o: torch.Tensor) -> torch.Tensor:
     return o.transpose(1, 2).flatten(2)
 
 
+def repeat_kv_heads(t: torch.Tensor, groups: int) -> torch.Tensor:
+    """Grouped-query attention's keys or values for every query head: each of the ``[B, Hkv, T, D]`` heads
+    repeated ``groups`` = n_heads / n_kv_heads times in place (query head h reads key head h // groups)."""
+    return t.repeat_interleave(groups, dim=1) if groups > 1 else t
+
+
 def head_dim_of(width: int, n_heads: int, head_dim: int | None = None, what: str = "d_model") -> int:
     """The per-head width: ``head_dim`` if given, else ``width / n_heads``, which must divide."""
     if n_heads < 1:

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from trevo.components.multihead import head_dim_of, merge_heads, split_heads
+from trevo.components.multihead import head_dim_of, merge_heads, repeat_kv_heads, split_heads
 from trevo.config import ModelConfig
 from trevo.errors import IncompatibleError
 from trevo.models.init import ScaledEmbedding, init_unit_scale
@@ -80,8 +80,7 @@ class CrossDecoderBlock(nn.Module):
         q = split_heads(self.q_proj(self.norm1(y)), self.n_heads)
         if self.position is not None:
             q = self.position.rotate(q, offset)
-        if self.groups > 1:
-            k, v = k.repeat_interleave(self.groups, dim=1), v.repeat_interleave(self.groups, dim=1)
+        k, v = repeat_kv_heads(k, self.groups), repeat_kv_heads(v, self.groups)
         if self.chunk_size is None:
             o = sdpa_attention(q, k, v, causal=True)
         else:

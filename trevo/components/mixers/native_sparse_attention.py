@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
 from trevo.components.base import State, TokenMixer
-from trevo.components.multihead import head_dim_of, merge_heads, split_heads
+from trevo.components.multihead import head_dim_of, merge_heads, repeat_kv_heads, split_heads
 from trevo.errors import IncompatibleError
 from trevo.ops.attention import selected_block_attention
 from trevo.ops.banded_attention import banded_attention, banded_attention_quadratic
@@ -82,9 +84,7 @@ class NativeSparseAttention(TokenMixer):
         block_v = torch.cat([state["block_v"], torch.einsum(
             "bhnld,ld->bhnd", compression_blocks(v, self.block_size, self.stride, done), self.compress_v)], dim=2)
         form, tk, groups = self.form_for(x.shape[1]), k.shape[2], self.n_heads // self.n_kv_heads
-
-        def heads(t: torch.Tensor) -> torch.Tensor:
-            return t.repeat_interleave(groups, dim=1) if groups > 1 else t
+        heads = functools.partial(repeat_kv_heads, groups=groups)
 
         o_cmp = compressed_attention(q, heads(block_k), heads(block_v), tk=tk, block_size=self.block_size,
                                      stride=self.stride, form=form, chunk_size=self.chunk_size)
