@@ -69,3 +69,15 @@ def normalised_linear_recurrence(q: torch.Tensor, k: torch.Tensor, v: torch.Tens
     S0 = torch.cat([S, z[..., None]], dim=-1)
     o, S1 = linear_recurrence(q, k, v1, log_decay=log_decay, initial_state=S0, form=form, chunk_size=chunk_size)
     return o[..., :-1], o[..., -1:], S1[..., :-1], S1[..., -1]
+
+
+def normalised_linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                                padding_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The bidirectional numerator φ(Q)(φ(K)ᵀV) and denominator φ(Q)(φ(K)ᵀ1) ``[B, H, T, 1]``, padded keys
+    (``padding_mask`` ``[B, T]`` False) left out, as one product with a column of ones appended to v. The caller
+    divides, with its own ε."""
+    if padding_mask is not None:
+        k = k * padding_mask[:, None, :, None].to(k.dtype)
+    v1 = torch.cat([v, torch.ones_like(v[..., :1])], dim=-1)
+    o = q @ (k.transpose(-1, -2) @ v1)
+    return o[..., :-1], o[..., -1:]

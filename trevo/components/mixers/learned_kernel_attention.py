@@ -11,7 +11,7 @@ from trevo.components.base import State, TokenMixer
 from trevo.components.multihead import FusedQKVHeads
 from trevo.errors import IncompatibleError
 from trevo.ops.learned_kernel_attention import frequencies, prf_features, rks_features
-from trevo.ops.linear_attention import normalised_linear_recurrence
+from trevo.ops.linear_attention import normalised_linear_attention, normalised_linear_recurrence
 from trevo.registry import Paper, register
 
 
@@ -59,12 +59,7 @@ class LearnedKernelAttention(FusedQKVHeads, TokenMixer):
 
     def bidirectional_forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None,
                               layout: tuple[int, ...] | None) -> torch.Tensor:
-        qf, kf, v = self._features(x)
-        if padding_mask is not None:
-            kf = kf * padding_mask[:, None, :, None].to(kf.dtype)
-        v1 = torch.cat([v, torch.ones_like(v[..., :1])], dim=-1)
-        o = qf @ (kf.transpose(-1, -2) @ v1)
-        return self._ratio(o[..., :-1], o[..., -1:])
+        return self._ratio(*normalised_linear_attention(*self._features(x), padding_mask))
 
     def init_state(self, batch: int, device, dtype) -> State:
         return {"S": torch.zeros(batch, self.n_heads, self.n_state, self.head_dim, device=device, dtype=dtype),

@@ -10,7 +10,7 @@ from torch import nn
 from trevo.components.base import State, TokenMixer
 from trevo.components.multihead import FusedQKVHeads
 from trevo.errors import IncompatibleError
-from trevo.ops.linear_attention import normalised_linear_recurrence
+from trevo.ops.linear_attention import normalised_linear_attention, normalised_linear_recurrence
 from trevo.ops.random_feature_attention import fourier_features, lara_attention
 from trevo.registry import Paper, register
 
@@ -55,12 +55,7 @@ class RandomFeatureAttention(FusedQKVHeads, TokenMixer):
 
     def bidirectional_forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None,
                               layout: tuple[int, ...] | None) -> torch.Tensor:
-        qf, kf, v = self._features(x)
-        if padding_mask is not None:
-            kf = kf * padding_mask[:, None, :, None].to(kf.dtype)
-        v1 = torch.cat([v, torch.ones_like(v[..., :1])], dim=-1)
-        o = qf @ (kf.transpose(-1, -2) @ v1)
-        return self._ratio(o[..., :-1], o[..., -1:])
+        return self._ratio(*normalised_linear_attention(*self._features(x), padding_mask))
 
     def init_state(self, batch: int, device, dtype) -> State:
         m = 2 * self.n_features
