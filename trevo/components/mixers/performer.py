@@ -6,6 +6,7 @@ import torch
 
 from trevo.components.base import State, TokenMixer
 from trevo.components.multihead import FusedQKVHeads
+from trevo.components.redraw import PeriodicRedraw
 from trevo.ops.performer import (
     favor_bidirectional,
     favor_chunked,
@@ -23,7 +24,7 @@ from trevo.registry import Paper, register
           category="MHA/RightProduct", family="performer", causal=True, bidirectional=True, recurrent=True,
           time="O(T·m·d) chunk/prefix/recurrent, O(T²·m) quadratic", memory="O(m·d/H) state per head",
           test_options={"n_features": 8, "chunk_size": 8})
-class Performer(FusedQKVHeads, TokenMixer):
+class Performer(PeriodicRedraw, FusedQKVHeads, TokenMixer):
     """Performer FAVOR+ (Choromanski et al. 2020): softmax(QKᵀ/√d)V estimated by
     φ(q)ᵀφ(k) with φ(x) = exp(Wx − |x|²/2)/√m (Lemma 1) on q, k scaled by d^(-1/4), W with
     block-orthogonal rows (section 2.4) shared by the heads.
@@ -38,11 +39,10 @@ class Performer(FusedQKVHeads, TokenMixer):
     def __init__(self, d_model: int, *, causal: bool, n_heads: int = 4, n_features: int = 64,
                  redraw_interval: int = 0, chunk_size: int = 64, form: str = "auto") -> None:
         super().__init__(d_model, causal=causal, form=form)
-        self.n_features, self.redraw_interval, self.chunk_size = n_features, redraw_interval, chunk_size
+        self.n_features, self.chunk_size = n_features, chunk_size
         self.init_heads(d_model, n_heads)
         self.register_buffer("projection", orthogonal_gaussian(n_features, self.head_dim))
-        # A buffer, so that a resumed run redraws at the same steps as an uninterrupted one.
-        self.register_buffer("calls", torch.zeros((), dtype=torch.long))
+        self.init_redraw(redraw_interval)
 
     @torch.no_grad()
     def redraw(self) -> None:
@@ -62,14 +62,6 @@ class Performer(FusedQKVHeads, TokenMixer):
 
     def _out(self, o: torch.Tensor) -> torch.Tensor:
         return self.project_out(o)
-
-    def forward(self, x: torch.Tensor, *, padding_mask: torch.Tensor | None = None,
-                layout: tuple[int, ...] | None = None) -> torch.Tensor:
-        if self.training and self.redraw_interval > 0:
-            if int(self.calls) % self.redraw_interval == 0 and int(self.calls) > 0:
-                self.redraw()
-            self.calls += 1
-        return super().forward(x, padding_mask=padding_mask, layout=layout)
 
     def bidirectional_forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None,
                               layout: tuple[int, ...] | None) -> torch.Tensor:

@@ -7,6 +7,7 @@ from torch import nn
 
 from trevo.components.base import State, TokenMixer
 from trevo.components.multihead import FusedQKVHeads, KVCacheAttention
+from trevo.components.redraw import PeriodicRedraw
 from trevo.errors import IncompatibleError
 from trevo.ops.yoso import (
     bucket_add,
@@ -58,7 +59,7 @@ class YosoE(_YosoBase, KVCacheAttention):
           time="O(T·m·d) forward by bucket tables; O(T²·d) backward through the expectation",
           memory="O(m·2^τ·d) tables (the causal state)",
           test_options={"hash_code_len": 3, "n_hashes": 4, "chunk_size": 5, "redraw_interval": 0})
-class Yoso(_YosoBase):
+class Yoso(PeriodicRedraw, _YosoBase):
     """YOSO attention (Zeng et al. 2021, eq. 6-8): B_ij = mean over ``n_hashes`` SimHash functions of
     τ = ``hash_code_len`` bits of [h(q̂_i) = h(k̂_j)], a Bernoulli sample of (1 − arccos(q̂·k̂)/π)^τ, and
     y = N(B V), computed from per-hash bucket sums of the values. The hyperplanes are drawn anew every
@@ -75,22 +76,14 @@ class Yoso(_YosoBase):
         super().__init__(d_model, causal=causal, n_heads=n_heads, hash_code_len=hash_code_len, form=form)
         if n_hashes < 1 or chunk_size < 1:
             raise IncompatibleError(f"yoso needs n_hashes >= 1 and chunk_size >= 1, got {n_hashes}, {chunk_size}")
-        self.n_hashes, self.chunk_size, self.redraw_interval = n_hashes, chunk_size, redraw_interval
+        self.n_hashes, self.chunk_size = n_hashes, chunk_size
         self.register_buffer("planes", torch.randn(self.head_dim, n_hashes * hash_code_len))
-        self.register_buffer("calls", torch.zeros((), dtype=torch.long))
+        self.init_redraw(redraw_interval)
 
     @torch.no_grad()
     def redraw(self) -> None:
         """Draw new hash hyperplanes (from torch's global generator)."""
         self.planes.normal_()
-
-    def forward(self, x: torch.Tensor, *, padding_mask: torch.Tensor | None = None,
-                layout: tuple[int, ...] | None = None) -> torch.Tensor:
-        if self.training and self.redraw_interval > 0:
-            if int(self.calls) % self.redraw_interval == 0 and int(self.calls) > 0:
-                self.redraw()
-            self.calls += 1
-        return super().forward(x, padding_mask=padding_mask, layout=layout)
 
     def _attend(self, q, k, v, tables, padding_mask):
         qc, kc = hash_codes(q, self.planes, self.hash_code_len), hash_codes(k, self.planes, self.hash_code_len)
