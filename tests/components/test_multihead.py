@@ -12,7 +12,9 @@ from trevo.components.multihead import (
     FusedQKVHeads,
     KVCacheAttention,
     head_dim_of,
+    kv_heads_of,
     merge_heads,
+    n_heads_of,
     repeat_kv_heads,
     split_heads,
 )
@@ -106,3 +108,13 @@ def test_repeat_kv_heads_gives_query_head_h_the_key_head_h_over_groups():
     for h in range(6):
         assert torch.equal(out[:, h], kv[:, h // 2])
     assert repeat_kv_heads(kv, 1) is kv
+
+
+def test_kv_heads_and_heads_of_an_inner_width_and_their_errors():
+    assert kv_heads_of(8, None, "x: ") == 8 and kv_heads_of(8, 2, "x: ") == 2
+    for bad in (3, 0):
+        with pytest.raises(IncompatibleError, match=f"x: n_heads=8 must be a multiple of n_kv_heads={bad}"):
+            kv_heads_of(8, bad, "x: ")
+    assert n_heads_of(64, 16) == 4
+    with pytest.raises(IncompatibleError, match="expand·d_model = 64 is not divisible by head_dim = 24"):
+        n_heads_of(64, 24)

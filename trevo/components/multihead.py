@@ -24,6 +24,23 @@ def merge_heads(o: torch.Tensor) -> torch.Tensor:
     return o.transpose(1, 2).flatten(2)
 
 
+def kv_heads_of(n_heads: int, n_kv_heads: int | None, what: str) -> int:
+    """Grouped-query attention's key/value heads: ``n_kv_heads`` (None: ``n_heads``), which must divide
+    ``n_heads``; ``what`` starts the error (``"forgetting_attention: "``, ``"model.options."``)."""
+    n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
+    if n_kv_heads < 1 or n_heads % n_kv_heads:
+        raise IncompatibleError(f"{what}n_heads={n_heads} must be a multiple of n_kv_heads={n_kv_heads}")
+    return n_kv_heads
+
+
+def n_heads_of(width: int, head_dim: int) -> int:
+    """Heads of ``head_dim`` in an inner ``width`` = expand·d_model (Mamba-2-style blocks), which must divide."""
+    if width % head_dim:
+        raise IncompatibleError(f"expand·d_model = {width} is not divisible by head_dim = {head_dim}; "
+                                f"choose a head_dim dividing it")
+    return width // head_dim
+
+
 def repeat_kv_heads(t: torch.Tensor, groups: int) -> torch.Tensor:
     """Grouped-query attention's keys or values for every query head: each of the ``[B, Hkv, T, D]`` heads
     repeated ``groups`` = n_heads / n_kv_heads times in place (query head h reads key head h // groups)."""

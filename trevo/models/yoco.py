@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from trevo.components.multihead import head_dim_of, merge_heads, repeat_kv_heads, split_heads
+from trevo.components.multihead import head_dim_of, kv_heads_of, merge_heads, repeat_kv_heads, split_heads
 from trevo.config import ModelConfig
 from trevo.errors import IncompatibleError
 from trevo.models.init import ScaledEmbedding, init_unit_scale
@@ -124,9 +124,7 @@ class YOCO(nn.Module):
                                     f"{', '.join(mixer.relative_positions) or 'no relative position'}")
         self.position = None if relative else position
         n_heads = opts["n_heads"]
-        n_kv_heads = n_heads if opts["n_kv_heads"] is None else opts["n_kv_heads"]
-        if n_kv_heads < 1 or n_heads % n_kv_heads:
-            raise IncompatibleError(f"model.options.n_heads={n_heads} must be a multiple of n_kv_heads={n_kv_heads}")
+        n_kv_heads = kv_heads_of(n_heads, opts["n_kv_heads"], "model.options.")
         head_dim = head_dim_of(d, n_heads)
         self.n_kv_heads, self.head_dim = n_kv_heads, head_dim
         self.embed = ScaledEmbedding(info.vocab_size, d)
