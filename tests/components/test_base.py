@@ -100,16 +100,3 @@ def test_without_a_measurement_auto_keeps_the_declared_order(no_tables, table):
     table({"lru": {"causal": {"fwdbwd": [{"length": 64, "form": "parallel"}]}}})
     assert _lru().form_for(100) == "chunk"
 
-
-def test_the_shipped_cpu_table_names_only_forms_the_mixers_have():
-    from trevo.registry import get
-
-    data = json.loads(form_table.SHIPPED.read_text())
-    assert data["choices"]["cpu"], "trevo ships a table measured on its CPU"
-    for mixer, directions in data["choices"]["cpu"].items():
-        forms = get("mixer", mixer).forms
-        for modes in directions.values():
-            for entries in modes.values():
-                for e in entries:
-                    assert e["form"] in forms, (mixer, e)
-                    assert e["ms"][min(e["ms"], key=e["ms"].get)] == min(e["ms"].values())

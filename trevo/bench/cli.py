@@ -164,8 +164,9 @@ def add_parser(subparsers, name: str) -> None:
                          description="Per mixer with several forms, per form, mode (fwdbwd, fwd) and length: the "
                                      "median time of a call; the fastest form per point becomes the choice of "
                                      "form=\"auto\" (trevo.bench.form_table). Written to --table (default "
-                                     "~/.cache/trevo/form_table_<device>.json); trevo ships the one of its CPU as "
-                                     "trevo/bench/form_table_cpu.json. --check compares instead of writing.")
+                                     "~/.cache/trevo/form_table_<device>.json); a table shipped as "
+                                     "trevo/bench/form_table_cpu.json is read last. --check compares instead of "
+                                     "writing.")
     s.add_argument("--mixers", type=_names,
                    help="comma-separated mixer names (default: every mixer with several forms)")
     s.add_argument("--lengths", type=_ints, default=[256, 1024, 4096], help="comma-separated sequence lengths")

@@ -2,8 +2,8 @@
 mode (``fwdbwd`` when gradients are on, ``fwd`` otherwise) and length, written by
 ``trevo bench calibrate`` (``trevo.bench.calibrate``).
 
-trevo ships the table measured on its CPU (``form_table_cpu.json`` beside this file). A table of
-one's own — another CPU, a GPU — is written by ``trevo bench calibrate --device cuda`` to
+A table measured on trevo's reference CPU may ship beside this file (``form_table_cpu.json``); it is
+read last. A table of one's own — another CPU, a GPU — is written by ``trevo bench calibrate --device cuda`` to
 ``~/.cache/trevo/form_table_<device>.json`` (or ``--table PATH``) and read from there first; the
 environment variable ``TREVO_FORM_TABLE`` names a table that overrides both. Where no table covers
 a mixer, ``auto`` keeps the mixer's declared order (the training default first).
