@@ -24,7 +24,7 @@ from torch import nn
 from trevo.config import ModelConfig
 from trevo.errors import IncompatibleError
 from trevo.models.init import ScaledEmbedding, init_unit_scale
-from trevo.models.layers import Block
+from trevo.models.layers import Block, model_options
 from trevo.models.metaformer import check_compatible, resolve_max_len
 from trevo.models.tokens import apply_head, embed_tokens, output_head
 from trevo.registry import Paper, build, get, register
@@ -46,11 +46,7 @@ class Hourglass(nn.Module):
 
     def __init__(self, cfg: ModelConfig, info: TaskInfo) -> None:
         super().__init__()
-        unknown = [k for k in cfg.options if k not in OPTIONS]
-        if unknown:
-            raise IncompatibleError(f"model 'hourglass' takes no option {', '.join(map(repr, unknown))}; its "
-                                    f"model.options are: {', '.join(OPTIONS)}")
-        opts = {**OPTIONS, **cfg.options}
+        opts = model_options("hourglass", OPTIONS, cfg.options)
         k = opts["shorten_factor"]
         if not isinstance(k, int) or k < 1 or opts["pre_layers"] < 0 or opts["post_layers"] < 0:
             raise IncompatibleError(f"hourglass needs an integer shorten_factor >= 1 and pre/post_layers >= 0, got "

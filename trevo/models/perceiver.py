@@ -32,7 +32,7 @@ from trevo.components.multihead import merge_heads, split_heads
 from trevo.config import ComponentSpec, ModelConfig
 from trevo.errors import IncompatibleError, TrevoError
 from trevo.models.init import ScaledEmbedding, init_unit_scale
-from trevo.models.layers import Block, resolve_max_len
+from trevo.models.layers import Block, model_options, resolve_max_len
 from trevo.models.tokens import check_token_ids, output_head
 from trevo.ops.cross_attention import cross_attention, windowed_causal_cross_attention
 from trevo.registry import Paper, build, get, names, register
@@ -48,12 +48,7 @@ POSITION_MODES = ("concat", "add")
 
 
 def _options(arch: str, cfg: ModelConfig) -> dict[str, Any]:
-    valid = OPTIONS[arch]
-    unknown = [k for k in cfg.options if k not in valid]
-    if unknown:
-        raise IncompatibleError(f"model {arch!r} takes no option {', '.join(map(repr, unknown))}; its "
-                                f"model.options are: {', '.join(valid)}")
-    opts = {**valid, **cfg.options}
+    opts = model_options(arch, OPTIONS[arch], cfg.options)
     if opts.get("position_mode", "concat") not in POSITION_MODES:
         raise IncompatibleError(f"model.options.position_mode must be one of {', '.join(POSITION_MODES)}, "
                                 f"got {opts['position_mode']!r}")

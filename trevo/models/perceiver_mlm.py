@@ -27,7 +27,7 @@ from torch import nn
 from trevo.components.multihead import merge_heads, split_heads
 from trevo.config import ComponentSpec, ModelConfig
 from trevo.errors import IncompatibleError
-from trevo.models.layers import resolve_max_len
+from trevo.models.layers import model_options, resolve_max_len
 from trevo.models.perceiver import latent_blocks
 from trevo.models.tokens import embed_tokens
 from trevo.ops.cross_attention import cross_attention
@@ -71,11 +71,7 @@ class CrossAttentionLayer(nn.Module):
 
 
 def _options(cfg: ModelConfig) -> dict[str, Any]:
-    unknown = [k for k in cfg.options if k not in OPTIONS]
-    if unknown:
-        raise IncompatibleError(f"model 'perceiver_mlm' takes no option {', '.join(map(repr, unknown))}; its "
-                                f"model.options are: {', '.join(OPTIONS)}")
-    return {**OPTIONS, **cfg.options}
+    return model_options("perceiver_mlm", OPTIONS, cfg.options)
 
 
 @register("model", "perceiver_mlm", paper=Paper("Perceiver IO: A General Architecture for Structured Inputs & "

@@ -27,7 +27,7 @@ from torch import nn
 from trevo.config import ComponentSpec, ModelConfig
 from trevo.errors import IncompatibleError
 from trevo.models.init import ScaledEmbedding, init_unit_scale
-from trevo.models.layers import NONE, Block, run_profiling, share_scores
+from trevo.models.layers import NONE, Block, model_options, run_profiling, share_scores
 from trevo.models.metaformer import MetaFormer, check_compatible, resolve_max_len
 from trevo.models.tokens import output_head
 from trevo.registry import Paper, build, register
@@ -39,11 +39,7 @@ NORM_EPS = {"layernorm": 1e-5, "rmsnorm": 1e-6}
 
 
 def _options(cfg: ModelConfig) -> dict[str, Any]:
-    unknown = [k for k in cfg.options if k not in OPTIONS]
-    if unknown:
-        raise IncompatibleError(f"model 'pretrained_lm' takes no option {', '.join(map(repr, unknown))}; its "
-                                f"model.options are: {', '.join(OPTIONS)}")
-    opts = {**OPTIONS, **cfg.options}
+    opts = model_options("pretrained_lm", OPTIONS, cfg.options)
     every = opts["rwkv_rescale_every"]
     if not isinstance(every, int) or every < 0:
         raise IncompatibleError(f"model.options.rwkv_rescale_every must be an integer >= 0, got {every!r}")

@@ -23,6 +23,7 @@ from trevo.components.multihead import head_dim_of, kv_heads_of, merge_heads, re
 from trevo.config import ModelConfig
 from trevo.errors import IncompatibleError
 from trevo.models.init import ScaledEmbedding, init_unit_scale
+from trevo.models.layers import model_options
 from trevo.models.metaformer import resolve_max_len
 from trevo.models.tokens import embed_tokens, output_head
 from trevo.ops.attention import chunked_softmax_attention, sdpa_attention
@@ -33,11 +34,7 @@ OPTIONS: dict[str, Any] = {"self_layers": None, "n_heads": 4, "n_kv_heads": None
 
 
 def _options(cfg: ModelConfig) -> dict[str, Any]:
-    unknown = [k for k in cfg.options if k not in OPTIONS]
-    if unknown:
-        raise IncompatibleError(f"model 'yoco' takes no option {', '.join(map(repr, unknown))}; its model.options "
-                                f"are: {', '.join(OPTIONS)}")
-    opts = {**OPTIONS, **cfg.options}
+    opts = model_options("yoco", OPTIONS, cfg.options)
     if opts["self_layers"] is None:
         opts["self_layers"] = cfg.n_layers // 2
     if not 0 <= opts["self_layers"] < cfg.n_layers:
