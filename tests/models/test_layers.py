@@ -14,7 +14,7 @@ from trevo.components.norms import LayerNorm
 from trevo.components.residuals import PostNorm, PreNorm
 from trevo.config import ConfigError, RunConfig
 from trevo.errors import IncompatibleError
-from trevo.models.layers import model_family, model_problems, resolve_layers
+from trevo.models.layers import model_family, model_options, model_problems, resolve_layers
 from trevo.tasks.base import TaskInfo
 from trevo.train import build, train
 
@@ -103,3 +103,9 @@ def test_the_perceiver_refuses_per_layer_specs():
     cfg = RunConfig().override([*TWO_STEPS, "model.arch=perceiver", "task.name=digits", "model.layers=[gla]"])
     with pytest.raises(IncompatibleError, match="model.layers .* builds hybrid metaformer stacks"):
         build(cfg)
+
+
+def test_model_options_fill_the_defaults_and_refuse_an_unknown_one_by_name():
+    assert model_options("m", {"a": 1, "b": 2}, {"b": 5}) == {"a": 1, "b": 5}
+    with pytest.raises(IncompatibleError, match=r"model 'm' takes no option 'c'; its model.options are: a, b"):
+        model_options("m", {"a": 1, "b": 2}, {"c": 0})

@@ -24,9 +24,9 @@ from torch import nn
 from trevo.config import ModelConfig
 from trevo.errors import IncompatibleError
 from trevo.models.init import ScaledEmbedding, init_unit_scale
-from trevo.models.layers import Block
+from trevo.models.layers import Block, model_options
 from trevo.models.metaformer import check_compatible, resolve_max_len
-from trevo.models.tokens import check_token_ids
+from trevo.models.tokens import apply_head, embed_tokens, output_head
 from trevo.registry import Paper, build, get, register
 from trevo.tasks.base import TaskInfo
 
@@ -46,11 +46,7 @@ class Hourglass(nn.Module):
 
     def __init__(self, cfg: ModelConfig, info: TaskInfo) -> None:
         super().__init__()
-        unknown = [k for k in cfg.options if k not in OPTIONS]
-        if unknown:
-            raise IncompatibleError(f"model 'hourglass' takes no option {', '.join(map(repr, unknown))}; its "
-                                    f"model.options are: {', '.join(OPTIONS)}")
-        opts = {**OPTIONS, **cfg.options}
+        opts = model_options("hourglass", OPTIONS, cfg.options)
         k = opts["shorten_factor"]
         if not isinstance(k, int) or k < 1 or opts["pre_layers"] < 0 or opts["post_layers"] < 0:
             raise IncompatibleError(f"hourglass needs an integer shorten_factor >= 1 and pre/post_layers >= 0, got "
@@ -97,12 +93,7 @@ class Hourglass(nn.Module):
         self.upsample = nn.Linear(d, k * d)  # linear upsampling of one token into k
         ends_in_norm = self.post[-1].residual.ends_in_norm if len(self.post) else self.inner[-1].residual.ends_in_norm
         self.norm = nn.Identity() if ends_in_norm else build("norm", cfg.norm.name, cfg.norm.options, d_model=d)
-        if info.head == "classify":
-            self.head = nn.Linear(d, info.n_classes)
-        else:
-            self.head = nn.Linear(d, info.vocab_size, bias=False)
-            if cfg.tie_embeddings:
-                self.head.weight = self.embed.weight
+        self.head = output_head(d, info, self.embed, cfg.tie_embeddings)
         self.apply(init_unit_scale)
         for block in (*self.pre, *self.inner, *self.post):
             block.initialize()
@@ -117,13 +108,8 @@ class Hourglass(nn.Module):
         return self.shorten(F.pad(x, (0, 0, 0, n * k - T)).reshape(B, n, k * d))
 
     def forward(self, tokens: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
-        check_token_ids(tokens, self.info.vocab_size)
-        x = self.embed(tokens)
+        x = embed_tokens(tokens, self.embed, self.position, self.info.vocab_size)
         T = tokens.shape[1]
-        if self.position is not None:
-            pos = self.position(torch.arange(T, device=tokens.device))
-            if pos is not None:
-                x = x + pos.to(x.dtype)
         for block in self.pre:
             x = block(x, padding_mask, (T,))
         s = self._shortened(x if padding_mask is None else x * padding_mask[..., None].to(x.dtype))
@@ -137,13 +123,7 @@ class Hourglass(nn.Module):
         x = x + up
         for block in self.post:
             x = block(x, padding_mask, (T,))
-        x = self.norm(x)
-        if self.info.head != "classify":
-            return self.head(x)
-        if padding_mask is None:
-            return self.head(x.mean(dim=1))
-        w = padding_mask.to(x.dtype)[..., None]
-        return self.head((x * w).sum(1) / w.sum(1).clamp_min(1))
+        return apply_head(self.head, self.info, self.norm(x), padding_mask)
 
     def prefill(self, tokens: torch.Tensor, state: Any = None) -> Any:
         raise IncompatibleError("hourglass keeps no per-token generation state (its shortened blocks advance "

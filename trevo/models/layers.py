@@ -197,6 +197,16 @@ def _layer_problems(layer: Layer, info: TaskInfo, max_len: int, hybrid: bool) ->
     return problems
 
 
+def model_options(arch: str, defaults: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+    """``model.options`` over an architecture's ``defaults``; an option it does not take is one clear error
+    naming them."""
+    unknown = [k for k in options if k not in defaults]
+    if unknown:
+        raise IncompatibleError(f"model {arch!r} takes no option {', '.join(map(repr, unknown))}; its "
+                                f"model.options are: {', '.join(defaults)}")
+    return {**defaults, **options}
+
+
 def resolve_max_len(cfg: ModelConfig, info: TaskInfo) -> int:
     return info.seq_len if cfg.max_len is None else cfg.max_len
 

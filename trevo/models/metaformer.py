@@ -18,7 +18,7 @@ from trevo.config import ModelConfig
 from trevo.errors import IncompatibleError
 from trevo.models.init import ScaledEmbedding, init_unit_scale
 from trevo.models.layers import build_blocks, check_model, resolve_max_len, run_profiling
-from trevo.models.tokens import check_token_ids
+from trevo.models.tokens import apply_head, embed_tokens, output_head
 from trevo.registry import Paper, build, create, register
 from trevo.tasks.base import TaskInfo
 
@@ -53,12 +53,7 @@ class MetaFormer(nn.Module):
         # A block that ends in a norm (post-norm and friends) leaves the model no final norm to add.
         ends_in_norm = self.blocks[-1].residual.ends_in_norm if len(self.blocks) else False
         self.norm = nn.Identity() if ends_in_norm else build("norm", cfg.norm.name, cfg.norm.options, d_model=d)
-        if info.head == "classify":
-            self.head = nn.Linear(d, info.n_classes)
-        else:
-            self.head = nn.Linear(d, info.vocab_size, bias=False)
-            if cfg.tie_embeddings:
-                self.head.weight = self.embed.weight
+        self.head = output_head(d, info, self.embed, cfg.tie_embeddings)
         self.apply(init_unit_scale)
         for block in self.blocks:
             block.initialize()
@@ -69,22 +64,10 @@ class MetaFormer(nn.Module):
             self.score_carry.scores = None
 
     def _embed(self, tokens: torch.Tensor, offset: int = 0) -> torch.Tensor:
-        check_token_ids(tokens, self.info.vocab_size)
-        x = self.embed(tokens)
-        if self.position is not None:
-            pos = self.position(torch.arange(offset, offset + tokens.shape[1], device=tokens.device))
-            if pos is not None:
-                x = x + pos.to(x.dtype)
-        return x
+        return embed_tokens(tokens, self.embed, self.position, self.info.vocab_size, offset)
 
     def _head(self, x: torch.Tensor, padding_mask: torch.Tensor | None) -> torch.Tensor:
-        x = self.norm(x)
-        if self.info.head != "classify":
-            return self.head(x)
-        if padding_mask is None:
-            return self.head(x.mean(dim=1))
-        weights = padding_mask.to(x.dtype)[..., None]
-        return self.head((x * weights).sum(1) / weights.sum(1).clamp_min(1))
+        return apply_head(self.head, self.info, self.norm(x), padding_mask)
 
     def forward(self, tokens: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Logits ``[B, T, vocab]`` (lm, mlm) or ``[B, n_classes]`` (classify)."""

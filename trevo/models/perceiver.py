@@ -32,8 +32,8 @@ from trevo.components.multihead import merge_heads, split_heads
 from trevo.config import ComponentSpec, ModelConfig
 from trevo.errors import IncompatibleError, TrevoError
 from trevo.models.init import ScaledEmbedding, init_unit_scale
-from trevo.models.layers import Block, resolve_max_len
-from trevo.models.tokens import check_token_ids
+from trevo.models.layers import Block, model_options, resolve_max_len
+from trevo.models.tokens import check_token_ids, output_head
 from trevo.ops.cross_attention import cross_attention, windowed_causal_cross_attention
 from trevo.registry import Paper, build, get, names, register
 from trevo.tasks.base import TaskInfo
@@ -48,12 +48,7 @@ POSITION_MODES = ("concat", "add")
 
 
 def _options(arch: str, cfg: ModelConfig) -> dict[str, Any]:
-    valid = OPTIONS[arch]
-    unknown = [k for k in cfg.options if k not in valid]
-    if unknown:
-        raise IncompatibleError(f"model {arch!r} takes no option {', '.join(map(repr, unknown))}; its "
-                                f"model.options are: {', '.join(valid)}")
-    opts = {**valid, **cfg.options}
+    opts = model_options(arch, OPTIONS[arch], cfg.options)
     if opts.get("position_mode", "concat") not in POSITION_MODES:
         raise IncompatibleError(f"model.options.position_mode must be one of {', '.join(POSITION_MODES)}, "
                                 f"got {opts['position_mode']!r}")
@@ -480,9 +475,7 @@ class PerceiverAR(nn.Module):
                                  dropout=cfg.dropout)
         self.blocks = latent_blocks(cfg, d, self.window, causal=True)
         self.norm = build("norm", cfg.norm.name, cfg.norm.options, d_model=d)
-        self.head = nn.Linear(d, info.vocab_size, bias=False)
-        if cfg.tie_embeddings:
-            self.head.weight = self.embed.weight
+        self.head = output_head(d, info, self.embed, cfg.tie_embeddings)  # info.head is lm (checked above)
         _initialize(self)
 
     def _embed(self, tokens: torch.Tensor, offset: int) -> torch.Tensor:

@@ -27,9 +27,9 @@ from torch import nn
 from trevo.components.multihead import merge_heads, split_heads
 from trevo.config import ComponentSpec, ModelConfig
 from trevo.errors import IncompatibleError
-from trevo.models.layers import resolve_max_len
+from trevo.models.layers import model_options, resolve_max_len
 from trevo.models.perceiver import latent_blocks
-from trevo.models.tokens import check_token_ids
+from trevo.models.tokens import embed_tokens
 from trevo.ops.cross_attention import cross_attention
 from trevo.registry import Paper, build, get, register
 from trevo.tasks.base import TaskInfo
@@ -71,11 +71,7 @@ class CrossAttentionLayer(nn.Module):
 
 
 def _options(cfg: ModelConfig) -> dict[str, Any]:
-    unknown = [k for k in cfg.options if k not in OPTIONS]
-    if unknown:
-        raise IncompatibleError(f"model 'perceiver_mlm' takes no option {', '.join(map(repr, unknown))}; its "
-                                f"model.options are: {', '.join(OPTIONS)}")
-    return {**OPTIONS, **cfg.options}
+    return model_options("perceiver_mlm", OPTIONS, cfg.options)
 
 
 @register("model", "perceiver_mlm", paper=Paper("Perceiver IO: A General Architecture for Structured Inputs & "
@@ -125,12 +121,8 @@ class PerceiverMLM(nn.Module):
 
     def forward(self, tokens: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Logits ``[B, T, vocab]`` at every position; padded positions (mask False) are not read."""
-        check_token_ids(tokens, self.info.vocab_size)
         b, t = tokens.shape
-        x = self.embed(tokens)
-        pos = self.position(torch.arange(t, device=tokens.device))
-        if pos is not None:
-            x = x + pos.to(x.dtype)
+        x = embed_tokens(tokens, self.embed, self.position, self.info.vocab_size)
         z = self.encoder(self.latents.expand(b, -1, -1), x, padding_mask)
         for _ in range(self.opts["n_blocks"]):
             for block in self.blocks:

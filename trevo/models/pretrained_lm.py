@@ -27,9 +27,9 @@ from torch import nn
 from trevo.config import ComponentSpec, ModelConfig
 from trevo.errors import IncompatibleError
 from trevo.models.init import ScaledEmbedding, init_unit_scale
-from trevo.models.layers import NONE, Block, run_profiling, share_scores
+from trevo.models.layers import NONE, Block, model_options, run_profiling, share_scores
 from trevo.models.metaformer import MetaFormer, check_compatible, resolve_max_len
-from trevo.models.tokens import check_token_ids
+from trevo.models.tokens import output_head
 from trevo.registry import Paper, build, register
 from trevo.tasks.base import TaskInfo
 
@@ -39,11 +39,7 @@ NORM_EPS = {"layernorm": 1e-5, "rmsnorm": 1e-6}
 
 
 def _options(cfg: ModelConfig) -> dict[str, Any]:
-    unknown = [k for k in cfg.options if k not in OPTIONS]
-    if unknown:
-        raise IncompatibleError(f"model 'pretrained_lm' takes no option {', '.join(map(repr, unknown))}; its "
-                                f"model.options are: {', '.join(OPTIONS)}")
-    opts = {**OPTIONS, **cfg.options}
+    opts = model_options("pretrained_lm", OPTIONS, cfg.options)
     every = opts["rwkv_rescale_every"]
     if not isinstance(every, int) or every < 0:
         raise IncompatibleError(f"model.options.rwkv_rescale_every must be an integer >= 0, got {every!r}")
@@ -97,22 +93,12 @@ class PretrainedLM(MetaFormer):
         self.norm = _norm(final, d, 4.0 ** (cfg.n_layers // every) if every else 1.0)
         if self.blocks[-1].residual.ends_in_norm:
             self.norm = nn.Identity()
-        if info.head == "classify":
-            self.head = nn.Linear(d, info.n_classes)
-        else:
-            self.head = nn.Linear(d, info.vocab_size, bias=False)
-            if cfg.tie_embeddings:
-                self.head.weight = self.embed.weight
+        self.head = output_head(d, info, self.embed, cfg.tie_embeddings)
         self.apply(init_unit_scale)
         for block in self.blocks:
             block.initialize()
         run_profiling(self, self.blocks, info)
 
     def _embed(self, tokens: torch.Tensor, offset: int = 0) -> torch.Tensor:
-        check_token_ids(tokens, self.info.vocab_size)
-        x = self.embed(tokens)
-        if self.position is not None:
-            pos = self.position(torch.arange(offset, offset + tokens.shape[1], device=tokens.device))
-            if pos is not None:
-                x = x + pos.to(x.dtype)
+        x = super()._embed(tokens, offset)
         return x if self.embed_norm is None else self.embed_norm(x)

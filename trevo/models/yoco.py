@@ -19,12 +19,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from trevo.components.multihead import head_dim_of, merge_heads, split_heads
+from trevo.components.multihead import head_dim_of, kv_heads_of, merge_heads, repeat_kv_heads, split_heads
 from trevo.config import ModelConfig
 from trevo.errors import IncompatibleError
 from trevo.models.init import ScaledEmbedding, init_unit_scale
+from trevo.models.layers import model_options
 from trevo.models.metaformer import resolve_max_len
-from trevo.models.tokens import check_token_ids
+from trevo.models.tokens import embed_tokens, output_head
 from trevo.ops.attention import chunked_softmax_attention, sdpa_attention
 from trevo.registry import Paper, build, get, register
 from trevo.tasks.base import TaskInfo
@@ -33,11 +34,7 @@ OPTIONS: dict[str, Any] = {"self_layers": None, "n_heads": 4, "n_kv_heads": None
 
 
 def _options(cfg: ModelConfig) -> dict[str, Any]:
-    unknown = [k for k in cfg.options if k not in OPTIONS]
-    if unknown:
-        raise IncompatibleError(f"model 'yoco' takes no option {', '.join(map(repr, unknown))}; its model.options "
-                                f"are: {', '.join(OPTIONS)}")
-    opts = {**OPTIONS, **cfg.options}
+    opts = model_options("yoco", OPTIONS, cfg.options)
     if opts["self_layers"] is None:
         opts["self_layers"] = cfg.n_layers // 2
     if not 0 <= opts["self_layers"] < cfg.n_layers:
@@ -80,8 +77,7 @@ class CrossDecoderBlock(nn.Module):
         q = split_heads(self.q_proj(self.norm1(y)), self.n_heads)
         if self.position is not None:
             q = self.position.rotate(q, offset)
-        if self.groups > 1:
-            k, v = k.repeat_interleave(self.groups, dim=1), v.repeat_interleave(self.groups, dim=1)
+        k, v = repeat_kv_heads(k, self.groups), repeat_kv_heads(v, self.groups)
         if self.chunk_size is None:
             o = sdpa_attention(q, k, v, causal=True)
         else:
@@ -125,9 +121,7 @@ class YOCO(nn.Module):
                                     f"{', '.join(mixer.relative_positions) or 'no relative position'}")
         self.position = None if relative else position
         n_heads = opts["n_heads"]
-        n_kv_heads = n_heads if opts["n_kv_heads"] is None else opts["n_kv_heads"]
-        if n_kv_heads < 1 or n_heads % n_kv_heads:
-            raise IncompatibleError(f"model.options.n_heads={n_heads} must be a multiple of n_kv_heads={n_kv_heads}")
+        n_kv_heads = kv_heads_of(n_heads, opts["n_kv_heads"], "model.options.")
         head_dim = head_dim_of(d, n_heads)
         self.n_kv_heads, self.head_dim = n_kv_heads, head_dim
         self.embed = ScaledEmbedding(info.vocab_size, d)
@@ -152,19 +146,11 @@ class YOCO(nn.Module):
                               position if relative else None, opts["chunk_size"])
             for i in range(opts["self_layers"], cfg.n_layers))
         self.norm = norm()
-        self.head = nn.Linear(d, info.vocab_size, bias=False)
-        if cfg.tie_embeddings:
-            self.head.weight = self.embed.weight
+        self.head = output_head(d, info, self.embed, cfg.tie_embeddings)  # info.head is lm (checked above)
         self.apply(init_unit_scale)
 
     def _embed(self, tokens: torch.Tensor, offset: int) -> torch.Tensor:
-        check_token_ids(tokens, self.info.vocab_size)
-        x = self.embed(tokens)
-        if self.position is not None:
-            pos = self.position(torch.arange(offset, offset + tokens.shape[1], device=tokens.device))
-            if pos is not None:
-                x = x + pos.to(x.dtype)
-        return x
+        return embed_tokens(tokens, self.embed, self.position, self.info.vocab_size, offset)
 
     def shared_kv(self, x: torch.Tensor, offset: int) -> tuple[torch.Tensor, torch.Tensor]:
         """K̂, V̂ ``[B, Hkv, T, d]`` of the self-decoder's output x (positions offset …)."""

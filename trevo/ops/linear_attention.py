@@ -5,12 +5,16 @@ With a positive feature map φ (applied by the caller), attention without the so
     o_t = φ(q_t)ᵀ S_t / (φ(q_t)ᵀ z_t),   S_t = S_{t-1} + φ(k_t) v_tᵀ,   z_t = z_{t-1} + φ(k_t)
 
 (causal; the bidirectional form sums over all t). Layout: q, k ``[B, H, T, Dk]``, v ``[B, H, T, Dv]``,
-S ``[B, H, Dk, Dv]``, z ``[B, H, Dk]``; q and k are already feature-mapped.
+S ``[B, H, Dk, Dv]``, z ``[B, H, Dk]``; q and k are already feature-mapped. ``normalised_linear_recurrence``
+is the chunked (and decayed) form every feature-map mixer (Based, Hedgehog, Performer-style random features …)
+runs through ``linear_recurrence``.
 """
 
 from __future__ import annotations
 
 import torch
+
+from trevo.ops.linear_recurrence import linear_recurrence
 
 
 def linear_attention_quadratic(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool,
@@ -52,3 +56,28 @@ def linear_attention_state(k: torch.Tensor, v: torch.Tensor, S: torch.Tensor, z:
                            ) -> tuple[torch.Tensor, torch.Tensor]:
     """The state after absorbing a whole chunk: S + φKᵀV, z + Σ φK."""
     return S + k.transpose(-1, -2) @ v, z + k.sum(dim=-2)
+
+
+def normalised_linear_recurrence(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, S: torch.Tensor,
+                                 z: torch.Tensor, *, log_decay: torch.Tensor | None = None, form: str,
+                                 chunk_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The causal numerator φ(q_t)ᵀ S_t and denominator φ(q_t)ᵀ z_t ``[B, H, T, 1]`` after the state
+    (S, z), and the new (S, z), in one ``linear_recurrence`` (any of its forms, an optional decay of both
+    sums): z rides as the state's last column, the sum of a column of ones appended to v. The caller
+    divides, with its own ε."""
+    v1 = torch.cat([v, torch.ones_like(v[..., :1])], dim=-1)
+    S0 = torch.cat([S, z[..., None]], dim=-1)
+    o, S1 = linear_recurrence(q, k, v1, log_decay=log_decay, initial_state=S0, form=form, chunk_size=chunk_size)
+    return o[..., :-1], o[..., -1:], S1[..., :-1], S1[..., -1]
+
+
+def normalised_linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                                padding_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The bidirectional numerator φ(Q)(φ(K)ᵀV) and denominator φ(Q)(φ(K)ᵀ1) ``[B, H, T, 1]``, padded keys
+    (``padding_mask`` ``[B, T]`` False) left out, as one product with a column of ones appended to v. The caller
+    divides, with its own ε."""
+    if padding_mask is not None:
+        k = k * padding_mask[:, None, :, None].to(k.dtype)
+    v1 = torch.cat([v, torch.ones_like(v[..., :1])], dim=-1)
+    o = q @ (k.transpose(-1, -2) @ v1)
+    return o[..., :-1], o[..., -1:]

@@ -87,3 +87,23 @@ def step_generator(seed: int, step: int) -> torch.Generator:
 
 
 BITS_PER_NAT = 1 / math.log(2)
+
+
+class LabelledSplitsTask(Task):
+    """A task over fixed labelled examples per split (image classification sets). A subclass implements
+    ``_split(split) -> (inputs, labels)`` (with its own error for an unknown split); a training batch is drawn
+    uniformly with replacement from the ``"train"`` split by ``step_generator(seed, step)``, and evaluation is
+    the split's examples in order, at most ``n_batches`` batches (fewer if the split runs out)."""
+
+    def _split(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def train_batch(self, step: int, batch_size: int, seed: int) -> Batch:
+        inputs, labels = self._split("train")
+        idx = torch.randint(0, len(labels), (batch_size,), generator=step_generator(seed, step))
+        return {"input": inputs[idx], "target": labels[idx]}
+
+    def eval_batches(self, split: str, batch_size: int, n_batches: int) -> Iterator[Batch]:
+        inputs, labels = self._split(split)
+        for start in range(0, min(len(labels), batch_size * n_batches), batch_size):
+            yield {"input": inputs[start:start + batch_size], "target": labels[start:start + batch_size]}

@@ -17,13 +17,11 @@ Splits: a fixed permutation (seed 0) of the images into train 1397, val 200, tes
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import torch
 import torch.nn.functional as F
 
 from trevo.registry import Paper, register
-from trevo.tasks.base import Batch, Task, TaskInfo, step_generator
+from trevo.tasks.base import LabelledSplitsTask, TaskInfo
 from trevo.tasks.corpus import DataError
 from trevo.tasks.synthetic import require
 
@@ -46,7 +44,7 @@ def load_digit_images() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @register("task", "digits", paper=PAPER, category="Benchmark", family="pixels")
-class Digits(Task):
+class Digits(LabelledSplitsTask):
     """Classify an 8×8 digit read as a sequence of 256-level pixels (optionally upsampled, permuted)."""
 
     def __init__(self, upsample: int = 1, permuted: bool = False, permutation_seed: int = 0) -> None:
@@ -69,17 +67,3 @@ class Digits(Task):
             raise DataError(f"unknown split {split!r}; splits are {', '.join(SPLITS)}")
         lo, hi = SPLITS[split]
         return self.pixels[lo:hi], self.labels[lo:hi]
-
-    def train_batch(self, step: int, batch_size: int, seed: int) -> Batch:
-        pixels, labels = self._split("train")
-        idx = torch.randint(0, len(labels), (batch_size,), generator=step_generator(seed, step))
-        return {"input": pixels[idx], "target": labels[idx]}
-
-    def eval_batches(self, split: str, batch_size: int, n_batches: int) -> Iterator[Batch]:
-        """The split's images in order, at most ``n_batches`` batches (fewer if the split runs out)."""
-        pixels, labels = self._split(split)
-        for b in range(n_batches):
-            lo = b * batch_size
-            if lo >= len(labels):
-                return
-            yield {"input": pixels[lo:lo + batch_size], "target": labels[lo:lo + batch_size]}

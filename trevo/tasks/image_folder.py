@@ -12,14 +12,13 @@ file's split never depends on what else is in the folder; ``all`` is every image
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from trevo.registry import Paper, register
-from trevo.tasks.base import Batch, Task, TaskInfo, step_generator
+from trevo.tasks.base import LabelledSplitsTask, TaskInfo
 from trevo.tasks.corpus import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -49,7 +48,7 @@ def read_grey(path: Path, size: int | None) -> np.ndarray:
 @register("task", "image_folder", category="Benchmark", family="pixels",
           paper=Paper("A Simple Way to Initialize Recurrent Networks of Rectified Linear Units (pixel sequences)",
                       "1504.00941", 2015))
-class ImageFolder(Task):
+class ImageFolder(LabelledSplitsTask):
     """Classify grey images from a folder of class sub-folders, read as pixel sequences; accuracy."""
 
     def __init__(self, data: str | None = None, image_size: int | None = None, val_fraction: float = 0.1) -> None:
@@ -94,13 +93,3 @@ class ImageFolder(Task):
         if split not in self.splits:
             raise DataError(f"unknown split {split!r}; splits are {', '.join(self.splits)}")
         return self.splits[split]
-
-    def train_batch(self, step: int, batch_size: int, seed: int) -> Batch:
-        pixels, labels = self._split("train")
-        idx = torch.randint(0, len(labels), (batch_size,), generator=step_generator(seed, step))
-        return {"input": pixels[idx], "target": labels[idx]}
-
-    def eval_batches(self, split: str, batch_size: int, n_batches: int) -> Iterator[Batch]:
-        pixels, labels = self._split(split)
-        for start in range(0, min(len(labels), batch_size * n_batches), batch_size):
-            yield {"input": pixels[start:start + batch_size], "target": labels[start:start + batch_size]}

@@ -14,13 +14,11 @@ tests at 64, 128, 256 and 512.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import torch
 
 from trevo.registry import Paper, register
-from trevo.tasks.base import Batch, Task, TaskInfo, cross_entropy, scored_mask, step_generator
-from trevo.tasks.synthetic import BLOCK, concat, require, slice_batch, split_seed
+from trevo.tasks.base import Batch, TaskInfo, cross_entropy, scored_mask
+from trevo.tasks.synthetic import LengthGeneralisationTask, require
 from trevo.validation import MAX_SEQ_LEN
 
 MAMBA = Paper("Mamba: Linear-Time Sequence Modeling with Selective State Spaces", "2312.00752", 2023)
@@ -41,7 +39,7 @@ def induction_examples(gen: torch.Generator, n: int, length: int, vocab_size: in
 
 
 @register("task", "induction", paper=MAMBA, category="Benchmark", family="recall")
-class Induction(Task):
+class Induction(LengthGeneralisationTask):
     """Recall the token that followed the special token when it appears again; trained at one length,
     accuracy reported at each test length (Mamba's induction-heads task)."""
 
@@ -58,23 +56,8 @@ class Induction(Task):
         self.info = TaskInfo(vocab_size=vocab_size, head="lm", seq_len=seq_len, causal="required",
                              layout=(seq_len,), metric="accuracy", higher_is_better=True)
 
-    def train_batch(self, step: int, batch_size: int, seed: int) -> Batch:
-        return induction_examples(step_generator(seed, step), batch_size, self.seq_len, self.vocab_size)
-
-    def eval_set(self, split: str, n: int, length: int) -> Batch:
-        # One block stream per length, so each length's set is fixed whatever the others are.
-        seed = split_seed(split) + length
-        blocks = -(-n // BLOCK)
-        data = concat([induction_examples(step_generator(seed, b), BLOCK, length, self.vocab_size)
-                       for b in range(blocks)])
-        return slice_batch(data, 0, n)
-
-    def eval_batches(self, split: str, batch_size: int, n_batches: int) -> Iterator[Batch]:
-        """``n_batches`` batches at each evaluation length, shortest first."""
-        for length in self.eval_lengths:
-            data = self.eval_set(split, batch_size * n_batches, length)
-            for b in range(n_batches):
-                yield slice_batch(data, b * batch_size, (b + 1) * batch_size)
+    def make(self, gen: torch.Generator, n: int, length: int) -> Batch:
+        return induction_examples(gen, n, length, self.vocab_size)
 
     def score(self, logits: torch.Tensor, batch: Batch) -> dict[str, float]:
         length = batch["input"].shape[1]
@@ -84,15 +67,6 @@ class Induction(Task):
         n = float(mask.sum())
         return {"nll": float(nll), "count": n, "correct": float(correct),
                 f"correct@{length}": float(correct), f"count@{length}": n}
-
-    def finalize(self, totals: dict[str, float]) -> dict[str, float]:
-        metrics = super().finalize(totals)
-        per_length = [L for L in self.eval_lengths if totals.get(f"count@{L}", 0) > 0]
-        for L in per_length:
-            metrics[f"acc@{L}"] = totals[f"correct@{L}"] / totals[f"count@{L}"]
-        if per_length:
-            metrics["accuracy"] = sum(metrics[f"acc@{L}"] for L in per_length) / len(per_length)
-        return metrics
 
     def render(self, batch: Batch, i: int) -> str:
         special = self.vocab_size - 1

@@ -27,13 +27,12 @@ without a fixed number of positions (no position encoding or RoPE; learned posit
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
 
 import torch
 
 from trevo.registry import Paper, register
-from trevo.tasks.base import Batch, Task, TaskInfo, cross_entropy, scored_mask, step_generator
-from trevo.tasks.synthetic import BLOCK, concat, require, slice_batch, split_seed
+from trevo.tasks.base import Batch, TaskInfo, cross_entropy, scored_mask
+from trevo.tasks.synthetic import LengthGeneralisationTask, require
 
 ILLUSION = Paper("The Illusion of State in State-Space Models", "2404.08819", 2024)
 NEGATIVE_EIGENVALUES = Paper("Unlocking State-Tracking in Linear RNNs Through Negative Eigenvalues", "2411.12537",
@@ -52,7 +51,7 @@ def word_problem(table: torch.Tensor, identity: int, gen: torch.Generator, n: in
     return {"input": inputs, "target": torch.stack(labels, dim=1)}
 
 
-class WordProblem(Task):
+class WordProblem(LengthGeneralisationTask):
     """A group word problem trained at ``seq_len`` and evaluated at each of ``eval_lengths``."""
 
     name = ""
@@ -70,22 +69,6 @@ class WordProblem(Task):
     def make(self, gen: torch.Generator, n: int, length: int) -> Batch:
         return word_problem(self.table, self.identity, gen, n, length)
 
-    def train_batch(self, step: int, batch_size: int, seed: int) -> Batch:
-        return self.make(step_generator(seed, step), batch_size, self.seq_len)
-
-    def eval_set(self, split: str, n: int, length: int) -> Batch:
-        # One block stream per length, so each length's set is fixed whatever the others are.
-        seed = split_seed(split) + length
-        blocks = -(-n // BLOCK)
-        return slice_batch(concat([self.make(step_generator(seed, b), BLOCK, length) for b in range(blocks)]), 0, n)
-
-    def eval_batches(self, split: str, batch_size: int, n_batches: int) -> Iterator[Batch]:
-        """``n_batches`` batches at each evaluation length, shortest first."""
-        for length in self.eval_lengths:
-            data = self.eval_set(split, batch_size * n_batches, length)
-            for b in range(n_batches):
-                yield slice_batch(data, b * batch_size, (b + 1) * batch_size)
-
     def score(self, logits: torch.Tensor, batch: Batch) -> dict[str, float]:
         length = batch["input"].shape[1]
         right = (logits.argmax(-1) == batch["target"]) & scored_mask(batch)
@@ -94,15 +77,9 @@ class WordProblem(Task):
                 f"correct@{length}": correct, f"count@{length}": n,
                 f"last_correct@{length}": last, f"last_count@{length}": float(right.shape[0])}
 
-    def finalize(self, totals: dict[str, float]) -> dict[str, float]:
-        metrics = super().finalize(totals)
-        lengths = [L for L in self.eval_lengths if totals.get(f"count@{L}", 0) > 0]
-        for L in lengths:
-            metrics[f"acc@{L}"] = totals[f"correct@{L}"] / totals[f"count@{L}"]
-            metrics[f"last@{L}"] = totals[f"last_correct@{L}"] / totals[f"last_count@{L}"]
-        if lengths:
-            metrics["accuracy"] = sum(metrics[f"acc@{L}"] for L in lengths) / len(lengths)
-        return metrics
+    def length_metrics(self, totals: dict[str, float], length: int) -> dict[str, float]:
+        return {**super().length_metrics(totals, length),
+                f"last@{length}": totals[f"last_correct@{length}"] / totals[f"last_count@{length}"]}
 
     def references(self) -> dict[str, float]:
         return {"chance": 1.0 / self.table.shape[0]}

@@ -5,6 +5,7 @@ A generated task implements ``make(gen, n) -> Batch`` (``n`` examples from a ``t
 Training batch ``step`` is ``make(step_generator(seed, step), batch_size)``. An evaluation split is a
 sequence of examples made in blocks of ``BLOCK`` from ``step_generator(SPLIT_SEEDS[split], block)``,
 so the first ``n`` examples of a split never depend on the batch size or on how many are asked for.
+``LengthGeneralisationTask`` is the same for a task trained at one length and evaluated at several.
 """
 
 from __future__ import annotations
@@ -99,3 +100,45 @@ class GeneratedTask(Task):
                           "version": CACHE_VERSION}, sort_keys=True)
         digest = hashlib.sha256(key.encode()).hexdigest()[:16]
         return Path(self.cache_dir).expanduser() / f"{name}-{split}-{blocks * BLOCK}-{digest}.safetensors"
+
+
+class LengthGeneralisationTask(Task):
+    """A generated task trained at ``seq_len`` and evaluated at each of ``eval_lengths`` (length
+    extrapolation). A subclass sets ``seq_len``, ``eval_lengths`` (sorted) and ``info``, implements
+    ``make(gen, n, length) -> Batch`` and a ``score`` that counts ``correct@L`` and ``count@L``; each length
+    has its own block stream, so its evaluation set is fixed whatever the other lengths are. ``finalize``
+    reports ``length_metrics`` (``acc@L``) for each length evaluated and ``accuracy``, their mean."""
+
+    seq_len: int
+    eval_lengths: tuple[int, ...]
+
+    def make(self, gen: torch.Generator, n: int, length: int) -> Batch:
+        raise NotImplementedError
+
+    def train_batch(self, step: int, batch_size: int, seed: int) -> Batch:
+        return self.make(step_generator(seed, step), batch_size, self.seq_len)
+
+    def eval_set(self, split: str, n: int, length: int) -> Batch:
+        seed = split_seed(split) + length
+        blocks = -(-n // BLOCK)
+        return slice_batch(concat([self.make(step_generator(seed, b), BLOCK, length) for b in range(blocks)]), 0, n)
+
+    def eval_batches(self, split: str, batch_size: int, n_batches: int) -> Iterator[Batch]:
+        """``n_batches`` batches at each evaluation length, shortest first."""
+        for length in self.eval_lengths:
+            data = self.eval_set(split, batch_size * n_batches, length)
+            for b in range(n_batches):
+                yield slice_batch(data, b * batch_size, (b + 1) * batch_size)
+
+    def length_metrics(self, totals: dict[str, float], length: int) -> dict[str, float]:
+        """The metrics of one evaluated length (a subclass adds its own after ``acc@L``)."""
+        return {f"acc@{length}": totals[f"correct@{length}"] / totals[f"count@{length}"]}
+
+    def finalize(self, totals: dict[str, float]) -> dict[str, float]:
+        metrics = super().finalize(totals)
+        lengths = [L for L in self.eval_lengths if totals.get(f"count@{L}", 0) > 0]
+        for L in lengths:
+            metrics.update(self.length_metrics(totals, L))
+        if lengths:
+            metrics["accuracy"] = sum(metrics[f"acc@{L}"] for L in lengths) / len(lengths)
+        return metrics

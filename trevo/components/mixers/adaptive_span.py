@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from trevo.components.base import State, TokenMixer
-from trevo.components.kv_cache import empty_kv_cache, extend_kv_cache
-from trevo.components.multihead import head_dim_of, merge_heads, split_heads
+from trevo.components.kv_cache import extend_kv_cache
+from trevo.components.multihead import FusedQKVHeads
 from trevo.errors import IncompatibleError
 from trevo.ops.banded_attention import banded_attention
 from trevo.registry import Paper, register
@@ -25,7 +25,7 @@ def soft_span_mask(distance: torch.Tensor, span: torch.Tensor, ramp: float) -> t
           category="MHA/LocalGlobal", family="adaptive_span", causal=True, bidirectional=False, recurrent=True,
           time="O(T·S·d), S = window (the largest span)", memory="O(S·d) window cache in generation",
           test_options={"window": 6, "ramp": 2.0, "span_init": 0.4})
-class AdaptiveSpanAttention(TokenMixer):
+class AdaptiveSpanAttention(FusedQKVHeads, TokenMixer):
     """Causal softmax attention with a learned soft span per head (eq. 2-3):
     a_tr = m_z(t − r) exp(s_tr) / Σ_q m_z(t − q) exp(s_tq), m_z(x) = clamp((R + z − x)/R, 0, 1),
     z ∈ (0, S) learned per head, R = ``ramp``, S = ``window`` (no key farther than S is looked at).
@@ -44,10 +44,8 @@ class AdaptiveSpanAttention(TokenMixer):
         if not 0 < span_init < 1:
             raise IncompatibleError(f"adaptive_span: span_init is the initial span as a fraction of window, "
                                     f"in (0, 1); got {span_init}")
-        self.n_heads, self.head_dim = n_heads, head_dim_of(d_model, n_heads)
         self.window, self.ramp, self.span_penalty = window, float(ramp), span_penalty
-        self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
-        self.out_proj = nn.Linear(d_model, d_model, bias=False)
+        self.init_heads(d_model, n_heads)
         self.span_logit = nn.Parameter(torch.full((n_heads,), math.log(span_init / (1 - span_init))))
 
     def spans(self) -> torch.Tensor:
@@ -59,13 +57,13 @@ class AdaptiveSpanAttention(TokenMixer):
         return self.span_penalty * self.spans().mean()
 
     def init_state(self, batch: int, device, dtype) -> State:
-        return empty_kv_cache((batch, self.n_heads, 0, self.head_dim), device, dtype)
+        return self.init_kv_cache(batch, device, dtype)
 
     def causal_forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        q, k, v = (split_heads(t, self.n_heads) for t in self.qkv(x).chunk(3, dim=-1))
+        q, k, v = self.qkv_heads(x)
         kc, vc = extend_kv_cache(state, k, v, dim=2)
         distance = torch.arange(self.window - 1, -1, -1, device=x.device, dtype=x.dtype)  # offset o ↦ S − 1 − o
         mask = soft_span_mask(distance, self.spans().to(x.dtype), self.ramp)
         o = banded_attention(q, kc, vc, window=self.window, causal=True, offset_weight=mask)
         keep = self.window - 1
-        return self.out_proj(merge_heads(o)), {"k": kc[:, :, kc.shape[2] - keep:], "v": vc[:, :, vc.shape[2] - keep:]}
+        return self.project_out(o), {"k": kc[:, :, kc.shape[2] - keep:], "v": vc[:, :, vc.shape[2] - keep:]}

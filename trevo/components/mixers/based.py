@@ -14,7 +14,7 @@ from torch import nn
 from trevo.components.base import State, TokenMixer
 from trevo.components.multihead import head_dim_of, merge_heads, split_heads
 from trevo.ops.based import rebased_features, taylor_features
-from trevo.ops.linear_recurrence import linear_recurrence
+from trevo.ops.linear_attention import normalised_linear_recurrence
 from trevo.registry import Paper, register
 
 
@@ -46,12 +46,9 @@ class _FeatureMapAttention(TokenMixer):
         H = self.n_heads
         q, k = (self.features(split_heads(p(x), H)) for p in (self.q_proj, self.k_proj))
         v = split_heads(self.v_proj(x), H)
-        v1 = torch.cat([v, torch.ones_like(v[..., :1])], dim=-1)
-        S0 = torch.cat([state["S"], state["z"][..., None]], dim=-1)
-        o, S = linear_recurrence(q, k, v1, initial_state=S0, form=self.form_for(x.shape[1]),
-                                 chunk_size=self.chunk_size)
-        o = o[..., :-1] / (o[..., -1:] + self.eps)
-        return self.out_proj(merge_heads(o)), {"S": S[..., :-1], "z": S[..., -1]}
+        num, den, S, z = normalised_linear_recurrence(q, k, v, state["S"], state["z"], form=self.form_for(x.shape[1]),
+                                                      chunk_size=self.chunk_size)
+        return self.out_proj(merge_heads(num / (den + self.eps))), {"S": S, "z": z}
 
 
 @register("mixer", "based",

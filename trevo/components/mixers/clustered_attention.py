@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from trevo.components.base import TokenMixer
-from trevo.components.multihead import head_dim_of, merge_heads, split_heads
+from trevo.components.multihead import FusedQKVHeads
 from trevo.errors import IncompatibleError
 from trevo.ops.clustered_attention import clustered_attention
 from trevo.registry import Paper, register
@@ -15,23 +14,21 @@ _META = dict(paper=Paper("Fast Transformers with Clustered Attention", "2007.048
              category="MHA/SparseOrLowRank", family="clustered_attention", causal=False, bidirectional=True)
 
 
-class _Clustered(TokenMixer):
+class _Clustered(FusedQKVHeads, TokenMixer):
     def __init__(self, d_model: int, *, causal: bool, n_heads: int, n_clusters: int, n_iter: int, topk: int) -> None:
         super().__init__(d_model, causal=causal)
         if n_clusters < 1 or n_iter < 0:
             raise IncompatibleError(f"{type(self).__name__} needs n_clusters >= 1 and n_iter >= 0, "
                                     f"got n_clusters={n_clusters}, n_iter={n_iter}")
-        self.n_heads, self.head_dim = n_heads, head_dim_of(d_model, n_heads)
         self.n_clusters, self.n_iter, self.topk = n_clusters, n_iter, topk
-        self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
-        self.out_proj = nn.Linear(d_model, d_model, bias=False)
+        self.init_heads(d_model, n_heads)
 
     def bidirectional_forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None,
                               layout: tuple[int, ...] | None) -> torch.Tensor:
-        q, k, v = (split_heads(t, self.n_heads) for t in self.qkv(x).chunk(3, dim=-1))
+        q, k, v = self.qkv_heads(x)
         o = clustered_attention(q, k, v, self.n_clusters, n_iter=self.n_iter, topk=self.topk,
                                 key_padding_mask=padding_mask)
-        return self.out_proj(merge_heads(o))
+        return self.project_out(o)
 
 
 @register("mixer", "clustered_attention", **_META, time="O(T·C·d·iters)",

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from trevo.components.base import State, TokenMixer
-from trevo.components.multihead import head_dim_of, merge_heads, split_heads
+from trevo.components.multihead import FusedQKVHeads
 from trevo.ops.flowformer import causal_flow_attention, flow_attention
 from trevo.registry import Paper, register
 
@@ -15,7 +14,7 @@ from trevo.registry import Paper, register
           paper=Paper("Flowformer: Linearizing Transformers with Conservation Flows", "2202.06258", 2022),
           category="MHA/Others", family="flowformer", causal=True, bidirectional=True, recurrent=True,
           time="O(T·d²/H)", memory="O(T·d²/H) prefix form; state O(d²/H)")
-class Flowformer(TokenMixer):
+class Flowformer(FusedQKVHeads, TokenMixer):
     """Flow-Attention (Wu et al. 2022, eq. 5-10): linear attention with φ = sigmoid read as a flow
     network; fixing every source's outgoing and every sink's incoming flow (flow conservation) yields
     the conserved flows Ô, Î, which drive a competition among sources (softmax(Ô) reweights the values)
@@ -27,17 +26,15 @@ class Flowformer(TokenMixer):
 
     def __init__(self, d_model: int, *, causal: bool, n_heads: int = 4, form: str = "auto") -> None:
         super().__init__(d_model, causal=causal, form=form)
-        self.n_heads, self.head_dim = n_heads, head_dim_of(d_model, n_heads)
-        self.qkv = nn.Linear(d_model, 3 * d_model)
-        self.out_proj = nn.Linear(d_model, d_model)
+        self.init_heads(d_model, n_heads, bias=True)
 
     def _heads(self, x: torch.Tensor):
-        q, k, v = (split_heads(t, self.n_heads) for t in self.qkv(x).chunk(3, dim=-1))
+        q, k, v = self.qkv_heads(x)
         return torch.sigmoid(q), torch.sigmoid(k), v
 
     def bidirectional_forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None,
                               layout: tuple[int, ...] | None) -> torch.Tensor:
-        return self.out_proj(merge_heads(flow_attention(*self._heads(x), key_padding_mask=padding_mask)))
+        return self.project_out(flow_attention(*self._heads(x), key_padding_mask=padding_mask))
 
     def init_state(self, batch: int, device, dtype) -> State:
         h, d = self.n_heads, self.head_dim
@@ -57,4 +54,4 @@ class Flowformer(TokenMixer):
             y = torch.cat(ys, dim=2)
         else:
             y, sums = causal_flow_attention(q, k, v, state, pos)
-        return self.out_proj(merge_heads(y)), {**sums, "pos": pos + x.shape[1]}
+        return self.project_out(y), {**sums, "pos": pos + x.shape[1]}

@@ -7,8 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trevo.components.base import State, TokenMixer
-from trevo.components.multihead import head_dim_of, merge_heads, split_heads
-from trevo.errors import IncompatibleError
+from trevo.components.multihead import head_dim_of, kv_heads_of, merge_heads, repeat_kv_heads, split_heads
 from trevo.ops.forgetting_attention import forgetting_attention
 from trevo.registry import Paper, register
 
@@ -34,10 +33,7 @@ class ForgettingAttention(TokenMixer):
                  head_dim: int | None = None, chunk_size: int = 256, position: nn.Module | None = None,
                  form: str = "auto") -> None:
         super().__init__(d_model, causal=causal, form=form)
-        n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
-        if n_kv_heads < 1 or n_heads % n_kv_heads:
-            raise IncompatibleError(f"forgetting_attention: n_heads={n_heads} must be a multiple of "
-                                    f"n_kv_heads={n_kv_heads}")
+        n_kv_heads = kv_heads_of(n_heads, n_kv_heads, "forgetting_attention: ")
         self.n_heads, self.n_kv_heads = n_heads, n_kv_heads
         self.head_dim = head_dim_of(d_model, n_heads, head_dim)
         self.chunk_size = chunk_size
@@ -62,6 +58,6 @@ class ForgettingAttention(TokenMixer):
         forget = torch.cat([state["forget"], last + log_f.cumsum(-1)], dim=-1)
         k, v = torch.cat([state["k"], k], dim=2), torch.cat([state["v"], v], dim=2)
         groups = self.n_heads // self.n_kv_heads
-        k_all, v_all = (t.repeat_interleave(groups, dim=1) if groups > 1 else t for t in (k, v))
-        o = forgetting_attention(q, k_all, v_all, forget, form=self.form_for(x.shape[1]), chunk_size=self.chunk_size)
+        o = forgetting_attention(q, repeat_kv_heads(k, groups), repeat_kv_heads(v, groups), forget,
+                                 form=self.form_for(x.shape[1]), chunk_size=self.chunk_size)
         return self.out_proj(merge_heads(o)), {"k": k, "v": v, "forget": forget}

@@ -7,9 +7,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from trevo.components.base import State, TokenMixer
-from trevo.components.kv_cache import empty_kv_cache, extend_kv_cache
-from trevo.components.multihead import head_dim_of, merge_heads, split_heads
+from trevo.components.base import TokenMixer
+from trevo.components.multihead import KVCacheAttention
 from trevo.errors import IncompatibleError
 from trevo.ops.fourierformer import fourier_attention
 from trevo.registry import Paper, register
@@ -20,7 +19,7 @@ from trevo.registry import Paper, register
           category="MHA/RightProduct", family="fourierformer", causal=True, bidirectional=True,
           time="O(T²·d) (every per-dimension difference)", memory="O(C·T·d/H) per chunk; KV cache O(T·d)",
           test_options={"chunk_size": 4})
-class FourierFormer(TokenMixer):
+class FourierFormer(KVCacheAttention, TokenMixer):
     """Fourier integral attention (eq. 9-10): o_i = Σ_j K(q_i − k_j) v_j / Σ_j K(q_i − k_j) with
     K(Δ) = Π_d φ(sin(R Δ_d)/Δ_d), φ(y) = y^p (p = ``power``, even, so the weights are non-negative),
     the radius R learned per head (initialised to 1). A Nadaraya-Watson estimator of the values with
@@ -31,28 +30,11 @@ class FourierFormer(TokenMixer):
         super().__init__(d_model, causal=causal)
         if power < 2 or power % 2:
             raise IncompatibleError(f"fourierformer: power (φ(y) = y^p) must be an even integer >= 2, got {power}")
-        self.n_heads, self.head_dim = n_heads, head_dim_of(d_model, n_heads)
         self.power, self.chunk_size = power, chunk_size
-        self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
-        self.out_proj = nn.Linear(d_model, d_model, bias=False)
+        self.init_heads(d_model, n_heads)
         self.log_radius = nn.Parameter(torch.zeros(n_heads))
 
-    def _attend(self, q, k, v, padding_mask):
+    def attend(self, q, k, v, padding_mask):
         o = fourier_attention(q, k, v, torch.exp(self.log_radius), power=self.power, causal=self.causal,
                               key_padding_mask=padding_mask, chunk_size=self.chunk_size)
-        return self.out_proj(merge_heads(o))
-
-    def _heads(self, x: torch.Tensor):
-        return (split_heads(t, self.n_heads) for t in self.qkv(x).chunk(3, dim=-1))
-
-    def bidirectional_forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None,
-                              layout: tuple[int, ...] | None) -> torch.Tensor:
-        return self._attend(*self._heads(x), padding_mask)
-
-    def init_state(self, batch: int, device, dtype) -> State:
-        return empty_kv_cache((batch, self.n_heads, 0, self.head_dim), device, dtype)
-
-    def causal_forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        q, k, v = self._heads(x)
-        k, v = extend_kv_cache(state, k, v, dim=2)
-        return self._attend(q, k, v, None), {"k": k, "v": v}
+        return self.project_out(o)

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from trevo.components.base import State, TokenMixer
-from trevo.components.kv_cache import empty_kv_cache, extend_kv_cache
-from trevo.components.multihead import head_dim_of, merge_heads, split_heads
+from trevo.components.kv_cache import extend_kv_cache
+from trevo.components.multihead import FusedQKVHeads
 from trevo.errors import IncompatibleError
 from trevo.ops.h_transformer import h_attention
 from trevo.registry import Paper, register
@@ -18,7 +17,7 @@ from trevo.registry import Paper, register
                       2021),
           category="MHA/SparseOrLowRank", family="h_transformer", causal=True, bidirectional=True,
           time="O(T·N_r·log(T/N_r)·d)", memory="O(T·N_r·log T); KV cache O(T·d)", test_options={"block_size": 2})
-class HTransformer1D(TokenMixer):
+class HTransformer1D(FusedQKVHeads, TokenMixer):
     """Hierarchical attention (Zhu & Soricut 2021, section 4): exact attention inside diagonal blocks of
     ``block_size`` (N_r) tokens, and for each level l the sibling block of N_r·2^l tokens at resolution 2^l
     (Q, K averaged and V summed over groups of 2^l tokens), all normalised together: an H-matrix
@@ -30,27 +29,23 @@ class HTransformer1D(TokenMixer):
         super().__init__(d_model, causal=causal)
         if block_size < 1:
             raise IncompatibleError(f"h_transformer_1d needs block_size >= 1, got {block_size}")
-        self.n_heads, self.head_dim, self.block_size = n_heads, head_dim_of(d_model, n_heads), block_size
-        self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
-        self.out_proj = nn.Linear(d_model, d_model, bias=False)
-
-    def _heads(self, x: torch.Tensor):
-        return (split_heads(t, self.n_heads) for t in self.qkv(x).chunk(3, dim=-1))
+        self.block_size = block_size
+        self.init_heads(d_model, n_heads)
 
     def bidirectional_forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None,
                               layout: tuple[int, ...] | None) -> torch.Tensor:
-        q, k, v = self._heads(x)
+        q, k, v = self.qkv_heads(x)
         y = h_attention(q, k, v, self.block_size, causal=False, key_padding_mask=padding_mask)
-        return self.out_proj(merge_heads(y))
+        return self.project_out(y)
 
     def init_state(self, batch: int, device, dtype) -> State:
-        return empty_kv_cache((batch, self.n_heads, 0, self.head_dim), device, dtype)
+        return self.init_kv_cache(batch, device, dtype)
 
     def causal_forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        q, k, v = self._heads(x)
+        q, k, v = self.qkv_heads(x)
         held = state["k"].shape[2]
         k, v = extend_kv_cache(state, k, v, dim=2)
         # causal queries are not coarsened: the cached positions' rows are zeros and dropped
         q = torch.cat([q.new_zeros(q.shape[0], q.shape[1], held, q.shape[3]), q], dim=2)
         y = h_attention(q, k, v, self.block_size, causal=True)[:, :, held:]
-        return self.out_proj(merge_heads(y)), {"k": k, "v": v}
+        return self.project_out(y), {"k": k, "v": v}

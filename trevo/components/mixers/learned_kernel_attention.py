@@ -8,10 +8,10 @@ import torch
 from torch import nn
 
 from trevo.components.base import State, TokenMixer
-from trevo.components.multihead import head_dim_of, merge_heads, split_heads
+from trevo.components.multihead import FusedQKVHeads
 from trevo.errors import IncompatibleError
 from trevo.ops.learned_kernel_attention import frequencies, prf_features, rks_features
-from trevo.ops.linear_recurrence import linear_recurrence
+from trevo.ops.linear_attention import normalised_linear_attention, normalised_linear_recurrence
 from trevo.registry import Paper, register
 
 
@@ -20,7 +20,7 @@ from trevo.registry import Paper, register
           category="MHA/RightProduct", family="learned_kernel_attention", causal=True, bidirectional=True,
           recurrent=True, time="O(T·C·M + T·M·d/H) chunk, O(T²·M) quadratic, O(T·M·d/H) recurrent",
           memory="O(M·d/H) state per head", test_options={"n_features": 8, "n_components": 2, "chunk_size": 8})
-class LearnedKernelAttention(TokenMixer):
+class LearnedKernelAttention(FusedQKVHeads, TokenMixer):
     """KL-Transformer (§3, GMM-PRF and GMM-RKS): linear attention φ(q)ᵀ Σ φ(k) vᵀ / φ(q)ᵀ Σ φ(k) with
     q, k scaled by d^(−1/4) and φ random features of M = ``n_features`` frequencies per head drawn as
     ω = μ_c + σ_c ⊙ ε from a learned mixture of ``n_components`` Gaussians (ε fixed, μ and σ learned,
@@ -39,33 +39,27 @@ class LearnedKernelAttention(TokenMixer):
         if n_components < 1 or n_features % n_components:
             raise IncompatibleError(f"learned_kernel_attention: n_components={n_components} must divide "
                                     f"n_features={n_features}")
-        self.n_heads, self.head_dim = n_heads, head_dim_of(d_model, n_heads)
         self.feature_map, self.eps, self.chunk_size = feature_map, eps, chunk_size
         self.n_state = n_features if feature_map == "prf" else 2 * n_features
-        self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
-        self.out_proj = nn.Linear(d_model, d_model, bias=False)
+        self.init_heads(d_model, n_heads)
         self.mu = nn.Parameter(torch.zeros(n_heads, n_components, self.head_dim))
         self.log_sigma = nn.Parameter(torch.zeros(n_heads, n_components, self.head_dim))
         self.register_buffer("noise", torch.randn(n_heads, n_components, n_features // n_components, self.head_dim))
 
     def _features(self, x: torch.Tensor):
-        q, k, v = (split_heads(t, self.n_heads) for t in self.qkv(x).chunk(3, dim=-1))
+        q, k, v = self.qkv_heads(x)
         q, k = q * self.head_dim ** -0.25, k * self.head_dim ** -0.25
         omega = frequencies(self.mu, self.log_sigma, self.noise)
         if self.feature_map == "prf":
             return prf_features(q, omega, stabilise=True), prf_features(k, omega), v
         return rks_features(q, omega), rks_features(k, omega), v
 
-    def _ratio(self, o: torch.Tensor) -> torch.Tensor:
-        return self.out_proj(merge_heads(o[..., :-1] / o[..., -1:].clamp_min(self.eps)))
+    def _ratio(self, num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+        return self.project_out(num / den.clamp_min(self.eps))
 
     def bidirectional_forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None,
                               layout: tuple[int, ...] | None) -> torch.Tensor:
-        qf, kf, v = self._features(x)
-        if padding_mask is not None:
-            kf = kf * padding_mask[:, None, :, None].to(kf.dtype)
-        v1 = torch.cat([v, torch.ones_like(v[..., :1])], dim=-1)
-        return self._ratio(qf @ (kf.transpose(-1, -2) @ v1))
+        return self._ratio(*normalised_linear_attention(*self._features(x), padding_mask))
 
     def init_state(self, batch: int, device, dtype) -> State:
         return {"S": torch.zeros(batch, self.n_heads, self.n_state, self.head_dim, device=device, dtype=dtype),
@@ -73,8 +67,6 @@ class LearnedKernelAttention(TokenMixer):
 
     def causal_forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         qf, kf, v = self._features(x)
-        v1 = torch.cat([v, torch.ones_like(v[..., :1])], dim=-1)
-        S0 = torch.cat([state["S"], state["z"][..., None]], dim=-1)
-        o, S = linear_recurrence(qf, kf, v1, initial_state=S0, form=self.form_for(x.shape[1]),
-                                 chunk_size=self.chunk_size)
-        return self._ratio(o), {"S": S[..., :-1], "z": S[..., -1]}
+        num, den, S, z = normalised_linear_recurrence(qf, kf, v, state["S"], state["z"],
+                                                      form=self.form_for(x.shape[1]), chunk_size=self.chunk_size)
+        return self._ratio(num, den), {"S": S, "z": z}

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from trevo.components.base import State, TokenMixer
-from trevo.components.multihead import head_dim_of, merge_heads, split_heads
-from trevo.ops.linear_attention import linear_attention_quadratic
-from trevo.ops.linear_recurrence import linear_recurrence
+from trevo.components.multihead import FusedQKVHeads
+from trevo.ops.linear_attention import linear_attention_quadratic, normalised_linear_recurrence
 from trevo.registry import Paper, register
 
 
@@ -20,7 +18,7 @@ from trevo.registry import Paper, register
           recurrent=True,
           time="O(T·C·d + T·d²/H) chunk, O(T²·d) quadratic, O(T·d²/H) recurrent", memory="O(d²/H) state",
           test_options={"chunk_size": 4})
-class LinearAttention(TokenMixer):
+class LinearAttention(FusedQKVHeads, TokenMixer):
     """o_t = φ(q_t)ᵀ Σ_{i<=t} φ(k_i) v_iᵀ / φ(q_t)ᵀ Σ_{i<=t} φ(k_i), φ(x) = elu(x) + 1 (eq. 6-9).
 
     Numerator and denominator are one engine call: the value gets a constant 1 appended, so the
@@ -31,13 +29,11 @@ class LinearAttention(TokenMixer):
     def __init__(self, d_model: int, *, causal: bool, n_heads: int = 4, eps: float = 1e-6,
                  chunk_size: int = 64, form: str = "auto") -> None:
         super().__init__(d_model, causal=causal, form=form)
-        self.n_heads, self.head_dim = n_heads, head_dim_of(d_model, n_heads)
         self.eps, self.chunk_size = eps, chunk_size
-        self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
-        self.out_proj = nn.Linear(d_model, d_model, bias=False)
+        self.init_heads(d_model, n_heads)
 
     def _qkv(self, x: torch.Tensor, padding_mask: torch.Tensor | None = None):
-        q, k, v = (split_heads(t, self.n_heads) for t in self.qkv(x).chunk(3, dim=-1))
+        q, k, v = self.qkv_heads(x)
         q, k = F.elu(q) + 1, F.elu(k) + 1
         if padding_mask is not None:  # padded keys add nothing to the sums
             k = k * padding_mask[:, None, :, None].to(k.dtype)
@@ -46,7 +42,7 @@ class LinearAttention(TokenMixer):
     def bidirectional_forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None,
                               layout: tuple[int, ...] | None) -> torch.Tensor:
         q, k, v = self._qkv(x, padding_mask)
-        return self.out_proj(merge_heads(linear_attention_quadratic(q, k, v, causal=False, eps=self.eps)))
+        return self.project_out(linear_attention_quadratic(q, k, v, causal=False, eps=self.eps))
 
     def init_state(self, batch: int, device, dtype) -> State:
         S = torch.zeros(batch, self.n_heads, self.head_dim, self.head_dim, device=device, dtype=dtype)
@@ -55,9 +51,6 @@ class LinearAttention(TokenMixer):
 
     def causal_forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         q, k, v = self._qkv(x)
-        v1 = torch.cat([v, torch.ones_like(v[..., :1])], dim=-1)
-        S0 = torch.cat([state["S"], state["z"][..., None]], dim=-1)
-        o, S = linear_recurrence(q, k, v1, initial_state=S0, form=self.form_for(x.shape[1]),
-                                 chunk_size=self.chunk_size)
-        o = o[..., :-1] / (o[..., -1:] + self.eps)
-        return self.out_proj(merge_heads(o)), {"S": S[..., :-1], "z": S[..., -1]}
+        num, den, S, z = normalised_linear_recurrence(q, k, v, state["S"], state["z"], form=self.form_for(x.shape[1]),
+                                                      chunk_size=self.chunk_size)
+        return self.project_out(num / (den + self.eps)), {"S": S, "z": z}

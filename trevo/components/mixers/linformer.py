@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from trevo.components.base import TokenMixer
-from trevo.components.multihead import head_dim_of, merge_heads, split_heads
+from trevo.components.multihead import FusedQKVHeads
 from trevo.errors import TrevoError
 from trevo.ops.linformer import linformer_attention
 from trevo.registry import Paper, register
@@ -15,7 +15,7 @@ from trevo.registry import Paper, register
 @register("mixer", "linformer", paper=Paper("Linformer: Self-Attention with Linear Complexity", "2006.04768", 2020),
           category="MHA/SparseOrLowRank", family="linformer", causal=False, bidirectional=True, fixed_length=True,
           time="O(T·k·d)", memory="O(T·k)", test_options={"low_rank_dim": 6})
-class Linformer(TokenMixer):
+class Linformer(FusedQKVHeads, TokenMixer):
     """Linformer (eq. 7): head_i = softmax(Q W_q (E K W_k)ᵀ/√d)(F V W_v), E, F ∈ R^{k×n} learned and
     shared by the heads, k = ``low_rank_dim``, n = ``max_len``. Shorter inputs use the first T columns (the same as zero
     padding to n); padded positions are zeroed. Bidirectional only: E mixes every position."""
@@ -23,9 +23,8 @@ class Linformer(TokenMixer):
     def __init__(self, d_model: int, *, causal: bool = False, max_len: int = 1024, low_rank_dim: int = 128,
                  n_heads: int = 4) -> None:
         super().__init__(d_model, causal=causal)
-        self.max_len, self.n_heads, self.head_dim = max_len, n_heads, head_dim_of(d_model, n_heads)
-        self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
-        self.out_proj = nn.Linear(d_model, d_model, bias=False)
+        self.max_len = max_len
+        self.init_heads(d_model, n_heads)
         self.E = nn.Parameter(torch.randn(low_rank_dim, max_len) / low_rank_dim ** 0.5)
         self.F = nn.Parameter(torch.randn(low_rank_dim, max_len) / low_rank_dim ** 0.5)
 
@@ -36,6 +35,6 @@ class Linformer(TokenMixer):
             raise TrevoError(f"linformer projects exactly model.max_len={self.max_len} positions but got a "
                              f"sequence of {t}; raise model.max_len (its E and F grow with it) or choose "
                              f"a mixer without a fixed length")
-        q, k, v = (split_heads(h, self.n_heads) for h in self.qkv(x).chunk(3, dim=-1))
+        q, k, v = self.qkv_heads(x)
         o = linformer_attention(q, k, v, self.E[:, :t], self.F[:, :t], padding_mask)
-        return self.out_proj(merge_heads(o))
+        return self.project_out(o)

@@ -8,10 +8,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from trevo.components.base import State, TokenMixer
-from trevo.components.multihead import head_dim_of, merge_heads, split_heads
+from trevo.components.multihead import head_dim_of, merge_heads, n_heads_of, split_heads
 from trevo.components.short_conv import ShortConv
 from trevo.components.timestep import dt_bias_init
-from trevo.errors import IncompatibleError
 from trevo.ops.log_linear import log_linear_attention
 from trevo.registry import Paper, register
 
@@ -36,11 +35,8 @@ class LogLinearMamba2(TokenMixer):
                  n_levels: int = 16, conv_size: int = 4, chunk_size: int = 64, form: str = "auto") -> None:
         super().__init__(d_model, causal=causal, form=form)
         d_inner = expand * d_model
-        if d_inner % head_dim:
-            raise IncompatibleError(f"expand·d_model = {d_inner} is not divisible by head_dim = {head_dim}; "
-                                    f"choose a head_dim dividing it")
+        self.n_heads, self.n_levels = n_heads_of(d_inner, head_dim), n_levels
         self.d_inner, self.head_dim, self.d_state, self.chunk_size = d_inner, head_dim, d_state, chunk_size
-        self.n_heads, self.n_levels = d_inner // head_dim, n_levels
         H = self.n_heads
         self.in_proj = nn.Linear(d_model, 2 * d_inner + 2 * d_state + H + H * n_levels, bias=False)
         self.conv = ShortConv(d_inner + 2 * d_state, conv_size)

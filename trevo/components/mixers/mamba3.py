@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trevo.components.base import State, TokenMixer
+from trevo.components.multihead import n_heads_of
 from trevo.components.rotary import rotate_by
 from trevo.components.timestep import dt_bias_init
 from trevo.errors import IncompatibleError
@@ -36,14 +37,12 @@ class Mamba3(TokenMixer):
                  mimo_rank: int = 1, chunk_size: int = 64, form: str = "auto") -> None:
         super().__init__(d_model, causal=causal, form=form)
         inner = expand * d_model
-        if inner % head_dim:
-            raise IncompatibleError(f"expand·d_model = {inner} is not divisible by head_dim = {head_dim}; "
-                                    f"choose a head_dim dividing it")
+        n_heads = n_heads_of(inner, head_dim)
         if d_state < 4 or mimo_rank < 1:
             raise IncompatibleError(f"mamba3 needs d_state >= 4 and mimo_rank >= 1, got {d_state}, {mimo_rank}")
         self.inner, self.head_dim, self.d_state, self.rank = inner, head_dim, d_state, mimo_rank
         self.chunk_size = chunk_size
-        H, r, N = inner // head_dim, mimo_rank, d_state
+        H, r, N = n_heads, mimo_rank, d_state
         self.n_heads, self.n_angles = H, N // 4  # rotary on half of the state channels, in pairs
         self.split = [inner, inner, r * N, r * N, H, H, H, self.n_angles]
         self.in_proj = nn.Linear(d_model, sum(self.split), bias=False)

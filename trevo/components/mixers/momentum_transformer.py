@@ -8,10 +8,9 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from trevo.components.base import State, TokenMixer
-from trevo.components.multihead import head_dim_of, merge_heads, split_heads
+from trevo.components.multihead import FusedQKVHeads, split_heads
 from trevo.errors import IncompatibleError
 from trevo.ops.linear_recurrence import linear_recurrence
 from trevo.registry import Paper, register
@@ -23,7 +22,7 @@ from trevo.registry import Paper, register
           category="MHA/RightProduct", family="momentum_transformer", causal=True, bidirectional=False,
           recurrent=True, time="O(T·C·d + T·d²/H) chunk, O(T²·d) quadratic, O(T·d²/H) recurrent",
           memory="O(2·d²/H) state (sum and momentum)", test_options={"chunk_size": 4})
-class MomentumAttention(TokenMixer):
+class MomentumAttention(FusedQKVHeads, TokenMixer):
     """Momentum linear attention (§3): causal linear attention read as gradient descent on its state,
     with heavy-ball momentum,
 
@@ -42,10 +41,8 @@ class MomentumAttention(TokenMixer):
         super().__init__(d_model, causal=causal, form=form)
         if not 0 <= momentum < 1:
             raise IncompatibleError(f"momentum_attention: momentum β must be in [0, 1), got {momentum}")
-        self.n_heads, self.head_dim = n_heads, head_dim_of(d_model, n_heads)
         self.momentum, self.step_size, self.eps, self.chunk_size = momentum, step_size, eps, chunk_size
-        self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
-        self.out_proj = nn.Linear(d_model, d_model, bias=False)
+        self.init_heads(d_model, n_heads)
 
     def init_state(self, batch: int, device, dtype) -> State:
         shape = (batch, self.n_heads, self.head_dim, self.head_dim)
@@ -69,4 +66,4 @@ class MomentumAttention(TokenMixer):
         plain, decayed = o[:, :H], o[:, H:]
         num = self.step_size / (1 - beta) * (plain[..., :-1] - beta * decayed[..., :-1])
         y = num / (plain[..., -1:] + self.eps)
-        return self.out_proj(merge_heads(y)), {"S": S[:, :H, :, :-1], "z": S[:, :H, :, -1], "p": S[:, H:, :, :-1]}
+        return self.project_out(y), {"S": S[:, :H, :, :-1], "z": S[:, :H, :, -1], "p": S[:, H:, :, :-1]}

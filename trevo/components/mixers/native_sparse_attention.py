@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
 from trevo.components.base import State, TokenMixer
-from trevo.components.multihead import head_dim_of, merge_heads, split_heads
+from trevo.components.multihead import head_dim_of, kv_heads_of, merge_heads, repeat_kv_heads, split_heads
 from trevo.errors import IncompatibleError
 from trevo.ops.attention import selected_block_attention
 from trevo.ops.banded_attention import banded_attention, banded_attention_quadratic
@@ -45,10 +47,7 @@ class NativeSparseAttention(TokenMixer):
                  topk: int = 16, window: int = 512, chunk_size: int = 256, position: nn.Module | None = None,
                  form: str = "auto") -> None:
         super().__init__(d_model, causal=causal, form=form)
-        n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
-        if n_kv_heads < 1 or n_heads % n_kv_heads:
-            raise IncompatibleError(f"native_sparse_attention: n_heads={n_heads} must be a multiple of "
-                                    f"n_kv_heads={n_kv_heads}")
+        n_kv_heads = kv_heads_of(n_heads, n_kv_heads, "native_sparse_attention: ")
         if not 1 <= stride <= block_size or select_block_size < 1 or topk < 1 or window < 1:
             raise IncompatibleError(
                 f"native_sparse_attention needs 1 <= stride <= block_size (blocks without gaps), select_block_size "
@@ -82,9 +81,7 @@ class NativeSparseAttention(TokenMixer):
         block_v = torch.cat([state["block_v"], torch.einsum(
             "bhnld,ld->bhnd", compression_blocks(v, self.block_size, self.stride, done), self.compress_v)], dim=2)
         form, tk, groups = self.form_for(x.shape[1]), k.shape[2], self.n_heads // self.n_kv_heads
-
-        def heads(t: torch.Tensor) -> torch.Tensor:
-            return t.repeat_interleave(groups, dim=1) if groups > 1 else t
+        heads = functools.partial(repeat_kv_heads, groups=groups)
 
         o_cmp = compressed_attention(q, heads(block_k), heads(block_v), tk=tk, block_size=self.block_size,
                                      stride=self.stride, form=form, chunk_size=self.chunk_size)

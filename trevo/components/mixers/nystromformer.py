@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from trevo.components.base import TokenMixer
-from trevo.components.multihead import head_dim_of, merge_heads, split_heads
+from trevo.components.multihead import FusedQKVHeads
 from trevo.errors import IncompatibleError
 from trevo.ops.nystromformer import nystrom_attention
 from trevo.registry import Paper, register
@@ -16,7 +15,7 @@ from trevo.registry import Paper, register
           paper=Paper("Nyströmformer: A Nyström-Based Algorithm for Approximating Self-Attention", "2102.03902", 2021),
           category="MHA/MatrixMethod", family="nystromformer", causal=False, bidirectional=True,
           time="O(T·m·d + m³)", memory="O(T·m)", test_options={"n_landmarks": 4})
-class Nystromformer(TokenMixer):
+class Nystromformer(FusedQKVHeads, TokenMixer):
     """Nyströmformer (eq. 15): softmax(QK̃ᵀ/√d) Ã⁺ softmax(Q̃Kᵀ/√d) V with Ã = softmax(Q̃K̃ᵀ/√d) and
     m landmarks Q̃, K̃ (segment means). ``pinv``: ``iterative`` (the paper's 6 iterations) or ``exact``.
     The paper's depthwise-convolution skip on V is not included. Bidirectional only."""
@@ -26,14 +25,12 @@ class Nystromformer(TokenMixer):
         super().__init__(d_model, causal=causal)
         if pinv not in ("iterative", "exact"):
             raise IncompatibleError(f"nystromformer pinv must be 'iterative' or 'exact', got {pinv!r}")
-        self.n_heads, self.head_dim, self.n_landmarks = n_heads, head_dim_of(d_model, n_heads), n_landmarks
-        self.pinv, self.pinv_iterations = pinv, pinv_iterations
-        self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
-        self.out_proj = nn.Linear(d_model, d_model, bias=False)
+        self.n_landmarks, self.pinv, self.pinv_iterations = n_landmarks, pinv, pinv_iterations
+        self.init_heads(d_model, n_heads)
 
     def bidirectional_forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None,
                               layout: tuple[int, ...] | None) -> torch.Tensor:
-        q, k, v = (split_heads(h, self.n_heads) for h in self.qkv(x).chunk(3, dim=-1))
+        q, k, v = self.qkv_heads(x)
         o = nystrom_attention(q, k, v, self.n_landmarks, key_padding_mask=padding_mask, pinv=self.pinv,
                               n_iter=self.pinv_iterations)
-        return self.out_proj(merge_heads(o))
+        return self.project_out(o)

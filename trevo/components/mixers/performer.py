@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from trevo.components.base import State, TokenMixer
-from trevo.components.multihead import head_dim_of, merge_heads, split_heads
+from trevo.components.multihead import FusedQKVHeads
+from trevo.components.redraw import PeriodicRedraw
 from trevo.ops.performer import (
     favor_bidirectional,
     favor_chunked,
@@ -24,7 +24,7 @@ from trevo.registry import Paper, register
           category="MHA/RightProduct", family="performer", causal=True, bidirectional=True, recurrent=True,
           time="O(T·m·d) chunk/prefix/recurrent, O(T²·m) quadratic", memory="O(m·d/H) state per head",
           test_options={"n_features": 8, "chunk_size": 8})
-class Performer(TokenMixer):
+class Performer(PeriodicRedraw, FusedQKVHeads, TokenMixer):
     """Performer FAVOR+ (Choromanski et al. 2020): softmax(QKᵀ/√d)V estimated by
     φ(q)ᵀφ(k) with φ(x) = exp(Wx − |x|²/2)/√m (Lemma 1) on q, k scaled by d^(-1/4), W with
     block-orthogonal rows (section 2.4) shared by the heads.
@@ -39,13 +39,10 @@ class Performer(TokenMixer):
     def __init__(self, d_model: int, *, causal: bool, n_heads: int = 4, n_features: int = 64,
                  redraw_interval: int = 0, chunk_size: int = 64, form: str = "auto") -> None:
         super().__init__(d_model, causal=causal, form=form)
-        self.n_heads, self.head_dim = n_heads, head_dim_of(d_model, n_heads)
-        self.n_features, self.redraw_interval, self.chunk_size = n_features, redraw_interval, chunk_size
-        self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
-        self.out_proj = nn.Linear(d_model, d_model, bias=False)
+        self.n_features, self.chunk_size = n_features, chunk_size
+        self.init_heads(d_model, n_heads)
         self.register_buffer("projection", orthogonal_gaussian(n_features, self.head_dim))
-        # A buffer, so that a resumed run redraws at the same steps as an uninterrupted one.
-        self.register_buffer("calls", torch.zeros((), dtype=torch.long))
+        self.init_redraw(redraw_interval)
 
     @torch.no_grad()
     def redraw(self) -> None:
@@ -57,22 +54,14 @@ class Performer(TokenMixer):
         return positive_features(x * self.head_dim ** -0.25, self.projection, stabilise=is_query)
 
     def _qkv(self, x: torch.Tensor, padding_mask: torch.Tensor | None = None):
-        q, k, v = (split_heads(t, self.n_heads) for t in self.qkv(x).chunk(3, dim=-1))
+        q, k, v = self.qkv_heads(x)
         qf, kf = self.features(q, is_query=True), self.features(k, is_query=False)
         if padding_mask is not None:  # padded keys add nothing to the sums
             kf = kf * padding_mask[:, None, :, None].to(kf.dtype)
         return qf, kf, v
 
     def _out(self, o: torch.Tensor) -> torch.Tensor:
-        return self.out_proj(merge_heads(o))
-
-    def forward(self, x: torch.Tensor, *, padding_mask: torch.Tensor | None = None,
-                layout: tuple[int, ...] | None = None) -> torch.Tensor:
-        if self.training and self.redraw_interval > 0:
-            if int(self.calls) % self.redraw_interval == 0 and int(self.calls) > 0:
-                self.redraw()
-            self.calls += 1
-        return super().forward(x, padding_mask=padding_mask, layout=layout)
+        return self.project_out(o)
 
     def bidirectional_forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None,
                               layout: tuple[int, ...] | None) -> torch.Tensor:

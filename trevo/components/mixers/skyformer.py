@@ -4,10 +4,9 @@ The math lives in ``trevo.ops.skyformer``."""
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from trevo.components.base import TokenMixer
-from trevo.components.multihead import head_dim_of, merge_heads, split_heads
+from trevo.components.multihead import FusedQKVHeads
 from trevo.errors import IncompatibleError
 from trevo.ops.skyformer import skyformer_attention
 from trevo.registry import Paper, register
@@ -17,7 +16,7 @@ from trevo.registry import Paper, register
           paper=Paper("Skyformer: Remodel Self-Attention with Gaussian Kernel and Nyström Method", "2111.00035", 2021),
           category="MHA/MatrixMethod", family="skyformer", causal=False, bidirectional=True,
           time="O(T·m·d + m³), m = n_landmarks", memory="O(T·m)", test_options={"n_landmarks": 8})
-class Skyformer(TokenMixer):
+class Skyformer(FusedQKVHeads, TokenMixer):
     """Skyformer (§3-4): the kernelized attention κ(Q, K) V with the Gaussian kernel
     κ(q, k) = exp(−|q − k|²/(2√d)) in place of softmax, approximated by Nyström on the PSD matrix
     κ([Q; K], [Q; K]): κ(Q, Z)(κ(Z, Z) + γI)⁻¹ κ(Z, K) V with ``n_landmarks`` landmarks Z taken
@@ -29,13 +28,11 @@ class Skyformer(TokenMixer):
         super().__init__(d_model, causal=causal)
         if n_landmarks < 2 or ridge < 0:
             raise IncompatibleError(f"skyformer needs n_landmarks >= 2 and ridge >= 0, got {n_landmarks}, {ridge}")
-        self.n_heads, self.n_landmarks, self.ridge = n_heads, n_landmarks, ridge
-        head_dim_of(d_model, n_heads)
-        self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
-        self.out_proj = nn.Linear(d_model, d_model, bias=False)
+        self.n_landmarks, self.ridge = n_landmarks, ridge
+        self.init_heads(d_model, n_heads)
 
     def bidirectional_forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None,
                               layout: tuple[int, ...] | None) -> torch.Tensor:
-        q, k, v = (split_heads(t, self.n_heads) for t in self.qkv(x).chunk(3, dim=-1))
+        q, k, v = self.qkv_heads(x)
         o = skyformer_attention(q, k, v, n_landmarks=self.n_landmarks, ridge=self.ridge, key_padding_mask=padding_mask)
-        return self.out_proj(merge_heads(o))
+        return self.project_out(o)

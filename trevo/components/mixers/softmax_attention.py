@@ -9,7 +9,7 @@ from torch import nn
 
 from trevo.components.base import State, TokenMixer
 from trevo.components.kv_cache import empty_kv_cache, extend_kv_cache
-from trevo.components.multihead import head_dim_of, merge_heads, split_heads
+from trevo.components.multihead import head_dim_of, merge_heads, repeat_kv_heads, split_heads
 from trevo.components.rotary import check_rotary_head_dim
 from trevo.errors import IncompatibleError
 from trevo.ops.attention import chunked_softmax_attention, residual_score_attention, sdpa_attention
@@ -62,8 +62,7 @@ class SoftmaxAttention(TokenMixer):
     def _attend(self, q, k, v, padding_mask):
         """q ``[B,H,Tq,D]`` and the full k, v ``[B,Hkv,Tk,D]``; RoPE already applied."""
         groups = self.n_heads // self.n_kv_heads
-        if groups > 1:
-            k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+        k, v = repeat_kv_heads(k, groups), repeat_kv_heads(v, groups)
         bias = None
         if self.position is not None and hasattr(self.position, "bias"):
             bias = self.position.bias(self.n_heads, q.shape[-2], k.shape[-2], device=q.device)

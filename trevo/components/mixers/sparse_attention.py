@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from trevo.components.base import State, TokenMixer
-from trevo.components.kv_cache import empty_kv_cache, extend_kv_cache
-from trevo.components.multihead import head_dim_of, merge_heads, split_heads
+from trevo.components.kv_cache import extend_kv_cache
+from trevo.components.multihead import FusedQKVHeads
 from trevo.components.rotary import check_rotary_head_dim
 from trevo.errors import IncompatibleError
 from trevo.ops.sparse_attention import fixed_attention, sliding_window_attention, strided_attention
@@ -22,7 +22,7 @@ from trevo.registry import Paper, register
 SPARSE_PAPER = Paper("Generating Long Sequences with Sparse Transformers", "1904.10509", 2019)
 
 
-class _MaskedAttention(TokenMixer):
+class _MaskedAttention(FusedQKVHeads, TokenMixer):
     """Multi-head softmax attention whose allowed (query, key) pairs come from ``pattern``."""
 
     forms = ("sparse", "sdpa")
@@ -30,9 +30,7 @@ class _MaskedAttention(TokenMixer):
     def __init__(self, d_model: int, *, causal: bool, n_heads: int, form: str,
                  position: nn.Module | None = None) -> None:
         super().__init__(d_model, causal=causal, form=form)
-        self.n_heads, self.head_dim = n_heads, head_dim_of(d_model, n_heads)
-        self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
-        self.out_proj = nn.Linear(d_model, d_model, bias=False)
+        self.init_heads(d_model, n_heads)
         check_rotary_head_dim(self.head_dim, position)
         self.position = position  # RoPE (sliding-window attention only), applied at each token's position
 
@@ -54,25 +52,25 @@ class _MaskedAttention(TokenMixer):
         return m[:, None] if m.dim() == 3 else m[None, None]
 
     def _heads(self, x: torch.Tensor, offset: int = 0):
-        q, k, v = (split_heads(t, self.n_heads) for t in self.qkv(x).chunk(3, dim=-1))
+        q, k, v = self.qkv_heads(x)
         if self.position is not None:
             q, k = self.position.rotate(q, offset), self.position.rotate(k, offset)
         return q, k, v
 
     def _attend(self, q, k, v, mask) -> torch.Tensor:
         o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        return self.out_proj(merge_heads(o))
+        return self.project_out(o)
 
     def bidirectional_forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None,
                               layout: tuple[int, ...] | None) -> torch.Tensor:
         q, k, v = self._heads(x)
         if self.form_for(x.shape[1]) == "sparse":
-            return self.out_proj(merge_heads(self.sparse(q, k, v, padding_mask)))
+            return self.project_out(self.sparse(q, k, v, padding_mask))
         pos = torch.arange(x.shape[1], device=x.device)
         return self._attend(q, k, v, self.mask(pos, pos, padding_mask))
 
     def init_state(self, batch: int, device, dtype) -> State:
-        cache = empty_kv_cache((batch, self.n_heads, 0, self.head_dim), device, dtype)
+        cache = self.init_kv_cache(batch, device, dtype)
         return {**cache, "pos": torch.zeros((), dtype=torch.long, device=device)}
 
     def causal_forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
@@ -81,7 +79,7 @@ class _MaskedAttention(TokenMixer):
         k, v = extend_kv_cache(state, k, v, dim=2)
         stop = int(state["pos"]) + x.shape[1]
         if aligned and int(state["pos"]) == 0 and self.form_for(x.shape[1]) == "sparse":
-            y = self.out_proj(merge_heads(self.sparse(q, k, v, None)))
+            y = self.project_out(self.sparse(q, k, v, None))
         else:
             cols = torch.arange(stop - k.shape[2], stop, device=x.device)
             y = self._attend(q, k, v, self.mask(cols[-x.shape[1]:], cols))

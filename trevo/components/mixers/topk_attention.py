@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from trevo.components.base import State, TokenMixer
-from trevo.components.kv_cache import empty_kv_cache, extend_kv_cache
-from trevo.components.multihead import head_dim_of, merge_heads, split_heads
+from trevo.components.base import TokenMixer
+from trevo.components.multihead import KVCacheAttention
 from trevo.errors import IncompatibleError
 from trevo.ops.topk_attention import chunked_topk_attention, topk_attention
 from trevo.registry import Paper, register
@@ -19,7 +17,7 @@ from trevo.registry import Paper, register
           category="MHA/SparseOrLowRank", family="topk_attention", causal=True, bidirectional=True,
           time="O(T²·d)", memory="O(T²) quadratic, O(C·T) chunk; KV cache O(T·d)",
           test_options={"topk": 5, "chunk_size": 8})
-class TopKAttention(TokenMixer):
+class TopKAttention(KVCacheAttention, TokenMixer):
     """Multi-head explicit sparse attention (Zhao et al. 2019, eq. 6-8): per query only the ``topk``
     largest scores of q kᵀ/√d survive, A = softmax(top-k(P)), y = W_o A V. Forms: ``quadratic`` (all
     queries at once) and ``chunk`` (blocks of ``chunk_size`` queries, O(C·T) memory). Generation keeps a
@@ -32,36 +30,18 @@ class TopKAttention(TokenMixer):
         super().__init__(d_model, causal=causal, form=form)
         if topk < 1:
             raise IncompatibleError(f"topk_attention needs topk >= 1, got {topk}")
-        self.n_heads, self.head_dim = n_heads, head_dim_of(d_model, n_heads)
         self.topk, self.chunk_size = topk, chunk_size
-        self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
-        self.out_proj = nn.Linear(d_model, d_model, bias=False)
+        self.init_heads(d_model, n_heads)
 
     def form_for(self, seq_len: int) -> str:
         if self.form != "auto":
             return self.form
         return "chunk" if seq_len > 4 * self.chunk_size else "quadratic"
 
-    def _heads(self, x: torch.Tensor):
-        return (split_heads(t, self.n_heads) for t in self.qkv(x).chunk(3, dim=-1))
-
-    def _attend(self, q, k, v, padding_mask) -> torch.Tensor:
+    def attend(self, q, k, v, padding_mask) -> torch.Tensor:
         if self.form_for(k.shape[-2]) == "chunk":
             o = chunked_topk_attention(q, k, v, topk=self.topk, causal=self.causal, key_padding_mask=padding_mask,
                                        chunk_size=self.chunk_size)
         else:
             o = topk_attention(q, k, v, topk=self.topk, causal=self.causal, key_padding_mask=padding_mask)
-        return self.out_proj(merge_heads(o))
-
-    def bidirectional_forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None,
-                              layout: tuple[int, ...] | None) -> torch.Tensor:
-        q, k, v = self._heads(x)
-        return self._attend(q, k, v, padding_mask)
-
-    def init_state(self, batch: int, device, dtype) -> State:
-        return empty_kv_cache((batch, self.n_heads, 0, self.head_dim), device, dtype)
-
-    def causal_forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        q, k, v = self._heads(x)
-        k, v = extend_kv_cache(state, k, v, dim=2)
-        return self._attend(q, k, v, None), {"k": k, "v": v}
+        return self.project_out(o)

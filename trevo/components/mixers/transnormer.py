@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trevo.components.base import State, TokenMixer
-from trevo.components.multihead import head_dim_of, merge_heads, split_heads
+from trevo.components.multihead import FusedQKVHeads, merge_heads
 from trevo.ops.linear_recurrence import linear_recurrence
 from trevo.registry import Paper, register
 
@@ -20,7 +20,7 @@ TRANSNORMER = Paper("The Devil in Linear Transformer", "2210.10340", 2022)
           causal=True, bidirectional=True, recurrent=True,
           time="O(T·C·d + T·d²/H) chunk, O(T·d²/H) recurrent", memory="O(d²/H) state",
           test_options={"chunk_size": 4})
-class NormAttention(TokenMixer):
+class NormAttention(FusedQKVHeads, TokenMixer):
     """NormAttention (§4.1): O = RMSNorm(φ(Q)(φ(K)ᵀ V)) with φ = 1 + elu: linear attention without
     the scaling denominator (whose unbounded gradients the paper identifies), the output normalised
     instead. Causal: o_t = RMSNorm(φ(q_t)ᵀ Σ_{i<=t} φ(k_i) v_iᵀ); bidirectional: the sum over all real tokens."""
@@ -30,13 +30,13 @@ class NormAttention(TokenMixer):
     def __init__(self, d_model: int, *, causal: bool, n_heads: int = 4, chunk_size: int = 64,
                  form: str = "auto") -> None:
         super().__init__(d_model, causal=causal, form=form)
-        self.n_heads, self.head_dim, self.chunk_size = n_heads, head_dim_of(d_model, n_heads), chunk_size
-        self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
+        self.chunk_size = chunk_size
+        self.init_heads(d_model, n_heads, out_proj=False)
         self.norm = nn.RMSNorm(d_model, eps=1e-6)
         self.out_proj = nn.Linear(d_model, d_model, bias=False)
 
     def _qkv(self, x, padding_mask=None):
-        q, k, v = (split_heads(t, self.n_heads) for t in self.qkv(x).chunk(3, dim=-1))
+        q, k, v = self.qkv_heads(x)
         q, k = F.elu(q) + 1, F.elu(k) + 1
         if padding_mask is not None:
             k = k * padding_mask[:, None, :, None].to(k.dtype)
@@ -63,16 +63,15 @@ class NormAttention(TokenMixer):
 @register("mixer", "transnormer_diag", paper=TRANSNORMER, category="MHA/LocalGlobal", family="transnormer",
           causal=True, bidirectional=True, recurrent=True,
           time="O(T·w·d)", memory="O(w·d) cache (the current block)", test_options={"block_size": 4})
-class DiagAttention(TokenMixer):
+class DiagAttention(FusedQKVHeads, TokenMixer):
     """DiagAttention (§4.2): softmax attention restricted to non-overlapping blocks of ``block_size``
     tokens (a block-diagonal attention matrix; causal inside the block when causal). Its generation
     state is the keys and values of the current block, so it never exceeds ``block_size`` tokens."""
 
     def __init__(self, d_model: int, *, causal: bool, n_heads: int = 4, block_size: int = 64) -> None:
         super().__init__(d_model, causal=causal)
-        self.n_heads, self.head_dim, self.block_size = n_heads, head_dim_of(d_model, n_heads), block_size
-        self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
-        self.out_proj = nn.Linear(d_model, d_model, bias=False)
+        self.block_size = block_size
+        self.init_heads(d_model, n_heads)
 
     def _attend(self, q, k, v, k_valid):
         """Softmax inside each block. The keys ``[B, H, Tk, D]`` start at a block boundary; the queries
@@ -95,11 +94,11 @@ class DiagAttention(TokenMixer):
         scores = (blocks(q) @ blocks(k).transpose(-1, -2)) * D ** -0.5  # [B, H, blocks, w, w]
         attn = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1).nan_to_num(0.0)
         o = (attn @ blocks(v)).reshape(B, H, n, D)[:, :, Tk - Tq:Tk]
-        return self.out_proj(merge_heads(o))
+        return self.project_out(o)
 
     def bidirectional_forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None,
                               layout: tuple[int, ...] | None) -> torch.Tensor:
-        q, k, v = (split_heads(t, self.n_heads) for t in self.qkv(x).chunk(3, dim=-1))
+        q, k, v = self.qkv_heads(x)
         valid = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device) if padding_mask is None else padding_mask
         return self._attend(q, k, v, valid.bool())
 
@@ -114,7 +113,7 @@ class DiagAttention(TokenMixer):
         w = self.block_size
         start = int(state["pos"])
         held = start % w  # tokens of the current block already in the cache
-        q, k, v = (split_heads(t, self.n_heads) for t in self.qkv(x).chunk(3, dim=-1))
+        q, k, v = self.qkv_heads(x)
         k_all = torch.cat([state["k"][:, :, :held].to(k.dtype), k], dim=2)
         v_all = torch.cat([state["v"][:, :, :held].to(v.dtype), v], dim=2)
         valid = torch.ones(B, held + T, dtype=torch.bool, device=x.device)

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trevo.components.base import State, TokenMixer
-from trevo.components.multihead import head_dim_of, merge_heads, split_heads
+from trevo.components.multihead import FusedQKVHeads, merge_heads
 from trevo.ops.ttt import ttt
 from trevo.registry import Paper, register
 
@@ -25,7 +25,7 @@ def as_state(P: dict[str, torch.Tensor], P0: dict[str, torch.Tensor], pos: torch
     return {**P, **{f"{k}_0": v for k, v in P0.items()}, "pos": pos}
 
 
-class _TestTimeTraining(TokenMixer):
+class _TestTimeTraining(FusedQKVHeads, TokenMixer):
     """TTT layer: per head, the views θ_K x, θ_V x, θ_Q x; the inner loss
     ½‖LN(f(θ_K x)) − (θ_V x − θ_K x)‖² (f(x) = x + LN(f_res(x)) with a per-head LayerNorm), the learnable
     rate η(x) = η_base σ(θ_lr x) / D per token, gradients per mini-batch of ``mini_batch_size`` (16) at the
@@ -38,10 +38,9 @@ class _TestTimeTraining(TokenMixer):
     def __init__(self, d_model: int, causal: bool, n_heads: int, mini_batch_size: int, base_lr: float,
                  form: str) -> None:
         super().__init__(d_model, causal=causal, form=form)
-        self.n_heads, self.head_dim = n_heads, head_dim_of(d_model, n_heads)
         self.mini_batch_size, self.base_lr = mini_batch_size, base_lr
+        self.init_heads(d_model, n_heads, out_proj=False)
         H, D = n_heads, self.head_dim
-        self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
         self.lr_proj = nn.Linear(d_model, n_heads)
         self.ln_weight, self.ln_bias = nn.Parameter(torch.ones(H, D)), nn.Parameter(torch.zeros(H, D))
         sizes = [("", D, D)] if self.inner == "linear" else [("1", D, 4 * D), ("2", 4 * D, D)]
@@ -61,7 +60,7 @@ class _TestTimeTraining(TokenMixer):
         return z * self.ln_weight[:, None, :] + self.ln_bias[:, None, :]
 
     def causal_forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        q, k, v = (split_heads(t, self.n_heads) for t in self.qkv(x).chunk(3, dim=-1))
+        q, k, v = self.qkv_heads(x)
         lr = self.base_lr * torch.sigmoid(self.lr_proj(x)).transpose(1, 2) / self.head_dim
         z, P, P0, _ = ttt(q, k, v, lr, inner_weights(state), inner_weights(state, "_0"), int(state["pos"]),
                           model=self.inner, loss="reconstruction", ln_weight=self.ln_weight, ln_bias=self.ln_bias,

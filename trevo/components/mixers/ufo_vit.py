@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from trevo.components.base import TokenMixer
-from trevo.components.multihead import head_dim_of, merge_heads, split_heads
+from trevo.components.multihead import FusedQKVHeads
 from trevo.registry import Paper, register
 
 
@@ -20,7 +20,7 @@ def xnorm(x: torch.Tensor, gamma: torch.Tensor, dim: int) -> torch.Tensor:
           paper=Paper("UFO-ViT: High Performance Linear Vision Transformer without Softmax", "2109.14382", 2021),
           category="MHA/RightProduct", family="ufo_vit", causal=False, bidirectional=True,
           time="O(T·d²/H)", memory="O(d²/H) per head")
-class UFOAttention(TokenMixer):
+class UFOAttention(FusedQKVHeads, TokenMixer):
     """UFO attention (eq. 5-6): softmax removed, Kᵀ V computed first, and both factors
     cross-normalised: Y = XN(Q) · XN(Kᵀ V), XN(x) = γ x / ‖x‖₂ with Q normalised over each query's
     channels and Kᵀ V over its key channels (each column, one per value channel), γ learned per head
@@ -28,17 +28,14 @@ class UFOAttention(TokenMixer):
 
     def __init__(self, d_model: int, *, causal: bool = False, n_heads: int = 4) -> None:
         super().__init__(d_model, causal=causal)
-        self.n_heads = n_heads
-        head_dim_of(d_model, n_heads)
-        self.qkv = nn.Linear(d_model, 3 * d_model)
-        self.out_proj = nn.Linear(d_model, d_model)
+        self.init_heads(d_model, n_heads, bias=True)
         self.gamma = nn.Parameter(torch.ones(2, n_heads, 1, 1))
 
     def bidirectional_forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None,
                               layout: tuple[int, ...] | None) -> torch.Tensor:
-        q, k, v = (split_heads(t, self.n_heads) for t in self.qkv(x).chunk(3, dim=-1))
+        q, k, v = self.qkv_heads(x)
         if padding_mask is not None:
             k = k * padding_mask[:, None, :, None].to(k.dtype)
         kv = k.transpose(-1, -2) @ v  # [B, H, Dk, Dv]
         y = xnorm(q, self.gamma[0], dim=-1) @ xnorm(kv, self.gamma[1], dim=-2)
-        return self.out_proj(merge_heads(y))
+        return self.project_out(y)
