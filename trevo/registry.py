@@ -32,7 +32,7 @@ from trevo.errors import IncompatibleError, TrevoError, UnknownComponentError
 __all__ = ["KINDS", "CONTEXT", "FORMS", "SYNONYMS", "Paper", "Entry", "register", "get", "names", "entries",
            "create", "build", "check_kwargs", "TrevoError", "IncompatibleError", "UnknownComponentError"]
 
-KINDS = ("mixer", "channel", "norm", "residual", "position", "activation", "model", "task")
+KINDS = ("mixer", "channel", "norm", "residual", "position", "activation", "attention_fn", "model", "task")
 
 # Arguments a model (or the bench, or a test) gives every component that accepts them; a component's
 # own options never set them. ``layout`` is the task's grid of positions ((T,) for text, (H, W) for images).

@@ -1,6 +1,8 @@
 """Softmax multi-head attention with multi-query and grouped-query heads, and its KV cache; QK-norm and
-the sigmoid output gate of gated attention as options; the attention scores exposed to RealFormer's
-residual attention."""
+the sigmoid output gate of gated attention as options; the softmax's alternatives (``attention_fn``:
+``trevo.components.attention_functions``); relative positions that rotate q and k, bias the scores or
+add content-position terms (``trevo.components.positions``, ``trevo.components.position_biases``); the
+attention scores exposed to RealFormer's residual attention."""
 
 from __future__ import annotations
 
@@ -13,10 +15,11 @@ from trevo.components.multihead import head_dim_of, merge_heads, split_heads
 from trevo.components.rotary import check_rotary_head_dim
 from trevo.errors import IncompatibleError
 from trevo.ops.attention import chunked_softmax_attention, residual_score_attention, sdpa_attention
-from trevo.registry import Paper, register
+from trevo.registry import Paper, create, register
 
 _META = dict(category="MHA", family="softmax_attention", causal=True, bidirectional=True,
-             relative_positions=("rope", "alibi"), time="O(T²·d)", memory="O(T²) sdpa, O(T·C) chunk; KV cache O(T·d)",
+             relative_positions=("rope", "alibi", "xpos", "t5_bias", "kerple_log", "kerple_power", "transformer_xl"),
+             time="O(T²·d)", memory="O(T²) sdpa, O(T·C) chunk; KV cache O(T·d)",
              test_options={"chunk_size": 8})
 
 
@@ -26,7 +29,12 @@ class SoftmaxAttention(TokenMixer):
 
     ``n_kv_heads`` < ``n_heads`` shares each key/value head among a group of query heads (GQA;
     ``n_kv_heads=1`` is multi-query attention). Forms: ``sdpa`` (PyTorch's scaled_dot_product_attention) and ``chunk``
-    (online softmax over key chunks, O(T·C) memory). Accepts RoPE or ALiBi as ``position``.
+    (online softmax over key chunks, O(T·C) memory). Accepts the relative positions of
+    ``relative_positions`` (RoPE, xPos, ALiBi, T5, KERPLE, Transformer-XL) as ``position``.
+
+    ``attention_fn``: the function from scores to weights (kind ``attention_fn``): ``softmax`` (the
+    forms above) or an alternative (relu, sigmoid, softpick, stick_breaking, cosine, normalized), which
+    computes its weights directly, O(T²), whatever the form.
 
     ``qk_norm``: an RMSNorm with a learned gain on each query and key head before RoPE (QK-norm as in
     ViT-22B, arXiv:2302.05442, and OLMo 2 / Qwen3), which bounds the attention logits. ``output_gate``:
@@ -42,7 +50,8 @@ class SoftmaxAttention(TokenMixer):
 
     def __init__(self, d_model: int, *, causal: bool, n_heads: int = 4, n_kv_heads: int | None = None,
                  head_dim: int | None = None, bias: bool = False, chunk_size: int = 128, qk_norm: bool = False,
-                 output_gate: bool = False, position: nn.Module | None = None, form: str = "auto") -> None:
+                 output_gate: bool = False, attention_fn: str = "softmax", position: nn.Module | None = None,
+                 form: str = "auto") -> None:
         super().__init__(d_model, causal=causal, form=form)
         n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
         if n_heads % n_kv_heads:
@@ -58,6 +67,11 @@ class SoftmaxAttention(TokenMixer):
         self.k_norm = nn.RMSNorm(head_dim, eps=1e-6) if qk_norm else None
         self.gate_proj = nn.Linear(d_model, n_heads * head_dim, bias=bias) if output_gate else None
         self.position = position
+        if position is not None and hasattr(position, "attach"):
+            position.attach(n_heads=n_heads, head_dim=head_dim, causal=causal)
+        self.attention_fn = None if attention_fn == "softmax" else create("attention_fn", attention_fn)
+        if self.attention_fn is not None:
+            self.attention_fn.attach(n_heads=n_heads, head_dim=head_dim, causal=causal)
 
     def _attend(self, q, k, v, padding_mask):
         """q ``[B,H,Tq,D]`` and the full k, v ``[B,Hkv,Tk,D]``; RoPE already applied."""
@@ -67,6 +81,13 @@ class SoftmaxAttention(TokenMixer):
         bias = None
         if self.position is not None and hasattr(self.position, "bias"):
             bias = self.position.bias(self.n_heads, q.shape[-2], k.shape[-2], device=q.device)
+        elif self.position is not None and hasattr(self.position, "content_bias"):
+            bias = self.position.content_bias(q, k)
+        if self.attention_fn is not None:
+            if self.score_carry is not None:
+                raise IncompatibleError("realformer carries softmax attention scores; this layer's attention_fn is "
+                                        f"{self.attention_fn.registry_entry.name!r}: use softmax or another residual")
+            return self.attention_fn(q, k, v, causal=self.causal, bias=bias, key_padding_mask=padding_mask)
         if self.score_carry is not None:
             out, self.score_carry.scores = residual_score_attention(
                 q, k, v, self.score_carry.scores, causal=self.causal, bias=bias, key_padding_mask=padding_mask)
@@ -83,7 +104,7 @@ class SoftmaxAttention(TokenMixer):
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         if self.position is not None and hasattr(self.position, "rotate"):
-            q, k = self.position.rotate(q, offset), self.position.rotate(k, offset)
+            q, k = self.position.rotate(q, offset), self.position.rotate(k, offset, key=True)
         return q, k, v
 
     def _output(self, o: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -114,10 +135,10 @@ class MultiQueryAttention(SoftmaxAttention):
 
     def __init__(self, d_model: int, *, causal: bool, n_heads: int = 4, head_dim: int | None = None,
                  bias: bool = False, chunk_size: int = 128, qk_norm: bool = False, output_gate: bool = False,
-                 position: nn.Module | None = None, form: str = "auto") -> None:
+                 attention_fn: str = "softmax", position: nn.Module | None = None, form: str = "auto") -> None:
         super().__init__(d_model, causal=causal, n_heads=n_heads, n_kv_heads=1, head_dim=head_dim,
                          bias=bias, chunk_size=chunk_size, qk_norm=qk_norm, output_gate=output_gate,
-                         position=position, form=form)
+                         attention_fn=attention_fn, position=position, form=form)
 
 
 @register("mixer", "grouped_query_attention",
@@ -128,7 +149,8 @@ class GroupedQueryAttention(SoftmaxAttention):
 
     def __init__(self, d_model: int, *, causal: bool, n_heads: int = 4, n_kv_heads: int = 2,
                  head_dim: int | None = None, bias: bool = False, chunk_size: int = 128, qk_norm: bool = False,
-                 output_gate: bool = False, position: nn.Module | None = None, form: str = "auto") -> None:
+                 output_gate: bool = False, attention_fn: str = "softmax", position: nn.Module | None = None,
+                 form: str = "auto") -> None:
         super().__init__(d_model, causal=causal, n_heads=n_heads, n_kv_heads=n_kv_heads, head_dim=head_dim,
                          bias=bias, chunk_size=chunk_size, qk_norm=qk_norm, output_gate=output_gate,
-                         position=position, form=form)
+                         attention_fn=attention_fn, position=position, form=form)
