@@ -61,6 +61,7 @@ SYNONYMS = {
     "n_head": "n_heads", "dim_head": "head_dim", "head_size": "head_dim",
     "conv_block": "fft_chunk_size", "chunk_len": "chunk_size", "block_len": "chunk_size",
     "state_size": "d_state", "state_dim": "d_state", "is_causal": "causal",
+    "top_k": "topk", "num_experts": "n_experts",
 }
 
 
