@@ -30,7 +30,7 @@ def test_quick_preset_plan_is_valid_and_broad():
 
 
 @pytest.mark.parametrize("preset", ["lm", "mqar", "recall", pytest.param("lra", marks=pytest.mark.slow), "standard",
-                                    "perceiver", "perceiver_lm", "hybrid_mqar", "hybrid_lm"])
+                                    "perceiver", "perceiver_lm", "hybrid_mqar", "hybrid_lm", "narang"])
 def test_every_preset_plans(preset):
     plan = plan_sweep(load_sweep(preset))  # builds every model: each build-time check runs
     assert plan and len({p.key for p in plan}) == len(plan)

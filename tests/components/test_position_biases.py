@@ -13,7 +13,7 @@ import torch
 from trevo.components.position_biases import sinusoid_table, t5_bucket
 from trevo.components.positions import alibi_slopes
 from trevo.errors import IncompatibleError
-from trevo.registry import build, get
+from trevo.registry import build, get, names
 
 D = 16
 RELATIVE = get("mixer", "softmax_attention").relative_positions
@@ -150,30 +150,36 @@ def test_rotations_give_scores_invariant_to_a_common_shift(name):
         assert score(m + 50, n + 50) == pytest.approx(score(m, n), rel=1e-9)
 
 
-def _mixer(name: str | None, causal: bool, **options):
+def _mixer(position: str | None, causal: bool, mixer: str = "softmax_attention", **options):
     torch.manual_seed(0)
-    position = None if name is None else build("position", name, {}, d_model=D, max_len=64)
-    mixer = build("mixer", "softmax_attention", {"n_heads": 4, "n_kv_heads": 2, **options}, d_model=D,
-                  causal=causal, position=position).double()
-    for p in mixer.parameters():
+    built = None if position is None else build("position", position, {}, d_model=D, max_len=64)
+    defaults = {"n_heads": 4, "n_kv_heads": 2} if mixer == "softmax_attention" else {}
+    m = build("mixer", mixer, {**get("mixer", mixer).test_options, **defaults, **options}, d_model=D, causal=causal,
+              position=built, max_len=64, layout=(64,)).double()
+    for p in m.parameters():
         torch.nn.init.normal_(p, std=0.5)
-    return mixer
+    return m
 
 
-@pytest.mark.parametrize("name", RELATIVE)
-@pytest.mark.parametrize("form", ["sdpa", "chunk"])
-def test_every_relative_position_works_through_the_kv_cache(name, form):
-    mixer = _mixer(name, True, form=form, chunk_size=3)
+# every mixer that takes relative positions, with each one it takes, in each of its forms
+MIXER_POSITIONS = [(m, p, f) for m in names("mixer") for p in get("mixer", m).relative_positions
+                   for f in (get("mixer", m).forms or ("auto",))]
+
+
+@pytest.mark.parametrize("mixer,name,form", MIXER_POSITIONS)
+def test_every_relative_position_works_through_the_kv_cache(mixer, name, form):
+    m = _mixer(name, True, mixer, form=form) if form != "auto" else _mixer(name, True, mixer)
     x = torch.randn(2, 11, D, dtype=torch.float64)
-    full = mixer(x)
-    y, state = mixer.prefill(x[:, :4])
+    full = m(x)
+    y, state = m.prefill(x[:, :4])
     outputs = [y]
     for t in range(4, 11):
-        y_t, state = mixer.step(x[:, t], state)
+        y_t, state = m.step(x[:, t], state)
         outputs.append(y_t[:, None])
     torch.testing.assert_close(torch.cat(outputs, dim=1), full, rtol=1e-10, atol=1e-10)
     # and the position acts: without it the outputs differ
-    assert not torch.allclose(_mixer(None, True, form=form, chunk_size=3)(x), full, atol=1e-3)
+    without = _mixer(None, True, mixer, form=form) if form != "auto" else _mixer(None, True, mixer)
+    assert not torch.allclose(without(x), full, atol=1e-3)
 
 
 @pytest.mark.parametrize("name", RELATIVE)

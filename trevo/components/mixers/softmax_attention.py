@@ -17,8 +17,21 @@ from trevo.errors import IncompatibleError
 from trevo.ops.attention import chunked_softmax_attention, residual_score_attention, sdpa_attention
 from trevo.registry import Paper, create, register
 
+RELATIVE_POSITIONS = ("rope", "alibi", "xpos", "t5_bias", "kerple_log", "kerple_power", "transformer_xl")
+
+
+def relative_score_bias(position: nn.Module | None, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor | None:
+    """A relative position's additive score term for q ``[B,H,Tq,D]`` and the full k (or None): its
+    distance bias (ALiBi, T5, KERPLE) or its content term (Transformer-XL)."""
+    if position is not None and hasattr(position, "bias"):
+        return position.bias(q.shape[1], q.shape[-2], k.shape[-2], device=q.device)
+    if position is not None and hasattr(position, "content_bias"):
+        return position.content_bias(q, k)
+    return None
+
+
 _META = dict(category="MHA", family="softmax_attention", causal=True, bidirectional=True,
-             relative_positions=("rope", "alibi", "xpos", "t5_bias", "kerple_log", "kerple_power", "transformer_xl"),
+             relative_positions=RELATIVE_POSITIONS,
              time="O(T²·d)", memory="O(T²) sdpa, O(T·C) chunk; KV cache O(T·d)",
              test_options={"chunk_size": 8})
 
@@ -78,11 +91,7 @@ class SoftmaxAttention(TokenMixer):
         groups = self.n_heads // self.n_kv_heads
         if groups > 1:
             k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
-        bias = None
-        if self.position is not None and hasattr(self.position, "bias"):
-            bias = self.position.bias(self.n_heads, q.shape[-2], k.shape[-2], device=q.device)
-        elif self.position is not None and hasattr(self.position, "content_bias"):
-            bias = self.position.content_bias(q, k)
+        bias = self.position_bias(q, k)
         if self.attention_fn is not None:
             if self.score_carry is not None:
                 raise IncompatibleError("realformer carries softmax attention scores; this layer's attention_fn is "
@@ -97,6 +106,9 @@ class SoftmaxAttention(TokenMixer):
             return chunked_softmax_attention(q, k, v, causal=self.causal, bias=bias,
                                              key_padding_mask=padding_mask, chunk_size=self.chunk_size)
         return sdpa_attention(q, k, v, causal=self.causal, bias=bias, key_padding_mask=padding_mask)
+
+    def position_bias(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor | None:
+        return relative_score_bias(self.position, q, k)
 
     def _project(self, x: torch.Tensor, offset: int):
         q = split_heads(self.q_proj(x), self.n_heads)
