@@ -19,6 +19,7 @@ D = 16
 RELATIVE = get("mixer", "softmax_attention").relative_positions
 BIASES = [n for n in RELATIVE if hasattr(get("position", n).factory, "bias")]
 ROTATIONS = [n for n in RELATIVE if hasattr(get("position", n).factory, "rotate")]
+CONTENT = [n for n in RELATIVE if hasattr(get("position", n).factory, "content_bias")]
 
 
 def _attached(name: str, n_heads: int = 2, causal: bool = True, **options):
@@ -129,13 +130,35 @@ def test_score_biases_are_invariant_to_a_common_shift(name, causal):
         torch.testing.assert_close(position.bias(4, tq, tk + shift)[..., shift:], position.bias(4, tq, tk))
 
 
-def test_transformer_xl_is_invariant_to_a_common_shift():
-    position = _attached("transformer_xl", n_heads=2)
+@pytest.mark.parametrize("name", CONTENT)
+def test_content_terms_are_invariant_to_a_common_shift(name):
+    position = _attached(name, n_heads=2)
     q, k = torch.randn(1, 2, 3, D // 2, dtype=torch.float64), torch.randn(1, 2, 6, D // 2, dtype=torch.float64)
-    for shift in (1, 5):
+    for shift in (1, 5, 80):
         earlier = torch.randn(1, 2, shift, D // 2, dtype=torch.float64)  # keys before: every position moves by shift
         shifted = position.content_bias(q, torch.cat([earlier, k], dim=2))[..., shift:]
         torch.testing.assert_close(shifted, position.content_bias(q, k))
+
+
+def test_deberta_scores_equal_the_loop():
+    position = _attached("deberta", n_heads=2, max_distance=3)
+    b, h, tq, tk, d = 1, 2, 4, 9, D // 2
+    q, k = torch.randn(b, h, tq, d, dtype=torch.float64), torch.randn(b, h, tk, d, dtype=torch.float64)
+    got = position.content_bias(q, k).detach() + q @ k.transpose(-1, -2) / math.sqrt(d)  # Ã as the mixer sees it
+    p = position.embeddings.detach()
+    w_k, w_q = (m.weight.detach().view(h, d, D) for m in (position.key_proj, position.query_proj))
+
+    def delta(i: int, j: int) -> int:  # DeBERTa's δ with k = 3
+        return 0 if i - j <= -3 else (5 if i - j >= 3 else i - j + 3)
+
+    for hi in range(h):
+        for a in range(tq):
+            i = tk - tq + a
+            for j in range(tk):
+                c2p = q[0, hi, a] @ (w_k[hi] @ p[delta(i, j)])
+                p2c = k[0, hi, j] @ (w_q[hi] @ p[delta(j, i)])
+                expected = (q[0, hi, a] @ k[0, hi, j] + c2p + p2c) / math.sqrt(3 * d)
+                assert float(got[0, hi, a, j]) == pytest.approx(float(expected), rel=1e-10, abs=1e-12)
 
 
 @pytest.mark.parametrize("name", ROTATIONS)

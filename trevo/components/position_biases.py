@@ -196,3 +196,39 @@ class TransformerXLRelative(AttachedPosition):
         by_distance = position_scores.gather(-1, index)
         key_scores = (self.u[None, :, None, :] @ k.transpose(-1, -2))  # [B, H, 1, Tk]
         return (by_distance + key_scores) / math.sqrt(d)
+
+
+@register("position", "deberta", category="Pe", family="position_biases", applies="relative",
+          paper=Paper("DeBERTa: Decoding-enhanced BERT with Disentangled Attention", "2006.03654", 2021))
+class DisentangledPosition(AttachedPosition):
+    """DeBERTa's disentangled attention (He et al. 2021, eq. 4): Ã_ij = (q_i·k_j + q_i·K_r[δ(i, j)] +
+    k_j·Q_r[δ(j, i)]) / √(3d), with relative embeddings P ``[2k, d_model]``, K_r = P W_{k,r} and
+    Q_r = P W_{q,r} per head, and δ(i, j) = clamp(i − j + k, 0, 2k − 1) (k = ``max_distance``). As a
+    term added to the mixer's q·k/√d it is Ã − q·k/√d: the content-to-position and position-to-content
+    scores, and the content score rescaled from 1/√d to 1/√(3d)."""
+
+    def __init__(self, d_model: int, max_distance: int = 64) -> None:
+        super().__init__()
+        if max_distance < 1:
+            raise IncompatibleError(f"deberta needs max_distance >= 1, got {max_distance}")
+        self.d_model, self.max_distance = d_model, max_distance
+
+    def build_parameters(self) -> None:
+        self.embeddings = nn.Parameter(torch.randn(2 * self.max_distance, self.d_model))
+        self.key_proj = nn.Linear(self.d_model, self.n_heads * self.head_dim, bias=False)  # W_{k,r}
+        self.query_proj = nn.Linear(self.d_model, self.n_heads * self.head_dim, bias=False)  # W_{q,r}
+
+    def buckets(self, distances: torch.Tensor) -> torch.Tensor:
+        return (distances + self.max_distance).clamp(0, 2 * self.max_distance - 1)
+
+    def content_bias(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        b, h, tq, d = q.shape
+        self.check_heads(h)
+        tk = k.shape[-2]
+        key_r = self.key_proj(self.embeddings.to(q.dtype)).view(-1, h, d).transpose(0, 1)  # [H, 2k, D]
+        query_r = self.query_proj(self.embeddings.to(q.dtype)).view(-1, h, d).transpose(0, 1)
+        distance = _distances(tq, tk, q.device)  # i − j
+        c2p = (q @ key_r.transpose(-1, -2)[None]).gather(-1, self.buckets(distance).expand(b, h, tq, tk))
+        p2c = (k @ query_r.transpose(-1, -2)[None]).gather(-1, self.buckets(-distance).T.expand(b, h, tk, tq))
+        content = q @ k.transpose(-1, -2)
+        return (content + c2p + p2c.transpose(-1, -2)) / math.sqrt(3 * d) - content / math.sqrt(d)
