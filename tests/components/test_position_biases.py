@@ -19,7 +19,8 @@ D = 16
 RELATIVE = get("mixer", "softmax_attention").relative_positions
 BIASES = [n for n in RELATIVE if hasattr(get("position", n).factory, "bias")]
 ROTATIONS = [n for n in RELATIVE if hasattr(get("position", n).factory, "rotate")]
-CONTENT = [n for n in RELATIVE if hasattr(get("position", n).factory, "content_bias")]
+CONTENT = [n for n in RELATIVE if hasattr(get("position", n).factory, "content_bias")
+           and getattr(get("position", n).factory, "shift_invariant", True)]
 
 
 def _attached(name: str, n_heads: int = 2, causal: bool = True, **options):
@@ -213,3 +214,25 @@ def test_padded_keys_do_not_reach_real_ones_bidirectionally(name):
     changed = x.clone()
     changed[1, 4:] = torch.randn(3, D, dtype=torch.float64)
     torch.testing.assert_close(mixer(changed, padding_mask=mask)[mask], mixer(x, padding_mask=mask)[mask])
+
+
+def test_tupe_scores_equal_the_loop_and_depend_on_absolute_positions():
+    position = _attached("tupe", n_heads=2)
+    b, h, tq, tk, d = 1, 2, 3, 7, D // 2
+    q, k = torch.randn(b, h, tq, d, dtype=torch.float64), torch.randn(b, h, tk, d, dtype=torch.float64)
+    got = position.content_bias(q, k).detach() + q @ k.transpose(-1, -2) / math.sqrt(d)  # α as the mixer sees it
+    p = position.table.detach()
+    u_q, u_k = (m.weight.detach().view(h, d, D) for m in (position.query_proj, position.key_proj))
+    t5 = position.t5.bias(h, tq, tk).detach()
+    for hi in range(h):
+        for a in range(tq):
+            i = tk - tq + a
+            for j in range(tk):
+                expected = (q[0, hi, a] @ k[0, hi, j] + (u_q[hi] @ p[i]) @ (u_k[hi] @ p[j])) / math.sqrt(2 * d)
+                expected = expected + t5[hi, a, j]
+                assert float(got[0, hi, a, j]) == pytest.approx(float(expected), rel=1e-10, abs=1e-12)
+    earlier = torch.randn(1, 2, 4, d, dtype=torch.float64)
+    shifted = position.content_bias(q, torch.cat([earlier, k], dim=2))[..., 4:]
+    assert not torch.allclose(shifted, position.content_bias(q, k))  # absolute: a shift changes the scores
+    with pytest.raises(IncompatibleError, match="max_len"):
+        position.content_bias(q, torch.randn(1, 2, 65, d, dtype=torch.float64))

@@ -232,3 +232,45 @@ class DisentangledPosition(AttachedPosition):
         p2c = (k @ query_r.transpose(-1, -2)[None]).gather(-1, self.buckets(-distance).T.expand(b, h, tk, tq))
         content = q @ k.transpose(-1, -2)
         return (content + c2p + p2c.transpose(-1, -2)) / math.sqrt(3 * d) - content / math.sqrt(d)
+
+
+@register("position", "tupe", category="Pe", family="position_biases", applies="relative", fixed_length=True,
+          paper=Paper("Rethinking Positional Encoding in Language Pre-training (TUPE)", "2006.15595", 2021))
+class UntiedPosition(AttachedPosition):
+    """TUPE, untied positional attention (Ke et al. 2021, eq. 6): the absolute positions enter the scores
+    through their own projections instead of being added to the tokens, α_ij = (q_i·k_j)/√(2d) +
+    (p_i U_Q)·(p_j U_K)/√(2d) + b_{j−i}, with p a learned table of ``max_len`` positions, U_Q, U_K per
+    head, and (TUPE-R, ``relative=True``) T5's bucketed bias b. As a term added to the mixer's q·k/√d it
+    includes the content score's rescaling from 1/√d to 1/√(2d). The position term is absolute: scores
+    are not invariant to a shift (``shift_invariant = False``)."""
+
+    shift_invariant = False
+
+    def __init__(self, d_model: int, max_len: int = 1024, relative: bool = True) -> None:
+        super().__init__()
+        self.d_model, self.max_len, self.relative = d_model, max_len, relative
+        self.t5 = T5RelativeBias(d_model) if relative else None
+
+    def attach(self, *, n_heads: int, head_dim: int, causal: bool) -> None:
+        super().attach(n_heads=n_heads, head_dim=head_dim, causal=causal)
+        if self.t5 is not None:
+            self.t5.attach(n_heads=n_heads, head_dim=head_dim, causal=causal)
+
+    def build_parameters(self) -> None:
+        self.table = nn.Parameter(torch.randn(self.max_len, self.d_model))
+        self.query_proj = nn.Linear(self.d_model, self.n_heads * self.head_dim, bias=False)  # U_Q
+        self.key_proj = nn.Linear(self.d_model, self.n_heads * self.head_dim, bias=False)  # U_K
+
+    def content_bias(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        b, h, tq, d = q.shape
+        self.check_heads(h)
+        tk = k.shape[-2]
+        if tk > self.max_len:
+            raise IncompatibleError(f"tupe holds {self.max_len} absolute positions and the attention reaches position "
+                                    f"{tk - 1}; build the model with a larger max_len (model.max_len)")
+        table = self.table[:tk].to(q.dtype)
+        pq = self.query_proj(table[tk - tq:]).view(tq, h, d).transpose(0, 1)  # [H, Tq, D]
+        pk = self.key_proj(table).view(tk, h, d).transpose(0, 1)  # [H, Tk, D]
+        content = q @ k.transpose(-1, -2)
+        out = (content + (pq @ pk.transpose(-1, -2))[None]) / math.sqrt(2 * d) - content / math.sqrt(d)
+        return out if self.t5 is None else out + self.t5.bias(h, tq, tk, device=q.device)

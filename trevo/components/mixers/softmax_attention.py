@@ -17,7 +17,8 @@ from trevo.errors import IncompatibleError
 from trevo.ops.attention import chunked_softmax_attention, residual_score_attention, sdpa_attention
 from trevo.registry import Paper, create, register
 
-RELATIVE_POSITIONS = ("rope", "alibi", "xpos", "t5_bias", "kerple_log", "kerple_power", "transformer_xl", "deberta")
+RELATIVE_POSITIONS = ("rope", "alibi", "xpos", "t5_bias", "kerple_log", "kerple_power", "transformer_xl", "deberta",
+                      "tupe")
 
 
 def relative_score_bias(position: nn.Module | None, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor | None:
