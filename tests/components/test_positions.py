@@ -74,3 +74,30 @@ def test_randomized_positions_are_sorted_draws_in_training_and_consecutive_in_ev
     randomized.train()
     with pytest.raises(TrevoError, match="max_positions"):
         randomized(torch.arange(51))
+
+
+def test_permutation_powers_compose_the_permutation():
+    from trevo.components.positions import permutation_powers
+
+    perm = torch.stack([torch.randperm(7), torch.randperm(7)])
+    powers = permutation_powers(perm, 5, 4)
+    naive = torch.arange(7).expand(2, 7)
+    for _ in range(5):
+        naive = naive.gather(-1, perm)
+    for p in range(4):  # π^(5+p): index i ↦ π applied 5+p times
+        assert torch.equal(powers[:, p], naive)
+        naive = naive.gather(-1, perm)
+
+
+def test_permuteformer_feature_scores_depend_on_the_offset_only():
+    position = create("position", "permuteformer", d_model=8)
+    position.attach(n_heads=2, n_features=6)
+    qf, kf = torch.rand(1, 2, 1, 6, dtype=torch.float64), torch.rand(1, 2, 1, 6, dtype=torch.float64)
+
+    def score(m: int, n: int) -> torch.Tensor:
+        return (position.permute(qf, m) * position.permute(kf, n)).sum(-1)
+
+    for m, n in ((3, 1), (9, 2), (4, 4)):
+        torch.testing.assert_close(score(m + 13, n + 13), score(m, n))
+    assert not torch.allclose(score(3, 1), score(3, 2))
+    torch.testing.assert_close(score(0, 0), (qf * kf).sum(-1))  # π^0 is the identity

@@ -171,3 +171,44 @@ class ALiBiPosition(RelativePosition):
         j = torch.arange(tk, device=device)[None, :]
         distance = (i - j).abs().to(torch.float32)
         return -alibi_slopes(n_heads).to(device)[:, None, None] * distance[None]
+
+
+def permutation_powers(permutation: torch.Tensor, start: int, count: int) -> torch.Tensor:
+    """π^p for p = start … start + count − 1 of permutations ``[H, m]`` (index maps), as ``[H, count, m]``:
+    π^start by repeated squaring, then one composition per position."""
+    heads, m = permutation.shape
+    identity = torch.arange(m, device=permutation.device).expand(heads, m)
+    power, base, e = identity, permutation, start
+    while e:  # power = π^start
+        if e & 1:
+            power = power.gather(-1, base)
+        base, e = base.gather(-1, base), e >> 1
+    out = []
+    for _ in range(count):
+        out.append(power)
+        power = power.gather(-1, permutation)
+    return torch.stack(out, dim=1) if out else identity[:, :0]
+
+
+@register("position", "permuteformer", category="Pe", family="position", applies="relative",
+          paper=Paper("PermuteFormer: Efficient Relative Position Encoding for Long Sequences", "2109.02377", 2021))
+class PermutePosition(RelativePosition):
+    """PermuteFormer's position-aware permutation (Chen 2021): the random features of a query or key at
+    position p are permuted by π^p, π a fixed random permutation per head, so that
+    φ(q_i)[π^i]·φ(k_j)[π^j] = Σ_b φ(q_i)_b φ(k_j)_{π^{j−i}(b)} depends on j − i only, and linear
+    attention keeps its O(T) cost and its recurrent state. Without the paper's optional r^i decay.
+    The mixer calls ``attach(n_heads=, n_features=)`` once; ``seed`` fixes π."""
+
+    def __init__(self, d_model: int, seed: int = 0) -> None:
+        super().__init__()
+        self.seed = seed
+
+    def attach(self, *, n_heads: int, n_features: int) -> None:
+        generator = torch.Generator().manual_seed(self.seed)
+        perms = torch.stack([torch.randperm(n_features, generator=generator) for _ in range(n_heads)])
+        self.register_buffer("permutation", perms, persistent=False)
+
+    def permute(self, features: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        """features ``[B, H, T, m]`` at positions offset … offset + T − 1, each permuted by π^position."""
+        index = permutation_powers(self.permutation.to(features.device), offset, features.shape[-2])
+        return features.gather(-1, index.expand(features.shape[0], -1, -1, -1))

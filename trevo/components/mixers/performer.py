@@ -23,6 +23,7 @@ from trevo.registry import Paper, register
 @register("mixer", "performer", paper=Paper("Rethinking Attention with Performers", "2009.14794", 2020),
           category="MHA/RightProduct", family="performer", causal=True, bidirectional=True, recurrent=True,
           time="O(T·m·d) chunk/prefix/recurrent, O(T²·m) quadratic", memory="O(m·d/H) state per head",
+          relative_positions=("permuteformer",),
           test_options={"n_features": 8, "chunk_size": 8})
 class Performer(TokenMixer):
     """Performer FAVOR+ (Choromanski et al. 2020): softmax(QKᵀ/√d)V estimated by
@@ -32,12 +33,14 @@ class Performer(TokenMixer):
     ``redraw_interval`` > 0 draws a new W every that many training forward passes (the paper's feature
     redraw); ``redraw()`` draws one on demand. Causal forms: ``quadratic`` (masked),
     ``chunk``, ``prefix`` (cumulative sums, section 2.6) and ``recurrent``; bidirectional use computes
-    φ(Q)(φ(K)ᵀV) whatever the form."""
+    φ(Q)(φ(K)ᵀV) whatever the form. ``position``: PermuteFormer's permutation of the features by
+    position (``permuteformer``); the generation state then counts the tokens seen (``pos``)."""
 
     forms = ("chunk", "quadratic", "prefix", "recurrent")
 
     def __init__(self, d_model: int, *, causal: bool, n_heads: int = 4, n_features: int = 64,
-                 redraw_interval: int = 0, chunk_size: int = 64, form: str = "auto") -> None:
+                 redraw_interval: int = 0, chunk_size: int = 64, position: nn.Module | None = None,
+                 form: str = "auto") -> None:
         super().__init__(d_model, causal=causal, form=form)
         self.n_heads, self.head_dim = n_heads, head_dim_of(d_model, n_heads)
         self.n_features, self.redraw_interval, self.chunk_size = n_features, redraw_interval, chunk_size
@@ -46,6 +49,9 @@ class Performer(TokenMixer):
         self.register_buffer("projection", orthogonal_gaussian(n_features, self.head_dim))
         # A buffer, so that a resumed run redraws at the same steps as an uninterrupted one.
         self.register_buffer("calls", torch.zeros((), dtype=torch.long))
+        self.position = position
+        if position is not None:
+            position.attach(n_heads=n_heads, n_features=n_features)
 
     @torch.no_grad()
     def redraw(self) -> None:
@@ -56,9 +62,11 @@ class Performer(TokenMixer):
         """φ of queries or keys ``[B, H, T, Dh]`` (scaled by Dh^(-1/4) so that φ(q)ᵀφ(k) ≈ e^(qᵀk/√Dh))."""
         return positive_features(x * self.head_dim ** -0.25, self.projection, stabilise=is_query)
 
-    def _qkv(self, x: torch.Tensor, padding_mask: torch.Tensor | None = None):
+    def _qkv(self, x: torch.Tensor, padding_mask: torch.Tensor | None = None, offset: int = 0):
         q, k, v = (split_heads(t, self.n_heads) for t in self.qkv(x).chunk(3, dim=-1))
         qf, kf = self.features(q, is_query=True), self.features(k, is_query=False)
+        if self.position is not None:
+            qf, kf = self.position.permute(qf, offset), self.position.permute(kf, offset)
         if padding_mask is not None:  # padded keys add nothing to the sums
             kf = kf * padding_mask[:, None, :, None].to(kf.dtype)
         return qf, kf, v
@@ -81,10 +89,13 @@ class Performer(TokenMixer):
 
     def init_state(self, batch: int, device, dtype) -> State:
         S = torch.zeros(batch, self.n_heads, self.n_features, self.head_dim, device=device, dtype=dtype)
-        return {"S": S, "z": torch.zeros(batch, self.n_heads, self.n_features, device=device, dtype=dtype)}
+        state = {"S": S, "z": torch.zeros(batch, self.n_heads, self.n_features, device=device, dtype=dtype)}
+        if self.position is not None:
+            state["pos"] = torch.zeros((), dtype=torch.long, device=device)
+        return state
 
     def causal_forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        qf, kf, v = self._qkv(x)
+        qf, kf, v = self._qkv(x, offset=int(state["pos"]) if "pos" in state else 0)
         S, z = state["S"], state["z"]
         form = self.form_for(x.shape[1])
         if form == "quadratic":
@@ -96,4 +107,7 @@ class Performer(TokenMixer):
         else:
             o = favor_recurrent(qf, kf, v, S, z)
         S, z = favor_state(kf, v, S, z)
-        return self._out(o), {"S": S, "z": z}
+        new = {"S": S, "z": z}
+        if "pos" in state:
+            new["pos"] = state["pos"] + x.shape[1]
+        return self._out(o), new
