@@ -47,6 +47,8 @@ FORMS = {
     "prefix": "cumulative (prefix) sums over time",
     "fft": "FFT convolution (the convolution theorem)",
     "sdpa": "torch.nn.functional.scaled_dot_product_attention",
+    "absorbed": "attention in a compressed latent space, up-projections folded into queries and output (MLA)",
+    "sparse": "only the (query, key) pairs of a sparsity pattern, the keys gathered block by block (NSA, MoBA)",
 }
 
 # Words the vocabulary replaced, with the word to use; an option spelled the old way gets an error
@@ -61,7 +63,8 @@ SYNONYMS = {
     "n_head": "n_heads", "dim_head": "head_dim", "head_size": "head_dim",
     "conv_block": "fft_chunk_size", "chunk_len": "chunk_size", "block_len": "chunk_size",
     "state_size": "d_state", "state_dim": "d_state", "is_causal": "causal",
-    "top_k": "topk", "num_experts": "n_experts",
+    "window_size": "window", "kv_lora_rank": "kv_low_rank_dim", "q_lora_rank": "q_low_rank_dim",
+    "qk_rope_head_dim": "rope_head_dim", "top_k": "topk", "num_experts": "n_experts",
 }
 
 

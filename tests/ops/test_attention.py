@@ -50,3 +50,53 @@ def test_residual_score_attention_adds_the_previous_scores_before_the_softmax():
     out, total = residual_score_attention(q, k, v, previous, causal=False)
     torch.testing.assert_close(total, scores + previous, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(out, torch.softmax(scores + previous, -1) @ v, rtol=1e-12, atol=1e-12)
+
+
+def test_biased_attention_chunks_equal_one_block_and_empty_rows_are_zero():
+    from trevo.ops.attention import biased_softmax_attention
+    torch.manual_seed(2)
+    q, k, v = (torch.randn(2, 3, 9, 4, dtype=torch.float64) for _ in range(3))
+    bias = torch.randn(2, 3, 9, 9, dtype=torch.float64)
+    bias[:, :, 2] = float("-inf")  # query 2 sees no key at all
+
+    def score_bias(start, stop):
+        return bias[..., start:stop]
+
+    ref = torch.softmax(q @ k.transpose(-1, -2) / 2 + bias, dim=-1).nan_to_num(0.0) @ v
+    for chunk in (None, 2, 4, 20):
+        out = biased_softmax_attention(q, k, v, causal=False, score_bias=score_bias, chunk_size=chunk)
+        torch.testing.assert_close(out, ref)
+    causal = biased_softmax_attention(q, k, v, causal=True, chunk_size=4)
+    torch.testing.assert_close(causal, naive_softmax_attention(q, k, v, causal=True))
+
+
+def test_scaled_sdpa_uses_the_given_scale_and_aligns_the_causal_mask():
+    from trevo.ops.attention import scaled_sdpa_attention
+    torch.manual_seed(3)
+    q, k, v = torch.randn(1, 2, 3, 4, dtype=torch.float64), *(torch.randn(1, 2, 7, 4, dtype=torch.float64)
+                                                                 for _ in range(2))
+    out = scaled_sdpa_attention(q, k, v, causal=True, scale=0.3)
+    torch.testing.assert_close(out, naive_softmax_attention(q * 0.3 * 2, k, v, causal=True))  # naive divides by √4
+
+
+@pytest.mark.parametrize("form", ["sparse", "quadratic"])
+def test_selected_block_attention_equals_a_loop_over_the_chosen_keys(form):
+    from trevo.ops.attention import selected_block_attention
+    torch.manual_seed(4)
+    B, H, tq, tk, D, bs = 2, 2, 6, 11, 4, 3
+    q, k, v = torch.randn(B, H, tq, D, dtype=torch.float64), *(torch.randn(B, H, tk, D, dtype=torch.float64)
+                                                                 for _ in range(2))
+    n_blocks = -(-tk // bs)
+    idx = torch.stack([torch.randperm(n_blocks)[:2] for _ in range(B * H * tq)]).view(B, H, tq, 2)
+    idx[0, 0, 0, 1] = -1  # an empty slot
+    out = selected_block_attention(q, k, v, idx, bs, form=form, query_chunk=4)
+    for b in range(B):
+        for h in range(H):
+            for r in range(tq):
+                pos = tk - tq + r
+                keys = [j for j in range(pos + 1) if j // bs in idx[b, h, r].tolist()]
+                if not keys:
+                    torch.testing.assert_close(out[b, h, r], torch.zeros(D, dtype=torch.float64))
+                    continue
+                w = torch.softmax(torch.stack([q[b, h, r] @ k[b, h, j] / 2 for j in keys]), 0)
+                torch.testing.assert_close(out[b, h, r], sum(wi * v[b, h, j] for wi, j in zip(w, keys, strict=True)))

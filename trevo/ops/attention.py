@@ -11,6 +11,7 @@ causal mask is aligned to the bottom-right: query i sees keys j <= i + (Tk - Tq)
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -150,3 +151,120 @@ def residual_score_attention(
                           device=q.device, dtype=q.dtype)
     weights = torch.softmax(scores if mask is None else scores + mask, dim=-1)
     return weights @ v, scores
+
+
+# A score bias computed per key chunk: (start, stop) of the key positions -> an additive term
+# broadcastable to [B, H, Tq, stop - start] (may hold -inf), so that no [Tq, Tk] bias is ever materialised.
+ScoreBias = Callable[[int, int], torch.Tensor]
+
+
+def biased_softmax_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    causal: bool,
+    score_bias: ScoreBias | None = None,
+    scale: float | None = None,
+    chunk_size: int | None = None,
+) -> torch.Tensor:
+    """softmax(q kᵀ · scale + causal mask + score_bias) v with the bias made per key chunk.
+
+    ``chunk_size=None`` computes every score at once (the quadratic form); otherwise keys are taken
+    ``chunk_size`` at a time with the running (online) softmax of ``chunked_softmax_attention``. A
+    query that sees no key (every score -inf) gets a zero output, not NaN. Queries are the last Tq
+    of the Tk positions, as everywhere in this module; v may be wider or narrower than q and k."""
+    tq, tk = q.shape[-2], k.shape[-2]
+    if tk == 0:  # no key at all (NSA's compressed branch before its first complete block)
+        return q.new_zeros(q.shape[:-1] + (v.shape[-1],))
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    step = tk if chunk_size is None else chunk_size
+    m = torch.full(q.shape[:-1] + (1,), float("-inf"), device=q.device, dtype=q.dtype)
+    l = torch.zeros_like(m)
+    acc = torch.zeros(q.shape[:-1] + (v.shape[-1],), device=q.device, dtype=q.dtype)
+    for start, k_c, v_c in zip(range(0, tk, step), k.split(step, dim=-2), v.split(step, dim=-2), strict=True):
+        stop = start + k_c.shape[-2]
+        scores = q @ k_c.transpose(-1, -2) * scale
+        if causal:
+            scores = scores + attention_mask(tq, tk, causal=True, device=q.device, dtype=q.dtype, keys=(start, stop))
+        if score_bias is not None:
+            scores = scores + score_bias(start, stop)
+        m_new = torch.maximum(m, scores.amax(dim=-1, keepdim=True))
+        m_safe = torch.where(torch.isinf(m_new), torch.zeros_like(m_new), m_new)  # rows that saw no key yet
+        p = torch.exp(scores - m_safe)
+        correction = torch.exp(m - m_safe)
+        l = l * correction + p.sum(dim=-1, keepdim=True)
+        acc = acc * correction + p @ v_c
+        m = m_new
+    return acc / l.clamp_min(torch.finfo(l.dtype).tiny)
+
+
+def scaled_sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool, scale: float,
+                          key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """``scaled_dot_product_attention`` with an explicit score scale (queries and keys wider than the
+    dimension the scale is taken from: MLA's absorbed form); masks as in ``sdpa_attention``."""
+    tq, tk = q.shape[-2], k.shape[-2]
+    if key_padding_mask is None and (not causal or tq == tk):
+        return F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale)
+    mask = attention_mask(tq, tk, causal=causal, key_padding_mask=key_padding_mask, device=q.device, dtype=q.dtype)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+
+
+def selected_block_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    block_indices: torch.Tensor,
+    block_size: int,
+    *,
+    form: str = "sparse",
+    scale: float | None = None,
+    query_chunk: int = 256,
+) -> torch.Tensor:
+    """Causal softmax attention of each query over the keys of its own selected blocks only.
+
+    ``block_indices`` ``[B, H, Tq, n]`` holds per query the numbers of the key blocks it attends
+    (block b = positions b·block_size … (b+1)·block_size − 1; −1 marks an empty slot; a block listed
+    twice counts once only in ``quadratic``, so callers list each block once); a key after the query
+    is never seen. ``quadratic`` masks the full ``[Tq, Tk]`` score matrix (the reference); ``sparse``
+    gathers the n·block_size keys of each query, ``query_chunk`` queries at a time: O(T·n·block_size·d).
+    NSA's selected branch and MoBA are this op with their own selections."""
+    B, H, tq, D = q.shape
+    tk = k.shape[-2]
+    scale = D ** -0.5 if scale is None else scale
+    qpos = torch.arange(tk - tq, tk, device=q.device)
+    if form == "quadratic":
+        n_blocks = -(-tk // block_size)
+        chosen = torch.zeros(B, H, tq, n_blocks + 1, dtype=torch.bool, device=q.device)
+        chosen.scatter_(-1, torch.where(block_indices < 0, n_blocks, block_indices), True)
+        key_block = torch.arange(tk, device=q.device) // block_size
+        visible = chosen[..., key_block] & (torch.arange(tk, device=q.device)[None, :] <= qpos[:, None])
+        scores = (q @ k.transpose(-1, -2) * scale).masked_fill(~visible, float("-inf"))
+        return _softmax_rows(scores) @ v
+    if form != "sparse":
+        raise ValueError(f"selected_block_attention has the forms quadratic and sparse, got {form!r}")
+    pad = -tk % block_size
+    kb = F.pad(k, (0, 0, 0, pad)).unflatten(2, (-1, block_size))  # [B, H, Nb, bs, D]
+    vb = F.pad(v, (0, 0, 0, pad)).unflatten(2, (-1, block_size))
+    bi = torch.arange(B, device=q.device)[:, None, None, None]
+    hi = torch.arange(H, device=q.device)[None, :, None, None]
+    offsets = torch.arange(block_size, device=q.device)
+    outs = []
+    for start in range(0, tq, query_chunk):
+        idx = block_indices[:, :, start:start + query_chunk]  # [B, H, c, n]
+        k_sel = kb[bi, hi, idx.clamp_min(0)].flatten(-3, -2)  # [B, H, c, n·bs, D]
+        v_sel = vb[bi, hi, idx.clamp_min(0)].flatten(-3, -2)
+        pos = (idx.clamp_min(0)[..., None] * block_size + offsets).flatten(-2)  # [B, H, c, n·bs]
+        seen = (idx >= 0)[..., None].expand(*idx.shape, block_size).flatten(-2)
+        seen = seen & (pos <= qpos[start:start + query_chunk, None])
+        scores = (q[:, :, start:start + query_chunk, None, :] @ k_sel.transpose(-1, -2))[..., 0, :] * scale
+        w = _softmax_rows(scores.masked_fill(~seen, float("-inf")))
+        outs.append((w[..., None, :] @ v_sel)[..., 0, :])
+    return torch.cat(outs, dim=2)
+
+
+def _softmax_rows(scores: torch.Tensor) -> torch.Tensor:
+    """softmax over the last axis; a row that is all -inf gives zeros."""
+    top = scores.amax(dim=-1, keepdim=True).detach()
+    e = torch.exp(scores - torch.where(torch.isinf(top), torch.zeros_like(top), top))
+    return e / e.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(e.dtype).tiny)
