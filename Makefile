@@ -6,11 +6,13 @@ STAMP := $(VENV)/.installed
 
 .PHONY: arena test lint clean
 
-# The CPU wheel of torch, pinned for development and CI; the package itself asks for a range.
+# The CPU wheel of torch, pinned for development and CI; the package itself asks for a range. The peer
+# references (fla's naive ops, Hugging Face's models) are installed too, so that the parity tests run
+# rather than skip.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,peers,hf]'
 	touch $(STAMP)
 
 arena: $(STAMP)

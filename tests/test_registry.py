@@ -28,7 +28,7 @@ def _ids(items: list[Entry]) -> list[str]:
 
 
 def test_unknown_component_names_the_valid_choices(tiny_cfg):
-    with pytest.raises(UnknownComponentError, match="Did you mean .*'rwkv4'") as e:
+    with pytest.raises(UnknownComponentError, match="Did you mean .*'rwkv[4-7]'") as e:
         build_run(tiny_cfg("model.mixer.name=rwkv"))
     assert "softmax_attention" in str(e.value)
     with pytest.raises(UnknownComponentError, match="unknown channel 'swishglu'"):

@@ -23,6 +23,7 @@ PLUGINS = {
     "export": "trevo.interop.cli",
     "eval": "trevo.interop.cli",
     "docs": "trevo.interop.cli",
+    "knn": "trevo.tools.cli",
 }
 
 

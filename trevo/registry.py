@@ -1,7 +1,8 @@
 """One registry of named components, with the metadata a user chooses by.
 
 Every part of a model or an experiment — token mixer, channel mixer, norm, residual placement,
-position encoding, activation, model, task — is registered under a kind and a name::
+position encoding, activation, model, task, tool (an inference-time method such as kNN-LM) — is
+registered under a kind and a name::
 
     @register("mixer", "rwkv4", paper=Paper("RWKV: Reinventing RNNs ...", "2305.13048", 2023),
               category="LongConv", family="rwkv4", causal=True, bidirectional=False, recurrent=True,
@@ -32,7 +33,8 @@ from trevo.errors import IncompatibleError, TrevoError, UnknownComponentError
 __all__ = ["KINDS", "CONTEXT", "FORMS", "SYNONYMS", "Paper", "Entry", "register", "get", "names", "entries",
            "create", "build", "check_kwargs", "TrevoError", "IncompatibleError", "UnknownComponentError"]
 
-KINDS = ("mixer", "channel", "norm", "residual", "position", "activation", "attention_fn", "model", "task")
+KINDS = ("mixer", "channel", "norm", "residual", "position", "activation", "attention_fn", "model", "task",
+         "tool")
 
 # Arguments a model (or the bench, or a test) gives every component that accepts them; a component's
 # own options never set them. ``layout`` is the task's grid of positions ((T,) for text, (H, W) for images).
@@ -48,7 +50,8 @@ FORMS = {
     "fft": "FFT convolution (the convolution theorem)",
     "sdpa": "torch.nn.functional.scaled_dot_product_attention",
     "absorbed": "attention in a compressed latent space, up-projections folded into queries and output (MLA)",
-    "sparse": "only the (query, key) pairs of a sparsity pattern, the keys gathered block by block (NSA, MoBA)",
+    "sparse": "only the (query, key) pairs of a sparsity pattern, block by block (NSA, MoBA, sliding window, strided)",
+    "local": "the terms of a bounded neighbourhood computed directly, all farther terms as one shared (global) sum",
 }
 
 # Words the vocabulary replaced, with the word to use; an option spelled the old way gets an error
@@ -61,10 +64,13 @@ SYNONYMS = {
     "dt_rank": "dt_low_rank_dim", "proj_len": "low_rank_dim",
     "num_heads": "n_heads", "heads": "n_heads", "nheads": "n_heads", "num_kv_heads": "n_kv_heads",
     "n_head": "n_heads", "dim_head": "head_dim", "head_size": "head_dim",
-    "conv_block": "fft_chunk_size", "chunk_len": "chunk_size", "block_len": "chunk_size",
+    "conv_block": "fft_chunk_size", "chunk_len": "chunk_size", "block_len": "chunk_size", "block": "block_size",
     "state_size": "d_state", "state_dim": "d_state", "is_causal": "causal",
     "window_size": "window", "kv_lora_rank": "kv_low_rank_dim", "q_lora_rank": "q_low_rank_dim",
-    "qk_rope_head_dim": "rope_head_dim", "top_k": "topk", "num_experts": "n_experts",
+    "qk_rope_head_dim": "rope_head_dim",
+    "allow_neg_eigval": "negative_eigenvalues", "num_householder": "n_householder",
+    "max_cg_step_training": "cg_steps",
+    "num_slots": "n_slots", "top_k": "topk", "num_experts": "n_experts", "gate_logit_normalizer": "tau",
 }
 
 

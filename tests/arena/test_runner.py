@@ -26,6 +26,7 @@ def test_sweep_runs_records_crashes_and_is_idempotent(tmp_path):
     assert runs["softmax_attention"].status == "done" and runs["softmax_attention"].test["bpb"] > 0
     assert runs["diverges"].status == "failed" and "TrainingDiverged" in runs["diverges"].error
     assert runs["softmax_attention"].params > 0 and runs["softmax_attention"].flops_per_token > 0
+    assert runs["softmax_attention"].state_bytes > 0
     first = runs["softmax_attention"].val
     logs.clear()
     store, _ = run_sweep(sweep, tmp_path, log=logs.append)
@@ -71,3 +72,21 @@ def test_the_learning_rate_is_chosen_on_validation_only():
     assert {r.lr for r in choose(runs)} == {1e-3} and len(choose(runs)) == 2
     flipped = [run(r.lr, r.seed, r.val["bpb"], r.test["bpb"], hib=True) for r in runs]
     assert {r.lr for r in choose(flipped)} == {3e-3}
+
+
+def test_state_bytes_are_the_kv_cache_or_the_constant_recurrent_state():
+    """Softmax attention's cache is 2 (k, v) × T × d_model floats per layer; linear attention's state is
+    H × (D × D + D) per layer whatever T; a masked LM does not generate."""
+    from trevo.arena.runner import _state_bytes
+    from trevo.config import RunConfig
+
+    def cfg(mixer, seq_len, task="byte_lm"):
+        return RunConfig().replace({"model.mixer": {"name": mixer}, "model.d_model": 16, "model.n_layers": 2,
+                                    "task.name": task, "task.seq_len": seq_len})
+
+    assert _state_bytes(cfg("softmax_attention", 32)) == 2 * 2 * 32 * 16 * 4
+    assert _state_bytes(cfg("softmax_attention", 64)) == 2 * 2 * 64 * 16 * 4
+    H, D = 4, 4
+    assert _state_bytes(cfg("linear_attention", 32)) == _state_bytes(cfg("linear_attention", 64)) \
+        == 2 * H * (D * D + D) * 4
+    assert _state_bytes(cfg("linear_attention", 32, task="mlm")) is None

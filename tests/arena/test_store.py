@@ -32,3 +32,19 @@ def test_two_writers_do_not_corrupt_the_store(tmp_path):
     runs = Store(path).runs()
     assert len(runs) == 80 and all(r.status == "done" for r in runs)
     assert sqlite3.connect(path).execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_a_store_written_before_state_bytes_gains_the_column(tmp_path):
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as db:  # the runs table as it was, without state_bytes
+        db.execute("CREATE TABLE runs (key TEXT PRIMARY KEY, sweep TEXT NOT NULL, label TEXT NOT NULL, "
+                   "family TEXT NOT NULL, task TEXT NOT NULL, seed INTEGER NOT NULL, lr REAL NOT NULL, "
+                   "status TEXT NOT NULL, config TEXT NOT NULL, metric TEXT, higher_is_better INTEGER, val TEXT, "
+                   "test TEXT, curves TEXT, params INTEGER, flops_per_token REAL, tokens_per_s REAL, "
+                   "peak_mem_mb REAL, wall_s REAL, versions TEXT, error TEXT, pid INTEGER, updated REAL)")
+        db.execute("INSERT INTO runs (key, sweep, label, family, task, seed, lr, status, config) "
+                   "VALUES ('a', 's', 'l', 'f', 't', 0, 0.1, 'done', '{}')")
+    store = Store(path)
+    assert store.get("a").state_bytes is None
+    store.update("a", state_bytes=1234)
+    assert store.get("a").state_bytes == 1234

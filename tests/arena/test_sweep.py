@@ -29,8 +29,12 @@ def test_quick_preset_plan_is_valid_and_broad():
         assert abs(count_params(p.config, task.info) - sweep.param_budget) <= 0.05 * sweep.param_budget, p.label
 
 
-@pytest.mark.parametrize("preset", ["lm", "mqar", "recall", pytest.param("lra", marks=pytest.mark.slow), "standard",
-                                    "perceiver", "perceiver_lm", "hybrid_mqar", "hybrid_lm", "narang"])
+PRESETS = ["lm", "mqar", "mqar_frontier", "recall", pytest.param("lra", marks=pytest.mark.slow), "standard",
+           "perceiver", "perceiver_lm", "hybrid_mqar", "hybrid_lm", "deeper_vs_wider",
+           "narang"]
+
+
+@pytest.mark.parametrize("preset", PRESETS)
 def test_every_preset_plans(preset):
     plan = plan_sweep(load_sweep(preset))  # builds every model: each build-time check runs
     assert plan and len({p.key for p in plan}) == len(plan)

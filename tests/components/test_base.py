@@ -1,14 +1,30 @@
-"""The token-mixer base class: state sizes, form validation, the form for a length, and capability
-checks at construction."""
+"""The token-mixer base class: state sizes, form validation, the form for a length (``auto``: the form
+measured fastest in trevo.bench.form_table for the device, direction, mode and nearest calibrated
+length; without a measurement the training default), and capability checks at construction."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 import torch
 
+from trevo.bench import form_table
 from trevo.components.base import state_nbytes
 from trevo.errors import IncompatibleError
-from trevo.registry import create
+from trevo.registry import build, create
+
+
+@pytest.fixture
+def no_tables(tmp_path, monkeypatch):
+    """No measured table anywhere: auto keeps the declared order."""
+    monkeypatch.setattr(form_table, "SHIPPED", tmp_path / "none.json")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv("TREVO_FORM_TABLE", raising=False)
+    form_table.reload()
+    yield
+    form_table.reload()
+
 
 
 def test_state_bytes_count_every_nested_tensor():
@@ -21,7 +37,7 @@ def test_an_unknown_form_is_refused_naming_the_forms():
         create("mixer", "gla", d_model=16, causal=True, form="parallel")
 
 
-def test_auto_is_the_training_default_except_a_recurrent_one_token_step():
+def test_auto_is_the_training_default_except_a_recurrent_one_token_step(no_tables):
     gla = create("mixer", "gla", d_model=16, causal=True)
     assert gla.form_for(1) == "recurrent" and gla.form_for(50) == gla.forms[0] == "chunk"
     assert create("mixer", "gla", d_model=16, causal=True, form="quadratic").form_for(1) == "quadratic"
@@ -43,3 +59,44 @@ def test_generation_is_refused_for_a_bidirectional_mixer():
         mixer.prefill(torch.randn(1, 3, 16))
     with pytest.raises(IncompatibleError, match="step is only defined"):
         mixer.step(torch.randn(1, 16), {})
+
+
+@pytest.fixture
+def table(tmp_path, monkeypatch):
+    def write(choices):
+        path = tmp_path / "table.json"
+        path.write_text(json.dumps({"meta": {}, "choices": {"cpu": choices}}))
+        monkeypatch.setenv("TREVO_FORM_TABLE", str(path))
+        form_table.reload()
+        return path
+
+    yield write
+    form_table.reload()
+
+
+def _lru(**options):
+    return build("mixer", "lru", {"d_state": 4, **options}, d_model=8, causal=True)
+
+
+def test_auto_follows_the_measured_table_by_length_and_mode(table):
+    table({"lru": {"causal": {
+        "fwdbwd": [{"length": 64, "form": "recurrent"}, {"length": 1024, "form": "chunk"}],
+        "fwd": [{"length": 64, "form": "chunk"}, {"length": 1024, "form": "recurrent"}]}}})
+    mixer = _lru()
+    assert mixer.form_for(50) == "recurrent" and mixer.form_for(2048) == "chunk"
+    # the nearer calibrated length on a log scale: the midpoint of 64 and 1024 is √(64·1024) = 256
+    assert mixer.form_for(200) == "recurrent" and mixer.form_for(300) == "chunk"
+    with torch.no_grad():
+        assert mixer.form_for(50) == "chunk" and mixer.form_for(2048) == "recurrent"
+        assert mixer.form_for(2049) == "chunk"  # beyond twice the longest measurement: the declared order
+    assert mixer.form_for(1) == "recurrent"  # a causal step is always recurrent
+    assert _lru(form="chunk").form_for(50) == "chunk"  # an explicit form is never overridden
+
+
+def test_without_a_measurement_auto_keeps_the_declared_order(no_tables, table):
+    table({"mamba": {"causal": {"fwdbwd": [{"length": 64, "form": "recurrent"}]}}})
+    assert _lru().form_for(100) == "chunk"  # lru is not in the table: its first form
+    # a table naming a form the mixer does not have is ignored
+    table({"lru": {"causal": {"fwdbwd": [{"length": 64, "form": "parallel"}]}}})
+    assert _lru().form_for(100) == "chunk"
+

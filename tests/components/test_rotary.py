@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from trevo.components.rotary import apply_rotary
+from trevo.components.rotary import apply_rotary, rotate_by
 from trevo.errors import IncompatibleError
 
 
@@ -38,3 +38,16 @@ def test_half_split_pairs_rotate_by_position_times_frequency():
 def test_an_odd_head_dimension_is_refused():
     with pytest.raises(IncompatibleError, match="even head dimension, got 5"):
         apply_rotary(torch.randn(1, 2, 5))
+
+
+def test_rotate_by_given_angles_is_rope_when_the_angles_are_positions_times_frequencies():
+    torch.manual_seed(0)
+    x = torch.randn(2, 7, 8, dtype=torch.float64)
+    inv_freq = 10000.0 ** (-torch.arange(0, 4, dtype=torch.float64) * 2 / 8)
+    angles = torch.arange(3, 10, dtype=torch.float64)[:, None] * inv_freq
+    torch.testing.assert_close(rotate_by(x, angles), apply_rotary(x, offset=3))
+    partial = rotate_by(x, angles[:, :2])  # only the first 4 channels turn, in pairs (0, 2) and (1, 3)
+    torch.testing.assert_close(partial[..., 4:], x[..., 4:])
+    torch.testing.assert_close(partial[..., :4].norm(dim=-1), x[..., :4].norm(dim=-1))
+    with pytest.raises(IncompatibleError, match="rotary angles"):
+        rotate_by(x, torch.zeros(7, 5, dtype=torch.float64))

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from trevo.components.mixers.linear_attention import LinearAttention
-from trevo.ops.linear_attention import linear_attention_parallel, linear_attention_recurrent
+from trevo.ops.linear_attention import linear_attention_quadratic, linear_attention_recurrent
 
 
 def explicit(m, x, causal, mask=None):
@@ -58,7 +58,7 @@ def test_linear_attention_forms_and_definition():
         weights = (q[:, :, t:t + 1] * k[:, :, :t + 1]).sum(-1)  # [B,H,t+1]
         ref[:, :, t] = (weights[..., None] * v[:, :, :t + 1]).sum(2) / weights.sum(-1, keepdim=True)
     S, z = torch.zeros(B, H, D, 4, dtype=torch.float64), torch.zeros(B, H, D, dtype=torch.float64)
-    torch.testing.assert_close(linear_attention_parallel(q, k, v, causal=True, eps=0), ref)
+    torch.testing.assert_close(linear_attention_quadratic(q, k, v, causal=True, eps=0), ref)
     torch.testing.assert_close(linear_attention_recurrent(q, k, v, S, z, eps=0)[0], ref)
     bidir = (q @ k.transpose(-1, -2)) @ v / (q @ k.transpose(-1, -2)).sum(-1, keepdim=True)
-    torch.testing.assert_close(linear_attention_parallel(q, k, v, causal=False, eps=0), bidir)
+    torch.testing.assert_close(linear_attention_quadratic(q, k, v, causal=False, eps=0), bidir)

@@ -193,3 +193,76 @@ def test_vector_decay_with_sub_chunks_matches_the_reference_on_larger_chunks():
         out = linear_recurrence(**inputs, form="chunk", chunk_size=C)
         torch.testing.assert_close(out[0], ref[0], rtol=1e-10, atol=1e-10)
         torch.testing.assert_close(out[1], ref[1], rtol=1e-10, atol=1e-10)
+
+
+# The value-side decay (ABC / Gated Slot Attention's first pass).
+
+def value_gated_loop(q, k, v, log_decay, value_log_decay, S):
+    """float64 reference: S_t = diag(a_t) S_{t-1} diag(b_t) + k_t v_tᵀ, o_t = S_tᵀ q_t, one step at a time."""
+    outs = []
+    for t in range(q.shape[2]):
+        a = torch.ones_like(q[:, :, t]) if log_decay is None else log_decay[:, :, t].exp()
+        a = a[..., None] if a.dim() == 2 else a
+        b = value_log_decay[:, :, t].exp()
+        S = a[..., :, None] * S * b[..., None, :] + k[:, :, t, :, None] * v[:, :, t, None, :]
+        outs.append(torch.einsum("bhk,bhkv->bhv", q[:, :, t], S))
+    return torch.stack(outs, dim=2), S
+
+
+@pytest.mark.parametrize("key_gate", ["none", "scalar", "vector"])
+def test_value_side_decay_equals_its_loop_in_every_form(key_gate):
+    torch.manual_seed(0)
+    B, H, T, Dk, Dv = 2, 2, 23, 3, 5
+    q, k, v = torch.randn(B, H, T, Dk).double(), torch.randn(B, H, T, Dk).double(), torch.randn(B, H, T, Dv).double()
+    gv = F.logsigmoid(torch.randn(B, H, T, Dv).double() + 1)
+    gk = None if key_gate == "none" else F.logsigmoid(torch.randn(*((B, H, T) if key_gate == "scalar"
+                                                                   else (B, H, T, Dk))).double() + 2)
+    S0 = torch.randn(B, H, Dk, Dv).double()
+    o_ref, S_ref = value_gated_loop(q, k, v, gk, gv, S0)
+    forms = ("quadratic", "recurrent") if key_gate == "vector" else FORMS
+    for form in forms:
+        for C in (1, 4, 7, 16):
+            o, S = linear_recurrence(q, k, v, log_decay=gk, value_log_decay=gv, initial_state=S0, form=form,
+                                     chunk_size=C)
+            torch.testing.assert_close(o, o_ref, rtol=1e-10, atol=1e-10)
+            torch.testing.assert_close(S, S_ref, rtol=1e-10, atol=1e-10)
+    if key_gate == "vector":
+        with pytest.raises(TrevoError, match="scalar log_decay on the key side"):
+            linear_recurrence(q, k, v, log_decay=gk, value_log_decay=gv, form="chunk")
+
+
+def test_value_side_decay_gradients_agree_and_padding_is_a_no_op():
+    torch.manual_seed(1)
+    B, H, T, Dk, Dv = 2, 1, 13, 2, 4
+    leaves = [torch.randn(B, H, T, Dk).double(), torch.randn(B, H, T, Dk).double(), torch.randn(B, H, T, Dv).double(),
+              F.logsigmoid(torch.randn(B, H, T, Dv).double()), torch.randn(B, H, Dk, Dv).double()]
+    grads = {}
+    for form in FORMS:
+        xs = [x.clone().requires_grad_(True) for x in leaves]
+        o, S = linear_recurrence(*xs[:3], value_log_decay=xs[3], initial_state=xs[4], form=form, chunk_size=4)
+        grads[form] = torch.autograd.grad(o.square().sum() + S.sum(), xs)
+    for form in ("quadratic", "chunk"):
+        for g, r in zip(grads[form], grads["recurrent"], strict=True):
+            torch.testing.assert_close(g, r, rtol=1e-9, atol=1e-10)
+    mask = torch.rand(B, T) > 0.3
+    q, k, v, gv, S0 = leaves
+    o, S = linear_recurrence(q, k, v, value_log_decay=gv, initial_state=S0, padding_mask=mask, chunk_size=4)
+    for b in range(B):
+        real = mask[b]
+        ob, Sb = value_gated_loop(q[b:b + 1, :, real], k[b:b + 1, :, real], v[b:b + 1, :, real], None,
+                                  gv[b:b + 1, :, real], S0[b:b + 1])
+        torch.testing.assert_close(o[b:b + 1, :, real], ob, rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(S[b:b + 1], Sb, rtol=1e-10, atol=1e-10)
+
+
+def test_strong_value_side_decay_stays_finite_and_exact_in_float32():
+    torch.manual_seed(2)
+    T = 1500
+    q, k, v = torch.randn(1, 1, T, 2), torch.randn(1, 1, T, 2), torch.randn(1, 1, T, 3)
+    gv = -5 + 0.5 * torch.rand(1, 1, T, 3)
+    o_ref, S_ref = value_gated_loop(q.double(), k.double(), v.double(), None, gv.double(),
+                                    torch.zeros(1, 1, 2, 3, dtype=torch.float64))
+    for form in ("chunk", "quadratic"):
+        o, S = linear_recurrence(q, k, v, value_log_decay=gv, form=form, chunk_size=64)
+        torch.testing.assert_close(o.double(), o_ref, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(S.double(), S_ref, rtol=1e-4, atol=1e-4)

@@ -1,5 +1,7 @@
 """The diagonal linear scan h_t = a_t ⊙ h_{t-1} + b_t (trevo.ops.scan): its three forms equal a float64
-loop (values and gradients), stay finite for fast decays, and refuse an unknown form."""
+loop (values and gradients), stay finite for fast decays, and refuse an unknown form; the chunked
+paths (time-invariant: one matrix of powers; time-varying: chunks side by side) at many lengths and
+chunk sizes, and the reverse recurrence."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import pytest
 import torch
 
 from trevo.errors import TrevoError
-from trevo.ops.scan import FORMS, linear_scan
+from trevo.ops.scan import FORMS, chunked_recurrence, linear_scan
 
 
 def _loop(a: torch.Tensor, b: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
@@ -72,3 +74,50 @@ def test_unknown_form_and_bad_chunk_size_are_clear_errors():
         linear_scan(log_a, b, form="parallel")
     with pytest.raises(TrevoError, match="chunk_size must be >= 1"):
         linear_scan(log_a, b, form="chunk", chunk_size=0)
+
+
+def loop(log_a: torch.Tensor, b: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    a = torch.exp(log_a).expand(b.shape)
+    out = []
+    for t in range(b.shape[1]):
+        h = a[:, t] * h + b[:, t]
+        out.append(h)
+    return torch.stack(out, 1)
+
+
+def _inputs(T, time_varying, complex_, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    shape = (2, T, 3, 2) if time_varying else (3, 2)
+    log_a = -torch.rand(*shape, generator=g, dtype=torch.float64)
+    b = torch.randn(2, T, 3, 2, generator=g, dtype=torch.float64)
+    h0 = torch.randn(2, 3, 2, generator=g, dtype=torch.float64)
+    if complex_:
+        log_a = torch.complex(log_a, torch.randn(*shape, generator=g, dtype=torch.float64))
+        b = torch.complex(b, torch.randn_like(b))
+        h0 = torch.complex(h0, torch.randn_like(h0))
+    return log_a, b, h0
+
+
+@pytest.mark.parametrize("time_varying,complex_", [(False, False), (False, True), (True, False)])
+@pytest.mark.parametrize("T,chunk", [(1, 4), (19, 1), (19, 4), (19, 8), (64, 4), (100, 3)])
+def test_chunk_form_equals_the_loop_with_gradients(time_varying, complex_, T, chunk):
+    log_a, b, h0 = (x.requires_grad_() for x in _inputs(T, time_varying, complex_))
+    hs, last = linear_scan(log_a, b, h0, form="chunk", chunk_size=chunk)
+    expected = loop(log_a, b, h0)
+    torch.testing.assert_close(hs, expected, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(last, expected[:, -1], rtol=1e-10, atol=1e-10)
+    weight = torch.randn_like(hs)
+    grads = torch.autograd.grad((hs * weight.conj()).real.sum(), (log_a, b, h0))
+    expected_grads = torch.autograd.grad((expected * weight.conj()).real.sum(), (log_a, b, h0))
+    for got, want in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("T,chunk", [(1, 2), (19, 4), (70, 8)])
+def test_reverse_chunked_recurrence_is_the_loop_backwards_in_time(T, chunk):
+    g = torch.Generator().manual_seed(1)
+    a = torch.rand(2, T, 5, generator=g, dtype=torch.float64)
+    b = torch.randn(2, T, 5, generator=g, dtype=torch.float64)
+    h = torch.randn(2, 5, generator=g, dtype=torch.float64)
+    expected = loop(a.log().flip(1), b.flip(1), h).flip(1)
+    torch.testing.assert_close(chunked_recurrence(a, b, h, chunk, reverse=True), expected, rtol=1e-10, atol=1e-10)

@@ -1,5 +1,6 @@
 """Diagonal state-space building blocks (trevo.ops.ssm): the HiPPO-LegS normal eigenvalues, S4D-Lin and
-ZOH against the matrix exponential, the kernel and the carried-state terms against a loop."""
+ZOH against the matrix exponential, the kernel and the carried-state terms (matmuls against coarse ×
+fine powers) against a loop."""
 
 from __future__ import annotations
 
@@ -61,4 +62,35 @@ def test_kernel_and_carried_state_terms_equal_the_recurrence_from_a_state():
     conv = torch.stack([sum(k[:, t - s] * u[:, s] for s in range(t + 1)) for t in range(T)], 1)
     readout = ssm_state_readout(dtA, C, h0, T).transpose(1, 2)
     torch.testing.assert_close(conv + readout, y, rtol=1e-10, atol=1e-12)
-    torch.testing.assert_close(ssm_state_after(dtA, u[..., None] * Bbar, h0), h, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(ssm_state_after(dtA, Bbar, u, h0), h, rtol=1e-10, atol=1e-12)
+
+
+def _system(H=3, N=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    dtA = torch.complex(-torch.rand(H, N, generator=g, dtype=torch.float64) * 0.3,
+                        torch.randn(H, N, generator=g, dtype=torch.float64))
+    return dtA, torch.randn(H, N, generator=g, dtype=torch.complex128)
+
+
+def test_kernel_is_the_sum_over_modes_of_the_powers():
+    dtA, CB = _system()
+    for length in (1, 2, 17, 64):
+        expected = torch.stack([2 * (CB * torch.exp(lag * dtA)).sum(-1).real for lag in range(length)], dim=-1)
+        torch.testing.assert_close(ssm_kernel(dtA, CB, length), expected, rtol=1e-10, atol=1e-12)
+
+
+def test_state_after_and_readout_equal_the_recurrence():
+    dtA, Bbar = _system(seed=1)
+    _, C = _system(seed=2)
+    g = torch.Generator().manual_seed(3)
+    u = torch.randn(2, 23, 3, generator=g, dtype=torch.float64)
+    h0 = torch.randn(2, 3, 4, generator=g, dtype=torch.complex128)
+    h, readout = h0, []
+    for _ in range(u.shape[1]):
+        h = torch.exp(dtA) * h
+        readout.append(2 * (C * h).sum(-1).real)  # the carried state's share of y_t
+    torch.testing.assert_close(ssm_state_readout(dtA, C, h0, 23), torch.stack(readout, -1), rtol=1e-10, atol=1e-12)
+    h = h0
+    for t in range(u.shape[1]):
+        h = torch.exp(dtA) * h + Bbar * u[:, t, :, None]
+    torch.testing.assert_close(ssm_state_after(dtA, Bbar, u, h0), h, rtol=1e-10, atol=1e-12)

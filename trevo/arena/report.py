@@ -39,6 +39,7 @@ class Row:
     tokens_per_s: float
     peak_mem_mb: float
     flops_per_token: float
+    state_bytes: float | None  # generation state after a prefill of the task's length; None where not measured
     significant: bool | None  # vs the baseline; None for the baseline itself or too few seeds
     delta: float | None
     values: list[float]
@@ -71,12 +72,17 @@ def leaderboard(runs: list[Run], baseline: str | None) -> dict[str, list[Row]]:
                 tokens_per_s=statistics.fmean(r.tokens_per_s for r in rs),
                 peak_mem_mb=statistics.fmean(r.peak_mem_mb for r in rs),
                 flops_per_token=statistics.fmean(r.flops_per_token for r in rs),
+                state_bytes=_mean_or_none([r.state_bytes for r in rs]),
                 significant=significantly_different(values, base_values) if compare else None,
                 delta=statistics.fmean(values) - statistics.fmean(base_values) if compare else None,
                 values=values))
         rows.sort(key=lambda row: -row.test.mean if row.higher_is_better else row.test.mean)
         boards[task] = rows
     return boards
+
+
+def _mean_or_none(values: list[float | None]) -> float | None:
+    return None if any(v is None for v in values) or not values else statistics.fmean(values)
 
 
 def _expand(config: dict[str, Any]) -> str:
@@ -95,10 +101,11 @@ def _mark(row: Row) -> str:
 def _table(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
     metric = rows[0].metric if rows else "metric"
     header = ["rank", "variant", "family", "params", "d_model", "expand", "lr", "seeds", f"test {metric} (95% CI)",
-              "vs baseline", f"val {metric}", "tokens/s", "peak MB", "MFLOP/token"]
+              "vs baseline", f"val {metric}", "tokens/s", "peak MB", "MFLOP/token", "state KB"]
     body = [[str(i), r.label, r.family, f"{r.params:,}", str(r.d_model), r.expand, f"{r.lr:g}", str(r.seeds),
              str(r.test), _mark(r), f"{r.val.mean:.4f}", f"{r.tokens_per_s:,.0f}", f"{r.peak_mem_mb:,.0f}",
-             f"{r.flops_per_token / 1e6:,.2f}"] for i, r in enumerate(rows, 1)]
+             f"{r.flops_per_token / 1e6:,.2f}", "" if r.state_bytes is None else f"{r.state_bytes / 1024:,.1f}"]
+            for i, r in enumerate(rows, 1)]
     return header, body
 
 
@@ -136,17 +143,19 @@ def _png(fig) -> str:
 
 def _plots(task: str, rows: list[Row], runs: list[Run], references: dict[str, float]) -> list[tuple[str, str]]:
     """(caption, base64 PNG) pairs for one task."""
-    import matplotlib
+    from trevo.plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     out = []
     if not rows:
         return out
     metric, hib = rows[0].metric, rows[0].higher_is_better
-    for cost_name, cost in (("throughput (tokens/s, training)", lambda r: r.tokens_per_s),
-                            ("peak memory over baseline (MB)", lambda r: r.peak_mem_mb)):
+    costs = [("throughput (tokens/s, training)", lambda r: r.tokens_per_s),
+             ("peak memory over baseline (MB)", lambda r: r.peak_mem_mb)]
+    if all(r.state_bytes for r in rows):  # Zoology's recall against state size
+        costs.append(("generation state (KB)", lambda r: r.state_bytes / 1024))
+    for cost_name, cost in costs:
         fig, ax = plt.subplots(figsize=(6, 4))
         xs, ys = [cost(r) for r in rows], [r.test.mean for r in rows]
         errs = [0 if r.seeds < 2 else r.test.half_width for r in rows]
@@ -358,7 +367,8 @@ def _flat(r: Run) -> dict[str, Any]:
             "lr": r.lr, "status": r.status, "metric": r.metric,
             "val": (r.val or {}).get(r.metric or "", ""), "test": (r.test or {}).get(r.metric or "", ""),
             "params": r.params, "d_model": r.config["model"]["d_model"], "tokens_per_s": r.tokens_per_s,
-            "peak_mem_mb": r.peak_mem_mb, "flops_per_token": r.flops_per_token, "wall_s": r.wall_s,
+            "peak_mem_mb": r.peak_mem_mb, "flops_per_token": r.flops_per_token, "state_bytes": r.state_bytes,
+            "wall_s": r.wall_s,
             "error": (r.error or "").splitlines()[0] if r.error else ""}
 
 

@@ -27,6 +27,7 @@ import torch
 
 from trevo.arena.store import Run, Store
 from trevo.arena.sweep import PlannedRun, Sweep, plan_sweep
+from trevo.errors import TrevoError
 
 DB_NAME = "arena.sqlite"
 
@@ -48,6 +49,21 @@ def _flops_per_token(cfg) -> float:
     with FlopCounterMode(display=False) as counter:
         task.loss(logits_of(model, batch), batch).backward()
     return counter.get_total_flops() / batch["input"].numel()
+
+
+def _state_bytes(cfg) -> int | None:
+    """Generation state after a prefill of the task's length (the weights do not change its size);
+    None for a model that does not generate (masked LM, classification)."""
+    from trevo.generate import state_bytes_at
+    from trevo.train import build
+
+    task, model = build(cfg)
+    if not hasattr(model, "prefill"):
+        return None
+    try:
+        return state_bytes_at(model, task.info.seq_len)
+    except TrevoError:
+        return None
 
 
 def _die_with_parent() -> None:
@@ -81,7 +97,7 @@ def execute_run(db_path: str, key: str, run_dir: str, threads: int, eval_test: b
                      curves={"losses": result["losses"], "history": result["history"]},
                      params=result["params"], tokens_per_s=result["tokens_per_s"], wall_s=result["wall_s"],
                      peak_mem_mb=peak, flops_per_token=_flops_per_token(cfg), versions=result["versions"],
-                     higher_is_better=int(result["higher_is_better"]))
+                     higher_is_better=int(result["higher_is_better"]), state_bytes=_state_bytes(cfg))
         if eval_test:
             evaluate_test(db_path, key, run_dir, threads)
     except Exception as e:  # a crashed run is recorded and the sweep goes on

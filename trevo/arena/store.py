@@ -37,6 +37,7 @@ CREATE TABLE IF NOT EXISTS runs (
     flops_per_token REAL,
     tokens_per_s REAL,
     peak_mem_mb REAL,
+    state_bytes INTEGER,           -- generation state after a prefill of the task's length (KV cache or RNN state)
     wall_s REAL,
     versions TEXT,                 -- JSON: trevo, torch, device
     error TEXT,
@@ -74,6 +75,7 @@ class Run:
     flops_per_token: float | None = None
     tokens_per_s: float | None = None
     peak_mem_mb: float | None = None
+    state_bytes: int | None = None
     wall_s: float | None = None
     versions: dict[str, Any] | None = None
     error: str | None = None
@@ -88,6 +90,9 @@ class Store:
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(SCHEMA)
+            columns = {row["name"] for row in db.execute("PRAGMA table_info(runs)")}
+            if "state_bytes" not in columns:  # a store written before the column existed
+                db.execute("ALTER TABLE runs ADD COLUMN state_bytes INTEGER")
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:

@@ -59,6 +59,43 @@ def _ops(args: argparse.Namespace) -> None:
     print("\nwritten: " + ", ".join(str(p) for p in paths.values()))
 
 
+def _calibrate(args: argparse.Namespace) -> None:
+    from trevo.bench import calibrate, output
+    from trevo.bench.form_table import reload, user_table_path
+
+    result = calibrate.run(args.mixers, args.lengths, modes=args.modes, chunk_sizes=args.chunk_sizes,
+                           threads=args.threads, isolate=not args.in_process, on_row=_progress, d_model=args.d_model,
+                           batch=args.batch, repeats=args.repeats, time_cap_s=args.time_cap, device=args.device,
+                           dtype=args.dtype)
+    paths = output.write_results(result, args.out, "calibrate")
+    if args.check:
+        table, fine = calibrate.check(result)
+        print(table)
+        print(f"\nauto within {calibrate.TOLERANCE:.2f}× of the fastest exact form at every point: "
+              f"{'yes' if fine else 'NO'}")
+    else:
+        target = args.table or user_table_path(result["meta"]["device"])
+        paths["table"] = calibrate.write_table(result, target)
+        reload()
+    print("\nwritten: " + ", ".join(str(p) for p in paths.values()))
+
+
+def _peers(args: argparse.Namespace) -> None:
+    from trevo.bench import output, peers
+
+    result = peers.run(args.pairs, args.lengths, args.modes, repeats=args.repeats, time_cap_s=args.time_cap,
+                       threads=args.threads, isolate=not args.in_process, on_row=_peer_progress)
+    paths = output.write_results(result, args.out, "peers")
+    print(peers.table(result))
+    print("\nwritten: " + ", ".join(str(p) for p in paths.values()))
+
+
+def _peer_progress(row: dict) -> None:
+    took = f"trevo {fmt(row.get('trevo_ms'))} ms, peer {fmt(row.get('peer_ms'))} ms" if row.get("trevo_ms") else ""
+    print(f"  {row['pair']:<13} {row['peer'][:34]:<34} {row['mode']:<6} T={row['length']:<6} {row['status']:<9} {took}"
+          f"{' (' + row['reason'] + ')' if row.get('reason') else ''}"[:200], file=sys.stderr, flush=True)
+
+
 def _common(s: argparse.ArgumentParser, repeats: int) -> None:
     s.add_argument("--repeats", type=int, default=repeats, help="timed calls per point after the warm-up")
     s.add_argument("--time-cap", type=float, default=30.0, metavar="S",
@@ -79,7 +116,7 @@ def _common(s: argparse.ArgumentParser, repeats: int) -> None:
 
 
 def _no_verb(args: argparse.Namespace) -> None:
-    raise TrevoError("`trevo bench` needs a verb: `trevo bench mixers` or `trevo bench ops` (see --help)")
+    raise TrevoError("`trevo bench` needs a verb: `trevo bench mixers`, `ops`, `calibrate` or `peers` (see --help)")
 
 
 def add_parser(subparsers, name: str) -> None:
@@ -122,3 +159,34 @@ def add_parser(subparsers, name: str) -> None:
                    help="the recurrent form is skipped above this length (it takes T sequential steps)")
     _common(s, repeats=3)
     s.set_defaults(run=_ops)
+
+    s = verbs.add_parser("calibrate", help="measure every exact form of every mixer and write the table auto uses",
+                         description="Per mixer with several forms, per form, mode (fwdbwd, fwd) and length: the "
+                                     "median time of a call; the fastest form per point becomes the choice of "
+                                     "form=\"auto\" (trevo.bench.form_table). Written to --table (default "
+                                     "~/.cache/trevo/form_table_<device>.json); a table shipped as "
+                                     "trevo/bench/form_table_cpu.json is read last. --check compares instead of "
+                                     "writing.")
+    s.add_argument("--mixers", type=_names,
+                   help="comma-separated mixer names (default: every mixer with several forms)")
+    s.add_argument("--lengths", type=_ints, default=[256, 1024, 4096], help="comma-separated sequence lengths")
+    s.add_argument("--modes", type=_names, default=["fwdbwd", "fwd"], help="fwdbwd (training), fwd (no_grad)")
+    s.add_argument("--chunk-sizes", type=_ints, help="also measure the chunk form at each of these chunk sizes")
+    s.add_argument("--table", help="where to write the table (default: the user table of this device)")
+    s.add_argument("--check", action="store_true",
+                   help="write nothing; show the time of auto's choice over the fastest form in this run")
+    s.add_argument("--d-model", type=int, default=256)
+    s.add_argument("--batch", type=int, default=1)
+    _common(s, repeats=3)
+    s.set_defaults(run=_calibrate, threads=1, time_cap=10.0)
+
+    s = verbs.add_parser("peers", help="trevo's ops and mixers beside fla's and Hugging Face's torch references",
+                         description="Per pair (see trevo.bench.peers.PAIRS), length and mode: both sides run on the "
+                                     "same inputs, their agreement is checked (a pair that disagrees is not timed), "
+                                     "then both are timed in this process; speedup = peer time / trevo time. Needs "
+                                     "the peers extra (fla-core 0.6.0 without its dependencies, einops, transformers).")
+    s.add_argument("--pairs", type=_names, help="comma-separated pairs (default: all)")
+    s.add_argument("--lengths", type=_ints, default=[1024, 4096], help="comma-separated sequence lengths")
+    s.add_argument("--modes", type=_names, default=["fwd", "fwdbwd"], help="fwd, fwdbwd")
+    _common(s, repeats=5)
+    s.set_defaults(run=_peers, threads=1, time_cap=120.0)

@@ -59,13 +59,14 @@ def skip_reason(name: str, length: int, mode: str) -> str:
 
 
 def build(point: Row) -> tuple[torch.nn.Module, bool, tuple[int, ...]]:
-    """The mixer of ``point`` at its width, its causality and the layout its input has. Fixed-length
+    """The mixer of ``point`` at its width (with ``point["options"]`` if any: a form, a chunk size), its
+    causality and the layout its input has. Fixed-length
     mixers are built for exactly this length (``max_len``), fixed-size 2-D mixers for this grid (``layout``)."""
     entry = get("mixer", point["mixer"])
     layout = layout_2d(point["length"]) if entry.needs_2d else (point["length"],)
     torch.manual_seed(point.get("seed", 0))
-    mixer = build_component("mixer", point["mixer"], d_model=point["d_model"], causal=entry.causal,
-                            max_len=point["length"], layout=layout)
+    mixer = build_component("mixer", point["mixer"], point.get("options") or {}, d_model=point["d_model"],
+                            causal=entry.causal, max_len=point["length"], layout=layout)
     return mixer.to(point["device"], DTYPES[point["dtype"]]), entry.causal, layout
 
 

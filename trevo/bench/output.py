@@ -101,10 +101,9 @@ def mixer_table(result: dict[str, Any]) -> str:
 def plot_lines(path: str | Path, panels: Sequence[dict[str, Any]], title: str) -> Path:
     """One PNG with one log-log panel per entry of ``panels``: {"ylabel", "xlabel", "series":
     {label: (xs, ys)}}."""
-    import matplotlib
+    from trevo.plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
     for ax, panel in zip(axes[0], panels, strict=True):

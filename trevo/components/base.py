@@ -18,6 +18,7 @@ it the other way is refused. Mixers with several exact forms list them in the cl
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from typing import ClassVar
 
@@ -52,13 +53,27 @@ class TokenMixer(nn.Module):
                                     f"choose a bidirectional mixer")
 
     def form_for(self, seq_len: int) -> str:
-        """The form for ``seq_len`` tokens: ``form``, or for ``auto`` the first of ``forms`` (the training
-        default), except that a causal one-token step uses the ``recurrent`` form where there is one."""
+        """The form for ``seq_len`` tokens: ``form``, or for ``auto`` the form measured fastest on this
+        device kind at the nearest calibrated length, with gradients (training) or without (inference)
+        as now (``trevo.bench.form_table``, written by ``trevo bench calibrate``); where no measurement
+        covers the mixer, the first of ``forms`` (the training default). A causal one-token step uses
+        the ``recurrent`` form where there is one."""
         if self.form != "auto":
             return self.form
         if seq_len == 1 and self.causal and "recurrent" in self.forms:
             return "recurrent"
-        return self.forms[0] if self.forms else ""
+        if len(self.forms) < 2:
+            return self.forms[0] if self.forms else ""
+        entry = getattr(type(self), "registry_entry", None)
+        if entry is not None:
+            from trevo.bench.form_table import measured_form  # the table is data of the benchmark
+
+            tensor = next(itertools.chain(self.parameters(), self.buffers()), None)
+            device = tensor.device.type if tensor is not None else "cpu"
+            form = measured_form(entry.name, self.causal, seq_len, device=device, training=torch.is_grad_enabled())
+            if form in self.forms:
+                return form
+        return self.forms[0]
 
     def check_input(self, x: torch.Tensor) -> None:
         if x.dim() != 3 or x.shape[-1] != self.d_model:

@@ -34,3 +34,14 @@ def apply_rotary(x: torch.Tensor, offset: int | torch.Tensor = 0, base: float = 
     cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
     x1, x2 = x[..., : d // 2], x[..., d // 2:]
     return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
+
+
+def rotate_by(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+    """x ``[..., D]`` with its first 2n channels rotated pairwise (x_i, x_{i+n}) by the given ``angles``
+    ``[..., n]`` (the same half-split convention as ``apply_rotary``; data-dependent phases: Mamba-3)."""
+    n = angles.shape[-1]
+    if 2 * n > x.shape[-1]:
+        raise IncompatibleError(f"{n} rotary angles need at least {2 * n} channels, got {x.shape[-1]}")
+    cos, sin = angles.cos(), angles.sin()
+    x1, x2, rest = x[..., :n], x[..., n:2 * n], x[..., 2 * n:]
+    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin, rest], dim=-1)

@@ -18,6 +18,7 @@ overflows, and causal forms use only past keys for those maxima: outputs are exa
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 NEG_INF = float("-inf")
 
@@ -181,3 +182,205 @@ def banded_bias(band: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, wind
     row_idx = rows if band.shape[1] > 1 else torch.zeros_like(rows)
     picked = band[:, row_idx[:, None], idx]  # [G, Tq, Tk]
     return torch.where(inside, picked, torch.zeros((), device=band.device, dtype=band.dtype))
+
+
+# Causal AFT with a custom backward pass: O(T·D + T²) memory (only k, v, the bias, the outputs and
+# their log-normalisers are kept), every form exactly causal (stabilisers from past keys only).
+
+def _scores(k: torch.Tensor, bias: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
+    """k_s + b_ts ``[B, Tq, Tk, D]``, −inf where the key is not visible (``visible`` ``[Tq, Tk]``)."""
+    return (k[:, None] + _channel_bias(bias, k.shape[-1])[None]).masked_fill(~visible[None, :, :, None], NEG_INF)
+
+
+def _grouped_matmul_t(weights: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``[G, Tq, Tk]``ᵀ × ``[B, Tq, D]`` → ``[B, Tk, D]`` (the transpose of ``_grouped_matmul``)."""
+    g = weights.shape[0]
+    return torch.einsum("gqk,bqgd->bkgd", weights, x.unflatten(-1, (g, x.shape[-1] // g))).flatten(-2)
+
+
+def _group_outer(a: torch.Tensor, b: torch.Tensor, groups: int) -> torch.Tensor:
+    """Σ over batch and each group's channels of a_td b_sd: ``[B, Tq, D]``, ``[B, Tk, D]`` → ``[G, Tq, Tk]``."""
+    return torch.einsum("bqgd,bkgd->gqk", a.unflatten(-1, (groups, -1)), b.unflatten(-1, (groups, -1)))
+
+
+def _diag_backward(k, v, bias, visible, lse, out, grad):
+    """Gradient terms of one block of keys computed naively: (Σ_t P dO, Σ_t P dO⊙out, ∂bias)."""
+    P = torch.exp(_scores(k, bias, visible) - lse[:, :, None])  # [B, Tq, Tk, D]
+    dv = (P * grad[:, :, None]).sum(1)
+    dk_out = (P * (grad * out)[:, :, None]).sum(1)
+    dz = P * grad[:, :, None] * (v[:, None] - out[:, :, None])
+    g = bias.shape[0]
+    return dv, dk_out, dz.sum(0).unflatten(-1, (g, -1)).sum(-1).permute(2, 0, 1)
+
+
+class _CausalAFT(torch.autograd.Function):
+    """Dense bias (AFT-full): per query chunk the keys before it by two matmuls (stabilised by the
+    prefix maximum of the keys and the bias row maximum) and its own triangle computed directly."""
+
+    @staticmethod
+    def forward(ctx, k, v, bias, chunk_size):
+        tq, tk = bias.shape[-2:]
+        offset, d = tk - tq, k.shape[-1]
+        prefix_max = k.cummax(dim=1).values
+        outs, lses = [], []
+        for qs in range(0, tq, chunk_size):
+            qe = min(qs + chunk_size, tq)
+            ps, pe = offset + qs, offset + qe
+            num, den, m = aft_partial(k[:, ps:pe], v[:, ps:pe], bias[:, qs:qe, ps:pe], causal=True)
+            if ps > 0:
+                m_k = prefix_max[:, ps - 1:ps]
+                e = torch.exp(k[:, :ps] - m_k)
+                block = bias[:, qs:qe, :ps]
+                m_b = block.amax(dim=-1, keepdim=True)
+                eb = torch.exp(block - m_b)
+                scale = m_k + _channel_bias(m_b, d)[:, 0][None]
+                num, den, m = merge((num, den, m), (_grouped_matmul(eb, e * v[:, :ps]), _grouped_matmul(eb, e), scale))
+            outs.append(num / den)
+            lses.append(m + torch.log(den))
+        out, lse = torch.cat(outs, dim=1), torch.cat(lses, dim=1)
+        ctx.chunk_size = chunk_size
+        ctx.save_for_backward(k, v, bias, out, lse)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        k, v, bias, out, lse = ctx.saved_tensors
+        c = ctx.chunk_size
+        tq, tk = bias.shape[-2:]
+        offset, d, g = tk - tq, k.shape[-1], bias.shape[0]
+        prefix_max = k.cummax(dim=1).values
+        dv, dk_out, dbias = torch.zeros_like(v), torch.zeros_like(k), torch.zeros_like(bias)
+        for qs in range(0, tq, c):
+            qe = min(qs + c, tq)
+            ps, pe = offset + qs, offset + qe
+            rows = slice(qs, qe)
+            visible = torch.ones(qe - qs, qe - qs, dtype=torch.bool, device=k.device).tril()
+            a, b, db = _diag_backward(k[:, ps:pe], v[:, ps:pe], bias[:, rows, ps:pe], visible, lse[:, rows],
+                                      out[:, rows], grad[:, rows])
+            dv[:, ps:pe] += a
+            dk_out[:, ps:pe] += b
+            dbias[:, rows, ps:pe] += db
+            if ps > 0:  # P_ts = eb_ts · e_s · F_t, each factor bounded (see the module notes above)
+                m_k = prefix_max[:, ps - 1:ps]
+                e = torch.exp(k[:, :ps] - m_k)
+                block = bias[:, rows, :ps]
+                m_b = block.amax(dim=-1, keepdim=True)
+                eb = torch.exp(block - m_b)
+                G = torch.exp(m_k + _channel_bias(m_b, d)[:, 0][None] - lse[:, rows]) * grad[:, rows]
+                Hq = G * out[:, rows]
+                dv[:, :ps] += e * _grouped_matmul_t(eb, G)
+                dk_out[:, :ps] += e * _grouped_matmul_t(eb, Hq)
+                dbias[:, rows, :ps] += eb * (_group_outer(G, e * v[:, :ps], g) - _group_outer(Hq, e, g))
+        return v * dv - dk_out, dv, dbias, None
+
+
+def aft_causal(k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, *, chunk_size: int = 64) -> torch.Tensor:
+    """Causal AFT with a dense bias ``[G, Tq, Tk]`` (queries the last Tq positions): O(T²·D) time,
+    O(T·D + T²) memory."""
+    return _CausalAFT.apply(k, v, bias, chunk_size)
+
+
+class _CausalBandedAFT(torch.autograd.Function):
+    """Bias zero beyond a window of at most c keys (AFT-local, AFT-conv): query chunk j takes chunks
+    j−1 and j directly with their bias (``near_bias`` ``[G, nc, c, 2c]``), and every older key through
+    AFT-simple's running sums (bias 0): O(T·c·D) time and memory O(T·D). Backward: the old keys'
+    share is a reverse recurrence over chunks of Σ_t exp(α − lse_t) ∂out_t, with α the prefix maximum
+    of the keys at a chunk's end (every exponent <= 0)."""
+
+    @staticmethod
+    def forward(ctx, k, v, near_bias, chunk_size):
+        B, T, D = k.shape
+        c, nc = chunk_size, near_bias.shape[1]
+        kp, vp = (F.pad(x, (0, 0, c, nc * c - T)) for x in (k, v))  # a zero chunk before the first
+        visible = _near_visible(c, k.device)
+        state = aft_simple_init_state(B, D, k.device, k.dtype)
+        outs, lses = [], []
+        for j in range(nc):
+            if j >= 2:  # chunk j − 2 leaves the band: from now on it is seen with bias 0
+                state = absorb(state, kp[:, (j - 1) * c:j * c], vp[:, (j - 1) * c:j * c])
+            near = _partial_visible(kp[:, j * c:(j + 2) * c], vp[:, j * c:(j + 2) * c], near_bias[:, j],
+                                    visible if j else visible & _not_first(c, k.device))
+            num, den, m = merge(near, (state["num"][:, None], state["den"][:, None], state["m"][:, None]))
+            outs.append(num / den)
+            lses.append(m + torch.log(den))
+        out, lse = torch.cat(outs, dim=1)[:, :T], torch.cat(lses, dim=1)[:, :T]
+        ctx.chunk_size = chunk_size
+        ctx.save_for_backward(k, v, near_bias, out, lse)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        k, v, near_bias, out, lse = ctx.saved_tensors
+        B, T, D = k.shape
+        c, nc = ctx.chunk_size, near_bias.shape[1]
+        kp, vp = (F.pad(x, (0, 0, c, nc * c - T)) for x in (k, v))
+        gp, op = (F.pad(x, (0, 0, 0, nc * c - T)) for x in (grad, out))
+        lp = F.pad(lse, (0, 0, 0, nc * c - T), value=float("inf"))  # padded queries weigh nothing
+        dv, dk_out, dnear = torch.zeros_like(kp), torch.zeros_like(kp), torch.zeros_like(near_bias)
+        visible = _near_visible(c, k.device)
+        for j in range(nc):
+            q = slice(j * c, (j + 1) * c)
+            keys = slice(j * c, (j + 2) * c)
+            a, b, db = _diag_backward(kp[:, keys], vp[:, keys], near_bias[:, j],
+                                      visible if j else visible & _not_first(c, k.device), lp[:, q], op[:, q], gp[:, q])
+            dv[:, keys] += a
+            dk_out[:, keys] += b
+            dnear[:, j] += db
+        # Old keys: key chunk i is seen with bias 0 by the query chunks j >= i + 2.
+        prefix_max = k.cummax(dim=1).values
+        prefix_max = torch.cat([prefix_max, prefix_max[:, -1:].expand(B, nc * c - T, D)], dim=1)
+        alpha = prefix_max[:, c - 1::c]  # [B, nc, D]: the largest key up to the end of each chunk
+        carried_v = carried_o = torch.zeros(B, D, device=k.device, dtype=k.dtype)
+        share_v, share_o = [None] * nc, [None] * nc
+        for i in range(nc - 1, -1, -1):
+            if i + 1 < nc:
+                step = torch.exp(alpha[:, i] - alpha[:, i + 1])
+                carried_v, carried_o = carried_v * step, carried_o * step
+            if i + 2 < nc:
+                q = slice((i + 2) * c, (i + 3) * c)
+                w = torch.exp(alpha[:, i, None] - lp[:, q])
+                carried_v = carried_v + (w * gp[:, q]).sum(1)
+                carried_o = carried_o + (w * gp[:, q] * op[:, q]).sum(1)
+            share_v[i], share_o[i] = carried_v, carried_o
+        e = torch.exp(kp[:, c:].unflatten(1, (nc, c)) - alpha[:, :, None])  # [B, nc, c, D]
+        dv[:, c:] += (e * torch.stack(share_v, 1)[:, :, None]).flatten(1, 2)
+        dk_out[:, c:] += (e * torch.stack(share_o, 1)[:, :, None]).flatten(1, 2)
+        dv, dk_out = dv[:, c:c + T], dk_out[:, c:c + T]
+        return v * dv - dk_out, dv, dnear, None
+
+
+def _near_visible(c: int, device) -> torch.Tensor:
+    """[c, 2c]: query t of a chunk sees key s' of (previous chunk, own chunk) when s' <= c + t."""
+    return torch.arange(2 * c, device=device)[None, :] <= c + torch.arange(c, device=device)[:, None]
+
+
+def _not_first(c: int, device) -> torch.Tensor:
+    """The first chunk has no previous chunk: only its own keys."""
+    return (torch.arange(2 * c, device=device) >= c)[None, :]
+
+
+def _partial_visible(k, v, bias, visible):
+    """``aft_partial`` over a block of keys with an explicit visibility mask ``[Tq, Tk]``."""
+    scores = _scores(k, bias, visible)
+    m = scores.amax(dim=2)
+    p = torch.exp(scores - m[:, :, None])
+    return (p * v[:, None]).sum(dim=2), p.sum(dim=2), m
+
+
+def near_band_bias(band: torch.Tensor, length: int, chunk_size: int, window: int) -> torch.Tensor:
+    """The causal band bias of ``banded_bias`` for each chunk's (previous chunk, own chunk) keys:
+    ``[G, nc, c, 2c]`` (rows past ``length`` are padding and repeat the last row's bias)."""
+    c = chunk_size
+    nc = -(-length // c)
+    rows = torch.arange(nc, device=band.device)[:, None] * c + torch.arange(c, device=band.device)  # [nc, c]
+    cols = rows[:, :1] - c + torch.arange(2 * c, device=band.device)  # [nc, 2c]
+    offset = rows[:, :, None] - cols[:, None, :]
+    inside = (offset >= 0) & (offset < band.shape[-1])
+    row_idx = rows.clamp_max(band.shape[1] - 1) if band.shape[1] > 1 else torch.zeros_like(rows)
+    picked = band[:, row_idx[:, :, None].expand_as(offset), offset.clamp(0, band.shape[-1] - 1)]
+    return torch.where(inside, picked, torch.zeros((), device=band.device, dtype=band.dtype))
+
+
+def aft_causal_banded(k: torch.Tensor, v: torch.Tensor, near_bias: torch.Tensor, *, chunk_size: int) -> torch.Tensor:
+    """Causal AFT whose bias is zero more than ``chunk_size`` keys back (see ``_CausalBandedAFT``)."""
+    return _CausalBandedAFT.apply(k, v, near_bias, chunk_size)

@@ -13,9 +13,9 @@ from __future__ import annotations
 import torch
 
 
-def linear_attention_parallel(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool,
-                              S: torch.Tensor | None = None, z: torch.Tensor | None = None,
-                              eps: float = 1e-6) -> torch.Tensor:
+def linear_attention_quadratic(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool,
+                               S: torch.Tensor | None = None, z: torch.Tensor | None = None,
+                               eps: float = 1e-6) -> torch.Tensor:
     """The quadratic masked form (the reference): (φQ φKᵀ ⊙ M) V / ((φQ φKᵀ ⊙ M) 1), plus the
     contribution of an initial state (S, z) when continuing a sequence."""
     if not causal:

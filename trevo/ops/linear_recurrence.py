@@ -15,6 +15,15 @@ query reads the state *before* the current write, and the current token enters t
 
 so the decay of step t only acts on later steps (RWKV's w_t multiplies the state that token t+1 reads).
 
+With a ``value_log_decay`` ``[B, H, T, Dv]`` the columns of the state decay too (a gate on the value
+side, as in the first pass of ABC / Gated Slot Attention, arXiv:2409.07146, where the slots are the
+value dimension):
+
+    S_t = diag(exp(log_decay_t)) S_{t-1} diag(exp(value_log_decay_t)) + k_t v_tᵀ
+
+Its ``chunk`` form takes no decay or a scalar one on the key side (a scalar commutes into the value
+side); ``quadratic`` and ``recurrent`` take any. It is an option of its own, at the end of this file.
+
 Forms (``form``):
   ``quadratic`` the masked quadratic form, O(T²) memory: the reference. Pairwise decays are segment
                 sums Σ_{i<j<=t} log_decay_j, never differences of long cumulative sums (which lose
@@ -28,6 +37,9 @@ Forms (``form``):
                 decay is applied elementwise.
   ``recurrent`` one step at a time: the inference form and the second reference.
 
+On CUDA with Triton installed the ``chunk`` form runs as the Triton kernels of
+``trevo.ops.triton.linear_recurrence`` (scalar and vector decay, no bonus; the same math).
+
 Every form takes an initial state and returns the final state. ``padding_mask`` ``[B, T]`` (True =
 real token) turns padded steps into no-ops (no write, no decay), so padding changes neither the
 outputs at real positions nor the final state.
@@ -40,6 +52,7 @@ import math
 import torch
 
 from trevo.errors import TrevoError
+from trevo.ops import triton as triton_kernels
 
 FORMS = ("quadratic", "chunk", "recurrent")
 
@@ -47,10 +60,13 @@ FORMS = ("quadratic", "chunk", "recurrent")
 def linear_recurrence(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
                       log_decay: torch.Tensor | None = None, bonus: torch.Tensor | None = None,
                       initial_state: torch.Tensor | None = None, padding_mask: torch.Tensor | None = None,
-                      scale: float = 1.0, form: str = "chunk", chunk_size: int = 64
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
+                      scale: float = 1.0, form: str = "chunk", chunk_size: int = 64,
+                      value_log_decay: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Run the gated linear recurrence (see the module docstring). Returns (o ``[B, H, T, Dv]``,
     final state ``[B, H, Dk, Dv]``). ``form="auto"`` is recurrent for one token, chunk otherwise."""
+    if value_log_decay is not None:
+        return _value_gated(q, k, v, log_decay, value_log_decay, bonus, initial_state, padding_mask, scale, form,
+                            chunk_size)
     g, S0 = _prepare(q, k, v, log_decay, bonus, initial_state, padding_mask)
     if padding_mask is not None:
         k = k * padding_mask[:, None, :, None].to(k.dtype)
@@ -67,8 +83,18 @@ def linear_recurrence(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
     elif form == "chunk":
         if chunk_size < 1:
             raise TrevoError(f"chunk_size must be >= 1, got {chunk_size}")
-        o, S = _chunk(q, k, v, g, bonus, S0, chunk_size)
+        if triton_kernels.enabled(q, k, v, g, S0) and _triton_chunk_supports(chunk_size, bonus):
+            from trevo.ops.triton.linear_recurrence import chunk_linear_recurrence
+
+            o, S = chunk_linear_recurrence(q, k, v, g, S0, chunk_size)
+        else:
+            o, S = _chunk(q, k, v, g, bonus, S0, chunk_size)
     return o * scale, S
+
+
+def _triton_chunk_supports(chunk_size: int, bonus: torch.Tensor | None) -> bool:
+    """The Triton chunk kernels take a power-of-two chunk of at least 16 (``tl.dot``) and no bonus."""
+    return bonus is None and chunk_size >= 16 and chunk_size & (chunk_size - 1) == 0
 
 
 def _prepare(q, k, v, log_decay, bonus, initial_state, padding_mask):
@@ -232,3 +258,107 @@ def _vector_intra(q, k, v, b, bq, causal, c):
     expo = (bqs[..., :, None, :] - bs[..., None, :, :]).masked_fill(~mask[..., None], -math.inf)
     A_diag = torch.einsum("...td,...id,...tid->...ti", qs, ks, torch.exp(expo))
     return o + (A_diag @ vs).reshape(B, H, N, C, v.shape[-1])
+
+
+# The value-side decay (``value_log_decay``): an option on top of the forms above, in its own functions.
+
+def _value_gated(q, k, v, log_decay, value_log_decay, bonus, initial_state, padding_mask, scale, form, chunk_size):
+    if bonus is not None:
+        raise TrevoError("value_log_decay does not combine with a bonus; pass one of them")
+    g, S0 = _prepare(q, k, v, log_decay, None, initial_state, padding_mask)
+    B, H, T, Dk = q.shape
+    Dv = v.shape[-1]
+    if value_log_decay.shape != (B, H, T, Dv):
+        raise TrevoError(f"value_log_decay must be [B, H, T, Dv] = {(B, H, T, Dv)}, "
+                         f"got {tuple(value_log_decay.shape)}")
+    gv = value_log_decay.to(q.dtype)
+    if padding_mask is not None:
+        real = padding_mask[:, None, :, None].to(q.dtype)
+        k, gv = k * real, gv * real
+    if form == "auto":
+        form = "recurrent" if T == 1 else "chunk"
+    if form not in FORMS:
+        raise TrevoError(f"unknown form {form!r}; choose one of auto, {', '.join(FORMS)}")
+    if T == 0:
+        return v.new_zeros(v.shape), S0
+    if form == "recurrent":
+        o, S = _value_gated_recurrent(q, k, v, g, gv, S0)
+    elif form == "quadratic":
+        o, S = _value_gated_quadratic(q, k, v, g, gv, S0)
+    else:
+        if g.shape[-1] != 1:
+            raise TrevoError("the chunk form takes value_log_decay with no or a scalar log_decay on the key side; "
+                             "use form='quadratic' or 'recurrent' for a vector decay on both sides")
+        if chunk_size < 1:
+            raise TrevoError(f"chunk_size must be >= 1, got {chunk_size}")
+        o, S = _value_gated_chunk(q, k, v, gv + g, S0, chunk_size)
+    return o * scale, S
+
+
+def _value_gated_recurrent(q, k, v, g, gv, S):
+    out = []
+    for qt, kt, vt, gt, gvt in zip(q.unbind(2), k.unbind(2), v.unbind(2), g.unbind(2), gv.unbind(2), strict=True):
+        S = torch.exp(gt)[..., None] * S * torch.exp(gvt)[..., None, :] + kt[..., :, None] * vt[..., None, :]
+        out.append((qt[..., None, :] @ S)[..., 0, :])
+    return torch.stack(out, dim=2), S
+
+
+def _value_gated_quadratic(q, k, v, g, gv, S0):
+    wk = torch.exp(segsum(g.transpose(-1, -2)))  # [B, H, G, T, T]
+    wv = torch.exp(segsum(gv.transpose(-1, -2)))  # [B, H, Dv, T, T]
+    A = (q @ k.transpose(-1, -2)) * wk[:, :, 0] if g.shape[-1] == 1 else torch.einsum("bhtd,bhid,bhdti->bhti", q, k, wk)
+    o = torch.einsum("bhti,bheti,bhie->bhte", A, wv, v)
+    o = o + ((q * torch.exp(g.cumsum(dim=2))) @ S0) * torch.exp(gv.cumsum(dim=2))
+
+    def suffix(x):  # (Σ_{j>=0} x_j, Σ_{j>i} x_j): decays from the start and from step i to the end
+        s = x.flip(2).cumsum(dim=2).flip(2)
+        return s[:, :, :1], torch.cat([s[:, :, 1:], torch.zeros_like(s[:, :, :1])], dim=2)
+
+    (gk_all, gk_after), (gv_all, gv_after) = suffix(g), suffix(gv)
+    S = torch.exp(gk_all).transpose(-1, -2) * S0 * torch.exp(gv_all)
+    return o, S + (k * torch.exp(gk_after)).transpose(-1, -2) @ (v * torch.exp(gv_after))
+
+
+def _value_gated_chunk(q, k, v, gv, S0, C):
+    """Chunks as in ``_chunk`` with the decay on the value side: every exponent taken is <= 0."""
+    B, H, T, Dk = q.shape
+    Dv = v.shape[-1]
+    N = -(-T // C)
+    pad = N * C - T
+
+    def chunked(x):
+        if pad:
+            x = torch.cat([x, x.new_zeros(*x.shape[:2], pad, x.shape[-1])], dim=2)
+        return x.reshape(B, H, N, C, x.shape[-1])
+
+    qc, kc, vc, gc = chunked(q), chunked(k), chunked(v), chunked(gv)
+    b = gc.cumsum(dim=3)  # [B, H, N, C, Dv]
+    o = _value_intra(qc, kc, vc, b, _sub_chunk(C))
+    b_last = b[:, :, :, -1:]
+    writes = kc.transpose(-1, -2) @ (vc * torch.exp(b_last - b))  # [B, H, N, Dk, Dv]
+    states = []
+    S = S0
+    for decay, write in zip(torch.exp(b_last).unbind(dim=2), writes.unbind(dim=2), strict=True):
+        states.append(S)
+        S = S * decay + write
+    o = o + (qc @ torch.stack(states, dim=2)) * torch.exp(b)
+    return o.reshape(B, H, N * C, Dv)[:, :, :T], S
+
+
+def _value_intra(q, k, v, b, c):
+    """Within-chunk output for a value-side decay: keys of earlier sub-chunks through the reference
+    point before the query's sub-chunk, keys of its own sub-chunk elementwise."""
+    B, H, N, C, Dk = q.shape
+    Dv = v.shape[-1]
+    nS = C // c
+    sub = torch.arange(C, device=q.device) // c
+    ref = torch.cat([torch.zeros_like(b[:, :, :, :1]), b[:, :, :, c - 1:C - 1:c]], dim=3)  # [B, H, N, nS, Dv]
+    before = sub[None, :] < torch.arange(nS, device=q.device)[:, None]  # [nS, C]
+    expo = (ref[:, :, :, :, None] - b[:, :, :, None]).masked_fill(~before[..., None], -math.inf)
+    v_off = v[:, :, :, None] * torch.exp(expo)  # [B, H, N, nS, C, Dv]
+    qs, ks, vs, bs = (x.reshape(B, H, N, nS, c, x.shape[-1]) for x in (q, k, v, b))
+    o_off = (qs @ k[:, :, :, None].transpose(-1, -2)) @ v_off * torch.exp(bs - ref[:, :, :, :, None])
+    causal = torch.ones(c, c, dtype=torch.bool, device=q.device).tril()
+    expo = (bs[..., :, None, :] - bs[..., None, :, :]).masked_fill(~causal[..., None], -math.inf)
+    o_diag = torch.einsum("...ti,...tie,...ie->...te", qs @ ks.transpose(-1, -2), torch.exp(expo), vs)
+    return (o_off + o_diag).reshape(B, H, N, C, Dv)

@@ -5,34 +5,64 @@ arXiv:2312.00752, Algorithm 2, with the ZOH/Euler discretisation of its code)::
     h_t = exp(Δ_t A) ⊙ h_{t-1} + (Δ_t x_t) B_t,   y_t = h_t C_t        (per channel d, state n)
 
 Layout: x, Δ ``[B, T, D]``; A ``[D, N]`` (negative); B, C ``[B, T, N]``; state ``[B, D, N]``.
-Forms: ``recurrent`` (one step at a time: the reference and the decoding form), ``chunk``
-(time-parallel inside chunks, the decays built in log space), ``scan`` (the whole sequence by
-recursive doubling, O(T·log T·D·N), no [L, L, D, N] tensor), all through ``trevo.ops.scan``.
+
+Forms:
+  ``chunk``     the training form: segments of ``SEGMENT`` steps, each scanned in chunks of
+                ``chunk_size`` steps that run side by side (the states carried across chunk
+                boundaries, see ``_states``), with a hand-written backward pass that
+                recomputes each segment's states from the state saved at its start — what Mamba's fused
+                kernel does on a GPU. O(T·D·N) work like the recurrence (a vector-gated recurrence per
+                channel has no cheaper exact form: the SSD block decomposition costs chunk_size times
+                more multiply-adds here, with inner dimension N), about chunk_size·log(T) sequential
+                steps instead of T, and O(T·(D + N) + SEGMENT·D·N) memory instead of O(T·D·N);
+                On CUDA with Triton installed: the kernels of ``trevo.ops.triton.selective_scan``
+                (the same chunks, the state in registers);
+  ``scan``      the whole sequence by recursive doubling (``trevo.ops.scan``), O(T·log T·D·N);
+  ``recurrent`` one step at a time: the reference and the decoding form.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
+from trevo.errors import TrevoError
+from trevo.ops import triton as triton_kernels
 from trevo.ops.scan import linear_scan
+
+FORMS = ("chunk", "scan", "recurrent")
+SEGMENT = 512  # steps whose [B, SEGMENT, D, N] states live at once in the chunk form
 
 
 def selective_scan(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
-                   h0: torch.Tensor | None = None, *, form: str = "scan", chunk_size: int = 16
+                   h0: torch.Tensor | None = None, *, form: str = "chunk", chunk_size: int = 16
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """(y ``[B, T, D]``, last state ``[B, D, N]``) of the selective scan in the named form."""
+    if h0 is None:
+        h0 = torch.zeros(x.shape[0], *A.shape, dtype=x.dtype, device=x.device)
     if form == "recurrent":
         return _recurrent(x, dt, A, B, C, h0)
-    log_a = dt[..., None] * A  # [B, T, D, N]
-    inputs = (dt * x)[..., None] * B[:, :, None, :]
-    h, last = linear_scan(log_a, inputs, h0, form=form, chunk_size=chunk_size)
-    return torch.einsum("btdn,btn->btd", h, C), last
+    if form == "chunk":
+        if chunk_size < 1:
+            raise TrevoError(f"chunk_size must be >= 1, got {chunk_size}")
+        if x.shape[1] == 0:
+            return x, h0
+        if triton_kernels.enabled(x, dt, A, B, C, h0):
+            from trevo.ops.triton.selective_scan import chunk_selective_scan
+
+            return chunk_selective_scan(x, dt, A, B, C, h0, chunk_size)
+        return _ChunkedSelectiveScan.apply(x, dt, A, B, C, h0, chunk_size)
+    if form == "scan":
+        log_a = dt[..., None] * A  # [B, T, D, N]
+        inputs = (dt * x)[..., None] * B[:, :, None, :]
+        h, last = linear_scan(log_a, inputs, h0, form="scan")
+        return torch.einsum("btdn,btn->btd", h, C), last
+    raise TrevoError(f"unknown form {form!r}; choose one of {', '.join(FORMS)}")
 
 
 def _recurrent(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
-               h0: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+               h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The recurrence one token at a time, without materialising every state."""
-    h = torch.zeros(x.shape[0], *A.shape, dtype=x.dtype, device=x.device) if h0 is None else h0
     ys = []
     # unbind, not indexing: the gradient of x[:, t] is a zero tensor of x's full size per step
     for dt_t, x_t, B_t, C_t in zip(dt.unbind(1), x.unbind(1), B.unbind(1), C.unbind(1), strict=True):
@@ -42,3 +72,80 @@ def _recurrent(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tens
     if not ys:
         return x, h
     return torch.stack(ys, dim=1), h
+
+
+def _states(decay: torch.Tensor, u: torch.Tensor, B: torch.Tensor, h: torch.Tensor, L: int,
+            reverse: bool = False) -> torch.Tensor:
+    """All states ``[B, S, D, N]`` of h_t = decay_t ⊙ h_{t−1} + u_t B_tᵀ from h (``reverse``: h_t =
+    decay_t ⊙ h_{t+1} + u_t B_tᵀ from h after the end), without autograd. Chunks of L steps run side
+    by side: a first sweep from a zero state gives each chunk's end state and decay product, a short
+    loop over the chunks gives the state each chunk starts from, and a second sweep writes the states.
+    Every step updates a preallocated ``[B, S/L, D, N]`` slice in place (no temporaries)."""
+    Bt, S, D, N = decay.shape
+    nc = -(-S // L)
+    if nc * L > S:  # padded steps keep the state (decay 1) and add nothing
+        decay = F.pad(decay, (0, 0, 0, 0, 0, nc * L - S), value=1.0)
+        u, B = F.pad(u, (0, 0, 0, nc * L - S)), F.pad(B, (0, 0, 0, nc * L - S))
+    dec, uu, bb = decay.view(Bt, nc, L, D, N), u.view(Bt, nc, L, D, 1), B.view(Bt, nc, L, 1, N)
+    order = range(L - 1, -1, -1) if reverse else range(L)
+    state, product = h.new_zeros(Bt, nc, D, N), h.new_ones(Bt, nc, D, N)
+    for i in order:
+        state.mul_(dec[:, :, i]).addcmul_(uu[:, :, i], bb[:, :, i])
+        product.mul_(dec[:, :, i])
+    entering, carried = torch.empty_like(state), h
+    for c in (range(nc - 1, -1, -1) if reverse else range(nc)):
+        entering[:, c] = carried
+        carried = torch.addcmul(state[:, c], product[:, c], carried)
+    out = decay.new_empty(Bt, nc, L, D, N)
+    state = entering
+    for i in order:
+        state = torch.addcmul(state * dec[:, :, i], uu[:, :, i], bb[:, :, i], out=out[:, :, i])
+    return out.view(Bt, nc * L, D, N)[:, :S]
+
+
+class _ChunkedSelectiveScan(torch.autograd.Function):
+    """The ``chunk`` form: forward by segments keeping only each segment's start state; backward by
+    segments in reverse, recomputing the states and running the adjoint recurrence
+    g_t = C_t ∂y_t + exp(Δ_{t+1}A) g_{t+1} through the same chunked sweep."""
+
+    @staticmethod
+    def forward(ctx, x, dt, A, B, C, h0, chunk_size):
+        ys, starts, h = [], [], h0
+        for xs, dts, Bs, Cs in zip(*(t.split(SEGMENT, dim=1) for t in (x, dt, B, C)), strict=True):
+            starts.append(h)
+            hs = _states(torch.exp(dts[..., None] * A), dts * xs, Bs, h, chunk_size)
+            ys.append(torch.einsum("btdn,btn->btd", hs, Cs))
+            h = hs[:, -1]
+        ctx.chunk_size = chunk_size
+        ctx.save_for_backward(x, dt, A, B, C, torch.stack(starts))
+        return torch.cat(ys, dim=1), h.clone()
+
+    @staticmethod
+    def backward(ctx, grad_y, grad_last):
+        x, dt, A, B, C, starts = ctx.saved_tensors
+        L = ctx.chunk_size
+        segments = list(zip(*(t.split(SEGMENT, dim=1) for t in (x, dt, B, C, grad_y)), starts.unbind(0),
+                            strict=True))
+        # ∂loss/∂(the state after a segment), and the decay that carries it into the next segment
+        g_next = torch.zeros_like(starts[0]) if grad_last is None else grad_last
+        a_next = torch.ones_like(starts[0])
+        grads = {"x": [], "dt": [], "B": [], "C": []}
+        grad_A = torch.zeros_like(A)
+        for xs, dts, Bs, Cs, gys, start in reversed(segments):
+            u = dts * xs
+            decay = torch.exp(dts[..., None] * A)
+            hs = _states(decay, u, Bs, start, L)
+            # g_t = C_t ∂y_t + a_{t+1} g_{t+1}: the same recurrence backwards in time.
+            following = torch.cat([decay[:, 1:], a_next[:, None]], dim=1)
+            g = _states(following, gys, Cs, g_next, L, reverse=True)
+            previous = torch.cat([start[:, None], hs[:, :-1]], dim=1)
+            g_log_a = previous.mul_(decay).mul_(g)  # ∂loss/∂(Δ_t A)
+            g_u = torch.einsum("btdn,btn->btd", g, Bs)
+            grads["C"].append(torch.einsum("btd,btdn->btn", gys, hs))
+            grads["B"].append(torch.einsum("btdn,btd->btn", g, u))
+            grads["dt"].append(torch.einsum("btdn,dn->btd", g_log_a, A) + g_u * xs)
+            grads["x"].append(g_u * dts)
+            grad_A += (g_log_a * dts[..., None]).sum((0, 1))  # (einsum's bmm for this one is 20× slower)
+            g_next, a_next = g[:, 0], decay[:, 0]
+        gx, gdt, gB, gC = (torch.cat(grads[k][::-1], dim=1) for k in ("x", "dt", "B", "C"))
+        return gx, gdt, grad_A, gB, gC, a_next * g_next, None

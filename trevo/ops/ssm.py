@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 
 from trevo.errors import IncompatibleError
 
@@ -76,33 +77,48 @@ def zoh(log_dt: torch.Tensor, Lambda: torch.Tensor, B: torch.Tensor) -> tuple[to
     return dtA, torch.expm1(dtA) / Lambda * B
 
 
-def ssm_powers(dtA: torch.Tensor, length: int, first: int = 0) -> torch.Tensor:
-    """exp(l·ΔΛ) for l = first … first+length-1 (``[..., N]`` → ``[..., N, length]``), as the product
-    of a coarse and a fine factor, exp((a·s + b)·ΔΛ) = exp(a·s·ΔΛ)·exp(b·ΔΛ) with s ≈ √length: about
-    2√length complex exponentials per mode instead of length (they dominate the cost otherwise)."""
+def _coarse_fine(dtA: torch.Tensor, length: int, first: int = 0) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Powers exp((first + a·s + b)·ΔΛ) = coarse[a]·fine[b] for lags first … first+length−1, with s ≈ √length:
+    (coarse ``[..., N, A]``, fine ``[..., N, s]``, s). About 2√length complex exponentials per mode, and
+    every sum over the lags below is a matmul against them: no ``[..., N, length]`` tensor is formed."""
     stride = max(1, math.isqrt(length))
     real = dtA.real.dtype
     fine = torch.exp(dtA[..., None] * torch.arange(stride, device=dtA.device, dtype=real))
     coarse = torch.exp(dtA[..., None] * torch.arange(first, first + length, stride, device=dtA.device, dtype=real))
+    return coarse, fine, stride
+
+
+def ssm_powers(dtA: torch.Tensor, length: int, first: int = 0) -> torch.Tensor:
+    """exp(l·ΔΛ) for l = first … first+length-1 (``[..., N]`` → ``[..., N, length]``), from the coarse and
+    fine factors of ``_coarse_fine`` (the reference of the matmul forms below)."""
+    coarse, fine, _ = _coarse_fine(dtA, length, first)
     return (coarse[..., :, None] * fine[..., None, :]).flatten(-2)[..., :length]
 
 
 def ssm_kernel(dtA: torch.Tensor, CB: torch.Tensor, length: int) -> torch.Tensor:
     """K_l = 2·Re(Σ_n CB_n exp(l·ΔΛ_n)), l < length: the convolution kernel of a diagonal SSM whose
-    per-mode input/output weights are folded into CB = C ⊙ B̄ (``[..., N]`` → ``[..., length]``)."""
-    return 2 * (CB[..., None, :] @ ssm_powers(dtA, length))[..., 0, :].real
+    per-mode input/output weights are folded into CB = C ⊙ B̄ (``[H, N]`` → ``[H, length]``), as one
+    matmul per channel, ``[A, N] @ [N, s]``: O(H·N·√length) memory."""
+    coarse, fine, _ = _coarse_fine(dtA, length)
+    return 2 * ((CB[..., :, None] * coarse).transpose(-1, -2) @ fine).flatten(-2)[..., :length].real
 
 
-def ssm_state_after(dtA: torch.Tensor, Bu: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
-    """The state after the last of T inputs: Λ̄^T h0 + Σ_s Λ̄^{T−1−s} B̄u_s (``Bu`` ``[B, T, *S]``),
-    in closed form for the convolution mode."""
-    T = Bu.shape[1]
-    back = torch.arange(T - 1, -1, -1, device=Bu.device, dtype=dtA.real.dtype)
-    powers = torch.exp(back.reshape(T, *([1] * dtA.dim())) * dtA)  # [T, *S]
-    return torch.exp(T * dtA) * h0 + (powers * Bu).sum(dim=1)
+def ssm_state_after(dtA: torch.Tensor, Bbar: torch.Tensor, u: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
+    """The state after the last of T inputs, Λ̄^T h0 + B̄ ⊙ Σ_s Λ̄^{T−1−s} u_s, in closed form for the
+    convolution mode (``u`` ``[B, T, H]``, ΔΛ and B̄ ``[H, N]``, ``h0`` ``[B, H, N]``). The sum over s is a
+    matmul against the coarse and fine powers (lag r = T−1−s = a·s' + b), never a ``[B, T, H, N]`` tensor."""
+    T = u.shape[1]
+    coarse, fine, stride = _coarse_fine(dtA, T)
+    A = coarse.shape[-1]
+    rev = F.pad(u.flip(1).transpose(1, 2), (0, A * stride - T)).unflatten(-1, (A, stride))  # [B, H, A, s]
+    inner = rev.to(fine.dtype) @ fine.transpose(-1, -2)  # [B, H, A, N]: Σ_b u_{T−1−(a·s'+b)} fine_b
+    summed = (inner * coarse.transpose(-1, -2)).sum(-2)  # [B, H, N]
+    return torch.exp(T * dtA) * h0 + Bbar * summed
 
 
 def ssm_state_readout(dtA: torch.Tensor, C: torch.Tensor, h0: torch.Tensor, length: int) -> torch.Tensor:
     """What a carried state adds to the outputs: 2·Re(Σ_n C_n Λ̄_n^{t+1} h0_n), t < length
-    (``h0`` ``[B, H, N]``, C and ΔΛ ``[H, N]``) → ``[B, H, length]``."""
-    return 2 * torch.einsum("bhn,hnl->bhl", h0 * C, ssm_powers(dtA, length, first=1)).real
+    (``h0`` ``[B, H, N]``, C and ΔΛ ``[H, N]``) → ``[B, H, length]``, as matmuls against the powers."""
+    coarse, fine, _ = _coarse_fine(dtA, length, first=1)
+    weighted = (h0 * C)[..., :, None] * coarse  # [B, H, N, A]
+    return 2 * (weighted.transpose(-1, -2) @ fine).flatten(-2)[..., :length].real

@@ -45,10 +45,9 @@ def _text(task: Any, batch: dict, i: int) -> str:
 
 
 def _image_grid(task: Any, batch: dict, path: Path, label_names: dict[int, str]) -> None:
-    import matplotlib
+    from trevo.plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     h, w = task.info.layout
     n = batch["input"].shape[0]

@@ -18,6 +18,8 @@ from trevo.errors import IncompatibleError, TrevoError
 from trevo.ops.aft import (
     absorb,
     aft_blockwise,
+    aft_causal,
+    aft_causal_banded,
     aft_partial,
     aft_quadratic,
     aft_simple_chunked,
@@ -26,6 +28,7 @@ from trevo.ops.aft import (
     aft_simple_recurrent,
     banded_bias,
     merge,
+    near_band_bias,
 )
 from trevo.registry import Paper, register
 
@@ -68,12 +71,17 @@ class _AFTWithBias(_AFT):
         """Weighted averages for the last ``Tq = Tk - start`` positions of keys k, v ``[B, Tk, D]``."""
         tk = k.shape[1]
         self._check_length(tk)
+        if self.causal and start == 0 and self.form_for(tk) == "chunk" and hasattr(self, "window"):
+            # A band: the bias is zero beyond the window, so only the last chunk's keys need it.
+            c = max(self.chunk_size, self.window)
+            return aft_causal_banded(k, v, near_band_bias(self.band, tk, c, self.window), chunk_size=c)
         rows = torch.arange(start, tk, device=k.device)
         bias = self.bias(rows, torch.arange(tk, device=k.device)).to(k.dtype)
         if self.form_for(tk) == "quadratic":
             return aft_quadratic(k, v, bias, causal=self.causal, key_padding_mask=padding_mask)
-        return aft_blockwise(k, v, bias, causal=self.causal, key_padding_mask=padding_mask,
-                             chunk_size=self.chunk_size)
+        if self.causal:
+            return aft_causal(k, v, bias, chunk_size=self.chunk_size)
+        return aft_blockwise(k, v, bias, causal=False, key_padding_mask=padding_mask, chunk_size=self.chunk_size)
 
     def bidirectional_forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None,
                               layout: tuple[int, ...] | None) -> torch.Tensor:
@@ -88,10 +96,11 @@ class AFTFull(_AFTWithBias):
     """AFT-full (eq. 2): a learned pairwise bias w ∈ R^{max_len × max_len}.
 
     Forms: ``quadratic`` (the naive reference, O(T²·d) memory) and ``chunk`` (exp(w) @ (exp(K) ⊙ V),
-    eq. 3, chunked over queries so that causal outputs use only past keys). Generation keeps the
-    past K, V (a cache) because w couples every pair of positions."""
+    eq. 3, chunked over queries so that causal outputs use only past keys, with a backward pass that
+    keeps O(T·d + T²)). Generation keeps the past K, V (a cache) because w couples every pair of
+    positions."""
 
-    def __init__(self, d_model: int, *, causal: bool, max_len: int = 1024, chunk_size: int = 64,
+    def __init__(self, d_model: int, *, causal: bool, max_len: int = 1024, chunk_size: int = 16,
                  form: str = "auto") -> None:
         super().__init__(d_model, causal=causal, chunk_size=chunk_size, form=form)
         self.max_len = max_len
@@ -190,17 +199,21 @@ class _AFTBanded(_AFTWithBias):
 
 
 @register("mixer", "aft_local", **_META, recurrent=True, fixed_length=True,
-          time="O(T²·d)", memory="O(T·s) bias; O(s·d) state in generation",
+          time="O(T·max(c, s)·d) causal chunk, O(T²·d) bidirectional",
+          memory="O(T·s) bias, O(T·d); O(s·d) state in generation",
           test_options={"window": 4, "chunk_size": 8})
 class AFTLocal(_AFTBanded):
     """AFT-local (eq. 4): w_{t,t'} learned where |t − t'| < s (t − t' < s causally), 0 elsewhere;
     keys outside the window still contribute, with bias 0.
 
     Stored as a band ``[max_len, n_offsets]`` (the masked entries of the paper's T×T w are never
-    learned). Forms: ``quadratic`` (naive) and ``chunk`` (eq. 3 with the dense banded bias)."""
+    learned). Forms: ``quadratic`` (naive) and ``chunk``: causally, each query chunk (of
+    max(chunk_size, s)) takes the previous and its own chunk with their bias and every older key
+    through AFT-simple's running sums (bias 0 there), O(T·max(c, s)·d); bidirectionally eq. 3 with the
+    dense banded bias."""
 
     def __init__(self, d_model: int, *, causal: bool, max_len: int = 1024, window: int = 32,
-                 chunk_size: int = 64, form: str = "auto") -> None:
+                 chunk_size: int = 16, form: str = "auto") -> None:
         super().__init__(d_model, causal=causal, chunk_size=chunk_size, form=form)
         if window < 1:
             raise IncompatibleError(f"aft_local needs window >= 1, got {window}")
@@ -209,18 +222,21 @@ class AFTLocal(_AFTBanded):
 
 
 @register("mixer", "aft_conv", **_META, recurrent=True,
-          time="O(T²·d) (dense banded bias)", memory="O(T²) bias; O(s·d) state in generation",
+          time="O(T·max(c, s)·d) causal chunk, O(T²·d) bidirectional (dense banded bias)",
+          memory="O(T·d) causal, O(T²) bias bidirectional; O(s·d) state in generation",
           test_options={"window": 4, "n_heads": 2, "chunk_size": 8})
 class AFTConv(_AFTBanded):
     """AFT-conv (eq. 6): per head i a kernel w^i of size s shared across positions,
     Y_t = σ(Q_t) ⊙ [conv(e^K ⊙ V, e^{w^i} − 1) + Σ e^K ⊙ V] / [conv(e^K, e^{w^i} − 1) + Σ e^K],
     i.e. b_{t,t'} = w^i_{t'−t} inside the window (past window causally) and 0 outside.
 
-    Computed as eq. 3 with the dense Toeplitz bias (O(T²·d), not the paper's O(T·s·d) convolution);
-    the paper's kernel re-parameterisation is not applied."""
+    Causally the convolution is computed directly, O(T·max(c, s)·d) (for a window of s taps a direct
+    band beats an FFT): each query chunk takes the previous and its own chunk with the kernel, and
+    every older key through AFT-simple's running sums (bias 0 there), exactly causal. Bidirectionally
+    eq. 3 with the dense Toeplitz bias. The paper's kernel re-parameterisation is not applied."""
 
     def __init__(self, d_model: int, *, causal: bool, n_heads: int = 4, window: int = 16,
-                 chunk_size: int = 64, form: str = "auto") -> None:
+                 chunk_size: int = 8, form: str = "auto") -> None:
         super().__init__(d_model, causal=causal, chunk_size=chunk_size, form=form)
         head_dim_of(d_model, n_heads)
         if window < 1:

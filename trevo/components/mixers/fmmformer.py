@@ -13,7 +13,7 @@ from trevo.components.kv_cache import empty_kv_cache, extend_kv_cache
 from trevo.components.multihead import head_dim_of, merge_heads, split_heads
 from trevo.errors import IncompatibleError
 from trevo.ops.banded_attention import banded_attention, banded_attention_quadratic
-from trevo.ops.linear_attention import linear_attention_parallel
+from trevo.ops.linear_attention import linear_attention_quadratic
 from trevo.ops.linear_recurrence import linear_recurrence
 from trevo.registry import Paper, register
 
@@ -71,7 +71,7 @@ class FMMformer(TokenMixer):
         kf = self._features(k)
         if padding_mask is not None:  # padded keys add nothing to the far field's sums
             kf = kf * padding_mask[:, None, :, None].to(kf.dtype)
-        far = linear_attention_parallel(self._features(q), kf, v, causal=False, eps=self.eps)
+        far = linear_attention_quadratic(self._features(q), kf, v, causal=False, eps=self.eps)
         return self._combine(near, far)
 
     def init_state(self, batch: int, device, dtype) -> State:

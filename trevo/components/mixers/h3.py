@@ -74,14 +74,13 @@ class H3(TokenMixer):
         dtA, Bbar = self.discretize()
         C = torch.complex(self.C_re, self.C_im)
         h0 = torch.view_as_complex(state["h"].contiguous())
-        Bu = u[..., None] * Bbar
         if self.form_for(T) == "recurrent":
-            h, last = linear_scan(dtA, Bu, h0, form="recurrent")
+            h, last = linear_scan(dtA, u[..., None] * Bbar, h0, form="recurrent")
             y = 2 * torch.einsum("bthn,hn->bth", h, C).real
         else:
             kernel = ssm_kernel(dtA, C * Bbar, T)
             y = fft_causal_conv(u.transpose(1, 2), kernel, self.fft_chunk_size or default_block(T))
             y = (y + ssm_state_readout(dtA, C, h0, T)).transpose(1, 2)
-            last = ssm_state_after(dtA, Bu, h0)
+            last = ssm_state_after(dtA, Bbar, u, h0)
         y = q * (y + self.D * u)
         return self.out_proj(y), {"conv": conv, "h": torch.view_as_real(last).to(x.dtype)}

@@ -8,7 +8,7 @@ from torch import nn
 
 from trevo.components.base import State, TokenMixer
 from trevo.components.multihead import head_dim_of, merge_heads, split_heads
-from trevo.ops.linear_attention import linear_attention_parallel
+from trevo.ops.linear_attention import linear_attention_quadratic
 from trevo.ops.linear_recurrence import linear_recurrence
 from trevo.registry import Paper, register
 
@@ -46,7 +46,7 @@ class LinearAttention(TokenMixer):
     def bidirectional_forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None,
                               layout: tuple[int, ...] | None) -> torch.Tensor:
         q, k, v = self._qkv(x, padding_mask)
-        return self.out_proj(merge_heads(linear_attention_parallel(q, k, v, causal=False, eps=self.eps)))
+        return self.out_proj(merge_heads(linear_attention_quadratic(q, k, v, causal=False, eps=self.eps)))
 
     def init_state(self, batch: int, device, dtype) -> State:
         S = torch.zeros(batch, self.n_heads, self.head_dim, self.head_dim, device=device, dtype=dtype)

@@ -51,7 +51,7 @@ class LRU(TokenMixer):
     forms = ("chunk", "recurrent")
 
     def __init__(self, d_model: int, *, causal: bool = True, d_state: int | None = None, r_min: float = 0.4,
-                 r_max: float = 0.99, max_phase: float = 2 * math.pi, chunk_size: int = 64,
+                 r_max: float = 0.99, max_phase: float = 2 * math.pi, chunk_size: int = 8,
                  form: str = "auto") -> None:
         super().__init__(d_model, causal=causal, form=form)
         n = d_state or d_model

@@ -27,21 +27,21 @@ MAMBA_PAPER = Paper("Mamba: Linear-Time Sequence Modeling with Selective State S
 
 @register("mixer", "mamba", paper=MAMBA_PAPER, category="LongConv", family="mamba", causal=True,
           bidirectional=False, recurrent=True,
-          time="O(T·log T·E·d·N) scan, O(T·L·E·d·N) chunk, O(T·E·d·N) recurrent",
+          time="O(T·E·d·N) chunk and recurrent, O(T·log T·E·d·N) scan",
           memory="O(E·d·(N + conv_size)) state", test_options={"d_state": 4, "chunk_size": 8})
 class Mamba(TokenMixer):
     """Mamba block: gated (SiLU(z)) selective SSM with input-dependent Δ, B, C after a short causal
     depthwise convolution; A = −exp(A_log) from the S4D-Real initialisation A_n = −(n+1), D skip,
     Δ's bias set so that softplus gives Δ log-uniform in [dt_min, dt_max] (Gu & Dao 2023, §3.6); Δ is
-    projected through a low-rank bottleneck of ``dt_low_rank_dim`` (⌈d_model/16⌉). Forms: ``scan``
-    (log-depth parallel scan, the training default), ``chunk`` (log-space chunked selective scan) and
-    ``recurrent`` (sequential, the decoding default)."""
+    projected through a low-rank bottleneck of ``dt_low_rank_dim`` (⌈d_model/16⌉). Forms: ``chunk``
+    (chunks of ``chunk_size`` scanned side by side with a recomputing backward pass, the training
+    default), ``scan`` (log-depth parallel scan) and ``recurrent`` (sequential, the decoding default)."""
 
-    forms = ("scan", "chunk", "recurrent")
+    forms = ("chunk", "scan", "recurrent")
 
     def __init__(self, d_model: int, *, causal: bool = True, d_state: int = 16, expand: int = 2, conv_size: int = 4,
                  dt_low_rank_dim: int | None = None, dt_min: float = 1e-3, dt_max: float = 1e-1,
-                 chunk_size: int = 16, form: str = "auto") -> None:
+                 chunk_size: int = 64, form: str = "auto") -> None:
         super().__init__(d_model, causal=causal, form=form)
         d_inner = expand * d_model
         self.d_inner, self.d_state, self.chunk_size = d_inner, d_state, chunk_size

@@ -103,13 +103,12 @@ class S4D(TokenMixer):
         dtA, Bbar = self.discretize()
         T = x.shape[1]
         form = self.form_for(T)
-        Bu = x[..., None] * Bbar  # [B, T, H, N]
         if form == "fft":
             kernel = ssm_kernel(dtA, self.C() * Bbar, T)
             y = fft_causal_conv(x.transpose(1, 2), kernel, self._block(T))
             y = (y + ssm_state_readout(dtA, self.C(), h0, T)).transpose(1, 2)
-            last = ssm_state_after(dtA, Bu, h0)
+            last = ssm_state_after(dtA, Bbar, x, h0)
         else:
-            h, last = linear_scan(dtA, Bu, h0, form=form, chunk_size=self.chunk_size)
+            h, last = linear_scan(dtA, x[..., None] * Bbar, h0, form=form, chunk_size=self.chunk_size)
             y = 2 * torch.einsum("bthn,hn->bth", h, self.C()).real
         return self._output(y, x), {"h": torch.view_as_real(last).to(x.dtype)}

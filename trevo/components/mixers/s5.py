@@ -38,7 +38,7 @@ class S5(TokenMixer):
     forms = ("chunk", "recurrent")
 
     def __init__(self, d_model: int, *, causal: bool = True, d_state: int = 32, dt_min: float = 1e-3,
-                 dt_max: float = 1e-1, chunk_size: int = 64, form: str = "auto") -> None:
+                 dt_max: float = 1e-1, chunk_size: int = 8, form: str = "auto") -> None:
         super().__init__(d_model, causal=causal, form=form)
         H, P = d_model, d_state
         self.d_state, self.chunk_size = P, chunk_size

@@ -1,7 +1,8 @@
 """Softmax attention under a fixed sparsity pattern: the Sparse Transformer's strided and fixed
-patterns and sliding-window (local) attention. The patterns live in ``trevo.ops.sparse_patterns``;
-the attention is PyTorch's SDPA with a boolean mask (a dense computation: the masks are exact,
-the savings of block-sparse kernels are not claimed)."""
+patterns and sliding-window (local) attention. The patterns live in ``trevo.ops.sparse_patterns``.
+Forms: ``sparse`` (``trevo.ops.sparse_attention``: only the blocks the pattern touches) and
+``sdpa`` (PyTorch's SDPA with the dense boolean mask: the reference, and the form of a chunk that
+follows a KV cache, where queries and keys no longer line up)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from trevo.components.kv_cache import empty_kv_cache, extend_kv_cache
 from trevo.components.multihead import head_dim_of, merge_heads, split_heads
 from trevo.components.rotary import check_rotary_head_dim
 from trevo.errors import IncompatibleError
+from trevo.ops.sparse_attention import fixed_attention, sliding_window_attention, strided_attention
 from trevo.ops.sparse_patterns import fixed_mask, sliding_window_mask, strided_mask
 from trevo.registry import Paper, register
 
@@ -23,8 +25,11 @@ SPARSE_PAPER = Paper("Generating Long Sequences with Sparse Transformers", "1904
 class _MaskedAttention(TokenMixer):
     """Multi-head softmax attention whose allowed (query, key) pairs come from ``pattern``."""
 
-    def __init__(self, d_model: int, *, causal: bool, n_heads: int, position: nn.Module | None = None) -> None:
-        super().__init__(d_model, causal=causal)
+    forms = ("sparse", "sdpa")
+
+    def __init__(self, d_model: int, *, causal: bool, n_heads: int, form: str,
+                 position: nn.Module | None = None) -> None:
+        super().__init__(d_model, causal=causal, form=form)
         self.n_heads, self.head_dim = n_heads, head_dim_of(d_model, n_heads)
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
         self.out_proj = nn.Linear(d_model, d_model, bias=False)
@@ -32,6 +37,10 @@ class _MaskedAttention(TokenMixer):
         self.position = position  # RoPE (sliding-window attention only), applied at each token's position
 
     def pattern(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def sparse(self, q, k, v, padding_mask: torch.Tensor | None) -> torch.Tensor:
+        """The pattern's attention for aligned queries and keys, block by block."""
         raise NotImplementedError
 
     def mask(self, rows: torch.Tensor, cols: torch.Tensor, padding_mask: torch.Tensor | None = None
@@ -57,6 +66,8 @@ class _MaskedAttention(TokenMixer):
     def bidirectional_forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None,
                               layout: tuple[int, ...] | None) -> torch.Tensor:
         q, k, v = self._heads(x)
+        if self.form_for(x.shape[1]) == "sparse":
+            return self.out_proj(merge_heads(self.sparse(q, k, v, padding_mask)))
         pos = torch.arange(x.shape[1], device=x.device)
         return self._attend(q, k, v, self.mask(pos, pos, padding_mask))
 
@@ -66,10 +77,14 @@ class _MaskedAttention(TokenMixer):
 
     def causal_forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         q, k, v = self._heads(x, int(state["pos"]))
+        aligned = state["k"].shape[2] == 0  # no cached keys: queries and keys are the same positions
         k, v = extend_kv_cache(state, k, v, dim=2)
         stop = int(state["pos"]) + x.shape[1]
-        cols = torch.arange(stop - k.shape[2], stop, device=x.device)
-        y = self._attend(q, k, v, self.mask(cols[-x.shape[1]:], cols))
+        if aligned and int(state["pos"]) == 0 and self.form_for(x.shape[1]) == "sparse":
+            y = self.out_proj(merge_heads(self.sparse(q, k, v, None)))
+        else:
+            cols = torch.arange(stop - k.shape[2], stop, device=x.device)
+            y = self._attend(q, k, v, self.mask(cols[-x.shape[1]:], cols))
         keep = self.cache_size(k.shape[2])
         return y, {"k": k[:, :, k.shape[2] - keep:], "v": v[:, :, v.shape[2] - keep:], "pos": state["pos"] + x.shape[1]}
 
@@ -79,8 +94,8 @@ class _MaskedAttention(TokenMixer):
 
 
 _SPARSE_META = dict(paper=SPARSE_PAPER, family="sparse_attention", causal=True, bidirectional=True,
-                    time="O(T²·d) dense-masked (O(T·√T·d) with block-sparse kernels)",
-                    memory="O(T²) mask; KV cache O(T·d)")
+                    time="O(T·(l + T/l)·d) sparse (O(T·√T·d) at l ≈ √T), O(T²·d) sdpa",
+                    memory="O(T·(l + T/l)) scores; KV cache O(T·d)")
 
 
 @register("mixer", "sparse_strided", category="MHA/SparseOrLowRank", **_SPARSE_META,
@@ -89,12 +104,17 @@ class SparseStridedAttention(_MaskedAttention):
     """Sparse Transformer strided attention (Child et al. 2019, section 4.2): query i attends
     A1 ∪ A2, A1 = {j : i − j < l}, A2 = {j : (i − j) mod l = 0} (j <= i when causal)."""
 
-    def __init__(self, d_model: int, *, causal: bool, n_heads: int = 4, stride: int = 16) -> None:
-        super().__init__(d_model, causal=causal, n_heads=n_heads)
+    def __init__(self, d_model: int, *, causal: bool, n_heads: int = 4, stride: int = 16, form: str = "auto") -> None:
+        super().__init__(d_model, causal=causal, n_heads=n_heads, form=form)
+        if stride < 1:
+            raise IncompatibleError(f"sparse_strided needs stride >= 1, got {stride}")
         self.stride = stride
 
     def pattern(self, rows, cols):
         return strided_mask(rows, cols, self.stride, causal=self.causal)
+
+    def sparse(self, q, k, v, padding_mask):
+        return strided_attention(q, k, v, self.stride, causal=self.causal, padding_mask=padding_mask)
 
 
 @register("mixer", "sparse_fixed", category="MHA/SparseOrLowRank", **_SPARSE_META,
@@ -103,8 +123,9 @@ class SparseFixedAttention(_MaskedAttention):
     """Sparse Transformer fixed attention (Child et al. 2019, section 4.2): query i attends
     A1 ∪ A2, A1 = {j : ⌊j/l⌋ = ⌊i/l⌋}, A2 = {j : j mod l ∈ {l − c, …, l − 1}} (j <= i when causal)."""
 
-    def __init__(self, d_model: int, *, causal: bool, n_heads: int = 4, stride: int = 16, summary: int = 1) -> None:
-        super().__init__(d_model, causal=causal, n_heads=n_heads)
+    def __init__(self, d_model: int, *, causal: bool, n_heads: int = 4, stride: int = 16, summary: int = 1,
+                 form: str = "auto") -> None:
+        super().__init__(d_model, causal=causal, n_heads=n_heads, form=form)
         if not 1 <= summary <= stride:
             raise IncompatibleError(f"sparse_fixed needs 1 <= summary <= stride, got summary={summary}, "
                                     f"stride={stride}")
@@ -113,11 +134,15 @@ class SparseFixedAttention(_MaskedAttention):
     def pattern(self, rows, cols):
         return fixed_mask(rows, cols, self.stride, self.summary, causal=self.causal)
 
+    def sparse(self, q, k, v, padding_mask):
+        return fixed_attention(q, k, v, self.stride, self.summary, causal=self.causal, padding_mask=padding_mask)
+
 
 @register("mixer", "sliding_window_attention",
           paper=Paper("Longformer: The Long-Document Transformer", "2004.05150", 2020),
           category="MHA/LocalGlobal", family="sparse_attention", causal=True, bidirectional=True, recurrent=True,
-          relative_positions=("rope",), time="O(T²·d) dense-masked", memory="O(T²) mask; KV cache of w keys",
+          relative_positions=("rope",), time="O(T·w·d) sparse, O(T²·d) sdpa",
+          memory="O(T·w) scores; KV cache of w keys",
           test_options={"window": 5})
 class SlidingWindowAttention(_MaskedAttention):
     """Sliding-window (local) attention as in Longformer's local part (Beltagy et al. 2020): query i
@@ -125,15 +150,18 @@ class SlidingWindowAttention(_MaskedAttention):
     w − 1 keys: a constant-size state. Accepts RoPE as ``position`` (the local attention of Griffin and
     Samba is rotary)."""
 
-    def __init__(self, d_model: int, *, causal: bool, n_heads: int = 4, window: int = 128,
+    def __init__(self, d_model: int, *, causal: bool, n_heads: int = 4, window: int = 128, form: str = "auto",
                  position: nn.Module | None = None) -> None:
-        super().__init__(d_model, causal=causal, n_heads=n_heads, position=position)
+        super().__init__(d_model, causal=causal, n_heads=n_heads, form=form, position=position)
         if window < 1:
             raise IncompatibleError(f"sliding_window_attention needs window >= 1, got {window}")
         self.window = window
 
     def pattern(self, rows, cols):
         return sliding_window_mask(rows, cols, self.window, causal=self.causal)
+
+    def sparse(self, q, k, v, padding_mask):
+        return sliding_window_attention(q, k, v, self.window, causal=self.causal, padding_mask=padding_mask)
 
     def cache_size(self, n: int) -> int:
         return min(n, self.window - 1)

@@ -1,6 +1,8 @@
-"""Synthesizer (Tay et al. 2020): dense and random synthetic attention. Math in ``trevo.ops.synthesizer``."""
+"""Synthesizer (Tay et al. 2020): dense, random and factorized synthetic attention (math: ``trevo.ops.synthesizer``)."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -78,3 +80,51 @@ class RandomSynthesizer(_Synthesizer):
 
     def logits(self, x, start, stop):
         return self.random_logits[None, :, start:stop, :stop]
+
+
+def _mlp(d_model: int, out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(d_model, d_model), nn.ReLU(), nn.Linear(d_model, out))
+
+
+@register("mixer", "synthesizer_factorized_dense", **_META, time="O(T·d·(a + b) + T²·d)",
+          memory="O(T²); value cache O(T·d)")
+class FactorizedDenseSynthesizer(_Synthesizer):
+    """Factorized Dense Synthesizer (section 3.1, "Factorized Dense"): per token and head two short
+    vectors A_i = F_A(X_i) ∈ R^a and B_i = F_B(X_i) ∈ R^b with a·b >= ℓ, tiled to length ℓ and multiplied,
+    C_ij = A_i[j mod a] · B_i[⌊j / a⌋] (H_A repeats A b times, H_B repeats each entry of B a times);
+    Y = softmax(C) X W_v. ``factor`` is a (default ⌈√ℓ⌉), b = ⌈ℓ / a⌉."""
+
+    def __init__(self, d_model: int, *, causal: bool, max_len: int = 1024, n_heads: int = 4,
+                 factor: int | None = None) -> None:
+        super().__init__(d_model, causal=causal, max_len=max_len, n_heads=n_heads)
+        self.factor_a = factor or math.ceil(math.sqrt(max_len))
+        if not 1 <= self.factor_a <= max_len:
+            raise TrevoError(f"synthesizer_factorized_dense needs 1 <= factor <= max_len={max_len}, got {factor}")
+        self.factor_b = math.ceil(max_len / self.factor_a)
+        self.synth_a = _mlp(d_model, n_heads * self.factor_a)
+        self.synth_b = _mlp(d_model, n_heads * self.factor_b)
+
+    def logits(self, x, start, stop):
+        a = self.synth_a(x).unflatten(-1, (self.n_heads, self.factor_a)).transpose(1, 2)  # [B, H, Tq, a]
+        b = self.synth_b(x).unflatten(-1, (self.n_heads, self.factor_b)).transpose(1, 2)  # [B, H, Tq, b]
+        j = torch.arange(stop, device=x.device)
+        return a[..., j % self.factor_a] * b[..., j // self.factor_a]
+
+
+@register("mixer", "synthesizer_factorized_random", **_META, time="O(ℓ²·k + T²·d)",
+          memory="O(ℓ·k) parameters; value cache O(T·d)")
+class FactorizedRandomSynthesizer(_Synthesizer):
+    """Factorized Random Synthesizer (section 3.1, "Factorized Random"): the random logits are low rank,
+    R = R_1 R_2ᵀ with R_1, R_2 ∈ R^{ℓ×k} (k = ``low_rank_dim``) per head, learned and independent of the
+    input; Y = softmax(R) X W_v."""
+
+    def __init__(self, d_model: int, *, causal: bool, max_len: int = 1024, n_heads: int = 4,
+                 low_rank_dim: int = 8) -> None:
+        super().__init__(d_model, causal=causal, max_len=max_len, n_heads=n_heads)
+        if low_rank_dim < 1:
+            raise TrevoError(f"synthesizer_factorized_random needs low_rank_dim >= 1, got {low_rank_dim}")
+        self.random_left = nn.Parameter(torch.randn(n_heads, max_len, low_rank_dim) / low_rank_dim ** 0.25)
+        self.random_right = nn.Parameter(torch.randn(n_heads, max_len, low_rank_dim) / low_rank_dim ** 0.25)
+
+    def logits(self, x, start, stop):
+        return (self.random_left[:, start:stop] @ self.random_right[:, :stop].transpose(-1, -2))[None]

@@ -1,0 +1,40 @@
+"""``trevo bench calibrate``: every form measured, the fastest chosen, the table written and read
+back by ``auto``; ``--check`` compares auto's choice with the fastest form of the same run."""
+
+from __future__ import annotations
+
+import json
+
+from trevo.bench import calibrate, form_table
+
+
+def _row(length, form, ms, mode="fwdbwd", **options):
+    return {"mixer": "lru", "causal": True, "mode": mode, "length": length, "status": "ok", "ms": ms,
+            "options": {"form": form, **options}}
+
+
+def test_choices_take_the_fastest_variant_per_point_and_record_its_chunk_size():
+    rows = [_row(64, "recurrent", 2.0), _row(64, "chunk", 3.0, chunk_size=16), _row(64, "chunk", 1.5, chunk_size=32),
+            _row(256, "recurrent", 9.0), _row(256, "chunk", 4.0, chunk_size=16),
+            {**_row(256, "chunk", 1.0, chunk_size=32), "status": "time_cap"}]
+    table = calibrate.choices(rows, "cpu")["cpu"]["lru"]["causal"]["fwdbwd"]
+    assert [(e["length"], e["form"], e.get("chunk_size")) for e in table] == [(64, "chunk", 32), (256, "chunk", 16)]
+    assert table[1]["ms"] == {"recurrent": 9.0, "chunk@16": 4.0}  # a capped point is never chosen
+
+
+def test_a_calibration_run_writes_a_table_that_auto_reads(tmp_path, monkeypatch):
+    result = calibrate.run(["lru"], [16, 32], modes=("fwdbwd",), threads=1, d_model=8, repeats=1, time_cap_s=30.0)
+    assert {r["status"] for r in result["rows"]} == {"ok"}
+    assert {r["options"]["form"] for r in result["rows"]} == {"chunk", "recurrent"}
+    path = calibrate.write_table(result, tmp_path / "t.json")
+    written = json.loads(path.read_text())
+    assert written["meta"]["threads"] == 1 and set(written["choices"]["cpu"]) == {"lru"}
+    monkeypatch.setenv("TREVO_FORM_TABLE", str(path))
+    form_table.reload()
+    try:
+        best = written["choices"]["cpu"]["lru"]["causal"]["fwdbwd"][1]["form"]
+        assert form_table.measured_form("lru", True, 32) == best
+        text, fine = calibrate.check(result)
+        assert "| lru | fwdbwd | 32 |" in text and fine  # the table of this very run: auto is the fastest
+    finally:
+        form_table.reload()

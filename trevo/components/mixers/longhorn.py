@@ -1,0 +1,75 @@
+"""Longhorn: a selective state-space block whose recurrence is the closed-form (implicit) online update
+of an associative-recall regression objective, on the diagonal-scan engine (``trevo.ops.scan``)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trevo.components.base import State, TokenMixer
+from trevo.components.short_conv import ShortConv
+from trevo.ops.scan import linear_scan
+from trevo.registry import Paper, register
+
+
+def longhorn_decay_and_input(x: torch.Tensor, k: torch.Tensor, beta: torch.Tensor
+                             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log a ``[B, T, D, N]``, b ``[B, T, D, N]``) of Longhorn's S_t = a_t ⊙ S_{t−1} + b_t:
+    ε_t = β_t / (1 + β_t ‖k_t‖²), a_t = 1 − ε_t ⊗ k_t², b_t = (ε_t ⊙ x_t) ⊗ k_t.
+
+    1 − ε k_n² = (1 + β Σ_{m≠n} k_m²) / (1 + β ‖k‖²) is taken in that form, as a difference of two
+    log1p of non-negative numbers: it never rounds to 0 (where its log would be −inf)."""
+    k2 = k.square()
+    norm = k2.sum(-1, keepdim=True)  # [B, T, 1]
+    b = beta[..., None]  # [B, T, D, 1]
+    others = (norm - k2).clamp_min(0)[:, :, None, :]  # Σ_{m≠n} k_m², [B, T, 1, N]
+    log_a = torch.log1p(b * others) - torch.log1p(b * norm[:, :, None, :])
+    eps = beta / (1 + beta * norm)  # [B, T, D]
+    return log_a, (eps * x)[..., None] * k[:, :, None, :]
+
+
+@register("mixer", "longhorn",
+          paper=Paper("Longhorn: State Space Models are Amortized Online Learners", "2407.14207", 2024),
+          category="LongConv", family="longhorn", causal=True, bidirectional=False, recurrent=True,
+          time="O(T·log T·E·d·N) scan, O(T·L·E·d·N) chunk, O(T·E·d·N) recurrent",
+          memory="O(E·d·(N + conv_size)) state", test_options={"d_state": 4, "chunk_size": 8})
+class Longhorn(TokenMixer):
+    """Longhorn (the block of the authors' code, models/longhorn.py): Mamba's block (in-projection to x and z,
+    short causal convolution and SiLU on x, output gate SiLU(z), D skip) with the SSM replaced by the
+    implicit online-regression update S_t = (1 − ε_t ⊗ k_t^{⊙2}) ⊙ S_{t−1} + (ε_t ⊙ x_t) ⊗ k_t,
+    ε_t = β_t / (1 + β_t k_tᵀk_t), β_t = σ(W_β x_t + b) per channel (low rank ``dt_low_rank_dim``), and the
+    read-out y_t = S_t q_t (k, q: ``d_state`` wide, from x). Forms: ``scan``, ``chunk``, ``recurrent``."""
+
+    forms = ("scan", "chunk", "recurrent")
+
+    def __init__(self, d_model: int, *, causal: bool = True, d_state: int = 16, expand: int = 2, conv_size: int = 4,
+                 dt_low_rank_dim: int | None = None, chunk_size: int = 16, form: str = "auto") -> None:
+        super().__init__(d_model, causal=causal, form=form)
+        d_inner = expand * d_model
+        self.d_inner, self.d_state, self.chunk_size = d_inner, d_state, chunk_size
+        self.dt_low_rank_dim = dt_low_rank_dim or math.ceil(d_model / 16)
+        self.in_proj = nn.Linear(d_model, 2 * d_inner, bias=False)
+        self.conv = ShortConv(d_inner, conv_size)
+        self.x_proj = nn.Linear(d_inner, self.dt_low_rank_dim + 2 * d_state, bias=False)
+        self.dt_proj = nn.Linear(self.dt_low_rank_dim, d_inner, bias=False)
+        self.dt_bias = nn.Parameter(torch.zeros(d_inner))  # β's bias: zero, as the authors' init leaves it
+        self.D = nn.Parameter(torch.ones(d_inner))
+        self.out_proj = nn.Linear(d_inner, d_model, bias=False)
+
+    def init_state(self, batch: int, device, dtype) -> State:
+        return {"conv": self.conv.init_state(batch, device, dtype),
+                "h": torch.zeros(batch, self.d_inner, self.d_state, device=device, dtype=dtype)}
+
+    def causal_forward(self, u: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        x, z = self.in_proj(u).chunk(2, dim=-1)
+        x, conv = self.conv(x, state["conv"])
+        x = F.silu(x)
+        dt, k, q = self.x_proj(x).split([self.dt_low_rank_dim, self.d_state, self.d_state], dim=-1)
+        beta = torch.sigmoid(self.dt_proj(dt) + self.dt_bias)
+        log_a, b = longhorn_decay_and_input(x, k, beta)
+        hs, h = linear_scan(log_a, b, state["h"], form=self.form_for(u.shape[1]), chunk_size=self.chunk_size)
+        y = torch.einsum("btdn,btn->btd", hs, q) + self.D * x
+        return self.out_proj(y * F.silu(z)), {"conv": conv, "h": h}

@@ -1,0 +1,127 @@
+"""MesaNet's read-out: the optimal regularised least-squares memory, solved by conjugate gradient.
+
+von Oswald et al., "MesaNet: Sequence Modeling by Locally Optimal Test-Time Training"
+(arXiv:2506.05233): the Mesa layer and its conjugate-gradient training. Per head, two
+gated linear states (layout ``[B, H, Dk, Dk]`` and ``[B, H, Dk, Dv]``)
+
+    H_t = γ_t H_{t-1} + β_t k_t k_tᵀ,      G_t = γ_t G_{t-1} + β_t k_t v_tᵀ
+
+and the output o_t = G_tᵀ (H_t + Λ)⁻¹ q_t, the read-out of the memory that minimises
+Σ_i (Π γ) β_i ‖Wᵀk_i − v_i‖² + Σ_d λ_d ‖W_d‖² (Λ = diag(λ), λ > 0 per key channel). The solve
+x_t = (H_t + Λ)⁻¹ q_t runs at most ``cg_steps`` iterations of conjugate gradient from x = 0 (fewer once
+the residual is at rounding level); with cg_steps >= Dk it is exact up to rounding. H_t is a sum of
+positive semi-definite terms with positive weights, so H_t + Λ is positive definite with eigenvalues
+>= min λ: the system stays well-posed at any length. Half-precision inputs are computed in float32:
+flash-linear-attention stored H_t in float16, where rounding made it numerically indefinite and CG
+diverged to NaN (fla issue #1187, fixed by PR #1152 by keeping H_t in float32).
+
+Forms: ``chunk`` and ``quadratic`` compute every product H_t p_t of a CG iteration at once as a linear
+attention with the CG directions as queries (``trevo.ops.linear_recurrence``, H symmetric:
+H_t p_t = Σ_i (Π γ) β_i k_i (k_iᵀ p_t)); ``recurrent`` keeps H_t and G_t and solves token by token.
+All three run the same CG iterations, so they agree to rounding.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from trevo.errors import TrevoError
+from trevo.ops.linear_recurrence import linear_recurrence
+
+FORMS = ("chunk", "quadratic", "recurrent")
+
+
+def mesa_net(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor, lamb: torch.Tensor, *,
+             log_decay: torch.Tensor | None = None, initial_state: tuple[torch.Tensor, torch.Tensor] | None = None,
+             padding_mask: torch.Tensor | None = None, cg_steps: int = 30, form: str = "chunk",
+             chunk_size: int = 64) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    """(o ``[B, H, T, Dv]``, (H ``[B, H, Dk, Dk]``, G ``[B, H, Dk, Dv]``)) of the Mesa layer.
+
+    q, k ``[B, H, T, Dk]``; v ``[B, H, T, Dv]``; beta, log_decay ``[B, H, T]``; lamb ``[H, Dk]`` (> 0).
+    Padded steps (``padding_mask`` False) leave both states unchanged."""
+    if q.dim() != 4 or q.shape != k.shape or v.dim() != 4 or v.shape[:3] != q.shape[:3]:
+        raise TrevoError(f"expected q, k [B, H, T, Dk] and v [B, H, T, Dv]; got q {tuple(q.shape)}, "
+                         f"k {tuple(k.shape)}, v {tuple(v.shape)}")
+    B, H, T, Dk = q.shape
+    Dv = v.shape[-1]
+    for name, x in (("beta", beta), ("log_decay", log_decay)):
+        if x is not None and x.shape != (B, H, T):
+            raise TrevoError(f"{name} must be [B, H, T] = {(B, H, T)}, got {tuple(x.shape)}")
+    if lamb.shape != (H, Dk):
+        raise TrevoError(f"lamb must be [H, Dk] = {(H, Dk)}, got {tuple(lamb.shape)}")
+    if cg_steps < 1:
+        raise TrevoError(f"cg_steps must be >= 1, got {cg_steps}")
+    if form == "auto":
+        form = "recurrent" if T == 1 else "chunk"
+    if form not in FORMS:
+        raise TrevoError(f"unknown form {form!r}; choose one of auto, {', '.join(FORMS)}")
+    out_dtype = v.dtype
+    dtype = torch.float32 if q.dtype in (torch.float16, torch.bfloat16) else q.dtype
+    q, k, v, beta, lamb = (x.to(dtype) for x in (q, k, v, beta, lamb))
+    g = q.new_zeros(B, H, T) if log_decay is None else log_decay.to(dtype)
+    if padding_mask is not None:
+        if padding_mask.shape != (B, T):
+            raise TrevoError(f"padding_mask must be [B, T] = {(B, T)}, got {tuple(padding_mask.shape)}")
+        m = padding_mask[:, None, :].to(dtype)
+        g, beta = g * m, beta * m
+    if initial_state is None:
+        H0, G0 = q.new_zeros(B, H, Dk, Dk), q.new_zeros(B, H, Dk, Dv)
+    else:
+        H0, G0 = (s.to(dtype) for s in initial_state)
+        if H0.shape != (B, H, Dk, Dk) or G0.shape != (B, H, Dk, Dv):
+            raise TrevoError(f"initial_state must be (H [B, H, Dk, Dk], G [B, H, Dk, Dv]) = "
+                             f"({(B, H, Dk, Dk)}, {(B, H, Dk, Dv)}), got ({tuple(H0.shape)}, {tuple(G0.shape)})")
+    if T == 0:
+        return v.new_zeros(v.shape).to(out_dtype), (H0, G0)
+    lam = lamb[None, :, None, :]
+    if form == "recurrent":
+        o, H_T, G_T = _recurrent(q, k, v, beta, g, lamb, H0, G0, cg_steps)
+        return o.to(out_dtype), (H_T, G_T)
+    kb = beta[..., None] * k
+
+    def state_times(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(H_t + Λ) x_t for every t, and the final H."""
+        hx, H_T = linear_recurrence(x, kb, k, log_decay=g, initial_state=H0, form=form, chunk_size=chunk_size)
+        return hx + lam * x, H_T
+
+    x, H_T = conjugate_gradient(state_times, q, cg_steps)
+    o, G_T = linear_recurrence(x, kb, v, log_decay=g, initial_state=G0, form=form, chunk_size=chunk_size)
+    return o.to(out_dtype), (H_T, G_T)
+
+
+def conjugate_gradient(apply, b: torch.Tensor, steps: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """At most ``steps`` iterations of CG for A x = b from x = 0 over the last axis (A symmetric positive
+    definite, one system per leading index); ``apply(p)`` returns (A p, anything it wants passed back).
+
+    A system stops once its residual is below √ε·‖b‖: iterating on a residual made of rounding errors
+    changes x by nothing but makes its gradient rounding noise (the ratios of CG are then 0/0)."""
+    x = torch.zeros_like(b)
+    r, p = b, b
+    delta = (r * r).sum(-1, keepdim=True)
+    threshold = delta * torch.finfo(b.dtype).eps
+    extra = None
+    for _ in range(steps):
+        Ap, extra = apply(p)
+        active = delta > threshold
+        curvature = (p * Ap).sum(-1, keepdim=True)
+        alpha = torch.where(active, delta / torch.where(active, curvature, torch.ones_like(curvature)), 0)
+        x = x + alpha * p
+        r = r - alpha * Ap
+        new = (r * r).sum(-1, keepdim=True)
+        ratio = torch.where(active, new / torch.where(active, delta, torch.ones_like(delta)), 0)
+        p = torch.where(active, r + ratio * p, p)
+        delta = torch.where(active, new, delta)
+    return x, extra
+
+
+def _recurrent(q, k, v, beta, g, lamb, Hs, Gs, steps):
+    out = []
+    # unbind, not indexing: the gradient of x[:, :, t] is a zero tensor of x's full size per step
+    for qt, kt, vt, bt, gt in zip(q.unbind(2), k.unbind(2), v.unbind(2), beta.unbind(2), g.unbind(2), strict=True):
+        decay = torch.exp(gt)[..., None, None]
+        kb = (bt[..., None] * kt)[..., :, None]
+        Hs = decay * Hs + kb * kt[..., None, :]
+        Gs = decay * Gs + kb * vt[..., None, :]
+        x, _ = conjugate_gradient(lambda p, Hs=Hs: ((Hs @ p[..., None])[..., 0] + lamb * p, None), qt, steps)
+        out.append((x[..., None, :] @ Gs)[..., 0, :])
+    return torch.stack(out, dim=2), Hs, Gs
