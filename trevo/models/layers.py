@@ -115,14 +115,16 @@ def resolve_causal(cfg: ModelConfig, info: TaskInfo, layers: list[Layer] | None 
         first.setdefault(mixer.name, (i, mixer))
     for i, mixer in first.values():
         where = f"layer {i}: " if cfg.layers else ""
+        # The alternatives are a command, not a list: with over a hundred mixers a list buries the reason.
         if wanted and not mixer.causal:
-            alternatives = [e.name for e in _mixers() if e.causal]
+            n = sum(e.causal for e in _mixers())
             problems.append(f"{where}mixer {mixer.name!r} is bidirectional only and cannot be used causally (this "
-                            f"task needs a causal model); causal mixers: {', '.join(alternatives)}")
+                            f"task needs a causal model); `trevo list --capability causal` lists the {n} causal "
+                            f"mixers")
         if not wanted and not mixer.bidirectional:
-            alternatives = [e.name for e in _mixers() if e.bidirectional]
+            n = sum(e.bidirectional for e in _mixers())
             problems.append(f"{where}mixer {mixer.name!r} is causal only and this task needs a bidirectional "
-                            f"model; bidirectional mixers: {', '.join(alternatives)}")
+                            f"model; `trevo list --capability bidirectional` lists the {n} bidirectional mixers")
     return wanted, problems
 
 
