@@ -33,7 +33,8 @@ from trevo.errors import IncompatibleError, TrevoError, UnknownComponentError
 __all__ = ["KINDS", "CONTEXT", "FORMS", "SYNONYMS", "Paper", "Entry", "register", "get", "names", "entries",
            "create", "build", "check_kwargs", "TrevoError", "IncompatibleError", "UnknownComponentError"]
 
-KINDS = ("mixer", "channel", "norm", "residual", "position", "activation", "model", "task", "tool")
+KINDS = ("mixer", "channel", "norm", "residual", "position", "activation", "attention_fn", "model", "task",
+         "tool")
 
 # Arguments a model (or the bench, or a test) gives every component that accepts them; a component's
 # own options never set them. ``layout`` is the task's grid of positions ((T,) for text, (H, W) for images).
@@ -69,7 +70,7 @@ SYNONYMS = {
     "qk_rope_head_dim": "rope_head_dim",
     "allow_neg_eigval": "negative_eigenvalues", "num_householder": "n_householder",
     "max_cg_step_training": "cg_steps",
-    "num_slots": "n_slots", "top_k": "topk", "gate_logit_normalizer": "tau",
+    "num_slots": "n_slots", "top_k": "topk", "num_experts": "n_experts", "gate_logit_normalizer": "tau",
 }
 
 

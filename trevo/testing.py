@@ -330,7 +330,9 @@ def check_stack(model_cfg: ModelConfig) -> None:
         assert p.grad is not None and torch.isfinite(p.grad).all(), f"{name}: no or a non-finite gradient"
         if ".residual." in name or re.search(r"\.norm\d+\.", name):
             assert p.grad.abs().sum() > 0, f"{name}: a zero gradient"
-    logits = logits.detach()
+    model.eval()  # training-time randomness (randomized positions, dropout) off: the checks below compare passes
+    with torch.no_grad():
+        logits = model(tokens)
 
     for t in (0, T // 2, T - 2):
         changed = tokens.clone()

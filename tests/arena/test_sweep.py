@@ -31,7 +31,7 @@ def test_quick_preset_plan_is_valid_and_broad():
 
 PRESETS = ["lm", "mqar", "mqar_frontier", "recall", pytest.param("lra", marks=pytest.mark.slow), "standard",
            "perceiver", "perceiver_lm", "hybrid_mqar", "hybrid_lm", "deeper_vs_wider",
-           "mad"]
+           "mad", "narang"]
 
 
 @pytest.mark.parametrize("preset", PRESETS)

@@ -59,6 +59,30 @@ class SinusoidalPosition(AbsolutePosition):
         return pe.to(torch.get_default_dtype())
 
 
+@register("position", "randomized_sinusoidal", category="Pe", family="position", applies="absolute",
+          paper=Paper("Randomized Positional Encodings Boost Length Generalization of Transformers",
+                      "2305.16843", 2023))
+class RandomizedSinusoidalPosition(SinusoidalPosition):
+    """Randomized positions (Ruoss et al. 2023) on the sinusoidal table: in training, a sequence of T
+    tokens gets a sorted draw of T distinct positions from [0, ``max_positions``), so the positions of
+    longer test sequences are in distribution. In evaluation (and generation) the positions are the
+    consecutive ones given (trevo's choice: it keeps evaluation deterministic and prefill + steps equal
+    to a forward)."""
+
+    def __init__(self, d_model: int, max_positions: int = 2048, base: float = 10000.0) -> None:
+        super().__init__(d_model, base)
+        self.max_positions = max_positions
+
+    def forward(self, positions: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            t = positions.shape[0]
+            if t > self.max_positions:
+                raise TrevoError(f"randomized_sinusoidal draws {t} distinct positions from max_positions="
+                                 f"{self.max_positions}; raise max_positions to at least the sequence length")
+            positions = torch.randperm(self.max_positions, device=positions.device)[:t].sort().values
+        return super().forward(positions)
+
+
 @register("position", "learned", category="Pe", family="position", applies="absolute", fixed_length=True,
           paper=Paper("BERT: Pre-training of Deep Bidirectional Transformers", "1810.04805", 2018))
 class LearnedPosition(AbsolutePosition):
@@ -89,9 +113,31 @@ class RotaryPosition(RelativePosition):
         super().__init__()
         self.base = base
 
-    def rotate(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
-        """x: ``[B, H, T, D]`` at positions offset .. offset+T-1."""
+    def rotate(self, x: torch.Tensor, offset: int = 0, *, key: bool = False) -> torch.Tensor:
+        """x: ``[B, H, T, D]`` at positions offset .. offset+T-1 (queries and keys alike)."""
         return apply_rotary(x, offset, self.base)
+
+
+@register("position", "xpos", category="Pe", family="position", applies="relative",
+          paper=Paper("A Length-Extrapolatable Transformer", "2212.10554", 2022))
+class XPosPosition(RelativePosition):
+    """xPos: RoPE with an exponential decay per frequency, q_n scaled by ζ_i^(n/γ) and k_m by ζ_i^(−m/γ),
+    ζ_i = (2i/D + 0.4)/1.4, γ = ``scale_base`` = 512 (Sun et al. 2022, eq. 7-8, the torchscale
+    constants), so the score of q_n and k_m is a RoPE score with pair i weighted by ζ_i^((n−m)/γ):
+    it depends on n − m only and decays with distance on the fast-rotating pairs. The scales are
+    exact powers of absolute positions: past ~γ·70 tokens float32 under- or overflows."""
+
+    def __init__(self, d_model: int, base: float = 10000.0, scale_base: float = 512.0) -> None:
+        super().__init__()
+        self.base, self.scale_base = base, scale_base
+
+    def rotate(self, x: torch.Tensor, offset: int = 0, *, key: bool = False) -> torch.Tensor:
+        d, t = x.shape[-1], x.shape[-2]
+        zeta = (torch.arange(0, d, 2, device=x.device, dtype=torch.float64) / d + 0.4) / 1.4
+        pos = offset + torch.arange(t, device=x.device, dtype=torch.float64)
+        power = (-pos if key else pos)[:, None] / self.scale_base
+        scale = zeta[None, :] ** power  # [T, D/2], one scale per rotated pair
+        return apply_rotary(x, offset, self.base) * torch.cat([scale, scale], dim=-1).to(x.dtype)
 
 
 def alibi_slopes(n_heads: int) -> torch.Tensor:
@@ -125,3 +171,44 @@ class ALiBiPosition(RelativePosition):
         j = torch.arange(tk, device=device)[None, :]
         distance = (i - j).abs().to(torch.float32)
         return -alibi_slopes(n_heads).to(device)[:, None, None] * distance[None]
+
+
+def permutation_powers(permutation: torch.Tensor, start: int, count: int) -> torch.Tensor:
+    """π^p for p = start … start + count − 1 of permutations ``[H, m]`` (index maps), as ``[H, count, m]``:
+    π^start by repeated squaring, then one composition per position."""
+    heads, m = permutation.shape
+    identity = torch.arange(m, device=permutation.device).expand(heads, m)
+    power, base, e = identity, permutation, start
+    while e:  # power = π^start
+        if e & 1:
+            power = power.gather(-1, base)
+        base, e = base.gather(-1, base), e >> 1
+    out = []
+    for _ in range(count):
+        out.append(power)
+        power = power.gather(-1, permutation)
+    return torch.stack(out, dim=1) if out else identity[:, :0]
+
+
+@register("position", "permuteformer", category="Pe", family="position", applies="relative",
+          paper=Paper("PermuteFormer: Efficient Relative Position Encoding for Long Sequences", "2109.02377", 2021))
+class PermutePosition(RelativePosition):
+    """PermuteFormer's position-aware permutation (Chen 2021): the random features of a query or key at
+    position p are permuted by π^p, π a fixed random permutation per head, so that
+    φ(q_i)[π^i]·φ(k_j)[π^j] = Σ_b φ(q_i)_b φ(k_j)_{π^{j−i}(b)} depends on j − i only, and linear
+    attention keeps its O(T) cost and its recurrent state. Without the paper's optional r^i decay.
+    The mixer calls ``attach(n_heads=, n_features=)`` once; ``seed`` fixes π."""
+
+    def __init__(self, d_model: int, seed: int = 0) -> None:
+        super().__init__()
+        self.seed = seed
+
+    def attach(self, *, n_heads: int, n_features: int) -> None:
+        generator = torch.Generator().manual_seed(self.seed)
+        perms = torch.stack([torch.randperm(n_features, generator=generator) for _ in range(n_heads)])
+        self.register_buffer("permutation", perms, persistent=False)
+
+    def permute(self, features: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        """features ``[B, H, T, m]`` at positions offset … offset + T − 1, each permuted by π^position."""
+        index = permutation_powers(self.permutation.to(features.device), offset, features.shape[-2])
+        return features.gather(-1, index.expand(features.shape[0], -1, -1, -1))

@@ -159,6 +159,9 @@ def _output_projections(sublayers: list[nn.Module], residual: str) -> list[nn.Li
     """Each sublayer's output projection; a clear error for a sublayer with weights but none trevo recognises."""
     found = []
     for i, sublayer in enumerate(sublayers):
+        if callable(getattr(sublayer, "output_projections", None)):  # writes through several (a mixture's experts)
+            found.extend(sublayer.output_projections())
+            continue
         proj = output_projection(sublayer, channel=i > 0)
         if proj is None and any(True for _ in sublayer.parameters()):
             kind, names = ("channel mixer", CHANNEL_OUTPUTS) if i else ("mixer", MIXER_OUTPUTS)

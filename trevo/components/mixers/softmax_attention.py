@@ -1,6 +1,8 @@
 """Softmax multi-head attention with multi-query and grouped-query heads, and its KV cache; QK-norm and
-the sigmoid output gate of gated attention as options; the attention scores exposed to RealFormer's
-residual attention."""
+the sigmoid output gate of gated attention as options; the softmax's alternatives (``attention_fn``:
+``trevo.components.attention_functions``); relative positions that rotate q and k, bias the scores or
+add content-position terms (``trevo.components.positions``, ``trevo.components.position_biases``); the
+attention scores exposed to RealFormer's residual attention."""
 
 from __future__ import annotations
 
@@ -13,10 +15,25 @@ from trevo.components.multihead import head_dim_of, merge_heads, repeat_kv_heads
 from trevo.components.rotary import check_rotary_head_dim
 from trevo.errors import IncompatibleError
 from trevo.ops.attention import chunked_softmax_attention, residual_score_attention, sdpa_attention
-from trevo.registry import Paper, register
+from trevo.registry import Paper, create, register
+
+RELATIVE_POSITIONS = ("rope", "alibi", "xpos", "t5_bias", "kerple_log", "kerple_power", "transformer_xl", "deberta",
+                      "tupe")
+
+
+def relative_score_bias(position: nn.Module | None, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor | None:
+    """A relative position's additive score term for q ``[B,H,Tq,D]`` and the full k (or None): its
+    distance bias (ALiBi, T5, KERPLE) or its content term (Transformer-XL)."""
+    if position is not None and hasattr(position, "bias"):
+        return position.bias(q.shape[1], q.shape[-2], k.shape[-2], device=q.device)
+    if position is not None and hasattr(position, "content_bias"):
+        return position.content_bias(q, k)
+    return None
+
 
 _META = dict(category="MHA", family="softmax_attention", causal=True, bidirectional=True,
-             relative_positions=("rope", "alibi"), time="O(T²·d)", memory="O(T²) sdpa, O(T·C) chunk; KV cache O(T·d)",
+             relative_positions=RELATIVE_POSITIONS,
+             time="O(T²·d)", memory="O(T²) sdpa, O(T·C) chunk; KV cache O(T·d)",
              test_options={"chunk_size": 8})
 
 
@@ -26,7 +43,12 @@ class SoftmaxAttention(TokenMixer):
 
     ``n_kv_heads`` < ``n_heads`` shares each key/value head among a group of query heads (GQA;
     ``n_kv_heads=1`` is multi-query attention). Forms: ``sdpa`` (PyTorch's scaled_dot_product_attention) and ``chunk``
-    (online softmax over key chunks, O(T·C) memory). Accepts RoPE or ALiBi as ``position``.
+    (online softmax over key chunks, O(T·C) memory). Accepts the relative positions of
+    ``relative_positions`` (RoPE, xPos, ALiBi, T5, KERPLE, Transformer-XL) as ``position``.
+
+    ``attention_fn``: the function from scores to weights (kind ``attention_fn``): ``softmax`` (the
+    forms above) or an alternative (relu, sigmoid, softpick, stick_breaking, cosine, normalized), which
+    computes its weights directly, O(T²), whatever the form.
 
     ``qk_norm``: an RMSNorm with a learned gain on each query and key head before RoPE (QK-norm as in
     ViT-22B, arXiv:2302.05442, and OLMo 2 / Qwen3), which bounds the attention logits. ``output_gate``:
@@ -42,7 +64,8 @@ class SoftmaxAttention(TokenMixer):
 
     def __init__(self, d_model: int, *, causal: bool, n_heads: int = 4, n_kv_heads: int | None = None,
                  head_dim: int | None = None, bias: bool = False, chunk_size: int = 128, qk_norm: bool = False,
-                 output_gate: bool = False, position: nn.Module | None = None, form: str = "auto") -> None:
+                 output_gate: bool = False, attention_fn: str = "softmax", position: nn.Module | None = None,
+                 form: str = "auto") -> None:
         super().__init__(d_model, causal=causal, form=form)
         n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
         if n_heads % n_kv_heads:
@@ -58,14 +81,22 @@ class SoftmaxAttention(TokenMixer):
         self.k_norm = nn.RMSNorm(head_dim, eps=1e-6) if qk_norm else None
         self.gate_proj = nn.Linear(d_model, n_heads * head_dim, bias=bias) if output_gate else None
         self.position = position
+        if position is not None and hasattr(position, "attach"):
+            position.attach(n_heads=n_heads, head_dim=head_dim, causal=causal)
+        self.attention_fn = None if attention_fn == "softmax" else create("attention_fn", attention_fn)
+        if self.attention_fn is not None:
+            self.attention_fn.attach(n_heads=n_heads, head_dim=head_dim, causal=causal)
 
     def _attend(self, q, k, v, padding_mask):
         """q ``[B,H,Tq,D]`` and the full k, v ``[B,Hkv,Tk,D]``; RoPE already applied."""
         groups = self.n_heads // self.n_kv_heads
         k, v = repeat_kv_heads(k, groups), repeat_kv_heads(v, groups)
-        bias = None
-        if self.position is not None and hasattr(self.position, "bias"):
-            bias = self.position.bias(self.n_heads, q.shape[-2], k.shape[-2], device=q.device)
+        bias = self.position_bias(q, k)
+        if self.attention_fn is not None:
+            if self.score_carry is not None:
+                raise IncompatibleError("realformer carries softmax attention scores; this layer's attention_fn is "
+                                        f"{self.attention_fn.registry_entry.name!r}: use softmax or another residual")
+            return self.attention_fn(q, k, v, causal=self.causal, bias=bias, key_padding_mask=padding_mask)
         if self.score_carry is not None:
             out, self.score_carry.scores = residual_score_attention(
                 q, k, v, self.score_carry.scores, causal=self.causal, bias=bias, key_padding_mask=padding_mask)
@@ -76,13 +107,16 @@ class SoftmaxAttention(TokenMixer):
                                              key_padding_mask=padding_mask, chunk_size=self.chunk_size)
         return sdpa_attention(q, k, v, causal=self.causal, bias=bias, key_padding_mask=padding_mask)
 
+    def position_bias(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor | None:
+        return relative_score_bias(self.position, q, k)
+
     def _project(self, x: torch.Tensor, offset: int):
         q = split_heads(self.q_proj(x), self.n_heads)
         k, v = (split_heads(t, self.n_kv_heads) for t in self.kv_proj(x).chunk(2, dim=-1))
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         if self.position is not None and hasattr(self.position, "rotate"):
-            q, k = self.position.rotate(q, offset), self.position.rotate(k, offset)
+            q, k = self.position.rotate(q, offset), self.position.rotate(k, offset, key=True)
         return q, k, v
 
     def _output(self, o: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -113,10 +147,10 @@ class MultiQueryAttention(SoftmaxAttention):
 
     def __init__(self, d_model: int, *, causal: bool, n_heads: int = 4, head_dim: int | None = None,
                  bias: bool = False, chunk_size: int = 128, qk_norm: bool = False, output_gate: bool = False,
-                 position: nn.Module | None = None, form: str = "auto") -> None:
+                 attention_fn: str = "softmax", position: nn.Module | None = None, form: str = "auto") -> None:
         super().__init__(d_model, causal=causal, n_heads=n_heads, n_kv_heads=1, head_dim=head_dim,
                          bias=bias, chunk_size=chunk_size, qk_norm=qk_norm, output_gate=output_gate,
-                         position=position, form=form)
+                         attention_fn=attention_fn, position=position, form=form)
 
 
 @register("mixer", "grouped_query_attention",
@@ -127,7 +161,8 @@ class GroupedQueryAttention(SoftmaxAttention):
 
     def __init__(self, d_model: int, *, causal: bool, n_heads: int = 4, n_kv_heads: int = 2,
                  head_dim: int | None = None, bias: bool = False, chunk_size: int = 128, qk_norm: bool = False,
-                 output_gate: bool = False, position: nn.Module | None = None, form: str = "auto") -> None:
+                 output_gate: bool = False, attention_fn: str = "softmax", position: nn.Module | None = None,
+                 form: str = "auto") -> None:
         super().__init__(d_model, causal=causal, n_heads=n_heads, n_kv_heads=n_kv_heads, head_dim=head_dim,
                          bias=bias, chunk_size=chunk_size, qk_norm=qk_norm, output_gate=output_gate,
-                         position=position, form=form)
+                         attention_fn=attention_fn, position=position, form=form)
