@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: arena test lint clean
+.PHONY: arena test test-fast lint clean
 
 # The CPU wheel of torch, pinned for development and CI; the package itself asks for a range. The peer
 # references (fla's naive ops, Hugging Face's models) are installed too, so that the parity tests run
@@ -21,6 +21,11 @@ arena: $(STAMP)
 test: $(STAMP)
 	$(PY) -m ruff check trevo tests
 	$(PY) -m pytest
+
+# The fast subset: everything but the training-to-quality and long fault-injection tests.
+test-fast: $(STAMP)
+	$(PY) -m ruff check trevo tests
+	$(PY) -m pytest -m "not slow"
 
 lint: $(STAMP)
 	$(PY) -m ruff check trevo tests
