@@ -68,7 +68,8 @@ def test_two_processes_into_one_run_directory(tmp_path):
     run = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     argv = [sys.executable, "-m", "trevo.cli", "train", "--quiet", "--out", str(run),
-            *sets(*TINY, "train.steps=400", "train.checkpoint_every=400", "train.eval_every=400")]
+            *sets(*TINY, "train.steps=100000", "train.checkpoint_every=100000",
+                    "train.eval_every=100000")]
     first = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while not ((run / LOCK).exists() and (run / LOCK).read_text() == str(first.pid)):
