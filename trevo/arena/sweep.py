@@ -23,7 +23,6 @@ unknown components, incompatible mixer/task pairs — before any run starts.
 
 from __future__ import annotations
 
-import importlib.resources
 import inspect
 import re
 from dataclasses import dataclass, field
@@ -31,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
+from trevo import presets
 from trevo.config import COMPONENTS, LAYER_FIELDS, ConfigError, RunConfig, TrainConfig
 from trevo.errors import TrevoError
 from trevo.models import build_model
@@ -92,24 +91,12 @@ class PlannedRun:
 
 
 def preset_names() -> list[str]:
-    folder = importlib.resources.files("trevo.arena") / "presets"
-    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+    return presets.preset_names("trevo.arena")
 
 
 def load_sweep(source: str) -> Sweep:
     """A preset name (``quick``, ``standard`` …) or the path of a sweep YAML file."""
-    if source in preset_names():
-        text = (importlib.resources.files("trevo.arena") / "presets" / f"{source}.yaml").read_text()
-        where = f"preset {source!r}"
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise SweepError(f"{source!r} is neither a preset ({', '.join(preset_names())}) nor a sweep file")
-        text, where = path.read_text(), str(path)
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise SweepError(f"{where} is not valid YAML: {e}") from None
+    data, where = presets.load_yaml("trevo.arena", source, "sweep", SweepError)
     return parse_sweep(data, where)
 
 

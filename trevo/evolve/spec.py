@@ -30,14 +30,12 @@ listing every problem before anything runs.
 from __future__ import annotations
 
 import hashlib
-import importlib.resources
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from trevo import presets
 from trevo.arena.sweep import Sweep, SweepError, Variant, _variants, plan_sweep
 from trevo.config import ConfigError, RunConfig
 from trevo.errors import TrevoError
@@ -116,24 +114,12 @@ def _genome_values(genome: Genome, label: str) -> Variant:
 
 
 def preset_names() -> list[str]:
-    folder = importlib.resources.files("trevo.evolve") / "presets"
-    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+    return presets.preset_names("trevo.evolve")
 
 
 def load_spec(source: str) -> Spec:
     """A preset name (``default``, ``tiny``) or a spec YAML file, checked whole."""
-    if source in preset_names():
-        text = (importlib.resources.files("trevo.evolve") / "presets" / f"{source}.yaml").read_text()
-        where = f"preset {source!r}"
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise SpecError(f"{source!r} is neither a preset ({', '.join(preset_names())}) nor a spec file")
-        text, where = path.read_text(), str(path)
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise SpecError(f"{where} is not valid YAML: {e}") from None
+    data, where = presets.load_yaml("trevo.evolve", source, "spec", SpecError)
     return parse_spec(data, where)
 
 
