@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.helpers import train_two_steps_of
 from trevo.config import ComponentSpec, ModelConfig
 from trevo.models import build_model
 from trevo.registry import create
@@ -95,3 +96,10 @@ def test_models_decode_one_flow_vector_per_pixel(arch):
     assert out.shape == (2, 36, 2)
     task.loss(out, batch).backward()
     assert all(p.grad is not None for p in model.parameters())
+
+
+def test_trains_through_the_training_loop(tmp_path):
+    result = train_two_steps_of(
+        tmp_path / "run", "task.name=optical_flow", "task.size=6", "task.eval_size=2",
+        "model.arch=perceiver_io", "model.position.name=fourier", "model.position.n_bands=2")
+    assert result["metric"] in result["final"]

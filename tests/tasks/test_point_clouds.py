@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from tests.helpers import train_two_steps_of
 from trevo.config import ComponentSpec, ModelConfig
 from trevo.errors import IncompatibleError, TrevoError
 from trevo.models import build_model
@@ -101,3 +102,9 @@ def test_index_positions_are_refused_and_bad_input_named():
         model(torch.randint(0, 3, (2, 128)))
     with pytest.raises(TrevoError, match="n_points"):
         create("task", "point_clouds", n_points=2)
+
+
+def test_trains_through_the_training_loop(tmp_path):
+    result = train_two_steps_of(
+        tmp_path / "run", "task.name=point_clouds", "task.n_points=16", "task.eval_size=4", "model.arch=perceiver")
+    assert result["metric"] in result["final"]

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.helpers import train_two_steps_of
 from trevo.config import ComponentSpec, ModelConfig
 from trevo.models import build_model
 from trevo.registry import create
@@ -76,3 +77,10 @@ def test_column_embeddings_identify_the_column_of_each_cell():
     with_columns, without = model("learned"), model("none")
     assert (with_columns(swapped) - with_columns(x)).abs().max() > 1e-6
     torch.testing.assert_close(without(swapped), without(x), rtol=0, atol=1e-12)  # a bag of cells otherwise
+
+
+def test_trains_through_the_training_loop(tmp_path):
+    result = train_two_steps_of(
+        tmp_path / "run", "task.name=tabular", "task.dataset=iris",
+        "model.arch=perceiver", "model.position.name=learned")
+    assert result["metric"] in result["final"]

@@ -84,14 +84,14 @@ def _show(args: argparse.Namespace) -> None:
     batch = task.train_batch(0, args.n, args.seed)
     out = Path(args.out)
     info = task.info
-    drawn = hasattr(task, "draw")  # a task with pictures of its own (optical flow)
+    drawn = hasattr(task, "draw_examples")  # a task with pictures of its own (optical flow)
     image = drawn or (info.layout is not None and len(info.layout) == 2 and info.head == "classify")
     path = out / f"{args.name}.{'png' if image else 'txt'}"
     text = "\n\n".join(f"[{i}] {_text(task, batch, i)}" for i in range(args.n)) if not image or drawn else ""
     try:
         out.mkdir(parents=True, exist_ok=True)
         if drawn:
-            task.draw(batch, path)
+            task.draw_examples(batch, path)
         elif image:
             names = {0: "not connected", 1: "connected"} if args.name == "pathfinder" else {}
             _image_grid(task, batch, path, names)

@@ -244,7 +244,7 @@ class OpticalFlow(Task):
         return (f"{self.size}×{self.size} pair: mean speed {float(speed.mean()):.2f} px, largest "
                 f"{float(speed.max()):.2f} px, {100 * (1 - float(valid.float().mean())):.1f}% occluded")
 
-    def draw(self, batch: Batch, path: Path, predicted: torch.Tensor | None = None) -> None:
+    def draw_examples(self, batch: Batch, path: Path, predicted: torch.Tensor | None = None) -> None:
         """A PNG, one row per pair: frame 1, frame 2, true flow (colour wheel), occlusions [, predicted flow]."""
         from trevo.plotting import pyplot
 
