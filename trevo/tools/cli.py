@@ -71,7 +71,7 @@ def _attention(args: argparse.Namespace) -> None:
     import torch
 
     from trevo.api import load
-    from trevo.tools.latent_attention import BYTE_VOCABS, attention_maps, describe, draw_images, html_bytes
+    from trevo.tools.latent_attention import BYTE_VOCABS, attention_maps, describe, draw_images, enrichments, html_bytes
 
     model, _, task = load(args.run_dir)
     batch = next(iter(task.eval_batches(args.split, args.examples, 1)))
@@ -105,7 +105,6 @@ def _attention(args: argparse.Namespace) -> None:
           f"the {len(latents)} most focused, example 0:")
     for n in latents:
         s = stats[0][n]
-        extra = "".join(f"  {k.split('_')[0]}×{v:.1f}" for k, v in s.items() if k.endswith("enrichment"))
         print(f"  latent {n:>3}: {s['entropy_bits']:.2f} bits, centre {s['mean_pos']:6.1f}, "
-              f"spread {s['spread']:6.1f}{extra}")
+              f"spread {s['spread']:6.1f}  {enrichments(s)}")
     print(f"written to {path}")

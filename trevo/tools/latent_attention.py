@@ -12,7 +12,6 @@ test can check that they equal the ordinary forward pass: the maps are the weigh
 from __future__ import annotations
 
 import html
-import math
 from pathlib import Path
 
 import torch
@@ -63,9 +62,15 @@ def describe(weights: torch.Tensor, tokens: torch.Tensor | None = None) -> list[
         for name, members in classes.items():
             share = sum(members) / m
             on = float(w[torch.tensor(members)].sum()) if any(members) else 0.0
-            row[f"{name}_enrichment"] = on / share if share else math.nan
+            row[f"{name}_enrichment"] = on / share if share else None  # the example has none of them
         rows.append(row)
     return rows
+
+
+def enrichments(stats: dict[str, float | None]) -> str:
+    """``space×0.2  punct×5.1 …`` (``–`` where the example has no byte of the class)."""
+    return "  ".join(f"{k.split('_')[0]}×{'–' if v is None else f'{v:.1f}'}" for k, v in stats.items()
+                     if k.endswith("enrichment"))
 
 
 def _byte_text(t: int) -> str:
@@ -86,8 +91,7 @@ def html_bytes(tokens: torch.Tensor, weights: torch.Tensor, latents: list[int], 
                         f"{html.escape(_byte_text(int(t)))}</span>" for t, x in zip(tokens, w, strict=True))
         s = stats[n]
         label = (f"latent {n}: entropy {s['entropy_bits']:.2f} bits, centre {s['mean_pos']:.0f}, spread "
-                 f"{s['spread']:.0f}; enrichment space {s.get('space_enrichment', math.nan):.1f}, punct "
-                 f"{s.get('punct_enrichment', math.nan):.1f}, capital {s.get('capital_enrichment', math.nan):.1f}")
+                 f"{s['spread']:.0f}; weight over share: {enrichments(s)}")
         rows.append(f"<h3>{html.escape(label)}</h3>\n<pre>{cells}</pre>")
     return ("<!doctype html><meta charset='utf-8'><title>latent attention</title>"
             "<style>pre{white-space:pre-wrap;font-size:13px}h3{font:13px sans-serif}</style>\n"
