@@ -16,7 +16,9 @@ same ``Block`` as MetaFormer. Architecture options live in ``model.options`` (se
 Multimodal tasks describe their modalities in ``info.modalities``; each modality gets its own
 embedding and positions, padded with a learned modality embedding to a common width, and all are
 concatenated into one input array (Perceiver IO §3). ``info.task_classes`` asks for one decoder
-query per classification target (multi-task decoding).
+query per classification target (multi-task decoding). ``info.input_features`` makes the input continuous
+elements (points, table cells, pixel patches: ``trevo.models.perceiver_features``), and head ``regress``
+decodes ``info.output_dims`` real numbers per output point (optical flow's (u, v) per pixel).
 """
 
 from __future__ import annotations
@@ -273,7 +275,7 @@ class PerceiverEncoder(nn.Module):
         self.n_features = getattr(info, "input_features", 0)
         layout = tuple(info.layout) if info.layout else (info.seq_len,)
         if self.n_features:
-            from trevo.models.perceiver_features import FeatureAdapter
+            from trevo.models.perceiver_features import FeatureAdapter  # it builds on this module's PositionFeatures
 
             self.inputs: nn.Module = FeatureAdapter(
                 self.n_features, embed, cfg.position, coordinate_dims=getattr(info, "coordinate_dims", 0),
@@ -282,8 +284,7 @@ class PerceiverEncoder(nn.Module):
                 max_len=resolve_max_len(cfg, info), layout=layout)
         elif modalities:
             self.inputs = MultimodalAdapter(modalities, embed, cfg.position, mode=opts["position_mode"],
-                                                       pos_dim=opts["pos_dim"], pad=opts.get("modality_pad", 4),
-                                                       content=True)
+                                            pos_dim=opts["pos_dim"], pad=opts.get("modality_pad", 4), content=True)
         else:
             self.inputs = InputAdapter(info.vocab_size, embed, cfg.position, mode=opts["position_mode"],
                                        pos_dim=opts["pos_dim"], max_len=resolve_max_len(cfg, info),
@@ -467,7 +468,8 @@ class PerceiverIO(_PerceiverBase):
                 outputs: torch.Tensor | None = None) -> torch.Tensor:
         """Logits ``[B, T, V]`` (lm/mlm heads; ``[B, Q, V]`` at the output points ``outputs`` ``[Q]`` or
         ``[B, Q]`` when given as indices; ``[B, T, V]`` decoded only where ``outputs`` is True, zero
-        elsewhere, when given as a boolean mask ``[B, T]``), ``[B, n_classes]`` (classify) or
+        elsewhere, when given as a boolean mask ``[B, T]``), ``[B, T, output_dims]`` (regress), ``[B, n_classes]``
+        (classify) or
         ``[B, n_tasks, max classes]`` (multi-task, classes past a task's own padded with -inf)."""
         self.encoder.check_inputs(tokens, self.info.vocab_size)
         if outputs is not None and not self.per_point:

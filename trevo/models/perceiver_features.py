@@ -22,6 +22,7 @@ from torch import nn
 from trevo.components.fourier_positions import fourier_features
 from trevo.config import ComponentSpec
 from trevo.errors import IncompatibleError, TrevoError
+from trevo.models.perceiver import PositionFeatures
 
 
 class FeatureAdapter(nn.Module):
@@ -32,8 +33,6 @@ class FeatureAdapter(nn.Module):
                  coordinate_bands: int, coordinate_resolution: float, unordered: bool, mode: str, pos_dim: int,
                  max_len: int, layout: tuple[int, ...]) -> None:
         super().__init__()
-        from trevo.models.perceiver import PositionFeatures  # the adapter is a part of the Perceiver module
-
         if unordered and spec.name != "none":
             raise IncompatibleError(f"this task's input elements are a set (their order carries nothing) but "
                                     f"model.position={spec.name!r} gives each index its own features, which would "
