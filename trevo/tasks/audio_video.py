@@ -65,9 +65,10 @@ def dequantise(levels: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
 
 @register("task", "audio_video", paper=PERCEIVER_IO, category="Arch", family="perceiver_tasks")
 class AudioVideoAutoencode(Task):
-    """Reconstruct video, audio and label of a procedural clip through one latent array; the label is hidden
-    for half the training clips and all evaluation ones (``audio="hidden"``: the audio too, an ablation).
-    Metric: label accuracy with the label hidden; also per-modality token accuracy and value MSE."""
+    """Auto-encode the video, audio and label of a procedural clip through one latent array.
+
+    The label is hidden for half the training clips and all evaluation ones (``audio="hidden"``: the audio
+    too, an ablation). Metric: label accuracy with the label hidden; also per-modality accuracy and MSE."""
 
     def __init__(self, frames: int = 4, size: int = 8, samples: int = 32, audio: str = "given",
                  hide_label: float = 0.5, eval_size: int = 256) -> None:

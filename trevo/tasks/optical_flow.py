@@ -156,8 +156,9 @@ def flow_colours(flow: np.ndarray, max_flow: float | None = None) -> np.ndarray:
 
 @register("task", "optical_flow", paper=AUTOFLOW, category="Arch", family="perceiver_tasks")
 class OpticalFlow(Task):
-    """Dense optical flow between two procedural frames (textured moving layers, exact flow and occlusions):
-    per-pixel 3 × 3 patches of both frames in, (u, v) per pixel out. Metric: end-point error."""
+    """Dense optical flow between two procedural frames, with exact flow and occlusions; metric EPE.
+
+    Textured layers move by random similarities; per-pixel 3 × 3 patches of both frames in, (u, v) out."""
 
     def __init__(self, size: int = 16, max_shapes: int = 2, max_shift: float = 3.0, max_rotation: float = 10.0,
                  max_scale: float = 0.08, eval_size: int = 128) -> None:

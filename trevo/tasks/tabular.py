@@ -80,8 +80,10 @@ def read_csv(path: str | Path, label: str = "") -> tuple[list[str], torch.Tensor
 
 @register("task", "tabular", paper=PERCEIVER_IO, category="Arch", family="perceiver_tasks")
 class Tabular(LabelledSplitsTask):
-    """Classify a table row from its cells (value + missing flag each; column identity from the model's
-    position component, ``model.position=learned``). A CSV file (``path``) or a bundled table."""
+    """Classify a table row (a CSV file or a bundled table) from its cells, one input element each.
+
+    Each cell is its value and a missing flag; the column's identity comes from the model's position
+    component (``model.position=learned``: learned column embeddings)."""
 
     def __init__(self, dataset: str = "breast_cancer", path: str = "", label: str = "") -> None:
         if path:
