@@ -67,6 +67,10 @@ def test_describe_and_html_by_hand():
     assert s[0]["entropy_bits"] == pytest.approx(1.0) and s[1]["entropy_bits"] == pytest.approx(2.0)
     assert s[0]["mean_pos"] == pytest.approx(1.5) and s[0]["spread"] == pytest.approx(0.5)
     assert s[0]["capital_enrichment"] == pytest.approx(0.5 / 0.25) and s[1]["punct_enrichment"] == pytest.approx(1)
+    points = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], dtype=torch.float64)
+    where = describe(w, coordinates=points)  # a set of points: the weighted centre and radius in space
+    assert where[0]["point"] == [0.5, 0.5] and where[0]["radius"] == pytest.approx(0.5 ** 0.5)
+    assert where[1]["point"] == [0.5, 0.5] and "mean_pos" not in where[1]
     page = html_bytes(tokens, w, [0], s)
     assert "&lt;" in page and "<span" in page and ">▮<" in page and "<<" not in page
 

@@ -82,7 +82,9 @@ def _attention(args: argparse.Namespace) -> None:
     weights = maps[args.cross_attend].mean(dim=1).double()  # heads averaged: [B, N, M]
     info, inputs = task.info, batch["input"]
     is_bytes = inputs.dim() == 2 and info.vocab_size in BYTE_VOCABS and len(info.layout or (1,)) == 1
-    stats = [describe(w, inputs[i] if is_bytes else None) for i, w in enumerate(weights)]
+    points = getattr(info, "coordinate_dims", 0) if getattr(info, "unordered", False) else 0
+    stats = [describe(w, inputs[i] if is_bytes else None, inputs[i, :, :points].double() if points else None)
+             for i, w in enumerate(weights)]
     latents = sorted(range(weights.shape[1]), key=lambda n: stats[0][n]["entropy_bits"])[:args.latents]
     out = Path(args.out)
     try:
@@ -105,6 +107,7 @@ def _attention(args: argparse.Namespace) -> None:
           f"the {len(latents)} most focused, example 0:")
     for n in latents:
         s = stats[0][n]
-        print(f"  latent {n:>3}: {s['entropy_bits']:.2f} bits, centre {s['mean_pos']:6.1f}, "
-              f"spread {s['spread']:6.1f}  {enrichments(s)}")
+        where = (f"centre ({', '.join(f'{c:+.2f}' for c in s['point'])}), radius {s['radius']:.2f}" if points else
+                 f"centre {s['mean_pos']:6.1f}, spread {s['spread']:6.1f}  {enrichments(s)}")
+        print(f"  latent {n:>3}: {s['entropy_bits']:.2f} bits, {where}")
     print(f"written to {path}")

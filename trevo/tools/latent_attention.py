@@ -41,11 +41,22 @@ def attention_maps(model: torch.nn.Module, inputs: torch.Tensor, padding_mask: t
                             f"this run's model is {type(model).__name__}, which has no latent array")
 
 
-def describe(weights: torch.Tensor, tokens: torch.Tensor | None = None) -> list[dict[str, float]]:
+def describe(weights: torch.Tensor, tokens: torch.Tensor | None = None,
+             coordinates: torch.Tensor | None = None) -> list[dict[str, float]]:
     """Per latent, from the weights ``[N, M]`` of one example (heads averaged): the entropy of its weights in
     bits (log2 M: uniform), the weighted mean position and spread (standard deviation, in elements), and for
     byte inputs the enrichment of its weight on whitespace, punctuation, capitals and digits (weight on the
-    class over the class's share of the bytes: 1 = indifferent)."""
+    class over the class's share of the bytes: 1 = indifferent). For elements that are points (``coordinates
+    [M, c]``, a set whose order means nothing) the weighted centre ``point`` and spread ``radius`` in space
+    replace the position's."""
+    if coordinates is not None:
+        rows = []
+        for w in weights:
+            centre = (w[:, None] * coordinates).sum(0)
+            radius = (w * ((coordinates - centre) ** 2).sum(-1)).sum().sqrt()
+            rows.append({"entropy_bits": float(-(w * torch.log2(w.clamp_min(1e-30))).sum()),
+                         "point": [round(float(c), 4) for c in centre], "radius": float(radius)})
+        return rows
     m = weights.shape[-1]
     pos = torch.arange(m, dtype=weights.dtype)
     classes = {}
