@@ -107,6 +107,14 @@ def train_two_steps(out: Path, task: dict, causal: str) -> dict:
     return result
 
 
+def train_two_steps_of(out: Path, *overrides: str) -> dict:
+    """Train ``TWO_STEPS`` with the dotted ``overrides`` (a task and a model that fits it) through the real
+    training loop; the result after checking that its final metric is finite."""
+    result = train(RunConfig().override([*TWO_STEPS, *overrides]), out, progress=False)
+    assert math.isfinite(result["final"][result["metric"]]) and len(result["losses"]) == 2
+    return result
+
+
 CIFAR_FILES = [*(f"data_batch_{k}.bin" for k in range(1, 6)), "test_batch.bin"]
 
 

@@ -118,3 +118,17 @@ def test_a_tokenized_run_exports_with_its_tokenizer(tmp_path, monkeypatch):
     ours, _ = generate_ids(trevo.load(tmp_path / "run")[0], prompt["input_ids"], 8)
     assert torch.equal(hf_ids[:, prompt["input_ids"].shape[1]:], ours)
     assert tokenizer.decode(hf_ids[0]).startswith("def f")
+
+
+def test_continuous_input_and_regression_runs_are_refused_by_name():
+    from trevo.config import ComponentSpec, ModelConfig, RunConfig
+    from trevo.errors import IncompatibleError
+    from trevo.interop.hf_export import to_hf
+    from trevo.models import build_model
+    from trevo.registry import create
+
+    info = create("task", "optical_flow", size=6).info
+    cfg = ModelConfig(arch="perceiver_io", d_model=8, n_layers=1, position=ComponentSpec("fourier", {"n_bands": 2}),
+                      options={"n_latents": 2})
+    with pytest.raises(IncompatibleError, match="head 'regress' and continuous inputs"):
+        to_hf(build_model(cfg, info), RunConfig(model=cfg))

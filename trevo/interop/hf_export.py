@@ -204,6 +204,11 @@ def to_hf(model: torch.nn.Module, cfg: RunConfig, **config: Any) -> TrevoPreTrai
     """The ``transformers`` model holding (a copy of) the weights of the trevo ``model``; ``config`` sets
     fields of its ``TrevoConfig`` (e.g. ``eos_token_id``)."""
     info = model.info
+    if info.head not in HEADS or getattr(info, "input_features", 0):
+        raise IncompatibleError(f"a Hugging Face export holds a token model with a {', '.join(HEADS)} head; this "
+                                f"run's task has head {info.head!r}"
+                                f"{' and continuous inputs' if getattr(info, 'input_features', 0) else ''}: keep it "
+                                f"as a trevo run directory (safetensors + config.yaml)")
     task = {k: v for k, v in dataclasses.asdict(info).items() if k in ("vocab_size", "head", "seq_len", "n_classes",
                                                                      "causal", "layout")}
     task["layout"] = list(task["layout"]) if task["layout"] is not None else None

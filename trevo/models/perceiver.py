@@ -16,7 +16,9 @@ same ``Block`` as MetaFormer. Architecture options live in ``model.options`` (se
 Multimodal tasks describe their modalities in ``info.modalities``; each modality gets its own
 embedding and positions, padded with a learned modality embedding to a common width, and all are
 concatenated into one input array (Perceiver IO §3). ``info.task_classes`` asks for one decoder
-query per classification target (multi-task decoding).
+query per classification target (multi-task decoding). ``info.input_features`` makes the input continuous
+elements (points, table cells, pixel patches: ``trevo.models.perceiver_features``), and head ``regress``
+decodes ``info.output_dims`` real numbers per output point (optical flow's (u, v) per pixel).
 """
 
 from __future__ import annotations
@@ -34,13 +36,14 @@ from trevo.errors import IncompatibleError, TrevoError
 from trevo.models.init import ScaledEmbedding, init_unit_scale
 from trevo.models.layers import Block, model_options, resolve_max_len
 from trevo.models.tokens import check_token_ids, output_head
-from trevo.ops.cross_attention import cross_attention, windowed_causal_cross_attention
+from trevo.ops.cross_attention import cross_attention, cross_attention_weights, windowed_causal_cross_attention
 from trevo.registry import Paper, build, get, names, register
 from trevo.tasks.base import TaskInfo
 
 OPTIONS: dict[str, dict[str, Any]] = {
     "perceiver": {"n_latents": 32, "latent_dim": None, "embed_dim": None, "cross_heads": 1,
-                  "n_cross_attends": 1, "share_weights": True, "position_mode": "concat", "pos_dim": 32},
+                  "n_cross_attends": 1, "share_weights": True, "position_mode": "concat", "pos_dim": 32,
+                  "coordinate_bands": 8, "coordinate_resolution": 16.0},
     "perceiver_ar": {"n_latents": 64, "cross_heads": 1},
 }
 OPTIONS["perceiver_io"] = {**OPTIONS["perceiver"], "modality_pad": 4}
@@ -194,6 +197,13 @@ class CrossAttend(nn.Module):
         k, v = self.keys_values(kv_in)
         return self.finish(q_in, cross_attention(self.queries(q_in), k, v, key_padding_mask=key_padding_mask))
 
+    def forward_with_weights(self, q_in: torch.Tensor, kv_in: torch.Tensor, *,
+                             key_padding_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``forward``'s output computed from the explicit attention weights ``[B, H, Nq, Nk]``, and those."""
+        k, v = self.keys_values(kv_in)
+        weights = cross_attention_weights(self.queries(q_in), k, key_padding_mask=key_padding_mask)
+        return self.finish(q_in, weights @ v), weights
+
 
 def latent_blocks(cfg: ModelConfig, d: int, n_latents: int, causal: bool) -> nn.ModuleList:
     """``cfg.n_layers`` blocks of ``cfg.mixer`` on the latent array, as MetaFormer builds them."""
@@ -262,12 +272,20 @@ class PerceiverEncoder(nn.Module):
         if self.repeats < 1:
             raise IncompatibleError(f"model.options.n_cross_attends must be >= 1, got {self.repeats}")
         modalities = getattr(info, "modalities", None)
-        if modalities:
-            self.inputs: nn.Module = MultimodalAdapter(modalities, embed, cfg.position, mode=opts["position_mode"],
-                                                       pos_dim=opts["pos_dim"], pad=opts.get("modality_pad", 4),
-                                                       content=True)
+        self.n_features = getattr(info, "input_features", 0)
+        layout = tuple(info.layout) if info.layout else (info.seq_len,)
+        if self.n_features:
+            from trevo.models.perceiver_features import FeatureAdapter  # it builds on this module's PositionFeatures
+
+            self.inputs: nn.Module = FeatureAdapter(
+                self.n_features, embed, cfg.position, coordinate_dims=getattr(info, "coordinate_dims", 0),
+                coordinate_bands=opts["coordinate_bands"], coordinate_resolution=opts["coordinate_resolution"],
+                unordered=getattr(info, "unordered", False), mode=opts["position_mode"], pos_dim=opts["pos_dim"],
+                max_len=resolve_max_len(cfg, info), layout=layout)
+        elif modalities:
+            self.inputs = MultimodalAdapter(modalities, embed, cfg.position, mode=opts["position_mode"],
+                                            pos_dim=opts["pos_dim"], pad=opts.get("modality_pad", 4), content=True)
         else:
-            layout = tuple(info.layout) if info.layout else (info.seq_len,)
             self.inputs = InputAdapter(info.vocab_size, embed, cfg.position, mode=opts["position_mode"],
                                        pos_dim=opts["pos_dim"], max_len=resolve_max_len(cfg, info),
                                        layout=layout)
@@ -281,21 +299,45 @@ class PerceiverEncoder(nn.Module):
         self.stacks = nn.ModuleList(latent_blocks(cfg, d, self.n_latents, causal=False) for _ in range(n_stacks))
         self.width = d
 
+    def check_inputs(self, tokens: torch.Tensor, vocab_size: int) -> None:
+        """Token ids in the vocabulary, or continuous elements of the task's width."""
+        if self.n_features:
+            self.inputs.check(tokens)
+        else:
+            check_token_ids(tokens, vocab_size)
+
     def embed_inputs(self, tokens: torch.Tensor) -> torch.Tensor:
         dtype = self.latents.dtype
+        if self.n_features:
+            return self.inputs(tokens, dtype)
         if self.multimodal:
             return self.inputs(tokens, tokens.shape[0], dtype, tokens.device)
         return self.inputs(tokens, torch.arange(tokens.shape[1], device=tokens.device), tokens.shape[0], dtype)
 
     def forward(self, tokens: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         """``[B, M]`` tokens → latents ``[B, N, D]``."""
+        return self._encode(tokens, padding_mask, with_weights=False)[0]
+
+    def forward_with_weights(self, tokens: torch.Tensor, padding_mask: torch.Tensor | None = None
+                             ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``forward``'s latents computed from explicit attention weights, and the weights ``[B, H, N, M]``
+        of each cross-attend (what ``trevo inspect attention`` draws)."""
+        return self._encode(tokens, padding_mask, with_weights=True)
+
+    def _encode(self, tokens: torch.Tensor, padding_mask: torch.Tensor | None, *,
+                with_weights: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
         x = self.embed_inputs(tokens)
-        z = self.latents.expand(tokens.shape[0], -1, -1)
+        z, weights = self.latents.expand(tokens.shape[0], -1, -1), []
         for r in range(self.repeats):
-            z = self.cross[min(r, len(self.cross) - 1)](z, x, key_padding_mask=padding_mask)
+            cross = self.cross[min(r, len(self.cross) - 1)]
+            if with_weights:
+                z, w = cross.forward_with_weights(z, x, key_padding_mask=padding_mask)
+                weights.append(w)
+            else:
+                z = cross(z, x, key_padding_mask=padding_mask)
             for block in self.stacks[min(r, len(self.stacks) - 1)]:
                 z = block(z, None, (self.n_latents,))
-        return z
+        return z, weights
 
 
 class _PerceiverBase(nn.Module):
@@ -337,7 +379,7 @@ class Perceiver(_PerceiverBase):
 
     def forward(self, tokens: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         """``[B, n_classes]`` logits."""
-        check_token_ids(tokens, self.info.vocab_size)
+        self.encoder.check_inputs(tokens, self.info.vocab_size)
         return self.head(self.norm(self.encoder(tokens, padding_mask).mean(dim=1)))
 
 
@@ -356,9 +398,9 @@ class PerceiverIO(_PerceiverBase):
         opts = self._setup(cfg, info)
         d = self.encoder.width
         self.task_classes = tuple(getattr(info, "task_classes", None) or ())
-        self.per_point = info.head in ("lm", "mlm")
+        self.per_point = info.head in ("lm", "mlm", "regress")
         # the training loop passes a batch's loss_mask as outputs= to models that say so
-        self.decodes_subset = self.per_point
+        self.decodes_subset = info.head in ("lm", "mlm")
         if self.per_point:
             modalities = getattr(info, "modalities", None)
             if modalities:
@@ -373,7 +415,7 @@ class PerceiverIO(_PerceiverBase):
                 raise IncompatibleError("perceiver_io decodes one query per position from its position features; "
                                         "model.position=none gives none: choose fourier or learned")
             self.query_proj = nn.Linear(self.query_features.width, d)
-            n_out = info.vocab_size
+            n_out = getattr(info, "output_dims", 0) if info.head == "regress" else info.vocab_size
         else:
             n_queries = len(self.task_classes) or 1
             self.queries = nn.Parameter(torch.randn(n_queries, d) * 0.02)
@@ -426,9 +468,10 @@ class PerceiverIO(_PerceiverBase):
                 outputs: torch.Tensor | None = None) -> torch.Tensor:
         """Logits ``[B, T, V]`` (lm/mlm heads; ``[B, Q, V]`` at the output points ``outputs`` ``[Q]`` or
         ``[B, Q]`` when given as indices; ``[B, T, V]`` decoded only where ``outputs`` is True, zero
-        elsewhere, when given as a boolean mask ``[B, T]``), ``[B, n_classes]`` (classify) or
+        elsewhere, when given as a boolean mask ``[B, T]``), ``[B, T, output_dims]`` (regress), ``[B, n_classes]``
+        (classify) or
         ``[B, n_tasks, max classes]`` (multi-task, classes past a task's own padded with -inf)."""
-        check_token_ids(tokens, self.info.vocab_size)
+        self.encoder.check_inputs(tokens, self.info.vocab_size)
         if outputs is not None and not self.per_point:
             raise TrevoError("outputs= selects output points, which only per-position heads (lm, mlm) have")
         if outputs is not None and outputs.dtype == torch.bool and outputs.shape != tokens.shape:

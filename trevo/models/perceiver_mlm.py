@@ -30,7 +30,7 @@ from trevo.errors import IncompatibleError
 from trevo.models.layers import model_options, resolve_max_len
 from trevo.models.perceiver import latent_blocks
 from trevo.models.tokens import embed_tokens
-from trevo.ops.cross_attention import cross_attention
+from trevo.ops.cross_attention import cross_attention, cross_attention_weights
 from trevo.registry import Paper, build, get, register
 from trevo.tasks.base import TaskInfo
 
@@ -61,13 +61,21 @@ class CrossAttentionLayer(nn.Module):
 
     def forward(self, q_in: torch.Tensor, kv_in: torch.Tensor,
                 key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.forward_with_weights(q_in, kv_in, key_padding_mask, with_weights=False)[0]
+
+    def forward_with_weights(self, q_in: torch.Tensor, kv_in: torch.Tensor,
+                             key_padding_mask: torch.Tensor | None = None, *, with_weights: bool = True
+                             ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The output, computed from explicit attention weights ``[B, H, Nq, Nk]`` (returned) when asked."""
         kv = self.kv_norm(kv_in)
         q = split_heads(self.query(self.q_norm(q_in)), self.n_heads)
         k, v = split_heads(self.key(kv), self.n_heads), split_heads(self.value(kv), self.n_heads)
-        z = self.out(merge_heads(cross_attention(q, k, v, key_padding_mask=key_padding_mask)))
+        weights = cross_attention_weights(q, k, key_padding_mask=key_padding_mask) if with_weights else None
+        o = weights @ v if with_weights else cross_attention(q, k, v, key_padding_mask=key_padding_mask)
+        z = self.out(merge_heads(o))
         if self.query_residual:
             z = z + q_in
-        return z + self.mlp(self.mlp_norm(z))
+        return z + self.mlp(self.mlp_norm(z)), weights
 
 
 def _options(cfg: ModelConfig) -> dict[str, Any]:
@@ -121,14 +129,21 @@ class PerceiverMLM(nn.Module):
 
     def forward(self, tokens: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Logits ``[B, T, vocab]`` at every position; padded positions (mask False) are not read."""
+        return self.forward_with_weights(tokens, padding_mask, with_weights=False)[0]
+
+    def forward_with_weights(self, tokens: torch.Tensor, padding_mask: torch.Tensor | None = None, *,
+                             with_weights: bool = True) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``forward``'s logits computed from the encoder's explicit attention weights ``[B, H, N, T]``, and
+        those weights (one cross-attend: a list of one)."""
         b, t = tokens.shape
         x = embed_tokens(tokens, self.embed, self.position, self.info.vocab_size)
-        z = self.encoder(self.latents.expand(b, -1, -1), x, padding_mask)
+        z, weights = self.encoder.forward_with_weights(self.latents.expand(b, -1, -1), x, padding_mask,
+                                                       with_weights=with_weights)
         for _ in range(self.opts["n_blocks"]):
             for block in self.blocks:
                 z = block(z, None, (z.shape[1],))
         y = self.decoder(self.queries[:t].expand(b, -1, -1), z)
-        return y @ self.embed.weight.t() + self.head_bias
+        return y @ self.embed.weight.t() + self.head_bias, [weights] if with_weights else []
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

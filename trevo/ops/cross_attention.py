@@ -14,6 +14,8 @@ Layout: q ``[B, H, Nq, D]``, k and v ``[B, H, Nk, D]``; ``key_padding_mask`` ``[
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from trevo.ops.attention import naive_softmax_attention, sdpa_attention
@@ -52,3 +54,14 @@ def windowed_causal_cross_attention(q: torch.Tensor, k: torch.Tensor, v: torch.T
 def naive_causal_cross_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Reference of ``windowed_causal_cross_attention``: the full T×T causally masked attention."""
     return naive_softmax_attention(q, k, v, causal=True)
+
+
+def cross_attention_weights(q: torch.Tensor, k: torch.Tensor, *,
+                            key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """The ``[B, H, Nq, Nk]`` weights softmax(Q Kᵀ/√d) of ``cross_attention`` (padded keys get weight 0):
+    ``cross_attention_weights(q, k) @ v`` equals ``cross_attention(q, k, v)``. Used to inspect where each
+    latent attends (``trevo inspect attention``)."""
+    scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+    if key_padding_mask is not None:
+        scores = scores.masked_fill(~key_padding_mask[:, None, None, :], float("-inf"))
+    return torch.softmax(scores, dim=-1)

@@ -22,7 +22,8 @@ Batch = dict[str, torch.Tensor]
 @dataclass(frozen=True)
 class TaskInfo:
     vocab_size: int
-    head: str  # "lm" (next token), "mlm" (masked tokens) or "classify" (one label per sequence)
+    head: str  # "lm" (next token), "mlm" (masked tokens), "classify" (one label per sequence) or "regress"
+    # (real numbers per output point: StructuredTaskInfo.output_dims)
     seq_len: int
     n_classes: int = 0
     # "required" (causal LM), "forbidden" (masked LM) or "either" (classification).

@@ -84,12 +84,15 @@ def _show(args: argparse.Namespace) -> None:
     batch = task.train_batch(0, args.n, args.seed)
     out = Path(args.out)
     info = task.info
-    image = info.layout is not None and len(info.layout) == 2 and info.head == "classify"
+    drawn = hasattr(task, "draw_examples")  # a task with pictures of its own (optical flow)
+    image = drawn or (info.layout is not None and len(info.layout) == 2 and info.head == "classify")
     path = out / f"{args.name}.{'png' if image else 'txt'}"
-    text = "" if image else "\n\n".join(f"[{i}] {_text(task, batch, i)}" for i in range(args.n))
+    text = "\n\n".join(f"[{i}] {_text(task, batch, i)}" for i in range(args.n)) if not image or drawn else ""
     try:
         out.mkdir(parents=True, exist_ok=True)
-        if image:
+        if drawn:
+            task.draw_examples(batch, path)
+        elif image:
             names = {0: "not connected", 1: "connected"} if args.name == "pathfinder" else {}
             _image_grid(task, batch, path, names)
         else:

@@ -44,11 +44,19 @@ class Modality:
 
 @dataclass(frozen=True)
 class StructuredTaskInfo(TaskInfo):
-    """TaskInfo with Perceiver IO's structured outputs: ``task_classes`` (one classification target per
-    entry, decoded by one query each) and ``modalities`` (a multimodal input)."""
+    """TaskInfo with Perceiver IO's structured inputs and outputs: ``task_classes`` (one classification
+    target per entry, decoded by one query each), ``modalities`` (a multimodal input),
+    ``input_features`` (> 0: the input is ``[B, M, input_features]`` floats, not token ids), of which the
+    first ``coordinate_dims`` are coordinates in [−1, 1] to take Fourier features of, ``unordered`` (the
+    elements are a set: index positions are refused), and ``output_dims`` (head ``"regress"``: that many
+    real numbers decoded at each of the ``seq_len`` output points)."""
 
     task_classes: tuple[int, ...] = ()
     modalities: tuple[Modality, ...] = ()
+    input_features: int = 0
+    coordinate_dims: int = 0
+    unordered: bool = False
+    output_dims: int = 0
 
 
 def load_digits() -> tuple[torch.Tensor, torch.Tensor]:

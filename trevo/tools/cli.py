@@ -1,14 +1,20 @@
-"""``trevo knn RUN``: evaluate a trained causal LM with and without kNN-LM retrieval."""
+"""``trevo knn RUN``: evaluate a trained causal LM with and without kNN-LM retrieval.
+``trevo inspect attention RUN``: draw where a trained Perceiver's latents attend."""
 
 from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
+from trevo.errors import TrevoError
 from trevo.validation import cli_number
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
+    if name == "inspect":
+        _add_inspect(sub, name)
+        return
     s = sub.add_parser(name, help="kNN-LM: a trained LM interpolated with retrieval from its training contexts",
                        description="Build a datastore of (final hidden state, next token) from the run's training "
                                    "data, then report bits per token of the LM and of the kNN-LM interpolation "
@@ -41,3 +47,67 @@ def _knn(args: argparse.Namespace) -> None:
     print(f"{args.split}: LM {result['bits_lm']:.4f} bits/token, kNN-LM {result['bits_knn_lm']:.4f} "
           f"(k={args.k}, λ={args.lam}, τ={args.temperature}; {result['datastore']:,} stored contexts, "
           f"{result['tokens']:,} tokens scored)")
+
+
+def _add_inspect(sub: argparse._SubParsersAction, name: str) -> None:
+    s = sub.add_parser(name, help="look inside a trained run")
+    verbs = s.add_subparsers(dest="inspect_command", required=True)
+    v = verbs.add_parser("attention", help="latent cross-attention maps of a Perceiver run",
+                         description="Where each latent of a trained perceiver / perceiver_io / perceiver_mlm run "
+                                     "attends over its input, on examples of a split: bytes as HTML with per-byte "
+                                     "shading, images as heat maps; a summary of every latent in attention.json.")
+    v.add_argument("run_dir", metavar="RUN", help="a run directory written by `trevo train` or `trevo import`")
+    v.add_argument("--out", required=True, help="directory for attention.html / attention.png and attention.json")
+    v.add_argument("--latents", type=cli_number(int, ge=1, le=256), default=8,
+                   help="how many latents to draw (the most focused: lowest entropy)")
+    v.add_argument("--examples", type=cli_number(int, ge=1, le=16), default=2, help="examples of the split")
+    v.add_argument("--split", default="val", choices=("val", "test"))
+    v.add_argument("--cross-attend", type=cli_number(int, ge=0), default=0,
+                   help="which cross-attend of a repeated encoder (0: the first)")
+    v.set_defaults(run=_attention)
+
+
+def _attention(args: argparse.Namespace) -> None:
+    import torch
+
+    from trevo.api import load
+    from trevo.tools.latent_attention import BYTE_VOCABS, attention_maps, describe, draw_images, enrichments, html_bytes
+
+    model, _, task = load(args.run_dir)
+    batch = next(iter(task.eval_batches(args.split, args.examples, 1)))
+    with torch.no_grad():
+        _, maps = attention_maps(model, batch["input"], batch.get("padding_mask"))
+    if args.cross_attend >= len(maps):
+        raise TrevoError(f"--cross-attend {args.cross_attend}: this model has {len(maps)} cross-attend(s)")
+    weights = maps[args.cross_attend].mean(dim=1).double()  # heads averaged: [B, N, M]
+    info, inputs = task.info, batch["input"]
+    is_bytes = inputs.dim() == 2 and info.vocab_size in BYTE_VOCABS and len(info.layout or (1,)) == 1
+    points = getattr(info, "coordinate_dims", 0) if getattr(info, "unordered", False) else 0
+    stats = [describe(w, inputs[i] if is_bytes else None, inputs[i, :, :points].double() if points else None)
+             for i, w in enumerate(weights)]
+    latents = sorted(range(weights.shape[1]), key=lambda n: stats[0][n]["entropy_bits"])[:args.latents]
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "attention.json").write_text(json.dumps({"run": str(args.run_dir), "split": args.split,
+                                                        "inputs": weights.shape[2], "latents": stats}, indent=1))
+        if is_bytes:
+            path = out / "attention.html"
+            path.write_text("\n".join(html_bytes(inputs[i], weights[i], latents, stats[i])
+                                       for i in range(len(inputs))), encoding="utf-8")
+        elif info.layout and len(info.layout) == 2:
+            path = out / "attention.png"
+            draw_images(weights.float(), tuple(info.layout), latents, path, inputs if inputs.dim() == 2 else None)
+        else:
+            path = out / "attention.json"
+    except OSError as e:
+        raise TrevoError(f"cannot write into {out}: {e.strerror}; choose another --out") from None
+    uniform = torch.log2(torch.tensor(float(weights.shape[2])))
+    print(f"{weights.shape[1]} latents over {weights.shape[2]} inputs (uniform: {uniform:.2f} bits); "
+          f"the {len(latents)} most focused, example 0:")
+    for n in latents:
+        s = stats[0][n]
+        where = (f"centre ({', '.join(f'{c:+.2f}' for c in s['point'])}), radius {s['radius']:.2f}" if points else
+                 f"centre {s['mean_pos']:6.1f}, spread {s['spread']:6.1f}  {enrichments(s)}")
+        print(f"  latent {n:>3}: {s['entropy_bits']:.2f} bits, {where}")
+    print(f"written to {path}")
