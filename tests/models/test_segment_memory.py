@@ -63,6 +63,8 @@ def test_killed_run_resumes_with_the_models_memory_bitwise(tmp_path, monkeypatch
 def test_refusals_name_the_fix():
     with pytest.raises(IncompatibleError, match="n_memory_tokens"):
         build(tiny_cfg(*STREAM, "model.arch=rmt", "model.options.n_memory_tokens=0"))
+    with pytest.raises(IncompatibleError, match="mem_len is spelled memory_len"):
+        build(tiny_cfg(*STREAM, "model.arch=transformer_xl", "model.options.mem_len=4"))
     with pytest.raises(IncompatibleError, match="prenorm"):
         build(tiny_cfg(*STREAM, "model.arch=rmt", "model.residual.name=postnorm"))
     with pytest.raises(IncompatibleError, match="head"):

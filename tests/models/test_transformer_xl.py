@@ -18,14 +18,14 @@ STREAM = ["task.name=passkey", f"task.seq_len={T}", f"task.segments={S}", "task.
           "model.d_model=16", "model.arch=transformer_xl"]
 
 
-def naive_stream(model, tokens: torch.Tensor, memory_len: int) -> torch.Tensor:
-    """Every layer over the whole stream at once: query t sees keys j ≤ t that lie in its own segment or
-    in the memory_len positions before it (the band segment-level recurrence computes)."""
+def naive_stream(model, tokens: torch.Tensor, memory_lengths: list[int]) -> torch.Tensor:
+    """Every layer over the whole stream at once: in layer n, query t sees keys j ≤ t that lie in its own
+    segment or in the memory_lengths[n] positions before it (the band segment-level recurrence computes)."""
     L = tokens.shape[1]
     t, j = torch.arange(L)[:, None], torch.arange(L)[None, :]
-    visible = (j <= t) & (j >= (t // T) * T - memory_len)
     x = model._embed(tokens)
-    for block in model.blocks:
+    for block, memory_len in zip(model.blocks, memory_lengths, strict=True):
+        visible = (j <= t) & (j >= (t // T) * T - memory_len)
         mixer, h = block.mixer, block.norm1(x)
         q, k, v = mixer._project(h, 0)
         scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]) + mixer.position.content_bias(q, k)
@@ -37,12 +37,22 @@ def naive_stream(model, tokens: torch.Tensor, memory_len: int) -> torch.Tensor:
 
 @pytest.mark.parametrize("memory_len", [T, 11])
 def test_segment_by_segment_equals_the_naive_band_over_the_whole_stream(memory_len):
-    task, model = build(tiny_cfg(*STREAM, f"model.options.memory_len={memory_len}"))
+    task, model = build(tiny_cfg(*STREAM, "model.n_layers=1", f"model.options.memory_len={memory_len}"))
     model = model.double().eval()
     batch = task.train_batch(0, 2, 0)
     logits, memory = run_stream(model, batch, T, 0, S, init_memory(model, 2, "cpu", torch.float64))
-    torch.testing.assert_close(logits, naive_stream(model, batch["input"], memory_len))
+    torch.testing.assert_close(logits, naive_stream(model, batch["input"], [memory_len]))
     assert all(m.shape[1] == memory_len for m in memory.values())
+
+
+def test_deep_long_range_memory_keeps_a_long_memory_in_the_last_layer_only():
+    task, model = build(tiny_cfg(*STREAM, "model.arch=deep_long_range_memory", "model.n_layers=3",
+                                 "model.options.memory_len=12", "model.options.short_memory_len=2"))
+    model = model.double().eval()
+    batch = task.train_batch(0, 2, 0)
+    logits, memory = run_stream(model, batch, T, 0, S, init_memory(model, 2, "cpu", torch.float64))
+    assert {k: m.shape[1] for k, m in memory.items()} == {"0.x": 2, "1.x": 2, "2.x": 12}
+    torch.testing.assert_close(logits, naive_stream(model, batch["input"], [2, 2, 12]))
 
 
 def test_no_gradient_reaches_the_memory():

@@ -59,7 +59,11 @@ class TransformerXL(SegmentMemoryModel):
                 raise IncompatibleError(f"model {self.arch!r} attends over cached hidden states with softmax "
                                         f"attention; layer {i}'s mixer is {block.mixer.registry_entry.name!r}: use "
                                         f"softmax_attention (or multi_query / grouped_query attention)")
-        self.with_memory = self.memory_layers()
+        self.memory_lengths = self.layer_memory_lengths()  # layer → cached tokens
+        self.with_memory = sorted(self.memory_lengths)
+
+    def layer_memory_lengths(self) -> dict[int, int]:
+        return {i: self.memory_len for i in self.memory_layers()}
 
     def base_config(self, cfg: ModelConfig) -> ModelConfig:
         if get("position", cfg.position.name).applies != "relative":
@@ -82,9 +86,34 @@ class TransformerXL(SegmentMemoryModel):
             h = block.norm1(x)
             if i in self.with_memory:
                 cached = memory[f"{i}.x"].detach()  # SG(m^{n−1}_τ): the layer inputs of the segments before
-                new[f"{i}.x"] = torch.cat([cached, x], dim=1)[:, -self.memory_len:].detach()
+                new[f"{i}.x"] = torch.cat([cached, x], dim=1)[:, -self.memory_lengths[i]:].detach()
                 x = x + block.drop(attend_with_memory(block.mixer, h, block.norm1(cached)))
             else:
                 x = x + block.drop(block.mixer(h))
             x = self.channel(block, x)
         return self._head(x, None), new
+
+
+@register("model", "deep_long_range_memory", category="Memory", family="transformer_xl", causal=True,
+          bidirectional=False, paper=Paper("Do Transformers Need Deep Long-Range Memory?", "2007.03356", 2020))
+class DeepLongRangeMemory(TransformerXL):
+    """Transformer-XL with a long memory in a few layers only (Rae & Razavi 2020, §4): the layers of
+    ``memory_layers`` (default the last, where the paper finds long memory helps most) keep
+    ``memory_len`` tokens (default 4 × the segment), the others ``short_memory_len`` (default a quarter
+    of the segment; 0: none)."""
+
+    arch = "deep_long_range_memory"
+    defaults = {"memory_len": None, "short_memory_len": None, "memory_layers": None}
+
+    def default_memory_layers(self) -> list[int]:
+        return [len(self.blocks) - 1]
+
+    def layer_memory_lengths(self) -> dict[int, int]:
+        long = self.options["memory_len"] or 4 * self.info.seq_len
+        short = self.options["short_memory_len"]
+        short = max(1, self.info.seq_len // 4) if short is None else short
+        if short < 0:
+            raise IncompatibleError(f"model.options.short_memory_len must be at least 0, got {short}")
+        deep = self.memory_layers()
+        lengths = {i: long if i in deep else short for i in range(len(self.blocks))}
+        return {i: n for i, n in lengths.items() if n > 0}
