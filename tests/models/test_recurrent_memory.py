@@ -65,3 +65,20 @@ def test_memory_transformer_prepends_learned_tokens_and_carries_nothing():
     assert model.init_memory(2, "cpu", torch.float32) == {}
     expected = blocks(model, torch.cat([model.memory_init[None].expand(2, -1, -1), model.embed(tokens)], 1))[:, 3:]
     torch.testing.assert_close(model(tokens), model.head(model.norm(expected)))
+
+
+def test_autocompressor_accumulates_summary_vectors_as_a_naive_loop():
+    task, model = build(tiny_cfg(*STREAM, "model.arch=autocompressor"))
+    model = model.double().eval()
+    batch = task.train_batch(0, 2, 0)
+    logits, memory = run_stream(model, batch, T, 0, 3, init_memory(model, 2, "cpu", torch.float64))
+    summaries, expected = torch.zeros(2, 0, 16, dtype=torch.float64), []
+    kappa = model.memory_init[None].expand(2, -1, -1)
+    for s in range(3):
+        r = summaries.shape[1]
+        out = blocks(model, torch.cat([summaries, model.embed(batch["input"][:, s * T:(s + 1) * T]), kappa], 1))
+        expected.append(model.head(model.norm(out[:, r:r + T])))
+        summaries = torch.cat([summaries, out[:, r + T:]], 1)  # σ_1 … σ_τ, each segment's m vectors kept
+    assert memory["memory"].shape[1] == 9
+    torch.testing.assert_close(logits, torch.cat(expected, 1))
+    torch.testing.assert_close(memory["memory"], summaries)

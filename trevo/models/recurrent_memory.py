@@ -1,6 +1,6 @@
-"""Memory tokens: learned vectors read beside the segment by every layer (Memory Transformer), and
-their recurrent form, read/write memory tokens carried from segment to segment (Recurrent Memory
-Transformer).
+"""Memory tokens: learned vectors read beside the segment by every layer (Memory Transformer), their
+recurrent form, read/write memory tokens carried from segment to segment (Recurrent Memory
+Transformer), and summary vectors accumulated over segments (AutoCompressor).
 
 Memory Transformer (Burtsev et al. 2020, arXiv:2006.11527, §2, "MemTransformer"): m learned memory
 tokens are prepended to the input, [mem; H⁰], and processed by every layer like the others; in a
@@ -14,7 +14,14 @@ H^mem_0 is learned. The gradient flows through the memory from segment to segmen
 ``train.bptt_segments`` > 1, back-propagation runs through that many segments (the paper's BPTT over
 the unrolled segments), and the memory is detached between optimizer steps.
 
-Option: ``n_memory_tokens`` (m, default 4). Any causal mixer serves (it sees 2m + T tokens).
+AutoCompressor (Chevalier et al. 2023, arXiv:2305.14788, §3.1): m learned summary tokens are appended
+to each segment, and the last layer's outputs at them are the segment's summary vectors σ_τ; segment τ
+reads the summary vectors of every segment before it as a soft prompt, [σ_1 … σ_{τ−1} ∘ H⁰_τ ∘ κ], so
+the memory grows by m vectors a segment (and is not overwritten). The gradient flows through the
+summaries, as through RMT's memory (the paper's BPTT over two segments: ``train.bptt_segments=2``).
+
+Option: ``n_memory_tokens`` (m, default 4). Any causal mixer serves (it sees 2m + T tokens, or
+m·τ + T + m for the AutoCompressor).
 """
 
 from __future__ import annotations
@@ -64,8 +71,17 @@ class MemoryTokenModel(SegmentMemoryModel):
             read = self.memory_init.to(x.dtype)[None].expand(x.shape[0], -1, -1)
             return self._head(self._blocks(torch.cat([read, x], dim=1))[:, m:], None), memory
         read = memory["memory"]
-        out = self._blocks(torch.cat([read, x, read], dim=1))
-        return self._head(out[:, m:m + t], None), {"memory": out[:, m + t:]}
+        out = self._blocks(torch.cat([read, x, self.write_tokens(read)], dim=1))
+        r = read.shape[1]
+        return self._head(out[:, r:r + t], None), {"memory": self.next_memory(read, out[:, r + t:])}
+
+    def write_tokens(self, read: torch.Tensor) -> torch.Tensor:
+        """What the write positions read in (RMT: the memory itself)."""
+        return read
+
+    def next_memory(self, read: torch.Tensor, written: torch.Tensor) -> torch.Tensor:
+        """The memory after the segment from the write positions' outputs (RMT: those outputs)."""
+        return written
 
 
 @register("model", "memory_transformer", paper=MEMORY_TRANSFORMER, category="Memory", family="recurrent_memory",
@@ -83,3 +99,22 @@ class RecurrentMemoryTransformer(MemoryTokenModel):
 
     arch = "rmt"
     recurrent = True
+
+
+@register("model", "autocompressor", category="Memory", family="recurrent_memory", causal=True, bidirectional=False,
+          paper=Paper("Adapting Language Models to Compress Contexts (AutoCompressor)", "2305.14788", 2023))
+class AutoCompressor(MemoryTokenModel):
+    """AutoCompressor: m summary tokens per segment; every earlier segment's summary vectors are read as a
+    soft prompt, accumulated (Chevalier et al. 2023, §3.1)."""
+
+    arch = "autocompressor"
+    recurrent = True
+
+    def init_memory(self, batch: int, device, dtype) -> Memory:
+        return {"memory": torch.zeros(batch, 0, self.cfg.d_model, device=device, dtype=dtype)}
+
+    def write_tokens(self, read: torch.Tensor) -> torch.Tensor:
+        return self.memory_init.to(read.dtype)[None].expand(read.shape[0], -1, -1)  # the summary tokens κ
+
+    def next_memory(self, read: torch.Tensor, written: torch.Tensor) -> torch.Tensor:
+        return torch.cat([read, written], dim=1)
