@@ -14,7 +14,7 @@ from trevo.train import build, train
 
 T, S = 6, 3
 MODELS = ["transformer_xl", "rmt", "memory_transformer", "memorizing_transformer", "block_recurrent_transformer",
-          "compressive_transformer", "deep_long_range_memory", "autocompressor"]
+          "compressive_transformer", "deep_long_range_memory", "autocompressor", "memformer"]
 STREAM = ["task.name=passkey", f"task.seq_len={T}", f"task.segments={S}", "task.distance=2", "task.n_key=2",
           "model.d_model=16"]
 
