@@ -72,6 +72,7 @@ SYNONYMS = {
     "max_cg_step_training": "cg_steps",
     "num_slots": "n_slots", "top_k": "topk", "num_experts": "n_experts", "gate_logit_normalizer": "tau",
     "mem_len": "memory_len", "num_mem_tokens": "n_memory_tokens", "num_memory_tokens": "n_memory_tokens",
+    "inv_t": "inverse_temperature",
 }
 
 
