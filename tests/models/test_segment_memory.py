@@ -7,9 +7,11 @@ import pytest
 import torch
 
 from tests.helpers import tiny_cfg
-from trevo.config import RunConfig
+from trevo.config import ModelConfig
 from trevo.errors import IncompatibleError
+from trevo.registry import create
 from trevo.segments import init_memory, run_stream
+from trevo.tasks.base import TaskInfo
 from trevo.train import build, train
 
 T, S = 6, 3
@@ -69,6 +71,7 @@ def test_refusals_name_the_fix():
     with pytest.raises(IncompatibleError, match="prenorm"):
         build(tiny_cfg(*STREAM, "model.arch=rmt", "model.residual.name=postnorm"))
     with pytest.raises(IncompatibleError, match="head"):
-        build(RunConfig().override(["task.name=digits", "model.arch=rmt", "model.d_model=16", "model.n_layers=1"]))
+        create("model", "rmt", cfg=ModelConfig(d_model=16, n_layers=1),
+               info=TaskInfo(vocab_size=16, head="classify", seq_len=8, n_classes=2))
     with pytest.raises(IncompatibleError, match="generation"):
         build(tiny_cfg(*STREAM, "model.arch=transformer_xl"))[1].init_state(1)
