@@ -53,7 +53,7 @@ def test_attention_without_memory_sees_each_segment_alone(tiny_cfg):
     torch.testing.assert_close(logits[:, 16:], model(batch["input"][:, 16:]))
 
 
-def test_truncated_bptt_steps_through_a_stream_and_detaches_between_steps(tiny_cfg):
+def test_truncated_bptt_steps_through_a_stream_and_detaches_between_steps(tmp_path, tiny_cfg):
     task, model = build(tiny_cfg(*STREAM, "model.mixer.name=retnet"))
     logits, batch, memory = train_segments(model, task, 0, 2, 0, 2, None, "cpu")
     assert logits.shape[1] == 16 and torch.equal(batch["input"], task.train_batch(0, 2, 0)["input"][:, :16])
@@ -64,7 +64,9 @@ def test_truncated_bptt_steps_through_a_stream_and_detaches_between_steps(tiny_c
     _, batch2, _ = train_segments(model, task, 2, 2, 0, 2, memory, "cpu")
     assert torch.equal(batch2["input"], task.train_batch(1, 2, 0)["input"][:, :16])
     with pytest.raises(ConfigError, match="bptt_segments"):
-        train(tiny_cfg(*STREAM, "train.bptt_segments=4"), "unused-dir", progress=False)
+        train(tiny_cfg(*STREAM, "train.bptt_segments=4"), tmp_path, progress=False)
+    with pytest.raises(ConfigError, match="1 segment"):
+        train(tiny_cfg("train.bptt_segments=2"), tmp_path, progress=False)  # byte_lm: single windows
 
 
 def test_evaluation_reads_whole_streams_from_an_empty_memory(tiny_cfg):

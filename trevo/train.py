@@ -172,8 +172,7 @@ def _train(cfg: RunConfig, out: Path, task: Task, model: torch.nn.Module, *, res
     tc = cfg.train
     optimizer = make_optimizer(model, tc)
     segmented = task.info.segments > 1
-    if segmented:
-        check_segments(task, tc.bptt_segments)
+    check_segments(task, tc.bptt_segments)
 
     start, history, losses, train_s, wall_s = 0, [], [], 0.0, 0.0
     memory = None  # what a segment-level run carries into its next step
