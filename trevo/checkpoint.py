@@ -91,11 +91,14 @@ def nonfinite(tensors: dict[str, torch.Tensor]) -> list[str]:
 
 
 def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
-                    meta: dict[str, Any]) -> None:
+                    meta: dict[str, Any], memory: dict[str, torch.Tensor] | None = None) -> None:
     """Write the model, the optimizer and the RNG state (the weights alone when ``optimizer`` is None:
-    an imported model, which starts runs but is not resumed); refuses (NonFiniteStateError) to write a
-    NaN or infinite weight or moment, so the checkpoint on disk is always one to resume from."""
+    an imported model, which starts runs but is not resumed), and the memory a segment-level run carries
+    into its next step (``trevo.segments``); refuses (NonFiniteStateError) to write a NaN or infinite
+    weight or moment, so the checkpoint on disk is always one to resume from."""
     tensors = {f"model.{k}": v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+    for k, v in (memory or {}).items():
+        tensors[f"memory.{k}"] = v.detach().clone().contiguous()
     opt_state = optimizer.state_dict() if optimizer is not None else {"state": {}}
     for idx, state in opt_state["state"].items():
         for name, value in state.items():
@@ -166,4 +169,5 @@ def load_checkpoint(path: Path, model: torch.nn.Module,
         if "rng.torch" not in tensors:
             raise CheckpointError(f"checkpoint {path} holds no RNG state (rng.torch); it cannot be resumed")
         torch.set_rng_state(tensors["rng.torch"])
+    meta["memory"] = {k[len("memory."):]: v for k, v in tensors.items() if k.startswith("memory.")}
     return meta

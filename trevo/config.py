@@ -161,6 +161,9 @@ class TrainConfig:
     dtype: str = setting("float32", choices=TRAINING_DTYPES)
     # A run directory whose weights start this run (fine-tuning an imported or trained model); None: fresh.
     init_from: str | None = None
+    # On a task of segmented streams (trevo.segments): consecutive segments per optimizer step, through which
+    # the gradient flows along the memory (truncated BPTT); the memory is detached between steps.
+    bptt_segments: int = setting(1, ge=1)
 
 
 @dataclass

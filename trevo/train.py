@@ -39,6 +39,7 @@ from trevo.errors import TrevoError
 from trevo.models import build_model
 from trevo.registry import create
 from trevo.rundir import RESULT, RunDirError, run_directory, write_config
+from trevo.segments import check_segments, detach, evaluate_streams, steps_per_stream, train_segments
 from trevo.tasks.base import Task, TaskInfo
 
 
@@ -86,6 +87,10 @@ def auxiliary_loss(model: torch.nn.Module) -> torch.Tensor | None:
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, task: Task, split: str, batch_size: int, n_batches: int,
              device: str = "cpu") -> dict[str, float]:
+    """``task``'s metrics on ``split``; a task of segmented streams is read whole, segment by segment
+    (``trevo.segments.evaluate_streams``)."""
+    if task.info.segments > 1:
+        return evaluate_streams(model, task, split, batch_size, n_batches, device)
     was_training = model.training
     model.eval()
     totals: dict[str, float] = {}
@@ -166,8 +171,11 @@ def _train(cfg: RunConfig, out: Path, task: Task, model: torch.nn.Module, *, res
     ckpt_path = out / CHECKPOINT
     tc = cfg.train
     optimizer = make_optimizer(model, tc)
+    segmented = task.info.segments > 1
+    check_segments(task, tc.bptt_segments)
 
     start, history, losses, train_s, wall_s = 0, [], [], 0.0, 0.0
+    memory = None  # what a segment-level run carries into its next step
     if tc.init_from and not ckpt_path.exists():  # fine-tuning: the weights of another run, a fresh optimizer
         load_checkpoint(Path(tc.init_from) / CHECKPOINT, model)
     if ckpt_path.exists():
@@ -179,6 +187,7 @@ def _train(cfg: RunConfig, out: Path, task: Task, model: torch.nn.Module, *, res
                                   f"resume with the same config (see {out / 'config.yaml'})")
         start, history, losses = meta["step"], meta["history"], meta["losses"]
         train_s, wall_s = meta.get("train_s", 0.0), meta.get("wall_s", 0.0)
+        memory = {k: v.to(tc.device) for k, v in meta["memory"].items()} if segmented else None
     else:
         if (out / RESULT).exists():
             raise RunDirError(f"{out} holds a {RESULT} but no checkpoint, so it cannot be continued; choose "
@@ -193,14 +202,15 @@ def _train(cfg: RunConfig, out: Path, task: Task, model: torch.nn.Module, *, res
         meta = {"step": step, "config_hash": cfg.hash(), "history": history, "losses": losses,
                 "train_s": train_s, "wall_s": wall_s + time.perf_counter() - session_start}
         try:
-            save_checkpoint(ckpt_path, model, optimizer, meta)
+            save_checkpoint(ckpt_path, model, optimizer, meta, memory)
         except NonFiniteStateError as e:
             raise TrainingDiverged(
                 f"the update of step {step - 1} made the model non-finite ({e}); the last good checkpoint is "
                 f"kept in {ckpt_path if ckpt_path.exists() else '(none yet)'}. Lower train.lr or train.grad_clip, "
                 f"or use float32") from None
 
-    tokens_per_step = tc.batch_size * task.info.seq_len
+    segments_per_step = task.info.segments / steps_per_stream(task, tc.bptt_segments) if segmented else 1
+    tokens_per_step = round(tc.batch_size * task.info.seq_len * segments_per_step)
     bar = tqdm(range(start, tc.steps), initial=start, total=tc.steps, disable=not progress,
                dynamic_ncols=True, mininterval=1.0, desc=f"{cfg.model.mixer.name}")
     model.train()
@@ -209,8 +219,13 @@ def _train(cfg: RunConfig, out: Path, task: Task, model: torch.nn.Module, *, res
         t0 = time.perf_counter()
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, tc)
-        batch = {k: v.to(tc.device) for k, v in task.train_batch(step, tc.batch_size, tc.seed).items()}
-        loss = task.loss(logits_of(model, batch), batch)
+        if segmented:
+            logits, batch, memory = train_segments(model, task, step, tc.batch_size, tc.seed, tc.bptt_segments,
+                                                   memory, tc.device)
+        else:
+            batch = {k: v.to(tc.device) for k, v in task.train_batch(step, tc.batch_size, tc.seed).items()}
+            logits = logits_of(model, batch)
+        loss = task.loss(logits, batch)
         if not torch.isfinite(loss):
             raise TrainingDiverged(
                 f"the loss became {loss.item()} at step {step}; the last good checkpoint is kept in "
@@ -222,6 +237,8 @@ def _train(cfg: RunConfig, out: Path, task: Task, model: torch.nn.Module, *, res
         if tc.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
         optimizer.step()
+        if memory is not None:
+            memory = detach(memory)  # the stop-gradient between steps
         losses.append(loss.item())  # waits for the step's kernels: the time below is the step's own
         train_s += time.perf_counter() - t0
         done = step + 1

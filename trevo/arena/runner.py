@@ -42,12 +42,18 @@ def _flops_per_token(cfg) -> float:
     FlopCounterMode (element-wise work, e.g. a recurrent scan's, is not counted)."""
     from torch.utils.flop_counter import FlopCounterMode
 
+    from trevo.segments import train_segments
     from trevo.train import build, logits_of
 
     task, model = build(cfg)
-    batch = task.train_batch(0, cfg.train.batch_size, cfg.train.seed)
     with FlopCounterMode(display=False) as counter:
-        task.loss(logits_of(model, batch), batch).backward()
+        if task.info.segments > 1:  # the first step of a stream: its segments read through the memory
+            logits, batch, _ = train_segments(model, task, 0, cfg.train.batch_size, cfg.train.seed,
+                                              cfg.train.bptt_segments, None, cfg.train.device)
+        else:
+            batch = task.train_batch(0, cfg.train.batch_size, cfg.train.seed)
+            logits = logits_of(model, batch)
+        task.loss(logits, batch).backward()
     return counter.get_total_flops() / batch["input"].numel()
 
 

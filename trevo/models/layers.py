@@ -20,7 +20,7 @@ from trevo.components.base import State
 from trevo.components.residuals import ScoreCarry
 from trevo.config import ComponentSpec, ModelConfig
 from trevo.errors import IncompatibleError, TrevoError, UnknownComponentError
-from trevo.registry import CONTEXT, build, check_kwargs, get, names
+from trevo.registry import CONTEXT, SYNONYMS, build, check_kwargs, get, names
 from trevo.tasks.base import TaskInfo
 
 NONE = ComponentSpec("none")
@@ -202,7 +202,8 @@ def model_options(arch: str, defaults: dict[str, Any], options: dict[str, Any]) 
     naming them."""
     unknown = [k for k in options if k not in defaults]
     if unknown:
-        raise IncompatibleError(f"model {arch!r} takes no option {', '.join(map(repr, unknown))}; its "
+        renamed = "".join(f" ({k} is spelled {SYNONYMS[k]} in trevo)" for k in unknown if k in SYNONYMS)
+        raise IncompatibleError(f"model {arch!r} takes no option {', '.join(map(repr, unknown))}{renamed}; its "
                                 f"model.options are: {', '.join(defaults)}")
     return {**defaults, **options}
 

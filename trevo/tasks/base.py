@@ -32,6 +32,9 @@ class TaskInfo:
     metric: str = "loss"  # the primary metric
     higher_is_better: bool = False
     models: tuple[str, ...] = ()  # the model architectures that can solve it; empty: any
+    # Segments per stream (trevo.segments): > 1 means every batch row is segments × seq_len tokens long,
+    # cut into consecutive segments of seq_len that a model with memory reads one after the other.
+    segments: int = 1
 
 
 class Task:
