@@ -37,6 +37,7 @@ from trevo.config import RunConfig
 from trevo.dtypes import DTYPES
 from trevo.errors import TrevoError
 from trevo.models import build_model
+from trevo.objectives.likelihood import build_objective, model_logits
 from trevo.registry import create
 from trevo.rundir import RESULT, RunDirError, run_directory, write_config
 from trevo.tasks.base import Task, TaskInfo
@@ -67,12 +68,20 @@ def make_optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
 
 
-def logits_of(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The model's logits on ``batch``. A model with ``decodes_subset`` (Perceiver IO) gets the loss mask
-    as ``outputs=`` and decodes only the scored positions; the task's loss and score read no others."""
-    if getattr(model, "decodes_subset", False) and "loss_mask" in batch:
-        return model(batch["input"], batch.get("padding_mask"), outputs=batch["loss_mask"].bool())
-    return model(batch["input"], batch.get("padding_mask"))
+# The model's logits on a batch: a model with ``decodes_subset`` (Perceiver IO) gets the loss mask as
+# ``outputs=`` and decodes only the scored positions; the task's loss and score read no others.
+logits_of = model_logits
+
+
+def objective_of(cfg: RunConfig, task: Task, model: torch.nn.Module) -> Callable[[dict], torch.Tensor]:
+    """The training loss of a run, batch → scalar: its objective's (``train.objective``, else the task's
+    ``Task.objective``), else the task's ``loss``. An objective with parameters is ``model.objective``."""
+    objective = getattr(model, "objective", None)
+    if objective is None:
+        objective = build_objective(cfg.train.objective, task, model)
+    if objective is None:
+        return lambda batch: task.loss(logits_of(model, batch), batch)
+    return lambda batch: objective.loss(model, batch)
 
 
 def auxiliary_loss(model: torch.nn.Module) -> torch.Tensor | None:
@@ -146,6 +155,10 @@ def build(cfg: RunConfig) -> tuple[Task, torch.nn.Module]:
     model = build_model(cfg.model, task.info).to(cfg.train.device, DTYPES[cfg.train.dtype])
     if getattr(task, "tokenizer", None) is not None:
         model.tokenizer = task.tokenizer  # generation encodes prompts and decodes tokens with it
+    objective = build_objective(cfg.train.objective, task, model)  # an incompatible objective fails here
+    if objective is not None and any(True for _ in objective.parameters()):
+        # its weights (ELECTRA's generator) train, checkpoint and resume with the model's
+        model.objective = objective.to(cfg.train.device, DTYPES[cfg.train.dtype])
     return task, model
 
 
@@ -166,6 +179,7 @@ def _train(cfg: RunConfig, out: Path, task: Task, model: torch.nn.Module, *, res
     ckpt_path = out / CHECKPOINT
     tc = cfg.train
     optimizer = make_optimizer(model, tc)
+    training_loss = objective_of(cfg, task, model)
 
     start, history, losses, train_s, wall_s = 0, [], [], 0.0, 0.0
     if tc.init_from and not ckpt_path.exists():  # fine-tuning: the weights of another run, a fresh optimizer
@@ -210,7 +224,7 @@ def _train(cfg: RunConfig, out: Path, task: Task, model: torch.nn.Module, *, res
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, tc)
         batch = {k: v.to(tc.device) for k, v in task.train_batch(step, tc.batch_size, tc.seed).items()}
-        loss = task.loss(logits_of(model, batch), batch)
+        loss = training_loss(batch)
         if not torch.isfinite(loss):
             raise TrainingDiverged(
                 f"the loss became {loss.item()} at step {step}; the last good checkpoint is kept in "
