@@ -12,16 +12,6 @@ from trevo.errors import TrevoError
 from trevo.peft.base import fine_tune
 from trevo.peft.pafi_hiwi import HiWi, PaFi, block_matrices
 from trevo.registry import create
-from trevo.train import train
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    from tests.helpers import tiny_cfg
-
-    out = tmp_path_factory.mktemp("byte_lm")
-    train(tiny_cfg(), out, progress=False)
-    return out
 
 
 def _induction():

@@ -22,6 +22,17 @@ class PEFT:
     def parameters(self) -> list[nn.Parameter]:
         raise NotImplementedError
 
+    def __call__(self, tokens: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The logits of the model being fine-tuned."""
+        return self.model(tokens, padding_mask)
+
+    def train(self, mode: bool = True) -> PEFT:
+        self.model.train(mode)
+        return self
+
+    def eval(self) -> PEFT:
+        return self.train(False)
+
     def after_step(self) -> None:
         """Called after every optimizer step (PaFi keeps its unmasked entries fixed there)."""
 
@@ -41,8 +52,8 @@ def fine_tune(peft: PEFT, task: Task, *, steps: int, batch_size: int = 8, lr: fl
               ) -> list[float]:
     """Train ``peft``'s parameters on ``task`` for ``steps`` Adam steps; the losses, one per step."""
     check_same_vocabulary(peft.model, task)
-    model = peft.model.train()
-    for p in model.parameters():
+    peft.train()
+    for p in peft.model.parameters():
         p.requires_grad_(False)
     params = peft.parameters()
     for p in params:
@@ -51,11 +62,11 @@ def fine_tune(peft: PEFT, task: Task, *, steps: int, batch_size: int = 8, lr: fl
     losses = []
     for step in range(steps):
         batch = task.train_batch(step, batch_size, seed)
-        loss = task.loss(model(batch["input"], batch.get("padding_mask")), batch)
+        loss = task.loss(peft(batch["input"], batch.get("padding_mask")), batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         peft.after_step()
         losses.append(loss.item())
-    model.eval()
+    peft.eval()
     return losses
