@@ -1,5 +1,5 @@
-"""Transcormer's triple-stream self-attention for the sliding language model (Song, Tan, Qin, Lu, Liu
-2022, "Transcormer: Transformer for Sentence Scoring with Sliding Language Modeling", arXiv:2205.12986, §3).
+"""Transcormer's triple-stream self-attention for the sliding language model (Song et al.
+2022, "Transcormer: Transformer for Sentence Scoring with Sliding Language Modeling", arXiv:2205.12986).
 
 Three streams share one set of weights in every layer: the forward stream (position i sees forward
 positions j ≤ i), the backward stream (it sees backward positions j ≥ i) and the query stream, which
@@ -66,7 +66,7 @@ class TriStreamLayer(nn.Module):
 
 @register("model", "transcormer", paper=TRANSCORMER, category="Pretrain", family="transcormer")
 class Transcormer(nn.Module):
-    """Triple-stream self-attention (Transcormer §3): ``forward`` gives p(x_i | x_{≠i}) at every position in one
+    """Triple-stream self-attention (Transcormer): ``forward`` gives p(x_i | x_{≠i}) at every position in one
     pass. model.options: n_heads, expand (model.mixer, channel, norm and position are not read)."""
 
     def __init__(self, cfg: ModelConfig, info: TaskInfo) -> None:

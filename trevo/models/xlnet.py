@@ -30,7 +30,7 @@ XLNET = Paper("XLNet: Generalized Autoregressive Pretraining for Language Unders
 
 class TwoStreamLayer(nn.Module):
     """One pre-norm layer (attention, then FFN) applied to both streams with shared weights; the query
-    stream's keys and values are the content stream's (eq. 4)."""
+    stream's keys and values are the content stream's (§2.3)."""
 
     def __init__(self, d_model: int, n_heads: int, expand: int) -> None:
         super().__init__()
@@ -121,5 +121,5 @@ class XLNet(nn.Module):
     def two_stream(self, tokens: torch.Tensor, order: torch.Tensor, padding_mask: torch.Tensor | None = None
                    ) -> torch.Tensor:
         """The query stream's logits ``[B, T, vocab]`` under the factorisation order ``[B, T]``: position i's
-        logits see only the tokens before it in the order (XLNet's p(x_{z_t} | x_{z<t}), eq. 4)."""
+        logits see only the tokens before it in the order (XLNet's p(x_{z_t} | x_{z<t}), §2.3)."""
         return self.head(self.norm(self.streams(tokens, order, padding_mask)[1]))

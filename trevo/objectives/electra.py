@@ -4,15 +4,15 @@ Encoders as Discriminators Rather Than Generators", arXiv:2003.10555, §2).
 A small generator G, a masked LM, fills the masked positions M of the task's corrupted input x̃ with
 samples x̂_t ~ p_G(· | x̃) (t ∈ M); the corrupted sequence x^c is x with x_t replaced by x̂_t at M. The
 model being trained is the discriminator D: at every position it predicts whether x^c_t is replaced,
-D(x^c, t) = σ(wᵀ h_D(x^c)_t) (eq. 1's discriminator). A sample equal to the original counts as original.
+D(x^c, t) = σ(wᵀ h_D(x^c)_t) (§2). A sample equal to the original counts as original.
 The loss (§2, the combined objective)::
 
     L = L_MLM(x, θ_G) + λ · L_Disc(x, θ_D),
     L_Disc = −(1/T) Σ_t [1(x^c_t = x_t) log(1 − D(x^c, t)) + 1(x^c_t ≠ x_t) log D(x^c, t)].
 
 No gradient flows from the discriminator into the generator through the sampling (the paper does not
-back-propagate through it). Paper defaults kept: λ = 50 (§3.1), 15% of the positions masked (the task's
-``mask_rate``), a generator 1/4 of the discriminator's width (1/4–1/2 worked best, §3.2 and Fig. 3),
+back-propagate through it). Paper defaults kept: λ = 50, 15% of the positions masked (the task's
+``mask_rate``), a generator 1/4 of the discriminator's width (1/4–1/2 of it worked best),
 sampling at temperature 1. Deviations: the generator has its own embeddings (the paper shares the token
 and position embeddings) and the task's BERT corruption (80/10/10) is the generator's input; the
 discriminator's own masked-LM head (``model.head``) is not trained, so the run's evaluation metric (the

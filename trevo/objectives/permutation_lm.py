@@ -1,11 +1,11 @@
-"""XLNet's permutation language modelling (Yang et al. 2019, arXiv:1906.08237, eq. 3 and §2.3):
+"""XLNet's permutation language modelling (Yang et al. 2019, arXiv:1906.08237, §2.2–2.3):
 
     max_θ E_{z ~ Z_T} [ Σ_{t = c+1}^{T} log p_θ(x_{z_t} | x_{z<t}) ],
 
 a factorisation order z drawn uniformly from the permutations of the T positions (one per sequence),
 the query stream of a two-stream model (``model.arch=xlnet``) predicting each x_{z_t} from the tokens
 before it in z. Partial prediction (§2.3): only the last T/K tokens of z are predicted, K = 6 (the
-paper's pre-training setting, §3.1). The sequence is the task's original (``batch["target"]`` of a
+paper's pre-training setting). The sequence is the task's original (``batch["target"]`` of a
 masked-LM task: the masking itself is not used).
 """
 
@@ -26,7 +26,7 @@ from trevo.tasks.base import Batch, Task, cross_entropy
 
 @register("objective", "permutation_lm", paper=XLNET, category="Pretrain", family="permutation_lm")
 class PermutationLM(Objective):
-    """XLNet's permutation LM (eq. 3): −mean log p(x_{z_t} | x_{z<t}) over the last T/K positions of a random
+    """XLNet's permutation LM (§2.2): −mean log p(x_{z_t} | x_{z<t}) over the last T/K positions of a random
     factorisation order z, read from a two-stream model's query stream."""
 
     heads = ("mlm",)

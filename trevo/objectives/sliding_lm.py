@@ -1,4 +1,4 @@
-"""Transcormer's sliding language modelling (Song et al. 2022, arXiv:2205.12986, §3, eq. 2):
+"""Transcormer's sliding language modelling (Song et al. 2022, arXiv:2205.12986):
 
     L = −(1/T) Σ_i log p(x_i | x_{<i}, x_{>i}),
 
@@ -21,7 +21,7 @@ from trevo.tasks.base import Batch, Task, cross_entropy
 
 @register("objective", "sliding_lm", paper=TRANSCORMER, category="Pretrain", family="sliding_lm")
 class SlidingLM(Objective):
-    """Transcormer's sliding LM (eq. 2): −mean log p(x_i | x_{≠i}) over every real position, in one pass."""
+    """Transcormer's sliding LM: −mean log p(x_i | x_{≠i}) over every real position, in one pass."""
 
     heads = ("mlm",)
 

@@ -45,7 +45,7 @@ def smallest_magnitude_masks(weights: list[torch.Tensor], density: float) -> lis
 
 @register("peft", "pafi", paper=NO_LATENCY, category="Peft", family="pafi_hiwi")
 class PaFi(PEFT):
-    """PaFi (Liao et al. 2023, §3.1): only the ``density`` fraction of smallest-magnitude entries of the
+    """PaFi (Liao et al. 2023): only the ``density`` fraction of smallest-magnitude entries of the
     blocks' weight matrices train; the mask depends on the pre-trained weights alone (shared by all tasks)."""
 
     def __init__(self, model: nn.Module, *, density: float = 0.005) -> None:
@@ -94,7 +94,7 @@ class WeightAdapter(nn.Module):
 
 @register("peft", "hiwi", paper=NO_LATENCY, category="Peft", family="pafi_hiwi")
 class HiWi(PEFT):
-    """HiWi (Liao et al. 2023, §3.2): an adapter on the pre-trained weights of the FFNs, W' = W + f(W W_down) W_up;
+    """HiWi (Liao et al. 2023): an adapter on the pre-trained weights of the FFNs, W' = W + f(W W_down) W_up;
     ``merge()`` folds it into W, leaving the original architecture (no added latency)."""
 
     def __init__(self, model: nn.Module, *, low_rank_dim: int = 4) -> None:

@@ -1,15 +1,15 @@
 """NBCE, naive-Bayes context extension (Su, Ahmed, Wen, Ao, Zhu, Liu 2024, "Naive Bayes-based Context
-Extension for Large Language Models", arXiv:2403.17552, §3; first in J. Su's blog, 2023).
+Extension for Large Language Models", arXiv:2403.17552; first in J. Su's blog, 2023).
 
 The context is split into windows S_1 … S_n that each fit the model; the model reads every window followed
 by the prompt on its own (any causal LM: no state is shared), and the next-token distributions combine by
 Bayes' rule under the assumption that the windows are independent given the continuation T::
 
-    log p(T | S_1 … S_n) = Σ_k log p(T | S_k) − (n − 1) log p(T) + const          (naive Bayes, eq. 4)
-                         = (β + 1) · P[log p(T | S)] − β log p(T) + const          (NBCE, eq. 6)
+    log p(T | S_1 … S_n) = Σ_k log p(T | S_k) − (n − 1) log p(T) + const          (naive Bayes)
+                         = (β + 1) · P[log p(T | S)] − β log p(T) + const          (NBCE)
 
 with β = n − 1 and P the mean over the windows in the exact naive-Bayes form. NBCE treats β as a
-hyper-parameter and pools by choosing the window of minimum entropy (its "voting", eq. 7); both are options
+hyper-parameter and pools by choosing the window of minimum entropy (its "voting"); both are options
 here (``beta=0.25, pooling="min_entropy"`` is the released code's setting). The defaults are the naive-Bayes
 form, so that one window (a context that fits) is plain decoding: log p(T | S_1), bitwise. p(T) is the
 model's distribution after the prompt alone.
@@ -35,8 +35,8 @@ def entropy(log_probs: torch.Tensor) -> torch.Tensor:
 @register("tool", "nbce", paper=NBCE_PAPER, category="Arch", family="nbce",
           time="O(n) model passes over a window + prompt each, and one over the prompt", memory="n + 1 states")
 class NBCE:
-    """NBCE (Su et al. 2024, eq. 6): (β + 1)·P[log p(T | S_k)] − β·log p(T) over windows of at most ``window``
-    tokens; β = n − 1 and P = mean by default (naive Bayes, eq. 4)."""
+    """NBCE (Su et al. 2024): (β + 1)·P[log p(T | S_k)] − β·log p(T) over windows of at most ``window``
+    tokens; β = n − 1 and P = mean by default (naive Bayes)."""
 
     def __init__(self, model: nn.Module, *, window: int, beta: float | None = None, pooling: str = "mean") -> None:
         if not getattr(model, "causal", False) or not callable(getattr(model, "prefill", None)):

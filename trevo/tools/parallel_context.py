@@ -1,7 +1,7 @@
 """Context longer than a model's window, read as several windows encoded apart and attended to together:
 Parallel Context Windows (Ratner et al. 2023, "Parallel Context Windows for Large Language Models",
-arXiv:2212.10947, §2) and structured prompting (Hao et al. 2022, "Structured Prompting: Scaling In-Context
-Learning to 1,000 Examples", arXiv:2212.06713, §2).
+arXiv:2212.10947) and structured prompting (Hao et al. 2022, "Structured Prompting: Scaling In-Context
+Learning to 1,000 Examples", arXiv:2212.06713).
 
 Both split the context into windows (PCW: of at most ``window`` tokens; structured prompting: the groups
 of demonstrations given), encode each window alone with the causal LM — each window's tokens attend only
@@ -11,7 +11,7 @@ themselves. They differ in two things:
 
 - positions: PCW's windows start at 0 (left-aligned) and the task continues from the longest window's
   length N; structured prompting right-aligns every group so that all of them end at N − 1;
-- structured prompting's rescaled attention (§2.2, eq. 3): the task tokens' attention to the M groups'
+- structured prompting's rescaled attention: the task tokens' attention to the M groups'
   keys is divided by M in the softmax normaliser, exp(s)/M, i.e. a score bias of −log M on every context
   key; PCW adds none.
 
@@ -120,7 +120,7 @@ class ParallelContext:
 @register("tool", "parallel_context_windows", paper=PCW, category="Arch", family="parallel_context",
           time="O(Σ n_i² + T·Σ n_i) for windows n_i and T task tokens", memory="O(Σ n_i) KV cache")
 class ParallelContextWindows(ParallelContext):
-    """PCW (Ratner et al. 2023, §2): windows of at most ``window`` tokens encoded apart at positions 0 … n−1,
+    """PCW (Ratner et al. 2023): windows of at most ``window`` tokens encoded apart at positions 0 … n−1,
     the task tokens attending to every window from position N (the longest window's length)."""
 
     name = "parallel_context_windows"
@@ -139,8 +139,8 @@ class ParallelContextWindows(ParallelContext):
 @register("tool", "structured_prompting", paper=STRUCTURED, category="Arch", family="parallel_context",
           time="O(Σ n_i² + T·Σ n_i) for groups n_i and T task tokens", memory="O(Σ n_i) KV cache")
 class StructuredPrompting(ParallelContext):
-    """Structured prompting (Hao et al. 2022, §2): M groups of demonstrations encoded apart, right-aligned to
-    end together; the task tokens' attention to the groups rescaled by 1/M (a −log M score bias, eq. 3)."""
+    """Structured prompting (Hao et al. 2022): M groups of demonstrations encoded apart, right-aligned to
+    end together; the task tokens' attention to the groups rescaled by 1/M (a −log M score bias)."""
 
     right_aligned = True
     name = "structured_prompting"
