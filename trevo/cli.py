@@ -34,6 +34,7 @@ PLUGINS = {
     "eval": "trevo.interop.cli",
     "docs": "trevo.interop.cli",
     "knn": "trevo.tools.cli",
+    "context": "trevo.tools.cli",
 }
 
 

@@ -4,6 +4,8 @@ greedy decoding equals re-running everything for each token; it wraps recurrent 
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -66,9 +68,18 @@ def test_greedy_decoding_equals_rerunning_every_window(tiny_cfg):
         grown = torch.cat([grown, expected.view(1, 1)], dim=1)
 
 
-def test_on_a_run_trained_by_trevo(tiny_cfg, tmp_path):
-    train(tiny_cfg("model.position=rope"), tmp_path, progress=False)
-    model, _, task = load(tmp_path)
+@pytest.fixture(scope="module")
+def rope_run(tmp_path_factory):
+    """A tiny byte-LM run with RoPE, trained by trevo."""
+    from tests.helpers import tiny_cfg
+
+    out = tmp_path_factory.mktemp("rope_run")
+    train(tiny_cfg("model.position=rope"), out, progress=False)
+    return out
+
+
+def test_on_a_run_trained_by_trevo(rope_run):
+    model, _, task = load(rope_run)
     batch = next(task.eval_batches("val", 1, 1))["input"]
     context, prompt = batch[:, :20], batch[:, 20:24]
     with torch.no_grad():
@@ -77,3 +88,24 @@ def test_on_a_run_trained_by_trevo(tiny_cfg, tmp_path):
         whole = model.prefill(torch.cat([context, prompt], dim=1))[0][0, -1]
     assert torch.equal(ParallelContextWindows(model, window=32).logits([context], prompt), plain)
     assert torch.equal(NBCE(model, window=32).scores([context], prompt), torch.log_softmax(whole.float(), -1))
+
+
+def test_teacher_forced_scores_of_one_window_are_the_plain_models(tiny_cfg):
+    model = _model(tiny_cfg)
+    context, prompt, continuation = _tokens(10, 7), _tokens(3, 8), _tokens(5, 9)
+    with torch.no_grad():
+        whole = torch.log_softmax(model(torch.cat([context, prompt, continuation], 1))[0].float(), -1)
+    expected = whole[12:17].gather(-1, continuation[0, :, None])[:, 0]
+    for tool in (NBCE(model, window=16), ParallelContextWindows(model, window=16)):
+        torch.testing.assert_close(tool.continuation_log_probs([context], prompt, continuation), expected)
+
+
+def test_trevo_context_agrees_across_methods_when_the_context_is_one_window(rope_run, capsys):
+    from trevo.cli import main
+
+    assert main(["context", str(rope_run), "--window", "16", "--context", "20", "--prompt", "4", "--continuation",
+                 "4", "--samples", "2", "--json"]) == 0
+    bits = json.loads(capsys.readouterr().out)
+    assert set(bits) == {"last window", "pcw", "structured prompting", "nbce", "whole context"}
+    for name in bits:
+        assert bits[name] == pytest.approx(bits["last window"], rel=1e-5), name

@@ -72,32 +72,46 @@ class NBCE:
     @torch.no_grad()
     def scores(self, windows: list[torch.Tensor], prompt: torch.Tensor) -> torch.Tensor:
         """The combined next-token scores ``[V]`` after the windows and the prompt ``[1, T]``."""
-        return self.generate(windows, prompt, 0)[1]
+        return next(self._decode(windows, prompt, 0, []))
 
     @torch.no_grad()
     def generate(self, windows: list[torch.Tensor], prompt: torch.Tensor, n_new: int
                  ) -> tuple[torch.Tensor, torch.Tensor]:
         """``n_new`` greedy tokens ``[1, n_new]`` from the combined distribution, each appended to every
         window's continuation, and the scores ``[V]`` of the first."""
+        tokens, first = [], None
+        for scores in self._decode(windows, prompt, n_new, tokens):
+            first = scores if first is None else first
+            tokens.append(scores.argmax(-1).view(1))
+        return (torch.stack(tokens, dim=1) if tokens else prompt[:, :0]), first
+
+    @torch.no_grad()
+    def continuation_log_probs(self, windows: list[torch.Tensor], prompt: torch.Tensor,
+                               continuation: torch.Tensor) -> torch.Tensor:
+        """log p(y_i | S_1 … S_n, prompt, y_<i) ``[m]`` of the tokens ``continuation`` ``[1, m]`` (teacher forced)."""
+        tokens, out = [], []
+        for i, scores in enumerate(self._decode(windows, prompt, continuation.shape[1], tokens)):
+            out.append(torch.log_softmax(scores, -1)[continuation[0, i]])
+            tokens.append(continuation[0, i].view(1))
+        return torch.stack(out)
+
+    def _decode(self, windows: list[torch.Tensor], prompt: torch.Tensor, n: int, chosen: list[torch.Tensor]):
+        """Yield the combined scores ``[V]`` of each next token (the first once, if ``n`` is 0), stepping every
+        window's state (and the prior's) with the token the caller appended to ``chosen`` in between."""
         if not windows or prompt.dim() != 2 or prompt.shape[0] != 1 or prompt.shape[1] == 0:
             raise TrevoError("nbce takes one or more windows [1, n] and a non-empty prompt [1, T]")
         runs = [self.model.prefill(torch.cat([w, prompt], dim=1)) for w in windows]
-        logits = [r[0][:, -1] for r in runs]
-        states = [r[1] for r in runs]
-        prior, prior_state = (None, None)
+        logits, states = [r[0][:, -1] for r in runs], [r[1] for r in runs]
+        prior, prior_state = None, None
         if self._needs_prior(len(windows)):
             out, prior_state = self.model.prefill(prompt)
             prior = out[:, -1]
-        first = self._next(logits, prior)
-        scores, tokens = first, []
-        for i in range(n_new):
-            token = scores.argmax(-1).view(1)
-            tokens.append(token)
-            if i + 1 == n_new:
-                break
+        for i in range(max(n, 1)):
+            yield self._next(logits, prior)
+            if i + 1 >= n:
+                return
+            token = chosen[-1]
             stepped = [self.model.step(token, s) for s in states]
             logits, states = [s[0] for s in stepped], [s[1] for s in stepped]
             if prior_state is not None:
                 prior, prior_state = self.model.step(token, prior_state)
-            scores = self._next(logits, prior)
-        return (torch.stack(tokens, dim=1) if tokens else prompt[:, :0]), first

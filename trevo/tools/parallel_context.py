@@ -106,6 +106,14 @@ class ParallelContext:
         return self.model.prefill(task, self.encode(windows))[0]
 
     @torch.no_grad()
+    def continuation_log_probs(self, windows: list[torch.Tensor], prompt: torch.Tensor,
+                               continuation: torch.Tensor) -> torch.Tensor:
+        """log p(y_i | windows, prompt, y_<i) ``[m]`` of the tokens ``continuation`` ``[1, m]`` (teacher forced)."""
+        task = torch.cat([prompt, continuation[:, :-1]], dim=1)
+        log_probs = torch.log_softmax(self.logits(windows, task)[0, prompt.shape[1] - 1:].float(), -1)
+        return log_probs.gather(-1, continuation[0, :, None])[:, 0]
+
+    @torch.no_grad()
     def generate(self, windows: list[torch.Tensor], prompt: torch.Tensor, n_new: int) -> torch.Tensor:
         """``n_new`` greedy tokens ``[1, n_new]`` after the windows and the prompt ``[1, T]``."""
         logits, state = self.model.prefill(prompt, self.encode(windows))
