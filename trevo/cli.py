@@ -105,7 +105,9 @@ def _train(args: argparse.Namespace) -> None:
     out = Path(args.out or f"runs/{cfg.model.mixer.name}-{cfg.hash()[:8]}")
     result = train(cfg, out, resume=args.resume, progress=not args.quiet, log=_note)
     final = result["final"]
-    print(f"{cfg.model.mixer.name}: {result['metric']} {final.get(result['metric'], float('nan')):.4f} "
+    # an architecture with its own layers (xlnet, transcormer, perceiver …) does not read model.mixer
+    label = cfg.model.mixer.name if cfg.model.arch == "metaformer" else cfg.model.arch
+    print(f"{label}: {result['metric']} {final.get(result['metric'], float('nan')):.4f} "
           f"after {result['tokens']:,} tokens ({result['params']:,} parameters, "
           f"{result['tokens_per_s']:,.0f} tokens/s). Run written to {out}/")
 
