@@ -98,13 +98,17 @@ def evaluate(model: torch.nn.Module, task: Task, split: str, batch_size: int, n_
     was_training = model.training
     model.eval()
     totals: dict[str, float] = {}
+    # an objective with its own metrics (ELECTRA's replaced-token detection) adds them to the task's
+    objective = getattr(model, "objective", None)
+    own = callable(getattr(objective, "score", None))
     for batch in task.eval_batches(split, batch_size, n_batches):
         batch = {k: v.to(device) for k, v in batch.items()}
         logits = logits_of(model, batch)
-        for key, value in task.score(logits, batch).items():
+        sums = task.score(logits, batch) | (objective.score(model, batch) if own else {})
+        for key, value in sums.items():
             totals[key] = totals.get(key, 0.0) + value
     model.train(was_training)
-    return task.finalize(totals)
+    return task.finalize(totals) | (objective.finalize(totals) if own else {})
 
 
 def check_device(device: str) -> None:

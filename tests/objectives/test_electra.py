@@ -84,3 +84,19 @@ def test_electra_trains_checkpoints_and_reloads(tiny_cfg, tmp_path):
     assert model.objective.disc_weight == 10
     with pytest.raises(Exception, match="trains a model with a mlm head"):
         build_objective(ComponentSpec("electra"), *build(tiny_cfg()))
+
+
+def test_evaluation_reports_the_detection_accuracy(tiny_cfg):
+    from trevo.train import evaluate
+
+    task, model, objective = _electra(tiny_cfg)
+    state = torch.random.get_rng_state()
+    metrics = evaluate(model, task, "val", 2, 1)
+    assert torch.equal(torch.random.get_rng_state(), state)  # evaluation draws from its own seed
+    batch = next(task.eval_batches("val", 2, 1))
+    torch.manual_seed(0)
+    terms = objective.terms(model.eval(), batch)
+    expected = ((terms["scores"] > 0) == terms["replaced"]).float().mean().item()
+    assert metrics["rtd_accuracy"] == pytest.approx(expected) and 0 <= metrics["rtd_accuracy"] <= 1
+    assert metrics["generator_bpb"] == pytest.approx(terms["gen_loss"].item() / math.log(2), rel=1e-5)
+    assert "bpb" in metrics  # the task's own metrics stay

@@ -15,14 +15,15 @@ back-propagate through it). Paper defaults kept: λ = 50, 15% of the positions m
 ``mask_rate``), a generator 1/4 of the discriminator's width (1/4–1/2 of it worked best),
 sampling at temperature 1. Deviations: the generator has its own embeddings (the paper shares the token
 and position embeddings) and the task's BERT corruption (80/10/10) is the generator's input; the
-discriminator's own masked-LM head (``model.head``) is not trained, so the run's evaluation metric (the
-task's, read from that head) is not ELECTRA's quality — fine-tune the discriminator (``train.init_from``)
-to measure it.
+discriminator's own masked-LM head (``model.head``) is not trained, so the task's metric (read from that
+head) is not ELECTRA's quality: evaluation adds ``rtd_accuracy`` (the discriminator's) and ``generator_bpb``
+(the generator's masked LM); fine-tune the discriminator (``train.init_from``) to measure it downstream.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import torch
@@ -97,6 +98,25 @@ class ELECTRA(Objective):
         bce = F.binary_cross_entropy_with_logits(scores.float(), replaced.float(), reduction="none")
         return {"gen_loss": cross_entropy(gen_logits, batch), "disc_loss": (bce * real).sum() / real.sum().clamp_min(1),
                 "corrupted": corrupted, "replaced": replaced, "scores": scores}
+
+    @torch.no_grad()
+    def score(self, model: nn.Module, batch: Batch) -> dict[str, float]:
+        """Evaluation sums: replaced-token detection hits (D > 0.5 where replaced) and the generator's NLL, from
+        replacements drawn with a fixed seed (evaluation leaves the training RNG untouched)."""
+        devices = [batch["target"].device] if batch["target"].is_cuda else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(0)
+            terms = self.terms(model, batch)
+        real = torch.ones_like(terms["replaced"]) if "padding_mask" not in batch else batch["padding_mask"].bool()
+        hits = ((terms["scores"] > 0) == terms["replaced"]) & real
+        masked = batch["loss_mask"].bool().sum()
+        return {"rtd_correct": float(hits.sum()), "rtd_count": float(real.sum()),
+                "generator_nll": float(terms["gen_loss"] * masked), "generator_count": float(masked)}
+
+    def finalize(self, totals: dict[str, float]) -> dict[str, float]:
+        """rtd_accuracy (the discriminator's) and generator_bpb (the generator's masked-LM bits per token)."""
+        return {"rtd_accuracy": totals["rtd_correct"] / max(totals["rtd_count"], 1),
+                "generator_bpb": totals["generator_nll"] / max(totals["generator_count"], 1) / math.log(2)}
 
     def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         terms = self.terms(model, batch)
