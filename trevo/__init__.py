@@ -3,7 +3,7 @@ component, and an arena that compares them under controlled variables."""
 
 __version__ = "0.1.0"
 
-from trevo import components, models, plugins, tasks, tools  # noqa: E402,F401  (importing registers everything)
+from trevo import components, models, objectives, peft, plugins, tasks, tools  # noqa: E402,F401  (importing registers everything)
 from trevo.registry import build, create, entries, get  # noqa: E402
 
 # Components of installed packages (entry points), then those a parent process loaded (TREVO_IMPORT).

@@ -35,6 +35,7 @@ PLUGINS = {
     "docs": "trevo.interop.cli",
     "knn": "trevo.tools.cli",
     "inspect": "trevo.tools.cli",
+    "context": "trevo.tools.cli",
 }
 
 
@@ -79,8 +80,19 @@ def _where(name: str, kind: str | None, as_json: bool) -> None:
 def _config(args: argparse.Namespace):
     from trevo.config import RunConfig
 
-    cfg = RunConfig.load(args.config) if args.config else RunConfig()
+    cfg = RunConfig.load(run_preset_path(args.config)) if args.config else RunConfig()
     return cfg.override(args.set or [])
+
+
+def run_preset_path(source: str):
+    """The file of ``--config``: a path, or a named run preset (``trevo/objectives/presets``: cramming)."""
+    import importlib.resources
+
+    from trevo.presets import preset_names
+
+    if Path(source).is_file() or source not in preset_names("trevo.objectives"):
+        return source
+    return str(importlib.resources.files("trevo.objectives") / "presets" / f"{source}.yaml")
 
 
 def _note(message: str) -> None:
@@ -94,7 +106,9 @@ def _train(args: argparse.Namespace) -> None:
     out = Path(args.out or f"runs/{cfg.model.mixer.name}-{cfg.hash()[:8]}")
     result = train(cfg, out, resume=args.resume, progress=not args.quiet, log=_note)
     final = result["final"]
-    print(f"{cfg.model.mixer.name}: {result['metric']} {final.get(result['metric'], float('nan')):.4f} "
+    # an architecture with its own layers (xlnet, transcormer, perceiver …) does not read model.mixer
+    label = cfg.model.mixer.name if cfg.model.arch == "metaformer" else cfg.model.arch
+    print(f"{label}: {result['metric']} {final.get(result['metric'], float('nan')):.4f} "
           f"after {result['tokens']:,} tokens ({result['params']:,} parameters, "
           f"{result['tokens_per_s']:,.0f} tokens/s). Run written to {out}/")
 
@@ -155,7 +169,7 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("train", help="train one model on one task",
                        description="Train one run. Defaults: a 4-layer d_model 256 softmax-attention byte LM "
                                    "on the Python standard library's source.")
-    s.add_argument("--config", help="a YAML run config (model/task/train sections)")
+    s.add_argument("--config", help="a YAML run config (model/task/train sections), or a run preset: cramming")
     s.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a field, e.g. --set model.mixer.name=rwkv4 --set train.steps=500")
     s.add_argument("--out", help="run directory (default runs/<mixer>-<config hash>)")

@@ -164,6 +164,11 @@ class TrainConfig:
     # On a task of segmented streams (trevo.segments): consecutive segments per optimizer step, through which
     # the gradient flows along the memory (truncated BPTT); the memory is detached between steps.
     bptt_segments: int = setting(1, ge=1)
+    # The training objective (registry kind ``objective``: causal_lm, masked_lm, electra, permutation_lm …);
+    # None: the task's own (``Task.objective``). Left out of the saved config (and its hash) while None.
+    objective: ComponentSpec | None = None
+
+    omitted_when_none: typing.ClassVar[tuple[str, ...]] = ("objective",)
 
 
 @dataclass
@@ -247,7 +252,9 @@ def _to_plain(obj: Any) -> Any:
     if isinstance(obj, list):
         return [_to_plain(x) for x in obj]
     if dataclasses.is_dataclass(obj):
-        return {f.name: _to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        omitted = getattr(obj, "omitted_when_none", ())
+        return {f.name: _to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)
+                if not (f.name in omitted and getattr(obj, f.name) is None)}
     return copy.deepcopy(obj)
 
 
@@ -278,6 +285,10 @@ _INVALID = object()
 
 
 def _coerce(hint: Any, rule: Any, value: Any, where: str, problems: list[str]) -> Any:
+    if hint == ComponentSpec | None:
+        if value is None:
+            return None
+        hint = ComponentSpec
     if hint is ComponentSpec or hint == list[LayerSpec]:
         try:
             return ComponentSpec.parse(value, where) if hint is ComponentSpec else _parse_layers(value, where)
@@ -317,6 +328,8 @@ def _component_problems(cfg: RunConfig) -> list[str]:
         for part in path.split("."):
             node = getattr(node, part)
         specs.append((kind, f"config.{path}", node))
+    if cfg.train.objective is not None:
+        specs.append(("objective", "config.train.objective", cfg.train.objective))
     model_level = {kind: getattr(cfg.model, kind) for kind in LAYER_FIELDS}
     for i, layer in enumerate(cfg.model.layers):  # an entry equal to the model's own spec is checked once, above
         specs += [(kind, f"config.model.layers[{i}].{kind}", getattr(layer, kind)) for kind in LAYER_FIELDS

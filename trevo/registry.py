@@ -1,7 +1,8 @@
 """One registry of named components, with the metadata a user chooses by.
 
 Every part of a model or an experiment — token mixer, channel mixer, norm, residual placement,
-position encoding, activation, model, task, tool (an inference-time method such as kNN-LM) — is
+position encoding, activation, model, task, tool (an inference-time method such as kNN-LM), objective
+(the loss a run minimises: causal LM, masked LM, ELECTRA …), peft (a parameter-efficient fine-tuning wrapper) — is
 registered under a kind and a name::
 
     @register("mixer", "rwkv4", paper=Paper("RWKV: Reinventing RNNs ...", "2305.13048", 2023),
@@ -34,7 +35,7 @@ __all__ = ["KINDS", "CONTEXT", "FORMS", "SYNONYMS", "Paper", "Entry", "register"
            "create", "build", "check_kwargs", "TrevoError", "IncompatibleError", "UnknownComponentError"]
 
 KINDS = ("mixer", "channel", "norm", "residual", "position", "activation", "attention_fn", "model", "task",
-         "tool")
+         "tool", "objective", "peft")
 
 # Arguments a model (or the bench, or a test) gives every component that accepts them; a component's
 # own options never set them. ``layout`` is the task's grid of positions ((T,) for text, (H, W) for images).

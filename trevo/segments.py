@@ -109,7 +109,13 @@ def steps_per_stream(task: Task, bptt_segments: int) -> int:
     return math.ceil(task.info.segments / bptt_segments)
 
 
-def check_segments(task: Task, bptt_segments: int) -> None:
+def check_segments(task: Task, bptt_segments: int, objective: object = None) -> None:
+    """Refuse a segment-level setting the task cannot take: more BPTT segments than its streams have, or
+    an objective of its own (segmented streams train on the task's loss, segment by segment)."""
+    if task.info.segments > 1 and objective is not None:
+        raise ConfigError(f"train.objective={getattr(objective, 'name', objective)!r} on a task of segmented "
+                          f"streams ({task.info.segments} segments): these train on the task's own loss; "
+                          f"leave train.objective unset")
     if bptt_segments > task.info.segments:
         raise ConfigError(f"train.bptt_segments={bptt_segments} but the task's streams have "
                           f"{task.info.segments} segment(s); use train.bptt_segments <= {task.info.segments}")

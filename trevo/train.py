@@ -37,6 +37,7 @@ from trevo.config import RunConfig
 from trevo.dtypes import DTYPES
 from trevo.errors import TrevoError
 from trevo.models import build_model
+from trevo.objectives.likelihood import build_objective, model_logits
 from trevo.registry import create
 from trevo.rundir import RESULT, RunDirError, run_directory, write_config
 from trevo.segments import check_segments, detach, evaluate_streams, steps_per_stream, train_segments
@@ -68,12 +69,20 @@ def make_optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
 
 
-def logits_of(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The model's logits on ``batch``. A model with ``decodes_subset`` (Perceiver IO) gets the loss mask
-    as ``outputs=`` and decodes only the scored positions; the task's loss and score read no others."""
-    if getattr(model, "decodes_subset", False) and "loss_mask" in batch:
-        return model(batch["input"], batch.get("padding_mask"), outputs=batch["loss_mask"].bool())
-    return model(batch["input"], batch.get("padding_mask"))
+# The model's logits on a batch: a model with ``decodes_subset`` (Perceiver IO) gets the loss mask as
+# ``outputs=`` and decodes only the scored positions; the task's loss and score read no others.
+logits_of = model_logits
+
+
+def objective_of(cfg: RunConfig, task: Task, model: torch.nn.Module) -> Callable[[dict], torch.Tensor]:
+    """The training loss of a run, batch → scalar: its objective's (``train.objective``, else the task's
+    ``Task.objective``), else the task's ``loss``. An objective with parameters is ``model.objective``."""
+    objective = getattr(model, "objective", None)
+    if objective is None:
+        objective = build_objective(cfg.train.objective, task, model)
+    if objective is None:
+        return lambda batch: task.loss(logits_of(model, batch), batch)
+    return lambda batch: objective.loss(model, batch)
 
 
 def auxiliary_loss(model: torch.nn.Module) -> torch.Tensor | None:
@@ -94,13 +103,17 @@ def evaluate(model: torch.nn.Module, task: Task, split: str, batch_size: int, n_
     was_training = model.training
     model.eval()
     totals: dict[str, float] = {}
+    # an objective with its own metrics (ELECTRA's replaced-token detection) adds them to the task's
+    objective = getattr(model, "objective", None)
+    own = callable(getattr(objective, "score", None))
     for batch in task.eval_batches(split, batch_size, n_batches):
         batch = {k: v.to(device) for k, v in batch.items()}
         logits = logits_of(model, batch)
-        for key, value in task.score(logits, batch).items():
+        sums = task.score(logits, batch) | (objective.score(model, batch) if own else {})
+        for key, value in sums.items():
             totals[key] = totals.get(key, 0.0) + value
     model.train(was_training)
-    return task.finalize(totals)
+    return task.finalize(totals) | (objective.finalize(totals) if own else {})
 
 
 def check_device(device: str) -> None:
@@ -151,6 +164,10 @@ def build(cfg: RunConfig) -> tuple[Task, torch.nn.Module]:
     model = build_model(cfg.model, task.info).to(cfg.train.device, DTYPES[cfg.train.dtype])
     if getattr(task, "tokenizer", None) is not None:
         model.tokenizer = task.tokenizer  # generation encodes prompts and decodes tokens with it
+    objective = build_objective(cfg.train.objective, task, model)  # an incompatible objective fails here
+    if objective is not None and any(True for _ in objective.parameters()):
+        # its weights (ELECTRA's generator) train, checkpoint and resume with the model's
+        model.objective = objective.to(cfg.train.device, DTYPES[cfg.train.dtype])
     return task, model
 
 
@@ -172,7 +189,8 @@ def _train(cfg: RunConfig, out: Path, task: Task, model: torch.nn.Module, *, res
     tc = cfg.train
     optimizer = make_optimizer(model, tc)
     segmented = task.info.segments > 1
-    check_segments(task, tc.bptt_segments)
+    check_segments(task, tc.bptt_segments, tc.objective)
+    training_loss = objective_of(cfg, task, model)
 
     start, history, losses, train_s, wall_s = 0, [], [], 0.0, 0.0
     memory = None  # what a segment-level run carries into its next step
@@ -222,10 +240,10 @@ def _train(cfg: RunConfig, out: Path, task: Task, model: torch.nn.Module, *, res
         if segmented:
             logits, batch, memory = train_segments(model, task, step, tc.batch_size, tc.seed, tc.bptt_segments,
                                                    memory, tc.device)
+            loss = task.loss(logits, batch)
         else:
             batch = {k: v.to(tc.device) for k, v in task.train_batch(step, tc.batch_size, tc.seed).items()}
-            logits = logits_of(model, batch)
-        loss = task.loss(logits, batch)
+            loss = training_loss(batch)
         if not torch.isfinite(loss):
             raise TrainingDiverged(
                 f"the loss became {loss.item()} at step {step}; the last good checkpoint is kept in "

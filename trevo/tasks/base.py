@@ -41,6 +41,9 @@ class Task:
     """Base class. Subclasses set ``info`` and implement ``train_batch`` and ``eval_batches``."""
 
     info: TaskInfo
+    # The registry ``objective`` a run on this task minimises unless ``train.objective`` names another;
+    # None: ``loss`` below.
+    objective: str | None = None
 
     def train_batch(self, step: int, batch_size: int, seed: int) -> Batch:
         raise NotImplementedError

@@ -21,6 +21,8 @@ class ByteLM(Task):
     Training windows start at uniform random offsets (drawn from (seed, step)); validation uses
     ``eval_batches × batch_size`` windows spread evenly over the validation (or test) split."""
 
+    objective = "causal_lm"
+
     def __init__(self, seq_len: int = 256, data: str | None = None, val_fraction: float = 0.05) -> None:
         require(1 <= seq_len <= MAX_SEQ_LEN, f"byte_lm: seq_len must lie in [1, {MAX_SEQ_LEN:,}], got {seq_len}")
         require(0 < val_fraction < 0.5, f"byte_lm: val_fraction must lie in (0, 0.5) (validation and test take "

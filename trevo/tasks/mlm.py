@@ -44,6 +44,9 @@ class MaskedByteLM(Task):
     """Predict 15% of the bytes of a window from both sides (80/10/10 mask/random/keep); bits per byte
     and accuracy on the masked positions."""
 
+    objective = "masked_lm"
+    mask_id = MASK
+
     def __init__(self, seq_len: int = 128, data: str | None = None, val_fraction: float = 0.05,
                  mask_rate: float = 0.15) -> None:
         require(0 < mask_rate < 1, f"mlm: mask_rate must lie in (0, 1), got {mask_rate}")

@@ -37,6 +37,8 @@ class TokenLM(Task):
     it the second half of ``val.bin`` is the test split) of ``token_dtype`` ids, instead of text.
     ``vocab_size``: the model's vocabulary (at least the tokenizer's; the BPE's size when training one)."""
 
+    objective = "causal_lm"
+
     def __init__(self, seq_len: int = 256, data: str | None = None, tokenizer: str | None = "bpe",
                  vocab_size: int | None = None, tokens: str | None = None, token_dtype: str = "uint16",
                  val_fraction: float = 0.05) -> None:

@@ -44,6 +44,8 @@ def corrupt(chunk: torch.Tensor, gen: torch.Generator, rate: float, mask_id: int
 class TokenMLM(Task):
     """Masked LM over byte ids (offset by ``byte_offset``) or a tokenizer's ids; bits per token at the masks."""
 
+    objective = "masked_lm"
+
     def __init__(self, seq_len: int = 128, data: str | None = None, tokenizer: str | None = None,
                  byte_offset: int = 0, mask_id: int | None = None, vocab_size: int | None = None,
                  mask_rate: float = 0.15, val_fraction: float = 0.05) -> None:

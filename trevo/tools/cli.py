@@ -1,5 +1,7 @@
-"""``trevo knn RUN``: evaluate a trained causal LM with and without kNN-LM retrieval.
-``trevo inspect attention RUN``: draw where a trained Perceiver's latents attend."""
+"""``trevo knn RUN``: evaluate a trained causal LM with and without kNN-LM retrieval. ``trevo context RUN``:
+score continuations of long contexts with the context-extension tools (PCW, structured prompting, NBCE)
+beside plain decoding of the last window and of the whole context. ``trevo inspect attention RUN``: draw
+where a trained Perceiver's latents attend."""
 
 from __future__ import annotations
 
@@ -14,6 +16,9 @@ from trevo.validation import cli_number
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     if name == "inspect":
         _add_inspect(sub, name)
+        return
+    if name == "context":
+        _add_context_parser(sub, name)
         return
     s = sub.add_parser(name, help="kNN-LM: a trained LM interpolated with retrieval from its training contexts",
                        description="Build a datastore of (final hidden state, next token) from the run's training "
@@ -111,3 +116,62 @@ def _attention(args: argparse.Namespace) -> None:
                  f"centre {s['mean_pos']:6.1f}, spread {s['spread']:6.1f}  {enrichments(s)}")
         print(f"  latent {n:>3}: {s['entropy_bits']:.2f} bits, {where}")
     print(f"written to {path}")
+def _add_context_parser(sub: argparse._SubParsersAction, name: str) -> None:
+    s = sub.add_parser(name, help="score long contexts with PCW, structured prompting and NBCE",
+                       description="For windows of a split, read --context tokens as windows of --window tokens "
+                                   "(the last --prompt of them kept as the prompt), and report bits per token of "
+                                   "the next --continuation tokens under each method: the last window alone "
+                                   "(truncation), Parallel Context Windows, structured prompting, NBCE, and the "
+                                   "whole context (past the training length for most models).")
+    s.add_argument("run_dir", metavar="RUN", help="a run directory of a causal LM (byte_lm or token_lm)")
+    s.add_argument("--window", type=cli_number(int, ge=1), default=48, help="tokens per window")
+    s.add_argument("--context", type=cli_number(int, ge=2), default=192, help="context tokens (prompt included)")
+    s.add_argument("--prompt", type=cli_number(int, ge=1), default=8, help="the context's last tokens, kept as "
+                   "the prompt every window is read with")
+    s.add_argument("--continuation", type=cli_number(int, ge=1), default=16, help="tokens scored")
+    s.add_argument("--samples", type=cli_number(int, ge=1), default=8, help="sequences scored")
+    s.add_argument("--split", default="val", choices=("val", "test"))
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.set_defaults(run=_context)
+
+
+def _context(args: argparse.Namespace) -> None:
+    import math
+
+    import torch
+
+    from trevo.api import load
+    from trevo.errors import TrevoError
+    from trevo.tools.nbce import NBCE
+    from trevo.tools.parallel_context import ParallelContextWindows, StructuredPrompting
+
+    if args.prompt >= args.context:
+        raise TrevoError(f"--prompt ({args.prompt}) must be shorter than --context ({args.context})")
+    model, _, task = load(args.run_dir)
+    data = task.corpus.split(args.split) if hasattr(task, "corpus") else None
+    if data is None:
+        raise TrevoError("trevo context reads the run's text corpus: use a byte_lm run")
+    span = args.context + args.continuation
+    starts = torch.linspace(0, data.numel() - span - 1, args.samples).long()
+    pcw = ParallelContextWindows(model, window=args.window)
+    methods = {"last window": lambda w, p, c: pcw.continuation_log_probs(w[-1:], p, c),
+               "pcw": pcw.continuation_log_probs,
+               "structured prompting": StructuredPrompting(model).continuation_log_probs,
+               "nbce": NBCE(model, window=args.window).continuation_log_probs,
+               "whole context": lambda w, p, c: pcw.continuation_log_probs([torch.cat(w, 1)], p, c)}
+    totals = dict.fromkeys(methods, 0.0)
+    for start in starts.tolist():
+        sequence = data[start:start + span].long()[None]
+        context, continuation = sequence[:, :args.context], sequence[:, args.context:]
+        windows, prompt = pcw.split(context[:, :-args.prompt]), context[:, -args.prompt:]
+        for name, score in methods.items():
+            totals[name] -= float(score(windows, prompt, continuation).sum())
+    count = args.samples * args.continuation
+    result = {name: total / count / math.log(2) for name, total in totals.items()}
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(f"{args.split}: bits per token of {args.continuation} tokens after {args.context} of context "
+          f"(windows of {args.window}, prompt {args.prompt}; {args.samples} samples)")
+    for name, bits in result.items():
+        print(f"  {name:22s} {bits:.4f}")

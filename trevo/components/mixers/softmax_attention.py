@@ -87,11 +87,15 @@ class SoftmaxAttention(TokenMixer):
         if self.attention_fn is not None:
             self.attention_fn.attach(n_heads=n_heads, head_dim=head_dim, causal=causal)
 
-    def _attend(self, q, k, v, padding_mask):
-        """q ``[B,H,Tq,D]`` and the full k, v ``[B,Hkv,Tk,D]``; RoPE already applied."""
+    def _attend(self, q, k, v, padding_mask, key_bias: torch.Tensor | None = None):
+        """q ``[B,H,Tq,D]`` and the full k, v ``[B,Hkv,Tk,D]``; RoPE already applied. ``key_bias`` ``[B, Tk]``:
+        a score added per key."""
         groups = self.n_heads // self.n_kv_heads
         k, v = repeat_kv_heads(k, groups), repeat_kv_heads(v, groups)
         bias = self.position_bias(q, k)
+        if key_bias is not None:
+            key_bias = key_bias[:, None, None, :].to(q.dtype)
+            bias = key_bias if bias is None else bias + key_bias
         if self.attention_fn is not None:
             if self.score_carry is not None:
                 raise IncompatibleError("realformer carries softmax attention scores; this layer's attention_fn is "
@@ -134,9 +138,20 @@ class SoftmaxAttention(TokenMixer):
         return empty_kv_cache((batch, self.n_kv_heads, 0, self.head_dim), device, dtype)
 
     def causal_forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        q, k, v = self._project(x, state["k"].shape[2])
+        # Parallel-context tools (trevo.tools.parallel_context) concatenate caches of windows encoded apart:
+        # ``pos``, the position of the next token, then differs from the cache length, and ``key_bias`` adds a
+        # score per cached key. A state without them (every other use) is the plain KV cache.
+        offset = int(state["pos"]) if "pos" in state else state["k"].shape[2]
+        q, k, v = self._project(x, offset)
         k, v = extend_kv_cache(state, k, v, dim=2)
-        return self._output(self._attend(q, k, v, None), x), {"k": k, "v": v}
+        new = {"k": k, "v": v}
+        if "pos" in state:
+            new["pos"] = state["pos"] + x.shape[1]
+        key_bias = state.get("key_bias")
+        if key_bias is None:
+            return self._output(self._attend(q, k, v, None), x), new
+        new["key_bias"] = torch.cat([key_bias, key_bias.new_zeros(x.shape[0], x.shape[1])], dim=1)
+        return self._output(self._attend(q, k, v, None, key_bias=new["key_bias"]), x), new
 
 
 @register("mixer", "multi_query_attention",
