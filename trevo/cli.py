@@ -92,6 +92,8 @@ def _train(args: argparse.Namespace) -> None:
     cfg = _config(args)
     out = Path(args.out or f"runs/{cfg.model.mixer.name}-{cfg.hash()[:8]}")
     result = train(cfg, out, resume=args.resume, progress=not args.quiet, log=_note)
+    if os.environ.get("RANK", "0") != "0":
+        return  # one of torchrun's processes, not the first: the first reports the run
     final = result["final"]
     print(f"{cfg.model.mixer.name}: {result['metric']} {final.get(result['metric'], float('nan')):.4f} "
           f"after {result['tokens']:,} tokens ({result['params']:,} parameters, "

@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from trevo.dtypes import TRAINING_DTYPES
+from trevo.dtypes import PRECISIONS, TRAINING_DTYPES
 from trevo.errors import UnknownComponentError
 from trevo.registry import get
 from trevo.validation import MAX_SEED, ConfigError, check, field_rule, option_problems, setting
@@ -158,9 +158,24 @@ class TrainConfig:
     checkpoint_every: int = setting(100, ge=1)
     seed: int = setting(0, ge=0, le=MAX_SEED)
     device: str = setting("cpu", pattern=r"cpu|cuda(:\d+)?|mps", pattern_text="cpu, cuda, cuda:N or mps")
+    # The type the weights and the optimizer state are stored in. float64 for exact checks; bfloat16 is pure
+    # bfloat16 training (weights, moments and every op in bfloat16: half the memory, no float32 copy).
     dtype: str = setting("float32", choices=TRAINING_DTYPES)
+    # Mixed precision (trevo.precision): fp32 (none), or bf16 / fp16 compute under torch.autocast with the
+    # weights and optimizer state kept in float32 (train.dtype=float32); fp16 adds a gradient scaler.
+    precision: str = setting("fp32", choices=PRECISIONS)
+    # Per-step scalars: csv (steps.csv in the run directory, always written), or tensorboard as well.
+    log: str = setting("csv", choices=("csv", "tensorboard"))
+    # Data parallelism under torchrun (trevo.distributed): none, ddp (DistributedDataParallel).
+    parallel: str = setting("none", choices=("none", "ddp"))
     # A run directory whose weights start this run (fine-tuning an imported or trained model); None: fresh.
     init_from: str | None = None
+
+    # Fields a run's key leaves out: ``log`` changes what is written, never the results; the others are
+    # left out while they hold the value that reproduces a run of the trevo before they existed, so that
+    # an arena store written then keeps its keys and resumes.
+    unkeyed: typing.ClassVar[tuple[str, ...]] = ("log",)
+    keyed_unless: typing.ClassVar[dict[str, Any]] = {"precision": "fp32", "parallel": "none"}
 
 
 @dataclass
@@ -176,8 +191,16 @@ class RunConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def hash(self) -> str:
-        """A stable hash of the full resolved config (the arena's run key)."""
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+        """A stable hash of the full config (the arena's run key, and what a resume is checked against);
+        see ``TrainConfig.unkeyed`` and ``keyed_unless`` for the fields it leaves out."""
+        data = self.to_dict()
+        train = data["train"]
+        for name in TrainConfig.unkeyed:
+            train.pop(name)
+        for name, neutral in TrainConfig.keyed_unless.items():
+            if train[name] == neutral:
+                train.pop(name)
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(self.to_yaml())

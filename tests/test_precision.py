@@ -1,0 +1,67 @@
+"""Mixed precision: bf16 autocast trains within a stated tolerance of float32 (float32 as the reference),
+the weights and optimizer moments stay float32, fp16 carries its loss scale through a resume, and the
+combinations that are not mixed precision are refused."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from trevo.checkpoint import CHECKPOINT, read_checkpoint
+from trevo.config import ConfigError
+from trevo.train import build, train
+
+# bf16 keeps 8 bits of mantissa: after 6 steps of the tiny byte LM the loss moves by ~1e-3 (softmax
+# attention) to ~2e-2 (GLA, whose decays pass through a bf16 projection) from float32's.
+BF16_TOLERANCE = {"softmax_attention": 0.01, "gla": 0.05}
+
+
+@pytest.mark.parametrize("mixer", sorted(BF16_TOLERANCE))
+def test_bf16_autocast_follows_float32_and_keeps_float32_weights(tmp_path, tiny_cfg, mixer):
+    fp32 = train(tiny_cfg(f"model.mixer.name={mixer}"), tmp_path / "fp32", progress=False)
+    bf16 = train(tiny_cfg(f"model.mixer.name={mixer}", "train.precision=bf16"), tmp_path / "bf16", progress=False)
+    gap = max(abs(a - b) for a, b in zip(fp32["losses"], bf16["losses"], strict=True))
+    assert 0 < gap < BF16_TOLERANCE[mixer], gap  # 0 < : autocast did change the arithmetic
+    tensors, _ = read_checkpoint(tmp_path / "bf16" / CHECKPOINT)
+    weights = {k: v for k, v in tensors.items() if k.startswith(("model.", "optim.")) and v.is_floating_point()}
+    assert weights and {v.dtype for v in weights.values()} == {torch.float32}
+
+
+def test_autocast_runs_the_matmuls_in_bf16(tiny_cfg):
+    from trevo.precision import autocast
+
+    _, model = build(tiny_cfg())
+    with autocast("cpu", "bf16"):
+        logits = model(torch.zeros(1, 8, dtype=torch.long))
+    assert logits.dtype == torch.bfloat16 and next(model.parameters()).dtype == torch.float32
+
+
+def test_fp16_keeps_its_loss_scale_across_a_resume(tmp_path, tiny_cfg, monkeypatch):
+    from trevo.tasks.byte_lm import ByteLM
+
+    cfg = tiny_cfg("train.precision=fp16")
+    straight = train(cfg, tmp_path / "a", progress=False)
+    _, meta = read_checkpoint(tmp_path / "a" / CHECKPOINT)
+    scale = meta["grad_scaler"]["scale"]
+    assert 0 < scale <= 2.0**16  # the scaler's initial scale, halved at each overflowing step
+    real_batch = ByteLM.train_batch
+
+    def killed_at_step_4(self, step, batch_size, seed):
+        if step == 4:
+            raise KeyboardInterrupt
+        return real_batch(self, step, batch_size, seed)
+
+    monkeypatch.setattr(ByteLM, "train_batch", killed_at_step_4)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "b", progress=False)
+    monkeypatch.setattr(ByteLM, "train_batch", real_batch)
+    resumed = train(cfg, tmp_path / "b", resume=True, progress=False)
+    assert resumed["losses"] == straight["losses"]
+    assert read_checkpoint(tmp_path / "b" / CHECKPOINT)[1]["grad_scaler"] == meta["grad_scaler"]
+
+
+def test_mixed_precision_needs_float32_master_weights(tiny_cfg):
+    with pytest.raises(ConfigError, match="train.precision=bf16 keeps float32 master weights.*train.dtype=float64"):
+        build(tiny_cfg("train.precision=bf16", "train.dtype=float64"))
+    with pytest.raises(ConfigError, match="train.precision"):
+        tiny_cfg("train.precision=int8")
