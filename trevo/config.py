@@ -168,6 +168,8 @@ class TrainConfig:
     log: str = setting("csv", choices=("csv", "tensorboard"))
     # Data parallelism under torchrun (trevo.distributed): none, ddp (DistributedDataParallel).
     parallel: str = setting("none", choices=("none", "ddp"))
+    # torch.compile each block of the model for training (the first steps then include the compilation).
+    compile: bool = False
     # A run directory whose weights start this run (fine-tuning an imported or trained model); None: fresh.
     init_from: str | None = None
 
@@ -175,7 +177,7 @@ class TrainConfig:
     # left out while they hold the value that reproduces a run of the trevo before they existed, so that
     # an arena store written then keeps its keys and resumes.
     unkeyed: typing.ClassVar[tuple[str, ...]] = ("log",)
-    keyed_unless: typing.ClassVar[dict[str, Any]] = {"precision": "fp32", "parallel": "none"}
+    keyed_unless: typing.ClassVar[dict[str, Any]] = {"precision": "fp32", "parallel": "none", "compile": False}
 
 
 @dataclass

@@ -160,6 +160,15 @@ def build(cfg: RunConfig, device: str | None = None) -> tuple[Task, torch.nn.Mod
     return task, model
 
 
+def compile_blocks(model: torch.nn.Module) -> None:
+    """``torch.compile`` each block in place (``Module.compile``: the weights' names, and so checkpoints, are
+    unchanged), or the whole model where it has no ``blocks``. Per block, so that a graph break in one
+    mixer costs that block only, and the same block compiled once serves every layer of its kind."""
+    blocks = getattr(model, "blocks", None)
+    for module in blocks if isinstance(blocks, torch.nn.ModuleList) else [model]:
+        module.compile()
+
+
 def train(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, progress: bool = True,
           log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Train the run ``cfg`` into ``out_dir``; returns (and writes ``result.json``) its result.
@@ -217,6 +226,8 @@ def _train(cfg: RunConfig, out: Path, task: Task, model: torch.nn.Module, world:
         write_config(out, cfg)
         write_stamp(out, run_stamp)
         steps_log = StepLog(out, tc.log, start)
+    if tc.compile:
+        compile_blocks(model)
     trained = distributed.wrap(model, world, device)  # after the resume: DDP broadcasts rank 0's weights
 
     session_start = time.perf_counter()

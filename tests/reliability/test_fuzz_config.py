@@ -65,6 +65,7 @@ VALID = {
     "train.precision": st.sampled_from(["fp32", "bf16", "fp16"]),
     "train.log": st.just("csv"),  # tensorboard: an optional package
     "train.parallel": st.sampled_from(["none", "ddp"]),  # ddp without torchrun: one process
+    "train.compile": st.just(False),  # compiling takes tens of seconds per config
     "train.init_from": st.none(),  # a run directory to start from: none in a fuzzed run
 }
 TASK_OPTIONS = {
