@@ -5,6 +5,10 @@ clipping, periodic evaluation. Batches are a function of (seed, step) and the RN
 every checkpoint, so ``resume`` continues bit for bit. A non-finite loss, or weights that became
 non-finite, stop the run before the next checkpoint is written, keeping the last good one.
 
+``train.precision`` runs the forward pass under autocast (``trevo.precision``), ``train.parallel=ddp``
+splits each global batch between torchrun's processes (``trevo.distributed``), ``train.compile`` compiles
+each block; every run writes ``steps.csv`` and ``stamp.json`` beside its checkpoint (``trevo.runlog``).
+
 Time is kept in two sums carried in every checkpoint, so that they survive a resume: ``train_s``,
 the seconds of the training steps alone (the throughput ``tokens_per_s`` is computed from it), and
 ``wall_s``, which adds evaluation and checkpointing. Work redone after a resume (the steps after the
