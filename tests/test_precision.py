@@ -65,3 +65,9 @@ def test_mixed_precision_needs_float32_master_weights(tiny_cfg):
         build(tiny_cfg("train.precision=bf16", "train.dtype=float64"))
     with pytest.raises(ConfigError, match="train.precision"):
         tiny_cfg("train.precision=int8")
+
+
+def test_float16_weights_point_to_fp16_mixed_precision(tiny_cfg):
+    with pytest.raises(ConfigError, match="train.dtype = 'float16': expected one of float32, float64, bfloat16; "
+                                          "for float16 compute .* set train.precision=fp16"):
+        tiny_cfg("train.dtype=float16")

@@ -160,7 +160,8 @@ class TrainConfig:
     device: str = setting("cpu", pattern=r"cpu|cuda(:\d+)?|mps", pattern_text="cpu, cuda, cuda:N or mps")
     # The type the weights and the optimizer state are stored in. float64 for exact checks; bfloat16 is pure
     # bfloat16 training (weights, moments and every op in bfloat16: half the memory, no float32 copy).
-    dtype: str = setting("float32", choices=TRAINING_DTYPES)
+    dtype: str = setting("float32", choices=TRAINING_DTYPES,
+                         note="for float16 compute (with a loss scaler) set train.precision=fp16, the weights float32")
     # Mixed precision (trevo.precision): fp32 (none), or bf16 / fp16 compute under torch.autocast with the
     # weights and optimizer state kept in float32 (train.dtype=float32); fp16 adds a gradient scaler.
     precision: str = setting("fp32", choices=PRECISIONS)
