@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -56,6 +57,20 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+def _run(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    """``argv`` in a session of its own, the whole session killed if it outlasts the timeout: killing
+    torchrun alone would leave its worker processes running."""
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
 @pytest.mark.slow
 def test_two_gloo_processes_killed_and_resumed_equal_one_process(tmp_path, tiny_cfg):
     one = train(tiny_cfg(), tmp_path / "one", progress=False)
@@ -65,11 +80,10 @@ def test_two_gloo_processes_killed_and_resumed_equal_one_process(tmp_path, tiny_
     env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
     args = ["train", "--quiet", "--out", str(tmp_path / "two"), *sets(*TINY, "train.parallel=ddp")]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    killed = subprocess.run([*torchrun, str(script), *args], env=env, capture_output=True, text=True, timeout=300)
+    killed = _run([*torchrun, str(script), *args], env)
     assert killed.returncode != 0 and (tmp_path / "two" / "checkpoint.safetensors").is_file(), killed.stderr[-2000:]
     assert not (tmp_path / "two" / "result.json").exists()
-    resumed = subprocess.run([*torchrun, "-m", "trevo", *args, "--resume"], env=env, capture_output=True, text=True,
-                             timeout=300)
+    resumed = _run([*torchrun, "-m", "trevo", *args, "--resume"], env)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert resumed.stdout.count("Run written to") == 1  # rank 0 alone reports
     two = json.loads((tmp_path / "two" / "result.json").read_text())
