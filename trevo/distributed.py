@@ -83,7 +83,9 @@ def wrap(model: torch.nn.Module, world: World, device: str) -> torch.nn.Module:
     from torch.nn.parallel import DistributedDataParallel
 
     ids = [torch.device(device).index] if device.startswith("cuda") else None
-    return DistributedDataParallel(model, device_ids=ids)
+    # find_unused_parameters: some components leave parameters out of a step (a gate on a path not taken,
+    # a memory a batch does not read); without it DDP waits for their gradients forever and fails the run
+    return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
 
 
 def shard(batch: dict[str, torch.Tensor], world: World) -> dict[str, torch.Tensor]:

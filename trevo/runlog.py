@@ -163,8 +163,16 @@ def corpus_fingerprint(task: Any) -> str | None:
 
 
 def device_name(device: str) -> str:
+    """The GPU's name, or the CPU's model name (from /proc/cpuinfo on Linux)."""
     if device.startswith("cuda"):
         return torch.cuda.get_device_name(torch.device(device))
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
     return platform.processor() or platform.machine()
 
 

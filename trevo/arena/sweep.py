@@ -39,6 +39,7 @@ from trevo.config import COMPONENTS, LAYER_FIELDS, ConfigError, RunConfig, Train
 from trevo.errors import TrevoError
 from trevo.models import build_model
 from trevo.models.layers import model_family
+from trevo.precision import check_precision
 from trevo.registry import create, get
 from trevo.tasks.base import TaskInfo
 from trevo.train import check_device, check_fits
@@ -354,6 +355,7 @@ def plan_sweep(sweep: Sweep) -> list[PlannedRun]:
                 else:
                     params = count_params(cfg, task_obj.info)  # builds it: every build-time check runs
                 check_device(cfg.train.device)
+                check_precision(cfg.train.precision, cfg.train.dtype, cfg.train.device)
                 check_fits(cfg, task_obj.info)
                 # A Perceiver's family is its architecture's: its mixer only fills the latent stack.
                 family = (model_family(cfg.model) if cfg.model.arch == "metaformer"
