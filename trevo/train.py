@@ -117,10 +117,10 @@ def check_device(device: str) -> None:
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
             raise DeviceError(f"train.device={device} but torch sees no CUDA device (torch {torch.__version__}); "
-                                f"use train.device=cpu, or install a CUDA build of torch")
+                              f"use train.device=cpu, or install a CUDA build of torch")
         if index and int(index) >= count:
             raise DeviceError(f"train.device={device} but this machine has {count} CUDA device(s): cuda:0 … "
-                                f"cuda:{count - 1}")
+                              f"cuda:{count - 1}")
     elif kind == "mps" and not torch.backends.mps.is_available():
         raise DeviceError("train.device=mps but torch sees no Apple GPU; use train.device=cpu")
 
@@ -167,7 +167,8 @@ def build(cfg: RunConfig, device: str | None = None) -> tuple[Task, torch.nn.Mod
 def compile_blocks(model: torch.nn.Module) -> None:
     """``torch.compile`` each block in place (``Module.compile``: the weights' names, and so checkpoints, are
     unchanged), or the whole model where it has no ``blocks``. Per block, so that a graph break in one
-    mixer costs that block only, and the same block compiled once serves every layer of its kind."""
+    block's mixer splits that block's graph only. (On CPU, ``TokenMixer.form_for``'s reading of the form
+    table is a graph break in every mixer with ``form="auto"``.)"""
     blocks = getattr(model, "blocks", None)
     for module in blocks if isinstance(blocks, torch.nn.ModuleList) else [model]:
         module.compile()
