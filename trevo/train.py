@@ -168,7 +168,7 @@ def compile_blocks(model: torch.nn.Module) -> None:
     """``torch.compile`` each block in place (``Module.compile``: the weights' names, and so checkpoints, are
     unchanged), or the whole model where it has no ``blocks``. Per block, so that a graph break in one
     block's mixer splits that block's graph only. (On CPU, ``TokenMixer.form_for``'s reading of the form
-    table is a graph break in every mixer with ``form="auto"``.)"""
+    table is a graph break in every mixer with several forms and ``form="auto"``.)"""
     blocks = getattr(model, "blocks", None)
     for module in blocks if isinstance(blocks, torch.nn.ModuleList) else [model]:
         module.compile()
