@@ -6,7 +6,9 @@ The data order is the single-process run's: ``train.batch_size`` is the global b
 draws the same global batch of the step (a batch is a function of (seed, step)) and keeps its own
 contiguous slice of ``batch_size / world_size`` sequences. A task loss that is a mean over equally many
 scored tokens per sequence (the language models) then averages to the single-process loss, so the
-curves agree to rounding. Only rank 0 writes the run directory (config, checkpoints, logs, result);
+curves agree to rounding. Two things differ from one process by design: random draws inside the model
+(dropout) come from each process's own generator, and a loss over a varying number of scored tokens
+(a masked LM's masks) is averaged per process before it is averaged over processes. Only rank 0 writes the run directory (config, checkpoints, logs, result);
 every rank reads the checkpoint to resume.
 
 CUDA uses the NCCL backend, one device per process (``cuda:LOCAL_RANK``); the CPU uses gloo.
