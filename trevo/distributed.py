@@ -8,8 +8,8 @@ contiguous slice of ``batch_size / world_size`` sequences. A task loss that is a
 scored tokens per sequence (the language models) then averages to the single-process loss, so the
 curves agree to rounding. Two things differ from one process by design: random draws inside the model
 (dropout) come from each process's own generator, and a loss over a varying number of scored tokens
-(a masked LM's masks) is averaged per process before it is averaged over processes. Only rank 0 writes the run directory (config, checkpoints, logs, result);
-every rank reads the checkpoint to resume.
+(a masked LM's masks) is averaged per process before it is averaged over processes. Only rank 0
+writes the run directory (config, checkpoints, logs, result); every rank reads the checkpoint to resume.
 
 CUDA uses the NCCL backend, one device per process (``cuda:LOCAL_RANK``); the CPU uses gloo.
 """
