@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: arena test test-fast lint clean
+.PHONY: arena test test-fast test-gpu lint clean
 
 # The CPU wheel of torch, pinned for development and CI; the package itself asks for a range. The peer
 # references (fla's naive ops, Hugging Face's models) are installed too, so that the parity tests run
@@ -27,6 +27,12 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m ruff check trevo tests
 	$(PY) -m pytest -n auto --dist worksteal -m "not slow"
+
+# The GPU checks (tests marked cuda: the quick arena on CUDA, resume bitwise, generation parity, FLOPs equal
+# to the CPU count, mixed precision), on a machine with a CUDA device; PyPI's Linux torch wheel is a CUDA build.
+test-gpu: $(STAMP)
+	$(PY) -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'make test-gpu: torch sees no CUDA device')"
+	$(PY) -m pytest -m cuda
 
 lint: $(STAMP)
 	$(PY) -m ruff check trevo tests

@@ -19,6 +19,16 @@ def pytest_configure(config: pytest.Config) -> None:
                                        "deselect with -m 'not slow'")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``cuda`` are skipped where torch sees no CUDA device (``make test-gpu`` runs them)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (make test-gpu)")
+    for item in items:
+        if item.get_closest_marker("cuda") is not None:
+            item.add_marker(skip)
+
+
 @pytest.fixture
 def tiny_cfg():
     """A run that trains in a fraction of a second: ``tiny_cfg(*overrides)``."""

@@ -50,3 +50,14 @@ def test_config_hash_is_stable_across_processes():
             "print(RunConfig().override(['model.mixer.name=rwkv4', 'train.lr=1e-3']).hash())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == cfg.hash()
+
+
+def test_the_run_key_of_a_config_is_unchanged_by_fields_at_their_neutral_values():
+    # Keys computed by trevo before train.precision, train.log and train.parallel existed (commit 06609bb):
+    # an arena store written then keeps its keys, so re-running its sweep resumes instead of redoing it.
+    assert RunConfig().hash() == "8b1144a3287a4a8d"
+    assert RunConfig().override(["train.lr=1e-3", "model.mixer.name=gla"]).hash() == "ee3dc0d09a30424c"
+    assert RunConfig().override(["train.log=tensorboard"]).hash() == RunConfig().hash()  # logging: not results
+    keys = {RunConfig().override([f"train.precision={p}"]).hash() for p in ("fp32", "bf16", "fp16")}
+    assert len(keys) == 3
+    assert RunConfig().override(["train.parallel=ddp"]).hash() != RunConfig().hash()

@@ -107,7 +107,7 @@ def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
     if bad:
         raise NonFiniteStateError(f"{len(bad)} tensors hold NaN or infinite values ({', '.join(bad[:3])} …)")
     if optimizer is not None:
-        tensors["rng.torch"] = torch.get_rng_state()
+        tensors.update(rng_tensors())
         meta = {**meta, "param_groups": opt_state["param_groups"]}
     meta = {**meta, "format": FORMAT, "checksums": {k: tensor_sha256(v) for k, v in tensors.items()}}
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"trevo": json.dumps(meta)}))
@@ -166,8 +166,35 @@ def load_checkpoint(path: Path, model: torch.nn.Module,
         except (ValueError, KeyError, TypeError) as e:
             raise CheckpointError(f"checkpoint {path} holds an optimizer state that does not fit this model "
                                   f"({e}); was it written with another config?") from None
-        if "rng.torch" not in tensors:
-            raise CheckpointError(f"checkpoint {path} holds no RNG state (rng.torch); it cannot be resumed")
-        torch.set_rng_state(tensors["rng.torch"])
+        restore_rng(tensors, path)
     meta["memory"] = {k[len("memory."):]: v for k, v in tensors.items() if k.startswith("memory.")}
     return meta
+
+
+def rng_tensors() -> dict[str, torch.Tensor]:
+    """Every random state that can influence a run: the CPU generator's, and each CUDA device's (a
+    dropout mask or a random feature map drawn on cuda:1 uses cuda:1's generator, not the CPU's). The
+    data order needs none: a batch is a function of (train.seed, step), both in the checkpoint."""
+    tensors = {"rng.torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for index, state in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{index}"] = state
+    return tensors
+
+
+def restore_rng(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """Set the generators from a checkpoint's ``rng.*`` tensors. A checkpoint written on more CUDA
+    devices than this machine has cannot be resumed exactly, and says so."""
+    if "rng.torch" not in tensors:
+        raise CheckpointError(f"checkpoint {path} holds no RNG state (rng.torch); it cannot be resumed")
+    torch.set_rng_state(tensors["rng.torch"])
+    cuda = sorted(int(k.rsplit(".", 1)[1]) for k in tensors if k.startswith("rng.cuda."))
+    if not cuda:
+        return
+    have = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if cuda[-1] >= have:
+        raise CheckpointError(f"checkpoint {path} holds the random state of {cuda[-1] + 1} CUDA device(s) and this "
+                              f"machine has {have}; resume it where it was written (train.device=cuda), or start "
+                              f"the run over in another --out")
+    for index in cuda:
+        torch.cuda.set_rng_state(tensors[f"rng.cuda.{index}"], index)

@@ -105,6 +105,8 @@ def _train(args: argparse.Namespace) -> None:
     cfg = _config(args)
     out = Path(args.out or f"runs/{cfg.model.mixer.name}-{cfg.hash()[:8]}")
     result = train(cfg, out, resume=args.resume, progress=not args.quiet, log=_note)
+    if os.environ.get("RANK", "0") != "0":
+        return  # one of torchrun's processes, not the first: the first reports the run
     final = result["final"]
     # an architecture with its own layers (xlnet, transcormer, perceiver …) does not read model.mixer
     label = cfg.model.mixer.name if cfg.model.arch == "metaformer" else cfg.model.arch

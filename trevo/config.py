@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from trevo.dtypes import TRAINING_DTYPES
+from trevo.dtypes import PRECISIONS, TRAINING_DTYPES
 from trevo.errors import UnknownComponentError
 from trevo.registry import get
 from trevo.validation import MAX_SEED, ConfigError, check, field_rule, option_problems, setting
@@ -158,17 +158,34 @@ class TrainConfig:
     checkpoint_every: int = setting(100, ge=1)
     seed: int = setting(0, ge=0, le=MAX_SEED)
     device: str = setting("cpu", pattern=r"cpu|cuda(:\d+)?|mps", pattern_text="cpu, cuda, cuda:N or mps")
-    dtype: str = setting("float32", choices=TRAINING_DTYPES)
+    # The type the weights and the optimizer state are stored in. float64 for exact checks; bfloat16 is pure
+    # bfloat16 training (weights, moments and every op in bfloat16: half the memory, no float32 copy).
+    dtype: str = setting("float32", choices=TRAINING_DTYPES,
+                         note="for float16 compute (with a loss scaler) set train.precision=fp16, the weights float32")
+    # Mixed precision (trevo.precision): fp32 (none), or bf16 / fp16 compute under torch.autocast with the
+    # weights and optimizer state kept in float32 (train.dtype=float32); fp16 adds a gradient scaler.
+    precision: str = setting("fp32", choices=PRECISIONS)
+    # Per-step scalars: csv (steps.csv in the run directory, always written), or tensorboard as well.
+    log: str = setting("csv", choices=("csv", "tensorboard"))
+    # Data parallelism under torchrun (trevo.distributed): none, ddp (DistributedDataParallel).
+    parallel: str = setting("none", choices=("none", "ddp"))
+    # torch.compile each block of the model for training (the first steps then include the compilation).
+    compile: bool = False
     # A run directory whose weights start this run (fine-tuning an imported or trained model); None: fresh.
     init_from: str | None = None
     # On a task of segmented streams (trevo.segments): consecutive segments per optimizer step, through which
     # the gradient flows along the memory (truncated BPTT); the memory is detached between steps.
     bptt_segments: int = setting(1, ge=1)
     # The training objective (registry kind ``objective``: causal_lm, masked_lm, electra, permutation_lm …);
-    # None: the task's own (``Task.objective``). Left out of the saved config (and its hash) while None.
+    # None: the task's own (``Task.objective``).
     objective: ComponentSpec | None = None
 
-    omitted_when_none: typing.ClassVar[tuple[str, ...]] = ("objective",)
+    # Fields a run's key leaves out: ``log`` changes what is written, never the results; the others are
+    # left out while they hold the value that reproduces a run of the trevo before they existed, so that
+    # an arena store written then keeps its keys and resumes.
+    unkeyed: typing.ClassVar[tuple[str, ...]] = ("log",)
+    keyed_unless: typing.ClassVar[dict[str, Any]] = {"precision": "fp32", "parallel": "none", "compile": False,
+                                                     "bptt_segments": 1, "objective": None}
 
 
 @dataclass
@@ -184,8 +201,16 @@ class RunConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def hash(self) -> str:
-        """A stable hash of the full resolved config (the arena's run key)."""
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+        """A stable hash of the full config (the arena's run key, and what a resume is checked against);
+        see ``TrainConfig.unkeyed`` and ``keyed_unless`` for the fields it leaves out."""
+        data = self.to_dict()
+        train = data["train"]
+        for name in TrainConfig.unkeyed:
+            train.pop(name)
+        for name, neutral in TrainConfig.keyed_unless.items():
+            if train[name] == neutral:
+                train.pop(name)
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(self.to_yaml())
@@ -252,9 +277,7 @@ def _to_plain(obj: Any) -> Any:
     if isinstance(obj, list):
         return [_to_plain(x) for x in obj]
     if dataclasses.is_dataclass(obj):
-        omitted = getattr(obj, "omitted_when_none", ())
-        return {f.name: _to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)
-                if not (f.name in omitted and getattr(obj, f.name) is None)}
+        return {f.name: _to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     return copy.deepcopy(obj)
 
 

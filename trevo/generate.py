@@ -54,8 +54,11 @@ def generate_ids(model: torch.nn.Module, prompt: torch.Tensor, n_new: int, *, mo
     if prompt.dim() != 2 or prompt.shape[1] == 0:
         raise TrevoError("the prompt is empty; give at least one token to start from")
     model.eval()
-    generator = torch.Generator().manual_seed(seed)
-    tokens = prompt.to(next(model.parameters()).device)
+    device = next(model.parameters()).device
+    # multinomial draws with a generator of the probabilities' own device (a CPU generator on CUDA
+    # probabilities is an error); the same seed gives the same text on one device, not across devices
+    generator = torch.Generator(device=device).manual_seed(seed)
+    tokens = prompt.to(device)
     out: list[torch.Tensor] = []
     if mode == "parallel":
         for _ in range(n_new):

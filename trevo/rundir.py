@@ -27,6 +27,10 @@ from trevo.errors import TrevoError
 LOCK = ".trevo.lock"
 CONFIG = "config.yaml"
 RESULT = "result.json"
+# What trevo.runlog writes beside the checkpoint: the per-step scalars, the reproducibility stamp, TensorBoard's.
+STEPS_CSV = "steps.csv"
+STAMP = "stamp.json"
+TENSORBOARD = "tensorboard"
 COMPONENT_PATHS = {path for _, path in COMPONENTS}
 
 
@@ -77,7 +81,7 @@ def run_directory(out: str | Path, cfg: RunConfig) -> Iterator[Path]:
 
 def _remove_created(out: Path) -> None:
     """Remove a run directory this run made, when it holds only what this run wrote."""
-    ours = {LOCK, CONFIG}
+    ours = {LOCK, CONFIG, STEPS_CSV, STAMP, TENSORBOARD}
     if all(p.name in ours for p in out.iterdir()):
         shutil.rmtree(out, ignore_errors=True)
 

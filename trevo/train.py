@@ -5,6 +5,10 @@ clipping, periodic evaluation. Batches are a function of (seed, step) and the RN
 every checkpoint, so ``resume`` continues bit for bit. A non-finite loss, or weights that became
 non-finite, stop the run before the next checkpoint is written, keeping the last good one.
 
+``train.precision`` runs the forward pass under autocast (``trevo.precision``), ``train.parallel=ddp``
+splits each global batch between torchrun's processes (``trevo.distributed``), ``train.compile`` compiles
+each block; every run writes ``steps.csv`` and ``stamp.json`` beside its checkpoint (``trevo.runlog``).
+
 Time is kept in two sums carried in every checkpoint, so that they survive a resume: ``train_s``,
 the seconds of the training steps alone (the throughput ``tokens_per_s`` is computed from it), and
 ``wall_s``, which adds evaluation and checkpointing. Work redone after a resume (the steps after the
@@ -24,7 +28,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from trevo import __version__
+from trevo import distributed, precision
 from trevo.checkpoint import (
     CHECKPOINT,
     CheckpointError,
@@ -37,11 +41,13 @@ from trevo.config import RunConfig
 from trevo.dtypes import DTYPES
 from trevo.errors import TrevoError
 from trevo.models import build_model
-from trevo.objectives.likelihood import build_objective, model_logits
+from trevo.objectives.likelihood import Objective, build_objective, model_logits
 from trevo.registry import create
 from trevo.rundir import RESULT, RunDirError, run_directory, write_config
+from trevo.runlog import StepLog, memory_mb, require_tensorboard, stamp, write_stamp
 from trevo.segments import check_segments, detach, evaluate_streams, steps_per_stream, train_segments
 from trevo.tasks.base import Task, TaskInfo
+from trevo.validation import ConfigError
 
 
 class TrainingDiverged(TrevoError, RuntimeError):
@@ -50,6 +56,10 @@ class TrainingDiverged(TrevoError, RuntimeError):
 
 class ResourceError(TrevoError, RuntimeError):
     """A run that this machine cannot hold, or a device it does not have."""
+
+
+class DeviceError(ResourceError, ConfigError):
+    """``train.device`` (or ``--device``) names a device this machine does not have: a config error."""
 
 
 def lr_at(step: int, cfg) -> float:
@@ -74,15 +84,14 @@ def make_optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
 logits_of = model_logits
 
 
-def objective_of(cfg: RunConfig, task: Task, model: torch.nn.Module) -> Callable[[dict], torch.Tensor]:
-    """The training loss of a run, batch → scalar: its objective's (``train.objective``, else the task's
-    ``Task.objective``), else the task's ``loss``. An objective with parameters is ``model.objective``."""
+def objective_of(cfg: RunConfig, task: Task, model: torch.nn.Module) -> Objective | None:
+    """The objective a run trains with where it is not the task's own loss: the model's (one with weights,
+    ELECTRA's generator, is ``model.objective``) or ``train.objective``'s. None: the run minimises
+    ``task.loss``, which is what the task's default objective (causal or masked LM) computes."""
     objective = getattr(model, "objective", None)
-    if objective is None:
+    if objective is None and cfg.train.objective is not None:
         objective = build_objective(cfg.train.objective, task, model)
-    if objective is None:
-        return lambda batch: task.loss(logits_of(model, batch), batch)
-    return lambda batch: objective.loss(model, batch)
+    return objective
 
 
 def auxiliary_loss(model: torch.nn.Module) -> torch.Tensor | None:
@@ -95,9 +104,9 @@ def auxiliary_loss(model: torch.nn.Module) -> torch.Tensor | None:
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, task: Task, split: str, batch_size: int, n_batches: int,
-             device: str = "cpu") -> dict[str, float]:
-    """``task``'s metrics on ``split``; a task of segmented streams is read whole, segment by segment
-    (``trevo.segments.evaluate_streams``)."""
+             device: str = "cpu", precision_name: str = "fp32") -> dict[str, float]:
+    """The task's metrics on ``n_batches`` of ``split``, the forward pass in the run's precision; a task of
+    segmented streams is read whole, segment by segment (``trevo.segments.evaluate_streams``)."""
     if task.info.segments > 1:
         return evaluate_streams(model, task, split, batch_size, n_batches, device)
     was_training = model.training
@@ -108,9 +117,10 @@ def evaluate(model: torch.nn.Module, task: Task, split: str, batch_size: int, n_
     own = callable(getattr(objective, "score", None))
     for batch in task.eval_batches(split, batch_size, n_batches):
         batch = {k: v.to(device) for k, v in batch.items()}
-        logits = logits_of(model, batch)
-        sums = task.score(logits, batch) | (objective.score(model, batch) if own else {})
-        for key, value in sums.items():
+        with precision.autocast(device, precision_name):
+            logits = logits_of(model, batch)
+            own_sums = objective.score(model, batch) if own else {}
+        for key, value in (task.score(precision.widened(logits), batch) | own_sums).items():
             totals[key] = totals.get(key, 0.0) + value
     model.train(was_training)
     return task.finalize(totals) | (objective.finalize(totals) if own else {})
@@ -122,13 +132,13 @@ def check_device(device: str) -> None:
     if kind == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
-            raise ResourceError(f"train.device={device} but torch sees no CUDA device (torch {torch.__version__}); "
-                                f"use train.device=cpu, or install a CUDA build of torch")
+            raise DeviceError(f"train.device={device} but torch sees no CUDA device (torch {torch.__version__}); "
+                              f"use train.device=cpu, or install a CUDA build of torch")
         if index and int(index) >= count:
-            raise ResourceError(f"train.device={device} but this machine has {count} CUDA device(s): cuda:0 … "
-                                f"cuda:{count - 1}")
+            raise DeviceError(f"train.device={device} but this machine has {count} CUDA device(s): cuda:0 … "
+                              f"cuda:{count - 1}")
     elif kind == "mps" and not torch.backends.mps.is_available():
-        raise ResourceError("train.device=mps but torch sees no Apple GPU; use train.device=cpu")
+        raise DeviceError("train.device=mps but torch sees no Apple GPU; use train.device=cpu")
 
 
 def device_memory(device: str) -> int:
@@ -155,42 +165,72 @@ def check_fits(cfg: RunConfig, info: TaskInfo) -> None:
             f"or model.d_model")
 
 
-def build(cfg: RunConfig) -> tuple[Task, torch.nn.Module]:
-    """The task and the model of a run (seeded: the same config gives the same initial weights)."""
-    check_device(cfg.train.device)
+def build(cfg: RunConfig, device: str | None = None) -> tuple[Task, torch.nn.Module]:
+    """The task and the model of a run (seeded: the same config gives the same initial weights), on
+    ``device`` (default ``train.device``; a torchrun process's own GPU)."""
+    device = device or cfg.train.device
+    check_device(device)
+    precision.check_precision(cfg.train.precision, cfg.train.dtype, device)
     torch.manual_seed(cfg.train.seed)
     task = create("task", cfg.task.name, **cfg.task.options)
     check_fits(cfg, task.info)
-    model = build_model(cfg.model, task.info).to(cfg.train.device, DTYPES[cfg.train.dtype])
+    model = build_model(cfg.model, task.info).to(device, DTYPES[cfg.train.dtype])
     if getattr(task, "tokenizer", None) is not None:
         model.tokenizer = task.tokenizer  # generation encodes prompts and decodes tokens with it
     objective = build_objective(cfg.train.objective, task, model)  # an incompatible objective fails here
     if objective is not None and any(True for _ in objective.parameters()):
         # its weights (ELECTRA's generator) train, checkpoint and resume with the model's
-        model.objective = objective.to(cfg.train.device, DTYPES[cfg.train.dtype])
+        model.objective = objective.to(device, DTYPES[cfg.train.dtype])
     return task, model
+
+
+def compile_blocks(model: torch.nn.Module) -> None:
+    """``torch.compile`` each block in place (``Module.compile``: the weights' names, and so checkpoints, are
+    unchanged), or the whole model where it has no ``blocks``. Per block, so that a graph break in one
+    block's mixer splits that block's graph only. (On CPU, ``TokenMixer.form_for``'s reading of the form
+    table is a graph break in every mixer with several forms and ``form="auto"``.)"""
+    blocks = getattr(model, "blocks", None)
+    for module in blocks if isinstance(blocks, torch.nn.ModuleList) else [model]:
+        module.compile()
 
 
 def train(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, progress: bool = True,
           log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Train the run ``cfg`` into ``out_dir``; returns (and writes ``result.json``) its result.
-    ``log`` receives notes for the user (e.g. that ``resume`` found no checkpoint)."""
-    task, model = build(cfg)  # a config that cannot build fails before anything is written
-    if cfg.train.init_from and not (Path(cfg.train.init_from) / CHECKPOINT).is_file():
-        raise CheckpointError(f"train.init_from={cfg.train.init_from}: no {CHECKPOINT} there; give a run directory "
-                              f"written by `trevo train` or `trevo import`")
-    with run_directory(out_dir, cfg) as out:
-        return _train(cfg, out, task, model, resume=resume, progress=progress, log=log or (lambda _: None))
+    ``log`` receives notes for the user (e.g. that ``resume`` found no checkpoint). Under torchrun with
+    ``train.parallel=ddp``, every process calls this; rank 0 alone writes ``out_dir``."""
+    tc = cfg.train
+    world = distributed.setup(tc.parallel, tc.device, tc.batch_size)
+    try:
+        device = world.device(tc.device)
+        task, model = build(cfg, device)  # a config that cannot build fails before anything is written
+        if tc.init_from and not (Path(tc.init_from) / CHECKPOINT).is_file():
+            raise CheckpointError(f"train.init_from={tc.init_from}: no {CHECKPOINT} there; give a run directory "
+                                  f"written by `trevo train` or `trevo import`")
+        if tc.log == "tensorboard" and world.main:
+            require_tensorboard()  # fails here, before anything is written, when tensorboard is missing
+        note = log or (lambda _: None)
+        if not world.main:  # rank 0 alone owns (locks, writes) the run directory; the others read its checkpoint
+            return _train(cfg, Path(out_dir), task, model, world, device, resume=resume, progress=False, log=note)
+        with run_directory(out_dir, cfg) as out:
+            return _train(cfg, out, task, model, world, device, resume=resume, progress=progress, log=note)
+    finally:
+        distributed.teardown(world)
 
 
-def _train(cfg: RunConfig, out: Path, task: Task, model: torch.nn.Module, *, resume: bool, progress: bool,
-           log: Callable[[str], None]) -> dict[str, Any]:
+def _train(cfg: RunConfig, out: Path, task: Task, model: torch.nn.Module, world: distributed.World, device: str, *,
+           resume: bool, progress: bool, log: Callable[[str], None]) -> dict[str, Any]:
     ckpt_path = out / CHECKPOINT
     tc = cfg.train
     optimizer = make_optimizer(model, tc)
+    scaler = precision.grad_scaler(device, tc.precision)
     segmented = task.info.segments > 1
     check_segments(task, tc.bptt_segments, tc.objective)
-    training_loss = objective_of(cfg, task, model)
+    objective = objective_of(cfg, task, model)
+    if (segmented or objective is not None) and (world.size > 1 or tc.precision != "fp32"):
+        what = "a task of segmented streams" if segmented else f"train.objective={tc.objective.name}"
+        raise ConfigError(f"{what} trains in one process in float32 for now (train.parallel=none, "
+                          f"train.precision=fp32); got train.parallel={tc.parallel}, train.precision={tc.precision}")
 
     start, history, losses, train_s, wall_s = 0, [], [], 0.0, 0.0
     memory = None  # what a segment-level run carries into its next step
@@ -205,20 +245,33 @@ def _train(cfg: RunConfig, out: Path, task: Task, model: torch.nn.Module, *, res
                                   f"resume with the same config (see {out / 'config.yaml'})")
         start, history, losses = meta["step"], meta["history"], meta["losses"]
         train_s, wall_s = meta.get("train_s", 0.0), meta.get("wall_s", 0.0)
-        memory = {k: v.to(tc.device) for k, v in meta["memory"].items()} if segmented else None
+        memory = {k: v.to(device) for k, v in meta["memory"].items()} if segmented else None
+        if scaler is not None and meta.get("grad_scaler"):
+            scaler.load_state_dict(meta["grad_scaler"])
     else:
         if (out / RESULT).exists():
             raise RunDirError(f"{out} holds a {RESULT} but no checkpoint, so it cannot be continued; choose "
                               f"another --out, or remove {out / RESULT}")
         if resume:
             log(f"no checkpoint in {out}: starting the run from step 0")
-    write_config(out, cfg)
+    run_stamp = stamp(cfg, task, device, world.size)
+    steps_log = None
+    if world.main:
+        write_config(out, cfg)
+        write_stamp(out, run_stamp)
+        steps_log = StepLog(out, tc.log, start)
+    if tc.compile:
+        compile_blocks(model)
+    trained = distributed.wrap(model, world, device)  # after the resume: DDP broadcasts rank 0's weights
 
     session_start = time.perf_counter()
 
     def checkpoint(step: int) -> None:
+        if not world.main:
+            return
         meta = {"step": step, "config_hash": cfg.hash(), "history": history, "losses": losses,
-                "train_s": train_s, "wall_s": wall_s + time.perf_counter() - session_start}
+                "train_s": train_s, "wall_s": wall_s + time.perf_counter() - session_start,
+                "grad_scaler": precision.scaler_state(scaler)}
         try:
             save_checkpoint(ckpt_path, model, optimizer, meta, memory)
         except NonFiniteStateError as e:
@@ -233,41 +286,67 @@ def _train(cfg: RunConfig, out: Path, task: Task, model: torch.nn.Module, *, res
                dynamic_ncols=True, mininterval=1.0, desc=f"{cfg.model.mixer.name}")
     model.train()
     metrics = history[-1] if history else {}
-    for step in bar:
-        t0 = time.perf_counter()
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, tc)
-        if segmented:
-            logits, batch, memory = train_segments(model, task, step, tc.batch_size, tc.seed, tc.bptt_segments,
-                                                   memory, tc.device)
-            loss = task.loss(logits, batch)
-        else:
-            batch = {k: v.to(tc.device) for k, v in task.train_batch(step, tc.batch_size, tc.seed).items()}
-            loss = training_loss(batch)
-        if not torch.isfinite(loss):
-            raise TrainingDiverged(
-                f"the loss became {loss.item()} at step {step}; the last good checkpoint is kept in "
-                f"{ckpt_path if ckpt_path.exists() else '(none yet)'}. Lower train.lr or train.grad_clip, "
-                f"or use float32")
-        aux = auxiliary_loss(model)
-        optimizer.zero_grad(set_to_none=True)
-        (loss if aux is None else loss + aux).backward()
-        if tc.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-        optimizer.step()
-        if memory is not None:
-            memory = detach(memory)  # the stop-gradient between steps
-        losses.append(loss.item())  # waits for the step's kernels: the time below is the step's own
-        train_s += time.perf_counter() - t0
-        done = step + 1
-        if done % tc.eval_every == 0 or done == tc.steps:
-            metrics = {"step": done, **evaluate(model, task, "val", tc.batch_size, tc.eval_batches, tc.device)}
-            history.append(metrics)
-        if done % tc.checkpoint_every == 0 or done == tc.steps:
-            checkpoint(done)
-        shown = f"{metrics[task.info.metric]:.3f}" if task.info.metric in metrics else "—"
-        bar.set_postfix(loss=f"{losses[-1]:.3f}", **{task.info.metric: shown},
-                        tok_s=f"{done * tokens_per_step / max(train_s, 1e-9):.0f}")
+    try:
+        for step in bar:
+            t0 = time.perf_counter()
+            lr = lr_at(step, tc)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            if segmented:
+                logits, batch, memory = train_segments(model, task, step, tc.batch_size, tc.seed,
+                                                       tc.bptt_segments, memory, device)
+                loss = task.loss(logits, batch)
+            elif objective is not None:
+                loss = objective.loss(model, {k: v.to(device) for k, v in
+                                              task.train_batch(step, tc.batch_size, tc.seed).items()})
+            else:
+                batch = task.train_batch(step, tc.batch_size, tc.seed)
+                batch = {k: v.to(device) for k, v in distributed.shard(batch, world).items()}
+                with precision.autocast(device, tc.precision):
+                    logits = logits_of(trained, batch)
+                loss = precision.task_loss_fp32(task, logits, batch)
+            shown_loss = distributed.mean(loss.detach(), world)
+            if not torch.isfinite(shown_loss):
+                raise TrainingDiverged(
+                    f"the loss became {shown_loss.item()} at step {step}; the last good checkpoint is kept in "
+                    f"{ckpt_path if ckpt_path.exists() else '(none yet)'}. Lower train.lr or train.grad_clip, "
+                    f"or use float32")
+            aux = auxiliary_loss(model)
+            optimizer.zero_grad(set_to_none=True)
+            total = loss if aux is None else loss + aux
+            (total if scaler is None else scaler.scale(total)).backward()
+            if scaler is not None:
+                scaler.unscale_(optimizer)  # clipping and the logged norm see the true gradients
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip if tc.grad_clip > 0 else
+                                                       math.inf)
+            if scaler is None:
+                optimizer.step()
+            else:
+                scaler.step(optimizer)  # skipped when the scaled gradients overflowed; the scale is then lowered
+                scaler.update()
+            if memory is not None:
+                memory = detach(memory)  # the stop-gradient between steps
+            losses.append(shown_loss.item())  # waits for the step's kernels: the time below is the step's own
+            step_s = time.perf_counter() - t0
+            train_s += step_s
+            done = step + 1
+            if steps_log is not None:
+                steps_log.write(done, loss=losses[-1], lr=lr, grad_norm=float(grad_norm),
+                                tokens_per_s=tokens_per_step / max(step_s, 1e-9), memory_mb=memory_mb(device))
+            if done % tc.eval_every == 0 or done == tc.steps:
+                metrics = {"step": done, **evaluate(model, task, "val", tc.batch_size, tc.eval_batches, device,
+                                                    tc.precision)}
+                history.append(metrics)
+                if steps_log is not None:
+                    steps_log.write_eval(done, metrics)
+            if done % tc.checkpoint_every == 0 or done == tc.steps:
+                checkpoint(done)
+            shown = f"{metrics[task.info.metric]:.3f}" if task.info.metric in metrics else "—"
+            bar.set_postfix(loss=f"{losses[-1]:.3f}", **{task.info.metric: shown},
+                            tok_s=f"{done * tokens_per_step / max(train_s, 1e-9):.0f}")
+    finally:
+        if steps_log is not None:
+            steps_log.close()
     wall_s += time.perf_counter() - session_start
     result = {
         "config_hash": cfg.hash(),
@@ -281,7 +360,8 @@ def _train(cfg: RunConfig, out: Path, task: Task, model: torch.nn.Module, *, res
         "train_s": train_s,
         "wall_s": wall_s,
         "tokens_per_s": tc.steps * tokens_per_step / train_s if train_s > 0 else 0.0,
-        "versions": {"trevo": __version__, "torch": torch.__version__, "device": tc.device},
+        "versions": run_stamp,
     }
-    atomic_write_text(out / RESULT, json.dumps(result, indent=1))
+    if world.main:
+        atomic_write_text(out / RESULT, json.dumps(result, indent=1))
     return result

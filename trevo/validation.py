@@ -54,6 +54,7 @@ class Rule:
     choices: tuple[str, ...] = ()
     pattern: str = ""
     pattern_text: str = ""
+    note: str = ""  # said after "expected …" when the value is refused: where the value the user meant lives
 
     def holds(self, value: Any) -> bool:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -138,7 +139,8 @@ def check(where: str, value: Any, hint: Any, rule: Rule | None = None) -> str | 
     """The one-line problem with ``value`` at ``where``, or None when it is valid."""
     if matches(hint, value) and (value is None or rule is None or rule.holds(value)):
         return None
-    return f"{where} = {value!r}: expected {describe(hint, rule)}"
+    note = f"; {rule.note}" if rule is not None and rule.note else ""
+    return f"{where} = {value!r}: expected {describe(hint, rule)}{note}"
 
 
 def field_rule(cls: type, name: str) -> Rule | None:

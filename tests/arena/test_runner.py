@@ -100,3 +100,21 @@ def test_state_bytes_are_the_kv_cache_or_the_constant_recurrent_state():
     assert _state_bytes(cfg("linear_attention", 32)) == _state_bytes(cfg("linear_attention", 64)) \
         == 2 * H * (D * D + D) * 4
     assert _state_bytes(cfg("linear_attention", 32, task="mlm")) is None
+
+
+def test_finished_runs_made_with_other_component_defaults_are_named():
+    from trevo.arena.runner import changed_defaults
+    from trevo.config import RunConfig
+    from trevo.runlog import resolved_defaults
+
+    cfg = RunConfig().override(["model.mixer.name=gla"])
+    now = resolved_defaults(cfg)
+    older = json.loads(json.dumps(now))
+    older["model.mixer"]["options"]["chunk_size"] = 32  # as if an older trevo's GLA had defaulted to 32
+
+    def run(defaults):
+        return Run(key="k", sweep="s", label="gla", family="gla", task="byte_lm", seed=0, lr=1e-3, status="done",
+                   config=cfg.to_dict(), versions=None if defaults is None else {"defaults": defaults})
+
+    assert changed_defaults([run(json.loads(json.dumps(now))), run(None)]) == []  # same, or recorded before stamps
+    assert changed_defaults([run(older)]) == ["gla: model.mixer.chunk_size was 32, now 64"]

@@ -142,3 +142,20 @@ def test_a_component_registered_in_main_is_refused_at_plan_time(monkeypatch, tmp
     plugins.load(str(tmp_path / "my_components.py"))
     planned = plan_sweep(tiny_sweep(variants=["my_file_attention"], baseline=None))
     assert {r.label for r in planned} == {"my_file_attention"}
+
+
+def test_a_flop_budget_matches_every_variants_training_compute():
+    from trevo.arena.runner import _flops_per_token
+
+    budget = 6.4e7  # training FLOPs: 4 steps × 2 sequences × 16 tokens at 500k matmul FLOPs per token
+    runs = plan_sweep(tiny_sweep(flop_budget=budget, variants=["softmax_attention", "gla"]))
+    widths = {r.label: r.config.model.d_model for r in runs}
+    assert widths["softmax_attention"] != widths["gla"]  # the same compute takes different widths
+    for r in runs:
+        tokens = r.config.train.steps * r.config.train.batch_size * r.config.task.options["seq_len"]
+        # the runner's count, on the run's own batch (not the single sequence the matching measured)
+        assert _flops_per_token(r.config) * tokens == pytest.approx(budget, rel=0.05), r.label
+    with pytest.raises(SweepError, match="param_budget and flop_budget both given"):
+        tiny_sweep(flop_budget=budget, param_budget=10000)
+    with pytest.raises(SweepError, match="flop_budget = -1.0: expected a positive number"):
+        tiny_sweep(flop_budget=-1.0)

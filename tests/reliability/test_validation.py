@@ -143,7 +143,7 @@ def test_a_missing_device_is_refused(tiny_cfg):
 def test_a_bug_still_shows_its_traceback(monkeypatch, tmp_path):
     training = importlib.import_module("trevo.train")  # the module; the package's name trevo.train is the API function
 
-    def broken(cfg):
+    def broken(cfg, *device):
         raise ZeroDivisionError("a bug, not bad input")
 
     monkeypatch.setattr(training, "build", broken)

@@ -40,7 +40,7 @@ def _arena(args: argparse.Namespace) -> None:
     if args.plan:
         print(plan_summary(plan_sweep(sweep)))
         return
-    run_sweep(sweep, out, workers=args.workers, log=_print)
+    run_sweep(sweep, out, workers=args.workers, log=_print, backend=args.backend, address=args.address)
     db = out / DB_NAME
     _print("\n" + leaderboard_text(db, sweep.baseline, sweep.name))
     if not args.no_report:
@@ -78,6 +78,11 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
         s.add_argument("--out", help="output directory (default runs/arena-<sweep name>)")
         s.add_argument("--workers", type=cli_number(int, ge=1), default=1,
                        help="runs at once, each in its own process")
+        s.add_argument("--backend", choices=("local", "ray"), default="local",
+                       help="local: worker processes on this machine; ray: a Ray task per run (pip install "
+                            "'trevo[ray]'), the results written here")
+        s.add_argument("--address", help="with --backend ray: the cluster to join (e.g. auto, ray://head:10001); "
+                                         "default: a Ray cluster started on this machine")
         s.add_argument("--set", action="append", metavar="KEY=VALUE",
                        help="override a field of every run, e.g. --set train.device=cuda --set train.steps=50")
         s.add_argument("--plan", action="store_true", help="validate and print the plan, run nothing")

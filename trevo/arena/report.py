@@ -105,7 +105,8 @@ def write_report(db_path: str | Path, out_dir: str | Path | None = None, baselin
     refs = task_references([r for r in runs if r.status == "done"])
     failed = [r for r in runs if r.status == "failed"]
     unfinished = [r for r in runs if r.status in ("pending", "running")]
-    versions = next((r.versions for r in runs if r.versions), {})
+    # the stamp's short fields (versions, device, corpus); each run's resolved defaults stay in the store
+    versions = {k: v for k, v in next((r.versions for r in runs if r.versions), {}).items() if k != "defaults"}
     draw = plots and plotting.available()
 
     summary = (f"{len(runs)} runs: {len(runs) - len(failed) - len(unfinished)} done, {len(failed)} failed, "

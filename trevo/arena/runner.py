@@ -10,6 +10,7 @@ test metric is evaluated once, for the chosen runs.
 from __future__ import annotations
 
 import ctypes
+import json
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -50,8 +51,9 @@ def _flops_per_token(cfg) -> float:
         if task.info.segments > 1:  # the first step of a stream: its segments read through the memory
             logits, batch, _ = train_segments(model, task, 0, cfg.train.batch_size, cfg.train.seed,
                                               cfg.train.bptt_segments, None, cfg.train.device)
-        else:
-            batch = task.train_batch(0, cfg.train.batch_size, cfg.train.seed)
+        else:  # on the model's device: a CPU batch into a CUDA model fails (and was recorded as a failed run)
+            batch = {k: v.to(cfg.train.device) for k, v in
+                     task.train_batch(0, cfg.train.batch_size, cfg.train.seed).items()}
             logits = logits_of(model, batch)
         task.loss(logits, batch).backward()
     return counter.get_total_flops() / batch["input"].numel()
@@ -90,50 +92,61 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
 
 
-def execute_run(db_path: str, key: str, run_dir: str, threads: int, eval_test: bool) -> None:
-    """Train one run (in a worker process) and record it; never raises for the run's own failure.
-    ``eval_test``: the run is chosen whatever its metric (no learning-rate sweep), so its test metric
-    is evaluated here, once, instead of in a process of its own."""
+def run_fields(config: dict[str, Any], run_dir: str, eval_test: bool) -> dict[str, Any]:
+    """Train one run and measure it: the fields of its row in the store (``status`` done, or failed
+    with the error); never raises for the run's own failure. ``eval_test``: the run is chosen whatever
+    its metric (no learning-rate sweep), so its test metric is evaluated here, once, instead of in a
+    process of its own. The store is written by the caller: a local worker, or the Ray driver."""
     from trevo.config import RunConfig
     from trevo.train import train
 
+    try:
+        cfg = RunConfig.from_dict(config)
+        baseline = _rss_mb()
+        result = train(cfg, run_dir, resume=True, progress=False)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - baseline
+        if cfg.train.device.startswith("cuda"):
+            peak = torch.cuda.max_memory_allocated(cfg.train.device) / 2**20
+        fields = dict(status="done", metric=result["metric"], val=result["final"],
+                      curves={"losses": result["losses"], "history": result["history"]},
+                      params=result["params"], tokens_per_s=result["tokens_per_s"], wall_s=result["wall_s"],
+                      peak_mem_mb=peak, flops_per_token=_flops_per_token(cfg), versions=result["versions"],
+                      higher_is_better=int(result["higher_is_better"]), state_bytes=_state_bytes(cfg))
+        if eval_test:
+            fields["test"] = metrics_on_test(config, run_dir)
+        return fields
+    except Exception as e:  # a crashed run is recorded and the sweep goes on
+        return {"status": "failed", "error": f"{type(e).__name__}: {e}\n{traceback.format_exc()[-2000:]}"}
+
+
+def execute_run(db_path: str, key: str, run_dir: str, threads: int, eval_test: bool) -> None:
+    """Train one run in a worker process (``run_fields``) and record it in the store."""
     _die_with_parent()
     torch.set_num_threads(threads)
     store = Store(db_path)
     if not store.claim(key):
         return
-    run = store.get(key)
-    try:
-        cfg = RunConfig.from_dict(run.config)
-        baseline = _rss_mb()
-        result = train(cfg, run_dir, resume=True, progress=False)
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - baseline
-        if cfg.train.device.startswith("cuda"):
-            peak = torch.cuda.max_memory_allocated() / 2**20
-        store.update(key, status="done", metric=result["metric"], val=result["final"],
-                     curves={"losses": result["losses"], "history": result["history"]},
-                     params=result["params"], tokens_per_s=result["tokens_per_s"], wall_s=result["wall_s"],
-                     peak_mem_mb=peak, flops_per_token=_flops_per_token(cfg), versions=result["versions"],
-                     higher_is_better=int(result["higher_is_better"]), state_bytes=_state_bytes(cfg))
-        if eval_test:
-            evaluate_test(db_path, key, run_dir, threads)
-    except Exception as e:  # a crashed run is recorded and the sweep goes on
-        store.update(key, status="failed", error=f"{type(e).__name__}: {e}\n{traceback.format_exc()[-2000:]}")
+    store.update(key, **run_fields(store.get(key).config, run_dir, eval_test))
 
 
-def evaluate_test(db_path: str, key: str, run_dir: str, threads: int) -> None:
+def metrics_on_test(config: dict[str, Any], run_dir: str) -> dict[str, float]:
     """The test metrics of a finished run, from its final checkpoint (evaluated once)."""
     from trevo.checkpoint import CHECKPOINT, load_checkpoint
     from trevo.config import RunConfig
     from trevo.train import build, evaluate
 
-    torch.set_num_threads(threads)
-    store = Store(db_path)
-    cfg = RunConfig.from_dict(store.get(key).config)
+    cfg = RunConfig.from_dict(config)
     task, model = build(cfg)
     load_checkpoint(Path(run_dir) / CHECKPOINT, model)
-    metrics = evaluate(model, task, "test", cfg.train.batch_size, cfg.train.eval_batches, cfg.train.device)
-    store.update(key, test=metrics)
+    return evaluate(model, task, "test", cfg.train.batch_size, cfg.train.eval_batches, cfg.train.device,
+                    cfg.train.precision)
+
+
+def evaluate_test(db_path: str, key: str, run_dir: str, threads: int) -> None:
+    """``metrics_on_test`` of a run, in a worker process, recorded in the store."""
+    torch.set_num_threads(threads)
+    store = Store(db_path)
+    store.update(key, test=metrics_on_test(store.get(key).config, run_dir))
 
 
 def run_in_processes(jobs: list[tuple[Callable[..., Any], tuple]], workers: int,
@@ -162,11 +175,54 @@ def run_in_processes(jobs: list[tuple[Callable[..., Any], tuple]], workers: int,
             proc.kill()
 
 
-def run_sweep(sweep: Sweep, out_dir: str | Path, *, workers: int = 1,
-              log: Callable[[str], None] = print) -> tuple[Store, list[Run]]:
-    """Run every unfinished run of ``sweep`` into ``out_dir``; returns the store and the chosen runs."""
+def changed_defaults(runs: list[Run]) -> list[str]:
+    """For each finished run whose recorded resolved defaults (its stamp's) differ from what this trevo
+    resolves for its config, the first difference: ``label: path.option was A, now B``. A run's key is
+    the hash of its config as written, not of the defaults, so that an upgrade keeps the store's keys
+    (its unfinished runs resume); a changed default is reported here instead of reused silently."""
+    from trevo.config import RunConfig
+    from trevo.runlog import resolved_defaults
+
+    out = []
+    for run in runs:
+        recorded = (run.versions or {}).get("defaults")
+        if recorded is None:
+            continue  # recorded before trevo stamped runs
+        now = json.loads(json.dumps(resolved_defaults(RunConfig.from_dict(run.config))))
+        if now == recorded:
+            continue
+        diff = _first_difference(recorded, now)
+        out.append(f"{run.label}: {diff}")
+    return out
+
+
+def _first_difference(recorded: dict[str, Any], now: dict[str, Any]) -> str:
+    for path, spec in now.items():
+        before = recorded.get(path, {})
+        if before.get("name") != spec["name"]:
+            return f"{path} was {before.get('name')!r}, now {spec['name']!r}"
+        for name, value in spec["options"].items():
+            if before.get("options", {}).get(name, "(absent)") != value:
+                return f"{path}.{name} was {before.get('options', {}).get(name, '(absent)')!r}, now {value!r}"
+    return "an option that was removed"
+
+
+BACKENDS = ("local", "ray")
+
+
+def run_sweep(sweep: Sweep, out_dir: str | Path, *, workers: int = 1, log: Callable[[str], None] = print,
+              backend: str = "local", address: str | None = None) -> tuple[Store, list[Run]]:
+    """Run every unfinished run of ``sweep`` into ``out_dir``; returns the store and the chosen runs.
+    ``backend``: ``local`` (``workers`` processes at once) or ``ray`` (a Ray task per run, on the cluster
+    at ``address`` or a local one; ``workers`` then only sets each run's share of this machine's threads)."""
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise SweepError(f"--workers = {workers!r}: expected an integer ≥ 1 (runs at once)")
+    if backend not in BACKENDS:
+        raise SweepError(f"--backend {backend!r}: expected one of {', '.join(BACKENDS)}")
+    if backend == "ray":
+        from trevo.arena.ray_backend import require_ray
+
+        require_ray()  # before anything is planned or written
     out = Path(out_dir)
     plan: list[PlannedRun] = plan_sweep(sweep)  # raises before anything runs
     db = str(out / DB_NAME)
@@ -176,6 +232,11 @@ def run_sweep(sweep: Sweep, out_dir: str | Path, *, workers: int = 1,
         store.add(Run(key=p.key, sweep=sweep.name, label=p.label, family=p.family, task=p.task, seed=p.seed,
                       lr=p.lr, status="pending", config=p.config.to_dict()))
     todo = [p for p in plan if store.get(p.key).status != "done"]
+    changed = changed_defaults([store.get(p.key) for p in plan if p not in todo])
+    if changed:
+        log(f"note: {len(changed)} finished run(s) were trained with other component defaults than this trevo's "
+            f"(e.g. {changed[0]}); their results are kept, not redone. To redo them with this trevo, run the sweep "
+            f"into another --out")
     log(f"arena {sweep.name!r}: {len(plan)} runs, {len(plan) - len(todo)} already done, {len(todo)} to run "
         f"with {workers} worker(s); results in {db}")
     threads = threads_per_worker(workers)
@@ -197,10 +258,38 @@ def run_sweep(sweep: Sweep, out_dir: str | Path, *, workers: int = 1,
         log(f"[{finished}/{len(todo)}] {p.task} / {p.label} lr={p.lr:g} seed={p.seed}: {r.status} ({detail})")
 
     eval_test = len(sweep.lrs) <= 1
-    run_in_processes([(execute_run, (db, p.key, str(out / "runs" / p.key), threads, eval_test)) for p in todo],
-                     workers, report)
+    if backend == "ray":
+        _run_on_ray(store, todo, out, threads, eval_test, address, report)
+    else:
+        run_in_processes([(execute_run, (db, p.key, str(out / "runs" / p.key), threads, eval_test)) for p in todo],
+                         workers, report)
     chosen = [r for r in choose([store.get(p.key) for p in plan]) if r.test is None]
-    run_in_processes([(evaluate_test, (db, r.key, str(out / "runs" / r.key), threads)) for r in chosen],
-                     workers, lambda index, code: None)
+    if backend == "ray":
+        from trevo.arena.ray_backend import run_on_ray
+
+        jobs = [(r.key, (r.config, str(out / "runs" / r.key)), _on_gpu(r.config)) for r in chosen]
+        for key, metrics, error in run_on_ray(metrics_on_test, jobs, threads, address):
+            if error is None:
+                store.update(key, test=metrics)
+    else:
+        run_in_processes([(evaluate_test, (db, r.key, str(out / "runs" / r.key), threads)) for r in chosen],
+                         workers, lambda index, code: None)
     log(f"arena {sweep.name!r} finished in {time.perf_counter() - start:.0f} s")
     return store, choose([store.get(p.key) for p in plan])
+
+
+def _on_gpu(config: dict[str, Any]) -> bool:
+    return str(config.get("train", {}).get("device", "cpu")).startswith("cuda")
+
+
+def _run_on_ray(store: Store, todo: list[PlannedRun], out: Path, threads: int, eval_test: bool, address: str | None,
+                report: Callable[[int, int], None]) -> None:
+    """The runs of ``todo`` as Ray tasks; this process (the driver) alone writes the store."""
+    from trevo.arena.ray_backend import run_on_ray
+
+    index = {p.key: i for i, p in enumerate(todo)}
+    jobs = [(p.key, (p.config.to_dict(), str(out / "runs" / p.key), eval_test), _on_gpu(p.config.to_dict()))
+            for p in todo if store.claim(p.key)]
+    for key, fields, error in run_on_ray(run_fields, jobs, threads, address):
+        store.update(key, **(fields if error is None else {"status": "failed", "error": error}))
+        report(index[key], 0)

@@ -7,6 +7,7 @@ A sweep file (or a preset in ``trevo/arena/presets/``)::
       model: {n_layers: 4, channel: swiglu, norm: rmsnorm}
       train: {steps: 200, batch_size: 16, lr: 3.0e-3, warmup_steps: 20}
     param_budget: 400000        # d_model matched per (variant, task) to this many parameters
+    # or flop_budget: 1.0e12    # ... to this many training FLOPs (matmul FLOPs per token × tokens)
     baseline: softmax_attention # the variant the others are compared with
     seeds: [0, 1]
     lrs: [1.0e-3, 3.0e-3]       # optional: the best per variant and task is chosen on validation
@@ -25,23 +26,27 @@ from __future__ import annotations
 
 import inspect
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from trevo import presets
 from trevo.config import COMPONENTS, LAYER_FIELDS, ConfigError, RunConfig, TrainConfig
 from trevo.errors import TrevoError
 from trevo.models import build_model
 from trevo.models.layers import model_family
+from trevo.precision import check_precision
 from trevo.registry import create, get
 from trevo.tasks.base import TaskInfo
 from trevo.train import check_device, check_fits
 from trevo.validation import check_field
 
-SWEEP_FIELDS = {"name", "description", "base", "param_budget", "baseline", "seeds", "lrs", "variants", "tasks"}
+SWEEP_FIELDS = {"name", "description", "base", "param_budget", "flop_budget", "baseline", "seeds", "lrs", "variants",
+                "tasks"}
 # d_model is matched in steps of 2 (widths a component cannot take are skipped): parameters grow about
 # as d², so a step is about 4/d of them, and the match is within 5% from d ≈ 80 up.
 WIDTH_STEP = 2
@@ -70,6 +75,9 @@ class Sweep:
     seeds: list[int] = field(default_factory=lambda: [0])
     lrs: list[float] = field(default_factory=list)
     param_budget: int | None = None
+    # Training FLOPs (matmul FLOPs per token of a forward + backward step × the run's tokens), instead of
+    # param_budget: widths matched so that every variant spends the same compute.
+    flop_budget: float | None = None
     baseline: str | None = None
     description: str = ""
     spec: dict[str, Any] = field(default_factory=dict)  # the sweep as written
@@ -166,6 +174,13 @@ def parse_sweep(data: Any, where: str = "sweep") -> Sweep:
     budget = data.get("param_budget")
     if budget is not None and (not isinstance(budget, int) or isinstance(budget, bool) or budget <= 0):
         problems.append(f"{where}: param_budget = {budget!r}: expected a positive integer")
+    flops = data.get("flop_budget")
+    flops = float(flops) if isinstance(flops, str) and _is_float(flops) else flops  # YAML reads 1e12 as a string
+    if flops is not None and (not isinstance(flops, (int, float)) or isinstance(flops, bool) or not flops > 0
+                              or flops == float("inf")):
+        problems.append(f"{where}: flop_budget = {flops!r}: expected a positive number of training FLOPs")
+    if budget is not None and flops is not None:
+        problems.append(f"{where}: param_budget and flop_budget both given; match widths to one of them")
     name = str(data.get("name") or Path(where).stem)
     if not NAME.fullmatch(name):
         problems.append(f"{where}: name = {name!r}: expected letters, digits, '.', '_' or '-' (it names the output "
@@ -179,7 +194,8 @@ def parse_sweep(data: Any, where: str = "sweep") -> Sweep:
     sweep = Sweep(name=name, base=base,
                   variants=_variants(data.get("variants"), where, "variants"),
                   tasks=_variants(data.get("tasks"), where, "tasks"), seeds=seeds, lrs=lrs,
-                  param_budget=budget, baseline=data.get("baseline"), description=data.get("description", ""),
+                  param_budget=budget, flop_budget=None if flops is None else float(flops),
+                  baseline=data.get("baseline"), description=data.get("description", ""),
                   spec=data)
     if sweep.baseline is not None and sweep.baseline not in [v.label for v in sweep.variants]:
         raise SweepError(f"{where}: baseline {sweep.baseline!r} is not one of the variants' labels")
@@ -206,19 +222,38 @@ def _channel_expand(cfg: RunConfig) -> float | None:
     return float(cfg.model.channel.options.get("expand", default.default))
 
 
-def match_width(cfg: RunConfig, info: TaskInfo, budget: int) -> tuple[RunConfig, int]:
-    """The config whose parameter count is closest to ``budget``, and that count.
+def count_flops(cfg: RunConfig, task: Any) -> int:
+    """Matmul FLOPs per token of one training step (forward + backward) of ``cfg``'s model on one sequence of
+    ``task``, counted by PyTorch's FlopCounterMode on the CPU (matmul work is linear in the batch, so the
+    batch size does not change it; element-wise work, e.g. a recurrent scan's, is not counted)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from trevo.train import logits_of
+
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(cfg.model, task.info)
+    batch = task.train_batch(0, 1, cfg.train.seed)
+    with FlopCounterMode(display=False) as counter:
+        task.loss(logits_of(model, batch), batch).backward()
+    return int(round(counter.get_total_flops() / batch["input"].numel()))
+
+
+def match_width(cfg: RunConfig, info: TaskInfo, budget: float,
+                measure: Callable[[RunConfig], int] | None = None, unit: str = "parameter") -> tuple[RunConfig, int]:
+    """The config whose parameter count (or ``measure``: FLOPs per token) is closest to ``budget``, and
+    that count.
 
     First d_model, in steps of WIDTH_STEP: counts are close to quadratic in d_model, so three probes
     give a guess, and the search walks out from it until a buildable width on each side of the budget
     is found (widths a component cannot take, e.g. not a multiple of its head size, are skipped).
     Where the buildable widths are too coarse to land within 4%, the channel mixer's ``expand`` is
     then adjusted, the count being linear in it."""
-    count_params(cfg, info)  # a config that cannot build at any width fails here, with its own message
+    measure = measure or (lambda c: count_params(c, info))
+    measure(cfg)  # a config that cannot build at any width fails here, with its own message
 
     def params_of(c: RunConfig) -> int | None:
         try:
-            return count_params(c, info)
+            return measure(c)
         except TrevoError:
             return None
 
@@ -244,7 +279,7 @@ def match_width(cfg: RunConfig, info: TaskInfo, budget: int) -> tuple[RunConfig,
             break
     found = [x for x in (below, above) if x]
     if not found:
-        raise SweepError(f"no d_model near {guess} builds {cfg.model.mixer.name!r} for a {budget:,}-parameter budget")
+        raise SweepError(f"no d_model near {guess} builds {cfg.model.mixer.name!r} for a {budget:,.0f}-{unit} budget")
     d, params = min(found, key=lambda x: abs(x[1] - budget))
     cfg = cfg.replace({"model.d_model": d})
     expand = _channel_expand(cfg)
@@ -306,9 +341,21 @@ def plan_sweep(sweep: Sweep) -> list[PlannedRun]:
                             f"the closest width, d_model={cfg.model.d_model}, has {params:,} parameters, "
                             f"{abs(params / sweep.param_budget - 1):.0%} from the {sweep.param_budget:,} budget "
                             f"(the arena matches within {tolerance:.0%}); change param_budget or n_layers")
+                elif sweep.flop_budget:
+                    per_token = sweep.flop_budget / (cfg.train.steps * cfg.train.batch_size * task_obj.info.seq_len)
+                    cfg, flops = match_width(cfg, task_obj.info, per_token, lambda c, t=task_obj: count_flops(c, t),
+                                             "FLOPs-per-token")
+                    tolerance = sweep.budget_tolerance
+                    if tolerance is not None and abs(flops - per_token) > tolerance * per_token:
+                        raise SweepError(
+                            f"the closest width, d_model={cfg.model.d_model}, spends {flops:,} matmul FLOPs per token, "
+                            f"{abs(flops / per_token - 1):.0%} from the {per_token:,.0f} the flop_budget allows per "
+                            f"token (the arena matches within {tolerance:.0%}); change flop_budget or n_layers")
+                    params = count_params(cfg, task_obj.info)
                 else:
                     params = count_params(cfg, task_obj.info)  # builds it: every build-time check runs
                 check_device(cfg.train.device)
+                check_precision(cfg.train.precision, cfg.train.dtype, cfg.train.device)
                 check_fits(cfg, task_obj.info)
                 # A Perceiver's family is its architecture's: its mixer only fills the latent stack.
                 family = (model_family(cfg.model) if cfg.model.arch == "metaformer"

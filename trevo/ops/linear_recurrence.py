@@ -86,10 +86,10 @@ def linear_recurrence(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
         if triton_kernels.enabled(q, k, v, g, S0) and _triton_chunk_supports(chunk_size, bonus):
             from trevo.ops.triton.linear_recurrence import chunk_linear_recurrence
 
-            o, S = chunk_linear_recurrence(q, k, v, g, S0, chunk_size)
+            o, S = chunk_linear_recurrence(q, k, v, g.to(q.dtype), S0.to(q.dtype), chunk_size)
         else:
             o, S = _chunk(q, k, v, g, bonus, S0, chunk_size)
-    return o * scale, S
+    return (o * scale).to(v.dtype), S
 
 
 def _triton_chunk_supports(chunk_size: int, bonus: torch.Tensor | None) -> bool:
@@ -126,8 +126,13 @@ def _prepare(q, k, v, log_decay, bonus, initial_state, padding_mask):
         raise TrevoError(f"initial_state must be [B, H, Dk, Dv] = {(B, H, Dk, Dv)}, "
                          f"got {tuple(initial_state.shape)}")
     else:
-        S0 = initial_state.to(q.dtype)
-    return g.to(q.dtype), S0
+        S0 = initial_state
+    # Under mixed precision (autocast to 16 bits) the log decays, their cumulative sums and the state carried
+    # across chunks stay float32: a bfloat16 cumsum of log decays loses a factor e^(2^-8·|Σg|) per chunk, and
+    # a 16-bit state rounds every update. The products themselves run in 16 bits (autocast casts them).
+    work = torch.float32 if q.dtype in (torch.float16, torch.bfloat16) and torch.is_autocast_enabled(
+        q.device.type) else q.dtype
+    return g.to(work), S0.to(work)
 
 
 def _bonus_term(q, k, v, bonus):

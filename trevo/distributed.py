@@ -1,0 +1,113 @@
+"""Data parallelism under ``torchrun`` (``train.parallel=ddp``): one process per device, the gradients
+averaged across processes by ``torch.nn.parallel.DistributedDataParallel`` (Li et al. 2020, "PyTorch
+Distributed: Experiences on Accelerating Data Parallel Training", arXiv 2006.15704).
+
+The data order is the single-process run's: ``train.batch_size`` is the global batch, every process
+draws the same global batch of the step (a batch is a function of (seed, step)) and keeps its own
+contiguous slice of ``batch_size / world_size`` sequences. A task loss that is a mean over equally many
+scored tokens per sequence (the language models) then averages to the single-process loss, so the
+curves agree to rounding. Two things differ from one process by design: random draws inside the model
+(dropout) come from each process's own generator, and a loss over a varying number of scored tokens
+(a masked LM's masks) is averaged per process before it is averaged over processes. Only rank 0
+writes the run directory (config, checkpoints, logs, result); every rank reads the checkpoint to resume.
+
+CUDA uses the NCCL backend, one device per process (``cuda:LOCAL_RANK``); the CPU uses gloo.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from trevo.validation import ConfigError
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place among the run's processes (one process: rank 0 of 1)."""
+
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def device(self, device: str) -> str:
+        """The device of this process: ``cuda`` becomes ``cuda:LOCAL_RANK`` (one GPU per process)."""
+        if self.size > 1 and device == "cuda":
+            return f"cuda:{self.local_rank}"
+        return device
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "")
+    return int(value) if value.isdigit() else default
+
+
+def setup(parallel: str, device: str, batch_size: int) -> World:
+    """The world of this run, with the process group started when there is more than one process."""
+    size = _env_int("WORLD_SIZE", 1)
+    if parallel == "none":
+        if size > 1:
+            raise ConfigError(f"this process is one of {size} (torchrun, WORLD_SIZE={size}) but train.parallel=none, "
+                              f"so each would train the whole run alone; set train.parallel=ddp")
+        return World()
+    world = World(_env_int("RANK", 0), size, _env_int("LOCAL_RANK", 0))
+    if size == 1:
+        return world  # `trevo train` without torchrun: one process, nothing to average
+    if batch_size % size:
+        raise ConfigError(f"train.batch_size={batch_size} is the global batch, split between {size} processes; "
+                          f"choose a multiple of {size}")
+    if device.startswith("cuda") and device != "cuda":
+        raise ConfigError(f"train.device={device} under torchrun: each process takes its own GPU (cuda:LOCAL_RANK); "
+                          f"write train.device=cuda, and choose the GPUs with CUDA_VISIBLE_DEVICES")
+    if not dist.is_initialized():
+        if device == "cuda":
+            torch.cuda.set_device(world.local_rank)
+        dist.init_process_group("nccl" if device == "cuda" else "gloo")
+    return world
+
+
+def teardown(world: World) -> None:
+    if world.size > 1 and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def wrap(model: torch.nn.Module, world: World, device: str) -> torch.nn.Module:
+    """The model that trains: ``model`` under DistributedDataParallel when there are several processes."""
+    if world.size == 1:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [torch.device(device).index] if device.startswith("cuda") else None
+    # find_unused_parameters: some components leave parameters out of a step (a gate on a path not taken,
+    # a memory a batch does not read); without it DDP waits for their gradients forever and fails the run
+    return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
+
+
+def shard(batch: dict[str, torch.Tensor], world: World) -> dict[str, torch.Tensor]:
+    """This process's contiguous slice of the global batch (every tensor of a batch is batch-first)."""
+    if world.size == 1:
+        return batch
+    per = next(iter(batch.values())).shape[0] // world.size
+    return {k: v[world.rank * per:(world.rank + 1) * per] for k, v in batch.items()}
+
+
+def mean(value: torch.Tensor, world: World) -> torch.Tensor:
+    """The mean of a scalar over the processes (every rank gets it: the same loss is logged and
+    checked for divergence everywhere, so that all stop together)."""
+    if world.size == 1:
+        return value
+    total = value.detach().clone()
+    dist.all_reduce(total)
+    return total / world.size
+
+
+def barrier(world: World) -> None:
+    if world.size > 1:
+        dist.barrier()
