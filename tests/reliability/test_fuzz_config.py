@@ -67,6 +67,8 @@ VALID = {
     "train.parallel": st.sampled_from(["none", "ddp"]),  # ddp without torchrun: one process
     "train.compile": st.just(False),  # compiling takes tens of seconds per config
     "train.init_from": st.none(),  # a run directory to start from: none in a fuzzed run
+    "train.bptt_segments": st.integers(1, 2),  # 2 on a task of whole sequences: refused
+    "train.objective": st.sampled_from([None, "causal_lm", "masked_lm"]),
 }
 TASK_OPTIONS = {
     "byte_lm": {"seq_len": st.integers(2, 24), "val_fraction": st.floats(0.01, 0.3)},
