@@ -44,7 +44,9 @@ class Induction(LengthGeneralisationTask):
     accuracy reported at each test length (Mamba's induction-heads task)."""
 
     def __init__(self, seq_len: int = 64, vocab_size: int = 16,
-                 eval_lengths: list[int] | tuple[int, ...] = (64, 128, 256, 512)) -> None:
+                 eval_lengths: list[int] | tuple[int, ...] = (64, 128, 256, 512),
+                 train_size: int | None = None, test_size: int | None = None,
+                 cache_dir: str | None = None) -> None:
         require(vocab_size >= 3, f"induction: vocab_size must be at least 3 (two tokens and the special one), "
                                  f"got {vocab_size}")
         lengths = sorted({int(L) for L in eval_lengths} | {seq_len})
@@ -53,6 +55,8 @@ class Induction(LengthGeneralisationTask):
         require(lengths[-1] <= MAX_SEQ_LEN, f"induction: every length must be at most {MAX_SEQ_LEN:,}, "
                                             f"got {lengths[-1]}")
         self.seq_len, self.vocab_size, self.eval_lengths = seq_len, vocab_size, tuple(lengths)
+        self.params = {"seq_len": seq_len, "vocab_size": vocab_size}
+        self.fixed_sets("induction", train_size, test_size, cache_dir)
         self.info = TaskInfo(vocab_size=vocab_size, head="lm", seq_len=seq_len, causal="required",
                              layout=(seq_len,), metric="accuracy", higher_is_better=True)
 

@@ -82,8 +82,10 @@ def to_text(ids: list[int]) -> str:
 class ListOps(GeneratedTask):
     """Evaluate a nested MIN/MAX/MED/SM expression over digits: 10-way classification (LRA ListOps)."""
 
+    dedup = True  # LRA draws one set of distinct trees and splits it 96k / 2k / 2k
+
     def __init__(self, min_length: int = 32, max_length: int = 128, max_depth: int = 10, max_args: int = 10,
-                 cache_dir: str | None = None) -> None:
+                 cache_dir: str | None = None, train_size: int | None = None, test_size: int | None = None) -> None:
         require(max_args >= 2, f"listops: max_args must be at least 2 (an operator takes 2 or more), got {max_args}")
         require(max_depth >= 2, f"listops: max_depth must be at least 2 (depth 1 is the root), got {max_depth}")
         require(0 <= min_length < max_length - 1,
@@ -97,9 +99,9 @@ class ListOps(GeneratedTask):
                 f"listops: trees of max_depth={max_depth}, max_args={max_args} have at most {longest} tokens, "
                 f"none longer than min_length={min_length}; raise max_depth or max_args, or lower min_length")
         self.min_length, self.max_length, self.max_depth, self.max_args = min_length, max_length, max_depth, max_args
-        self.cache_dir = cache_dir
         self.params = {"min_length": min_length, "max_length": max_length, "max_depth": max_depth,
                        "max_args": max_args}
+        self.fixed_sets("listops", train_size, test_size, cache_dir)
         self.info = TaskInfo(vocab_size=16, head="classify", seq_len=max_length, n_classes=10, causal="either",
                              layout=(max_length,), metric="accuracy", higher_is_better=True)
 

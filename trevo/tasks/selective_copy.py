@@ -26,7 +26,9 @@ from trevo.validation import MAX_SEQ_LEN
 class SelectiveCopy(GeneratedTask):
     """Reproduce the data tokens scattered among noise tokens, in order, at the markers (Mamba)."""
 
-    def __init__(self, seq_len: int = 128, n_data: int = 16, vocab_size: int = 16) -> None:
+    def __init__(self, seq_len: int = 128, n_data: int = 16, vocab_size: int = 16,
+                 train_size: int | None = None, test_size: int | None = None,
+                 cache_dir: str | None = None) -> None:
         require(n_data >= 1, f"selective_copy: n_data must be at least 1, got {n_data}")
         require(vocab_size >= 3, f"selective_copy: vocab_size must be at least 3 (noise, a data token, marker), "
                                  f"got {vocab_size}")
@@ -36,6 +38,7 @@ class SelectiveCopy(GeneratedTask):
                 f"use seq_len >= {2 * n_data}")
         self.seq_len, self.n_data, self.vocab_size = seq_len, n_data, vocab_size
         self.params = {"seq_len": seq_len, "n_data": n_data, "vocab_size": vocab_size}
+        self.fixed_sets("selective_copy", train_size, test_size, cache_dir)
         self.info = TaskInfo(vocab_size=vocab_size, head="lm", seq_len=seq_len, causal="required",
                              layout=(seq_len,), metric="accuracy", higher_is_better=True)
 
