@@ -4,6 +4,8 @@ AdamW (decay on matrices only), linear warmup then cosine decay to ``min_lr_rati
 clipping, periodic evaluation. Batches are a function of (seed, step) and the RNG state is saved in
 every checkpoint, so ``resume`` continues bit for bit. A non-finite loss, or weights that became
 non-finite, stop the run before the next checkpoint is written, keeping the last good one.
+``train.stop_at`` ends a run early, at the first evaluation whose validation metric passes it
+(Zoology's early stopping); the run is checkpointed there, and a resume of it does nothing more.
 
 Time is kept in two sums carried in every checkpoint, so that they survive a resume: ``train_s``,
 the seconds of the training steps alone (the throughput ``tokens_per_s`` is computed from it), and
@@ -200,8 +202,15 @@ def _train(cfg: RunConfig, out: Path, task: Task, model: torch.nn.Module, *, res
                 f"kept in {ckpt_path if ckpt_path.exists() else '(none yet)'}. Lower train.lr or train.grad_clip, "
                 f"or use float32") from None
 
+    def passed(m: dict[str, Any]) -> bool:
+        if tc.stop_at is None or task.info.metric not in m:
+            return False
+        value = m[task.info.metric]
+        return value > tc.stop_at if task.info.higher_is_better else value < tc.stop_at
+
+    stopped = bool(history) and passed(history[-1])  # a run that stopped early, resumed: nothing to do
     tokens_per_step = tc.batch_size * task.info.seq_len
-    bar = tqdm(range(start, tc.steps), initial=start, total=tc.steps, disable=not progress,
+    bar = tqdm(range(start, start if stopped else tc.steps), initial=start, total=tc.steps, disable=not progress,
                dynamic_ncols=True, mininterval=1.0, desc=f"{cfg.model.mixer.name}")
     model.train()
     metrics = history[-1] if history else {}
@@ -228,11 +237,15 @@ def _train(cfg: RunConfig, out: Path, task: Task, model: torch.nn.Module, *, res
         if done % tc.eval_every == 0 or done == tc.steps:
             metrics = {"step": done, **evaluate(model, task, "val", tc.batch_size, tc.eval_batches, tc.device)}
             history.append(metrics)
-        if done % tc.checkpoint_every == 0 or done == tc.steps:
+            stopped = passed(metrics)
+        if done % tc.checkpoint_every == 0 or done == tc.steps or stopped:
             checkpoint(done)
         shown = f"{metrics[task.info.metric]:.3f}" if task.info.metric in metrics else "—"
         bar.set_postfix(loss=f"{losses[-1]:.3f}", **{task.info.metric: shown},
                         tok_s=f"{done * tokens_per_step / max(train_s, 1e-9):.0f}")
+        if stopped:
+            break
+    steps_run = len(losses)  # every step taken, in this session and before the resume
     wall_s += time.perf_counter() - session_start
     result = {
         "config_hash": cfg.hash(),
@@ -242,10 +255,12 @@ def _train(cfg: RunConfig, out: Path, task: Task, model: torch.nn.Module, *, res
         "history": history,
         "losses": losses,
         "params": sum(p.numel() for p in model.parameters()),
-        "tokens": tc.steps * tokens_per_step,
+        "tokens": steps_run * tokens_per_step,
+        "steps_run": steps_run,
+        "stopped_early": steps_run < tc.steps,
         "train_s": train_s,
         "wall_s": wall_s,
-        "tokens_per_s": tc.steps * tokens_per_step / train_s if train_s > 0 else 0.0,
+        "tokens_per_s": steps_run * tokens_per_step / train_s if train_s > 0 else 0.0,
         "versions": {"trevo": __version__, "torch": torch.__version__, "device": tc.device},
     }
     atomic_write_text(out / RESULT, json.dumps(result, indent=1))

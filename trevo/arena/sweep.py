@@ -10,6 +10,10 @@ A sweep file (or a preset in ``trevo/arena/presets/``)::
     baseline: softmax_attention # the variant the others are compared with
     seeds: [0, 1]
     lrs: [1.0e-3, 3.0e-3]       # optional: the best per variant and task is chosen on validation
+    d_models: [64, 128]         # optional, instead of param_budget: every variant at each width (Zoology's
+                                # accuracy-against-width grid; the best lr is chosen per width)
+    published: {listops: {source: "Tay et al. 2021, Table 1", rows: {Transformer: 36.37}}}
+                                # optional: a paper's numbers per task label, printed beside trevo's rows
     variants:                   # a bare string is a mixer name, or a one-line genome
       - softmax_attention
       - {label: rwkv4+cmix, set: {model.mixer.name: rwkv4, model.channel.name: rwkv4_channel}}
@@ -17,7 +21,7 @@ A sweep file (or a preset in ``trevo/arena/presets/``)::
     tasks:                      # a bare string is a task name
       - {label: byte_lm, set: {task.name: byte_lm, task.seq_len: 128}}
 
-Every variant × task × seed × lr becomes one run. The plan is validated whole — unknown fields,
+Every variant × task × d_model × seed × lr becomes one run. The plan is validated whole — unknown fields,
 unknown components, incompatible mixer/task pairs — before any run starts.
 """
 
@@ -41,7 +45,8 @@ from trevo.tasks.base import TaskInfo
 from trevo.train import check_device, check_fits
 from trevo.validation import check_field
 
-SWEEP_FIELDS = {"name", "description", "base", "param_budget", "baseline", "seeds", "lrs", "variants", "tasks"}
+SWEEP_FIELDS = {"name", "description", "base", "param_budget", "baseline", "seeds", "lrs", "d_models", "published",
+                "variants", "tasks"}
 # d_model is matched in steps of 2 (widths a component cannot take are skipped): parameters grow about
 # as d², so a step is about 4/d of them, and the match is within 5% from d ≈ 80 up.
 WIDTH_STEP = 2
@@ -69,6 +74,7 @@ class Sweep:
     tasks: list[Variant]
     seeds: list[int] = field(default_factory=lambda: [0])
     lrs: list[float] = field(default_factory=list)
+    d_models: list[int] = field(default_factory=list)  # empty: the base's (or the matched) width
     param_budget: int | None = None
     baseline: str | None = None
     description: str = ""
@@ -166,6 +172,15 @@ def parse_sweep(data: Any, where: str = "sweep") -> Sweep:
     budget = data.get("param_budget")
     if budget is not None and (not isinstance(budget, int) or isinstance(budget, bool) or budget <= 0):
         problems.append(f"{where}: param_budget = {budget!r}: expected a positive integer")
+    d_models = data.get("d_models") or []
+    if not isinstance(d_models, list) or any(not isinstance(d, int) or isinstance(d, bool) or d < 1 for d in d_models):
+        problems.append(f"{where}: d_models = {d_models!r}: expected a list of positive integers (widths)")
+    elif len(set(d_models)) != len(d_models):
+        problems.append(f"{where}: d_models must not repeat a width, got {d_models}")
+    elif d_models and budget is not None:
+        problems.append(f"{where}: d_models and param_budget both set the width; keep one (d_models: every variant "
+                        f"at each width; param_budget: each variant at the width that matches the budget)")
+    problems += _published_problems(data.get("published"), where)
     name = str(data.get("name") or Path(where).stem)
     if not NAME.fullmatch(name):
         problems.append(f"{where}: name = {name!r}: expected letters, digits, '.', '_' or '-' (it names the output "
@@ -179,11 +194,33 @@ def parse_sweep(data: Any, where: str = "sweep") -> Sweep:
     sweep = Sweep(name=name, base=base,
                   variants=_variants(data.get("variants"), where, "variants"),
                   tasks=_variants(data.get("tasks"), where, "tasks"), seeds=seeds, lrs=lrs,
-                  param_budget=budget, baseline=data.get("baseline"), description=data.get("description", ""),
-                  spec=data)
+                  d_models=list(d_models), param_budget=budget, baseline=data.get("baseline"),
+                  description=data.get("description", ""), spec=data)
     if sweep.baseline is not None and sweep.baseline not in [v.label for v in sweep.variants]:
         raise SweepError(f"{where}: baseline {sweep.baseline!r} is not one of the variants' labels")
+    unknown_tasks = sorted(set(data.get("published") or {}) - {t.label for t in sweep.tasks})
+    if unknown_tasks:
+        raise SweepError(f"{where}: published names task(s) {', '.join(unknown_tasks)} that the sweep does not have; "
+                         f"its tasks: {', '.join(t.label for t in sweep.tasks)}")
     return sweep
+
+
+def _published_problems(published: Any, where: str) -> list[str]:
+    """``published: {task label: {source: str, rows: {model: number}}}``, or nothing."""
+    if published is None:
+        return []
+    shape = "published: {task label: {source: 'paper, table', rows: {model: number}}}"
+    if not isinstance(published, dict):
+        return [f"{where}: expected {shape}, got {published!r}"]
+    problems = []
+    for task, entry in published.items():
+        ok = (isinstance(entry, dict) and set(entry) == {"source", "rows"} and isinstance(entry["source"], str)
+              and isinstance(entry["rows"], dict) and entry["rows"]
+              and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in entry["rows"].values()))
+        if not ok:
+            problems.append(f"{where}: published.{task}: expected {{source: 'paper, table', rows: {{model: number}}}}, "
+                            f"got {entry!r}")
+    return problems
 
 
 def _is_float(text: str) -> bool:
@@ -293,10 +330,12 @@ def plan_sweep(sweep: Sweep) -> list[PlannedRun]:
         except TrevoError as e:
             problems.append(f"task {task.label!r}: {e}")
             continue
-        for variant in sweep.variants:
+        for variant, width in ((v, d) for v in sweep.variants for d in sweep.d_models or [None]):
             try:
                 # The task's settings win over a variant's: every variant sees the same task.
                 cfg = task_cfg.replace(variant.values).replace(task.values)
+                if width is not None:
+                    cfg = cfg.replace({"model.d_model": width})
                 check_reachable_from_workers(cfg)
                 if sweep.param_budget:
                     cfg, params = match_width(cfg, task_obj.info, sweep.param_budget)
