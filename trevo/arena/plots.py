@@ -19,6 +19,33 @@ def _png(fig) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
+def width_figure(grid: dict[str, dict[str, dict[int, Row]]]) -> bytes:
+    """Zoology's Figure 2: test metric against d_model (log scale), a line per variant, one panel per task
+    (for MQAR, per (T, pairs)); each point is its cell's best learning rate. PNG bytes."""
+    plt = pyplot("the report's plots")
+    tasks = list(grid)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(3.2 * len(tasks) + 1.5, 3.2), sharey=True, squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        widths = sorted({d for cells in grid[task].values() for d in cells})
+        for label, cells in grid[task].items():
+            ds = list(cells)
+            ax.errorbar(ds, [cells[d].test.mean for d in ds], marker="o", capsize=2, label=label,
+                        yerr=[0 if cells[d].seeds < 2 else cells[d].test.half_width for d in ds])
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(widths, [str(d) for d in widths])
+        ax.set_xlabel("model dimension")
+        ax.set_title(task, fontsize=9)
+        ax.grid(alpha=0.3)
+    first = next(iter(next(iter(grid.values())).values()))
+    metric = next(iter(first.values())).metric
+    axes[0][0].set_ylabel(f"test {metric} (best lr per cell)")
+    axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
 def task_plots(task: str, rows: list[Row], runs: list[Run], references: dict[str, float]) -> list[tuple[str, str]]:
     """(caption, base64 PNG) pairs for one task."""
     plt = pyplot("the report's plots")
