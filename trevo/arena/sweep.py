@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 from trevo import presets
 from trevo.config import COMPONENTS, LAYER_FIELDS, ConfigError, RunConfig, TrainConfig
@@ -82,6 +83,9 @@ class Sweep:
     # How far a matched width's parameters may be from param_budget; None: not checked (trevo evolve,
     # whose genomes are evaluated at the nearest width and whose baseline it checks itself).
     budget_tolerance: float | None = BUDGET_TOLERANCE
+    # ``dotted.key=value`` assignments applied to every run last, over the variants' and tasks' own values
+    # (the command line's --set: it overrides a field of every run).
+    overrides: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -94,16 +98,60 @@ class PlannedRun:
     config: RunConfig
     key: str
     params: int
+    seq_len: int = 0  # the task's sequence length (tokens per example)
 
 
 def preset_names() -> list[str]:
     return presets.preset_names("trevo.arena")
 
 
-def load_sweep(source: str) -> Sweep:
-    """A preset name (``quick``, ``standard`` …) or the path of a sweep YAML file."""
+# The sweep's own lists that ``--set sweep.<field>=…`` may replace (a subset of a preset: fewer widths,
+# tasks, variants, learning rates or seeds).
+SWEEP_OVERRIDES = ("d_models", "lrs", "seeds", "tasks", "variants")
+
+
+def load_sweep(source: str, overrides: list[str] | tuple[str, ...] = ()) -> Sweep:
+    """A preset name (``quick``, ``standard`` …) or the path of a sweep YAML file, with ``overrides``
+    (``--set``): ``sweep.d_models=[64,128]``, ``sweep.lrs=…``, ``sweep.seeds=…`` replace those lists,
+    ``sweep.tasks=a,b`` and ``sweep.variants=a,b`` keep only the labels named; every other
+    ``dotted.key=value`` is applied to every run, over the variants' and tasks' own values."""
     data, where = presets.load_yaml("trevo.arena", source, "sweep", SweepError)
-    return parse_sweep(data, where)
+    run_level, keep = [], {}
+    for assignment in overrides:
+        key, sep, raw = assignment.partition("=")
+        if not key.startswith("sweep."):
+            run_level.append(assignment)
+            continue
+        field_name = key[len("sweep."):]
+        if field_name not in SWEEP_OVERRIDES or not sep:
+            raise SweepError(f"--set {assignment}: a sweep field is set as sweep.<field>=<value> with field one of "
+                             f"{', '.join(SWEEP_OVERRIDES)}")
+        value = yaml.safe_load(raw) if raw.strip().startswith("[") else [
+            yaml.safe_load(x) for x in raw.split(",") if x.strip()]
+        if field_name in ("tasks", "variants"):
+            keep[field_name] = [str(v) for v in value]
+        elif isinstance(data, dict):
+            data = {**data, field_name: value}
+    sweep = parse_sweep(data, where)
+    for field_name, labels in keep.items():
+        items = getattr(sweep, field_name)
+        unknown = [x for x in labels if x not in {v.label for v in items}]
+        if unknown:
+            raise SweepError(f"--set sweep.{field_name}: no {field_name[:-1]} labelled {', '.join(unknown)}; the "
+                             f"sweep's: {', '.join(v.label for v in items)}")
+        setattr(sweep, field_name, [v for v in items if v.label in labels])
+    if sweep.baseline is not None and sweep.baseline not in {v.label for v in sweep.variants}:
+        sweep.baseline = None  # the subset left the baseline out
+    if isinstance(sweep.spec.get("published"), dict):  # keep the published tables of the tasks kept
+        kept = {t.label for t in sweep.tasks}
+        sweep.spec = {**sweep.spec, "published": {t: v for t, v in sweep.spec["published"].items() if t in kept}}
+    if run_level:
+        try:
+            sweep.base = sweep.base.override(run_level)  # a bad key or value fails here, before planning
+        except ConfigError as e:
+            raise SweepError(f"--set: {e}") from None
+        sweep.overrides = run_level
+    return sweep
 
 
 def _variants(items: Any, where: str, key: str) -> list[Variant]:
@@ -336,6 +384,8 @@ def plan_sweep(sweep: Sweep) -> list[PlannedRun]:
                 cfg = task_cfg.replace(variant.values).replace(task.values)
                 if width is not None:
                     cfg = cfg.replace({"model.d_model": width})
+                if sweep.overrides:
+                    cfg = cfg.override(sweep.overrides)
                 check_reachable_from_workers(cfg)
                 if sweep.param_budget:
                     cfg, params = match_width(cfg, task_obj.info, sweep.param_budget)
@@ -359,7 +409,11 @@ def plan_sweep(sweep: Sweep) -> list[PlannedRun]:
                 for seed in sweep.seeds:
                     run_cfg = cfg.replace({"train.lr": lr, "train.seed": seed})
                     runs.append(PlannedRun(variant.label, family, task.label, seed, lr, run_cfg, run_cfg.hash(),
-                                           params))
+                                           params, task_obj.info.seq_len))
+    keys = [r.key for r in runs]
+    if not problems and len(set(keys)) != len(keys):
+        problems.append("two runs of the plan have the same config (an override such as --set model.d_model=… "
+                        "made the widths of d_models, or two variants, equal); remove it")
     if problems:
         raise SweepError("the sweep cannot run; nothing was started:\n  - " + "\n  - ".join(problems))
     return runs
@@ -378,6 +432,24 @@ def genome_lines(runs: list[PlannedRun]) -> list[str]:
     return [f"  {label:<28} {line}" for label, line in seen.items()]
 
 
+# The assumptions of the plan's GPU estimate (not a measurement): a sustained matmul rate for float32 runs
+# with TF32 matmuls on an A100/H100-class GPU at about a third of its peak, and a floor per training step
+# for eager PyTorch (a small model's step is bound by kernel launches, not by FLOPs).
+GPU_TFLOPS = 50.0
+GPU_STEP_FLOOR_S = 0.015
+
+
+def gpu_hours(runs: list[PlannedRun], tflops: float = GPU_TFLOPS, step_floor_s: float = GPU_STEP_FLOOR_S) -> float:
+    """An estimate of the GPU hours of every step of ``runs`` (no early stop): per run, the larger of
+    6 · params · tokens FLOPs at ``tflops`` and ``steps`` × ``step_floor_s``."""
+    total = 0.0
+    for r in runs:
+        tc = r.config.train
+        tokens = tc.steps * tc.batch_size * r.seq_len
+        total += max(6.0 * r.params * tokens / (tflops * 1e12), tc.steps * step_floor_s)
+    return total / 3600
+
+
 def plan_summary(runs: list[PlannedRun]) -> str:
     lines = [f"{len(runs)} runs:"]
     for r in runs:
@@ -388,5 +460,11 @@ def plan_summary(runs: list[PlannedRun]) -> str:
     genomes = genome_lines(runs)
     if genomes:
         lines += ["architectures:", *genomes]
+    tokens = sum(r.config.train.steps * r.config.train.batch_size * r.seq_len for r in runs)
+    early = any(r.config.train.stop_at is not None for r in runs)
+    lines.append(f"{len(runs)} runs, {tokens:,} training tokens in all; estimated {gpu_hours(runs):,.1f} GPU hours "
+                 f"(an estimate, not a measurement: 6·params·tokens FLOPs at {GPU_TFLOPS:g} TFLOP/s sustained, "
+                 f"at least {GPU_STEP_FLOOR_S * 1000:g} ms per step; every step run"
+                 + ("; early stopping ends many runs sooner)" if early else ")"))
     return "\n".join(lines)
 
