@@ -30,7 +30,8 @@ def test_quick_preset_plan_is_valid_and_broad():
         assert abs(count_params(p.config, task.info) - sweep.param_budget) <= 0.05 * sweep.param_budget, p.label
 
 
-PRESETS = ["lm", "mqar", "mqar_frontier", "recall", pytest.param("lra", marks=pytest.mark.slow), "standard",
+PRESETS = ["lm", "mqar", "mqar_frontier", "recall", pytest.param("lra", marks=pytest.mark.slow),
+           pytest.param("lra_small", marks=pytest.mark.slow), "standard",
            "perceiver", "perceiver_lm", "hybrid_mqar", "hybrid_lm", "deeper_vs_wider",
            "mad", "narang"]
 
@@ -180,3 +181,16 @@ def test_width_grids_and_published_tables_are_checked():
     collapsed.overrides = ["model.d_model=16"]  # what --set model.d_model=16 does
     with pytest.raises(SweepError, match="same config"):
         plan_sweep(collapsed)
+
+
+def test_the_lra_preset_is_lras_protocol_with_its_published_table():
+    sweep = load_sweep("lra")
+    listops = next(t for t in sweep.tasks if t.label == "listops").values
+    assert {k: listops[f"task.{k}"] for k in ("min_length", "max_length", "max_depth", "max_args", "train_size",
+                                             "test_size")} == {"min_length": 500, "max_length": 2000, "max_depth": 10,
+                                                               "max_args": 10, "train_size": 96_000, "test_size": 2000}
+    assert create("task", "listops", min_length=500, max_length=2000).dedup  # LRA's distinct trees
+    assert sweep.spec["published"]["listops"]["rows"] == {"Transformer": 36.37, "S4": 59.60, "S5": 62.15,
+                                                          "Mega": 63.14}
+    kept = load_sweep("lra", ["sweep.tasks=listops"])
+    assert list(kept.spec["published"]) == ["listops"]
