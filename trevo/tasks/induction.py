@@ -8,8 +8,10 @@ token again, and the model must output the answer there (the only scored positio
 Models are trained at ``seq_len`` and evaluated at every length in ``eval_lengths`` (plus
 ``seq_len``): ``finalize`` reports ``acc@L`` for each length L and ``accuracy``, their mean.
 
-Paper size: train at T = 256 with V = 16, test at 2^6 … 2^20. The CPU default trains at T = 64 and
-tests at 64, 128, 256 and 512.
+Paper size: train at T = 256 with V = 16, test at 2^6 … 2^20, on fresh examples every step (as
+here by default; ``train_size`` fixes a training set instead). Where the defaults differ: trained at
+T = 64 and tested at 64, 128, 256 and 512. No preset reproduces the paper's lengths (the ``recall``
+preset runs the CPU size).
 """
 
 from __future__ import annotations

@@ -10,13 +10,17 @@ value of the expression: 10-way classification of the whole sequence, scored by 
 
 Deviations: LRA's files also carry the parentheses of the generator's binary-tuple encoding, which
 hold no information and which the usual preprocessing (e.g. the S4 code base) strips; we never emit
-them. LRA's fixed sets are deduplicated; here training draws fresh trees each step and the
-evaluation sets are fixed draws from fixed seeds (see ``trevo.tasks.synthetic``).
+them.
 
 Tokens: 0 = padding, 1 … 10 = digits 0 … 9, 11 … 14 = MIN, MAX, MED, SM, 15 = ``]``. Sequences are
 right-padded to ``max_length`` with ``padding_mask`` marking the real tokens.
-Paper size: max_depth 10, max_args 10, window 500 … 2000. The CPU default keeps the tree rule and
-uses the window 32 … 128.
+LRA's protocol (the ``lra`` arena preset reproduces it): max_depth 10, max_args 10, window 500 … 2000,
+one set of 100,000 distinct trees split 96,000 / 2,000 / 2,000 (``train_size=96000, test_size=2000``:
+duplicates are removed and the splits are disjoint, as in LRA). Where the defaults differ: the window
+32 … 128 (trees are shallower, mean depth 6.2 against 9.0, and sequences ~15× shorter: not a long-range
+task at the default), and fresh trees every step (``train_size=None``) with evaluation sets of
+batch_size × eval_batches trees from fixed seeds (see ``trevo.tasks.synthetic``); the ``lra_small``
+preset runs the defaults.
 """
 
 from __future__ import annotations

@@ -25,7 +25,12 @@ Small departures: the pair kept clear of noise is drawn among the T/2 - 1 contex
 it among T/2, which can leave a sequence of pure noise and no key to query).
 
 MAD's difficulty settings vary V ∈ {16, 32, 64} (recall; 256 … 1024 for memorization), T ∈ {128 … 1024},
-``frac_noise`` ∈ {0.2 … 0.8}; the defaults here are the mad-lab function defaults.
+``frac_noise`` ∈ {0.2 … 0.8}; the defaults here are the mad-lab function defaults. MAD's protocol
+(mad-lab ``mad/configs.py``) trains on a fixed set of 12,800 examples for 200 epochs in batches of 128
+and tests on 1,280 (``train_size=12800, test_size=1280``; mad-lab removes no duplicates). Where the
+defaults differ: fresh examples every step (``train_size=None``) and evaluation sets of batch_size ×
+eval_batches examples; the ``mad`` arena preset keeps them (400 steps of 32, one difficulty per task),
+so no preset reproduces MAD's protocol exactly.
 """
 
 from __future__ import annotations

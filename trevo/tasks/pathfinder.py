@@ -17,6 +17,10 @@ Published generator parameters (LRA's Pathfinder-32 and Path-X builders) are the
 128; other sizes scale the 32 preset. Deviations: the turning rule (uniform in ±(π/4)/continuity per
 dash), the clearance between paths and the filled disc markers are this module's own rendering of the
 snakes2 procedure, not a port of its code; contrast is one constant per preset.
+
+LRA's protocol (the ``lra`` arena preset): Pathfinder-32 with a fixed set of 200,000 images split
+160,000 / 20,000 / 20,000 (``train_size=160000, test_size=20000``). Where the defaults differ: fresh
+images every step (``train_size=None``) and evaluation sets of batch_size × eval_batches images.
 """
 
 from __future__ import annotations

@@ -8,7 +8,9 @@ output the i-th data token: the targets are the data tokens in order, scored (pe
 at the M marker positions only. Because the data positions vary, a time-invariant convolution
 cannot solve it; a model must select by content.
 
-Paper size: T = 4096 (4080 + 16), V = 16, M = 16. The CPU default is T = 128 with the paper's V and M.
+Paper size: T = 4096 (4080 + 16), V = 16, M = 16, trained on fresh examples (Mamba's generator draws
+every batch anew; MAD trains on a fixed set, ``train_size``). Where the defaults differ: T = 128 with
+the paper's V and M. No preset reproduces the paper's length; ``recall`` and ``mad`` run it at T ≤ 256.
 """
 
 from __future__ import annotations

@@ -22,6 +22,10 @@ generalisation): ``finalize`` reports ``acc@L`` (all positions) and ``last@L`` (
 for each L, and ``accuracy``, the mean of the ``acc@L``. Evaluating beyond ``seq_len`` needs a model
 without a fixed number of positions (no position encoding or RoPE; learned positions hold only
 ``model.max_len``).
+
+The papers train on fixed sets (Merrill et al. and Grazzi et al. draw a training set of sequences once);
+the default here is fresh sequences every step (``train_size=None``), with ``train_size`` for a fixed
+set. No preset reproduces their sizes; the ``state_tracking`` preset runs the CPU defaults.
 """
 
 from __future__ import annotations
