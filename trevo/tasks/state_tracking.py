@@ -23,9 +23,9 @@ for each L, and ``accuracy``, the mean of the ``acc@L``. Evaluating beyond ``seq
 without a fixed number of positions (no position encoding or RoPE; learned positions hold only
 ``model.max_len``).
 
-The papers train on fixed sets (Merrill et al. and Grazzi et al. draw a training set of sequences once);
-the default here is fresh sequences every step (``train_size=None``), with ``train_size`` for a fixed
-set. No preset reproduces their sizes; the ``state_tracking`` preset runs the CPU defaults.
+The default is fresh sequences every step (``train_size=None``); ``train_size`` fixes a training set
+read in epochs instead. The papers' own data-set sizes and training lengths are not reproduced by any
+preset (not checked against their code here); the ``state_tracking`` preset runs the CPU defaults.
 """
 
 from __future__ import annotations
