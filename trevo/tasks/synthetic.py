@@ -254,8 +254,10 @@ class FixedSets:
         if self.cache_dir is None:
             return None
         name = type(self).__name__.lower()
+        # A deduplicated training set excludes the evaluation sets, so it depends on their size too.
+        excluded = self.test_size if self.dedup and what.startswith("train") else None
         key = json.dumps({"task": name, "params": self.params, "set": what, "n": n, "dedup": self.dedup,
-                          "version": CACHE_VERSION}, sort_keys=True)
+                          "excluded": excluded, "version": CACHE_VERSION}, sort_keys=True)
         digest = hashlib.sha256(key.encode()).hexdigest()[:16]
         return Path(self.cache_dir).expanduser() / f"{name}-{what}-{n}-{digest}.safetensors"
 
