@@ -18,14 +18,15 @@ $(STAMP): pyproject.toml
 arena: $(STAMP)
 	$(VENV)/bin/trevo arena quick --out runs/arena --workers 2
 
+# One test worker per core (pytest-xdist); pytest without `-n` runs serially.
 test: $(STAMP)
 	$(PY) -m ruff check trevo tests
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto --dist worksteal
 
 # The fast subset: everything but the training-to-quality and long fault-injection tests.
 test-fast: $(STAMP)
 	$(PY) -m ruff check trevo tests
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -n auto --dist worksteal -m "not slow"
 
 lint: $(STAMP)
 	$(PY) -m ruff check trevo tests

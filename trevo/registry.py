@@ -71,6 +71,7 @@ SYNONYMS = {
     "allow_neg_eigval": "negative_eigenvalues", "num_householder": "n_householder",
     "max_cg_step_training": "cg_steps",
     "num_slots": "n_slots", "top_k": "topk", "num_experts": "n_experts", "gate_logit_normalizer": "tau",
+    "inv_t": "inverse_temperature",
 }
 
 

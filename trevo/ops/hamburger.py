@@ -1,6 +1,7 @@
-"""Hamburger's "ham": non-negative matrix factorisation solved by multiplicative updates, with the
-one-step gradient (Geng et al., "Is Attention Better Than Matrix Decomposition?", arXiv:2109.04553,
-§2.2 and §3, Alg. NMF).
+"""Hamburger's "hams": matrix decompositions of the channels × positions matrix, each with the one-step
+gradient (Geng et al., "Is Attention Better Than Matrix Decomposition?", arXiv:2109.04553, §2.2 and §3):
+non-negative matrix factorisation by multiplicative updates (NMF, below), vector quantisation (VQ) and
+concept decomposition (CD), the last two after the NMF functions.
 
 For non-negative X ∈ R^{d×n} (channels × positions) and rank r: X ≈ D Cᵀ, D ∈ R^{d×r}, C ∈ R^{n×r},
 by Lee and Seung's updates
@@ -46,3 +47,44 @@ def ham_nmf(x: torch.Tensor, bases: torch.Tensor, n_steps: int) -> torch.Tensor:
         bases, coef = nmf(x, bases, n_steps)
     coef = update_coef(x, bases, coef)
     return bases @ coef.transpose(1, 2)
+
+
+def _cosine_assignment(x: torch.Tensor, bases: torch.Tensor, inverse_temperature: float) -> torch.Tensor:
+    """softmax over the r bases of inverse_temperature · cos(x_n, d_r): ``[N, n, r]``. The norms of x are
+    constants of the gradient, as in the paper's code."""
+    unit_x = x / (x.detach().norm(dim=1, keepdim=True) + EPS)
+    unit_bases = bases / (bases.norm(dim=1, keepdim=True) + EPS)
+    return torch.softmax(inverse_temperature * unit_x.transpose(1, 2) @ unit_bases, dim=-1)
+
+
+def _cluster_means(x: torch.Tensor, coef: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """D = X C diag(1ᵀC)⁻¹ over the real positions (``mask [N, n]``): each basis is the mean of the columns
+    assigned to it."""
+    if mask is not None:
+        coef = coef * mask[..., None]
+    return x @ (coef / (coef.sum(dim=1, keepdim=True) + EPS))
+
+
+def ham_vq(x: torch.Tensor, bases: torch.Tensor, n_steps: int, inverse_temperature: float,
+           mask: torch.Tensor | None = None) -> torch.Tensor:
+    """The vector-quantisation ham (§2.2, Alg. VQ): soft spherical k-means. ``n_steps`` rounds of
+    C = softmax(inverse_temperature · cos(X, D)) and D = X C diag(1ᵀC)⁻¹ run without gradient; the output
+    D Cᵀ ``[N, d, n]`` takes one more, differentiable assignment C (the one-step gradient)."""
+    with torch.no_grad():
+        for _ in range(n_steps):
+            bases = _cluster_means(x, _cosine_assignment(x, bases, inverse_temperature), mask)
+    return bases @ _cosine_assignment(x, bases, inverse_temperature).transpose(1, 2)
+
+
+def ham_cd(x: torch.Tensor, bases: torch.Tensor, n_steps: int, inverse_temperature: float, ridge: float,
+           mask: torch.Tensor | None = None) -> torch.Tensor:
+    """The concept-decomposition ham (§2.2, Alg. CD; Dhillon & Modha 2001): ``n_steps`` rounds of soft
+    spherical k-means give unit concept vectors D (without gradient); the coefficients are then the ridge
+    least-squares fit C = Xᵀ D (DᵀD + ridge·I)⁻¹, differentiable in X, and the output is D Cᵀ ``[N, d, n]``."""
+    with torch.no_grad():
+        for _ in range(n_steps):
+            bases = _cluster_means(x, _cosine_assignment(x, bases, inverse_temperature), mask)
+            bases = bases / (bases.norm(dim=1, keepdim=True) + EPS)
+    r = bases.shape[-1]
+    gram = bases.transpose(1, 2) @ bases + ridge * torch.eye(r, dtype=x.dtype, device=x.device)
+    return bases @ torch.linalg.solve(gram, bases.transpose(1, 2) @ x)
