@@ -122,11 +122,13 @@ def leaderboard(runs: list[Run], baseline: str | None) -> dict[str, list[Row]]:
             return [(r.test or r.val)[r.metric] for r in rs]
 
         base_groups = [rs for (label, _), rs in groups.items() if label == baseline]
-        base_values = metric_values(base_groups[0]) if len(base_groups) == 1 else None
+
         rows = []
         for (label, variant), rs in groups.items():
             values = metric_values(rs)
             first = rs[0]
+            base_runs = _baseline_runs(base_groups, first.config["model"]["d_model"])
+            base_values = metric_values(base_runs) if base_runs else None
             compare = label != baseline and base_values is not None
             rows.append(Row(
                 label=label, family=first.family, variant=variant,
@@ -145,6 +147,17 @@ def leaderboard(runs: list[Run], baseline: str | None) -> dict[str, list[Row]]:
         rows.sort(key=lambda row: -row.test.mean if row.higher_is_better else row.test.mean)
         boards[task] = rows
     return boards
+
+
+def _baseline_runs(base_groups: list[list[Run]], d_model: int) -> list[Run] | None:
+    """The baseline's runs a row is compared with: its one group, or in a width grid (a baseline group per
+    d_model) the group at the row's ``d_model``; None where there is no such single group."""
+    if len(base_groups) == 1:
+        return base_groups[0]
+    widths = [rs[0].config["model"]["d_model"] for rs in base_groups]
+    if len(set(widths)) != len(widths) or d_model not in widths:
+        return None
+    return base_groups[widths.index(d_model)]
 
 
 def _mean_or_none(values: list[float | None]) -> float | None:
