@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 import statistics
 
 from trevo.arena.leaderboard import Row, shown_label, variant_key
@@ -23,7 +24,8 @@ def width_figure(grid: dict[str, dict[str, dict[int, Row]]]) -> bytes:
     """Zoology's Figure 2: test metric against d_model (log scale), a line per variant, one panel per task
     (for MQAR, per (T, pairs)); each point is its cell's best learning rate. PNG bytes."""
     plt = pyplot("the report's plots")
-    tasks = list(grid)
+    # Panels in the natural order of their labels (T64 before T128), as Zoology orders its sequence lengths.
+    tasks = sorted(grid, key=lambda t: [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", t)])
     fig, axes = plt.subplots(1, len(tasks), figsize=(3.2 * len(tasks) + 1.5, 3.2), sharey=True, squeeze=False)
     for ax, task in zip(axes[0], tasks, strict=True):
         widths = sorted({d for cells in grid[task].values() for d in cells})
