@@ -27,12 +27,17 @@ def width_figure(grid: dict[str, dict[str, dict[int, Row]]]) -> bytes:
     # Panels in the natural order of their labels (T64 before T128), as Zoology orders its sequence lengths.
     tasks = sorted(grid, key=lambda t: [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", t)])
     fig, axes = plt.subplots(1, len(tasks), figsize=(3.2 * len(tasks) + 1.5, 3.2), sharey=True, squeeze=False)
+    labels = list(dict.fromkeys(label for task in tasks for label in grid[task]))
+    colour = {label: f"C{i % 10}" for i, label in enumerate(labels)}  # one colour per variant in every panel
     for ax, task in zip(axes[0], tasks, strict=True):
         widths = sorted({d for cells in grid[task].values() for d in cells})
-        for label, cells in grid[task].items():
+        for label in labels:
+            cells = grid[task].get(label)
+            if not cells:
+                continue
             ds = list(cells)
             ax.errorbar(ds, [cells[d].test.mean for d in ds], marker="o", capsize=2, label=label,
-                        yerr=[0 if cells[d].seeds < 2 else cells[d].test.half_width for d in ds])
+                        color=colour[label], yerr=[0 if cells[d].seeds < 2 else cells[d].test.half_width for d in ds])
         ax.set_xscale("log", base=2)
         ax.set_xticks(widths, [str(d) for d in widths])
         ax.set_xlabel("model dimension")
@@ -41,7 +46,9 @@ def width_figure(grid: dict[str, dict[str, dict[int, Row]]]) -> bytes:
     first = next(iter(next(iter(grid.values())).values()))
     metric = next(iter(first.values())).metric
     axes[0][0].set_ylabel(f"test {metric} (best lr per cell)")
-    axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    handles = {h.get_label(): h for ax in axes[0] for h in ax.get_legend_handles_labels()[0]}
+    axes[0][-1].legend([handles[x] for x in labels if x in handles], [x for x in labels if x in handles], fontsize=7,
+                       loc="center left", bbox_to_anchor=(1.02, 0.5))
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
