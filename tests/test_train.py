@@ -114,3 +114,44 @@ def test_compiled_blocks_train_as_eager_ones(tmp_path, tiny_cfg):
     assert max(abs(a - b) for a, b in zip(eager["losses"], compiled["losses"], strict=True)) < 1e-5
     _, model = build(tiny_cfg())
     load_checkpoint(tmp_path / "compiled" / CHECKPOINT, model)  # compiled in place: the same weight names
+
+
+FIXED_MQAR = ["task.name=mqar", "task.seq_len=16", "task.n_pairs=2", "task.vocab_size=32", "task.train_size=20",
+              "task.test_size=8"]
+
+
+def test_a_killed_run_on_a_fixed_training_set_resumes_identically(tmp_path, tiny_cfg, monkeypatch):
+    """Batches of 4 from 20 examples: the kill lands in the second epoch, and the resumed run reads the
+    same epochs' permutations as the uninterrupted one."""
+    from trevo.tasks.mqar import MQAR
+
+    cfg = tiny_cfg(*FIXED_MQAR, "train.steps=9", "train.eval_every=3", "train.checkpoint_every=3")
+    straight = train(cfg, tmp_path / "a", progress=False)
+    real_batch = MQAR.train_batch
+
+    def killed_at_step_7(self, step, batch_size, seed):
+        if step == 7:
+            raise KeyboardInterrupt
+        return real_batch(self, step, batch_size, seed)
+
+    monkeypatch.setattr(MQAR, "train_batch", killed_at_step_7)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "b", progress=False)
+    monkeypatch.setattr(MQAR, "train_batch", real_batch)
+    resumed = train(cfg, tmp_path / "b", resume=True, progress=False)
+    assert resumed["losses"] == straight["losses"] and resumed["history"] == straight["history"]
+
+
+def test_early_stopping_ends_the_run_at_the_first_passing_evaluation_and_stays_stopped(tmp_path, tiny_cfg):
+    # Accuracy always passes -1: the run stops at its first evaluation (step 3 of 9).
+    cfg = tiny_cfg(*FIXED_MQAR, "train.steps=9", "train.eval_every=3", "train.checkpoint_every=100",
+                   "train.stop_at=-1")
+    result = train(cfg, tmp_path, progress=False)
+    assert result["steps_run"] == 3 and result["stopped_early"] and len(result["losses"]) == 3
+    assert [h["step"] for h in result["history"]] == [3]
+    assert result["tokens"] == 3 * 4 * 16
+    again = train(cfg, tmp_path, resume=True, progress=False)  # the checkpoint at the stop: nothing more to do
+    assert again["losses"] == result["losses"] and again["steps_run"] == 3
+    never = train(tiny_cfg(*FIXED_MQAR, "train.steps=9", "train.eval_every=3", "train.stop_at=2"), tmp_path / "n",
+                  progress=False)
+    assert never["steps_run"] == 9 and not never["stopped_early"]

@@ -156,6 +156,9 @@ class TrainConfig:
     eval_every: int = setting(100, ge=1)
     eval_batches: int = setting(8, ge=1)
     checkpoint_every: int = setting(100, ge=1)
+    # Early stopping: end the run at the first evaluation whose validation metric passes this value
+    # (above it where higher is better; Zoology stops at accuracy > 0.99). None: every step runs.
+    stop_at: float | None = None
     seed: int = setting(0, ge=0, le=MAX_SEED)
     device: str = setting("cpu", pattern=r"cpu|cuda(:\d+)?|mps", pattern_text="cpu, cuda, cuda:N or mps")
     # The type the weights and the optimizer state are stored in. float64 for exact checks; bfloat16 is pure
@@ -185,7 +188,7 @@ class TrainConfig:
     # an arena store written then keeps its keys and resumes.
     unkeyed: typing.ClassVar[tuple[str, ...]] = ("log",)
     keyed_unless: typing.ClassVar[dict[str, Any]] = {"precision": "fp32", "parallel": "none", "compile": False,
-                                                     "bptt_segments": 1, "objective": None}
+                                                     "bptt_segments": 1, "objective": None, "stop_at": None}
 
 
 @dataclass

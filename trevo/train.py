@@ -4,6 +4,8 @@ AdamW (decay on matrices only), linear warmup then cosine decay to ``min_lr_rati
 clipping, periodic evaluation. Batches are a function of (seed, step) and the RNG state is saved in
 every checkpoint, so ``resume`` continues bit for bit. A non-finite loss, or weights that became
 non-finite, stop the run before the next checkpoint is written, keeping the last good one.
+``train.stop_at`` ends a run early, at the first evaluation whose validation metric passes it
+(Zoology's early stopping); the run is checkpointed there, and a resume of it does nothing more.
 
 ``train.precision`` runs the forward pass under autocast (``trevo.precision``), ``train.parallel=ddp``
 splits each global batch between torchrun's processes (``trevo.distributed``), ``train.compile`` compiles
@@ -280,9 +282,16 @@ def _train(cfg: RunConfig, out: Path, task: Task, model: torch.nn.Module, world:
                 f"kept in {ckpt_path if ckpt_path.exists() else '(none yet)'}. Lower train.lr or train.grad_clip, "
                 f"or use float32") from None
 
+    def passed(m: dict[str, Any]) -> bool:
+        if tc.stop_at is None or task.info.metric not in m:
+            return False
+        value = m[task.info.metric]
+        return value > tc.stop_at if task.info.higher_is_better else value < tc.stop_at
+
+    stopped = bool(history) and passed(history[-1])  # a run that stopped early, resumed: nothing to do
     segments_per_step = task.info.segments / steps_per_stream(task, tc.bptt_segments) if segmented else 1
     tokens_per_step = round(tc.batch_size * task.info.seq_len * segments_per_step)
-    bar = tqdm(range(start, tc.steps), initial=start, total=tc.steps, disable=not progress,
+    bar = tqdm(range(start, start if stopped else tc.steps), initial=start, total=tc.steps, disable=not progress,
                dynamic_ncols=True, mininterval=1.0, desc=f"{cfg.model.mixer.name}")
     model.train()
     metrics = history[-1] if history else {}
@@ -337,16 +346,20 @@ def _train(cfg: RunConfig, out: Path, task: Task, model: torch.nn.Module, world:
                 metrics = {"step": done, **evaluate(model, task, "val", tc.batch_size, tc.eval_batches, device,
                                                     tc.precision)}
                 history.append(metrics)
+                stopped = passed(metrics)
                 if steps_log is not None:
                     steps_log.write_eval(done, metrics)
-            if done % tc.checkpoint_every == 0 or done == tc.steps:
+            if done % tc.checkpoint_every == 0 or done == tc.steps or stopped:
                 checkpoint(done)
             shown = f"{metrics[task.info.metric]:.3f}" if task.info.metric in metrics else "—"
             bar.set_postfix(loss=f"{losses[-1]:.3f}", **{task.info.metric: shown},
                             tok_s=f"{done * tokens_per_step / max(train_s, 1e-9):.0f}")
+            if stopped:
+                break
     finally:
         if steps_log is not None:
             steps_log.close()
+    steps_run = len(losses)  # every step taken, in this session and before the resume
     wall_s += time.perf_counter() - session_start
     result = {
         "config_hash": cfg.hash(),
@@ -356,10 +369,12 @@ def _train(cfg: RunConfig, out: Path, task: Task, model: torch.nn.Module, world:
         "history": history,
         "losses": losses,
         "params": sum(p.numel() for p in model.parameters()),
-        "tokens": tc.steps * tokens_per_step,
+        "tokens": steps_run * tokens_per_step,
+        "steps_run": steps_run,
+        "stopped_early": steps_run < tc.steps,
         "train_s": train_s,
         "wall_s": wall_s,
-        "tokens_per_s": tc.steps * tokens_per_step / train_s if train_s > 0 else 0.0,
+        "tokens_per_s": steps_run * tokens_per_step / train_s if train_s > 0 else 0.0,
         "versions": run_stamp,
     }
     if world.main:

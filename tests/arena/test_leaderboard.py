@@ -134,3 +134,40 @@ def test_piping_the_arena_into_head_does_not_stop_the_sweep(tmp_path):
                           text=True, timeout=600)
     assert done.returncode == 0 and done.stdout.startswith("arena 'tiny': 2 runs"), done.stderr
     assert [r.status for r in Store(tmp_path / "out" / DB_NAME).runs()] == ["done", "done"]
+
+
+def _width_run(store: Store, d_model: int, lr: float, val: float, test: float, label: str = "attention") -> str:
+    cfg = RunConfig().override([f"model.d_model={d_model}", f"train.lr={lr}", "task.name=mqar", "task.seq_len=64",
+                                "task.n_pairs=4", "task.vocab_size=128", "task.train_size=100"])
+    key = f"w-{label}-{d_model}-{lr}"
+    store.add(Run(key=key, sweep="z", label=label, family="f", task="T64", seed=0, lr=lr, status="pending",
+                  config=cfg.to_dict()))
+    store.update(key, status="done", metric="accuracy", higher_is_better=1, val={"accuracy": val},
+                 test={"accuracy": test}, params=100, tokens_per_s=10.0, peak_mem_mb=1.0, flops_per_token=1.0,
+                 wall_s=1.0, curves={"losses": [1.0], "history": []})
+    return key
+
+
+def test_the_width_grid_keeps_each_cells_own_best_learning_rate_and_the_report_draws_it(tmp_path):
+    """Zoology's selection: the best of the learning rates in every (variant, task, width) cell, on
+    validation, whichever lr wins in the other cells; the published table is printed beside the rows."""
+    from trevo.arena.leaderboard import width_grid
+
+    store = Store(tmp_path / DB_NAME)
+    keys = [_width_run(store, 64, 1e-3, val=0.9, test=0.85), _width_run(store, 64, 1e-2, val=0.5, test=0.99),
+            _width_run(store, 128, 1e-3, val=0.6, test=0.6), _width_run(store, 128, 1e-2, val=0.95, test=0.93)]
+    published = {"T64": {"source": "Arora et al. 2023, Figure 2", "rows": {"attention (d=64)": 100.0}}}
+    store.add_sweep("z", None, "", {"published": published}, keys)
+    grid = width_grid(leaderboard(select(store).runs, None))
+    cells = grid["T64"]["attention"]
+    assert [(d, cells[d].lr, cells[d].test.mean) for d in cells] == [(64, 1e-3, 0.85), (128, 1e-2, 0.93)]
+    # In a width grid each row is compared with the baseline at its own width.
+    other = _width_run(store, 64, 1e-3, val=0.2, test=0.25, label="mamba")
+    store.add_sweep("z", "attention", "", {"published": published}, [*keys, other])
+    mamba = next(r for r in leaderboard(select(store).runs, "attention")["T64"] if r.label == "mamba")
+    assert mamba.delta == pytest.approx(0.25 - 0.85)
+    md = write_report(tmp_path / DB_NAME)["md"].read_text()
+    assert "| attention | 0.8500 (lr 0.001) | 0.9300 (lr 0.01) |" in md
+    assert "Arora et al. 2023, Figure 2" in md and "| attention d=64 | trevo (this sweep) | 85.00 |" in md
+    assert "a fixed training set of 100 examples per seed" in md
+    assert (tmp_path / "widths.png").read_bytes()[:4] == b"\x89PNG"

@@ -3,6 +3,7 @@ budget, and a bad sweep is refused before any run."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from tests.helpers import tiny_sweep
@@ -29,7 +30,8 @@ def test_quick_preset_plan_is_valid_and_broad():
         assert abs(count_params(p.config, task.info) - sweep.param_budget) <= 0.05 * sweep.param_budget, p.label
 
 
-PRESETS = ["lm", "mqar", "mqar_frontier", "recall", pytest.param("lra", marks=pytest.mark.slow), "standard",
+PRESETS = ["lm", "mqar", "mqar_frontier", "recall", pytest.param("lra", marks=pytest.mark.slow),
+           pytest.param("lra_small", marks=pytest.mark.slow), "standard",
            "perceiver", "perceiver_lm", "hybrid_mqar", "hybrid_lm", "deeper_vs_wider",
            "mad", "narang"]
 
@@ -159,3 +161,53 @@ def test_a_flop_budget_matches_every_variants_training_compute():
         tiny_sweep(flop_budget=budget, param_budget=10000)
     with pytest.raises(SweepError, match="flop_budget = -1.0: expected a positive number"):
         tiny_sweep(flop_budget=-1.0)
+
+
+def test_the_zoology_preset_is_zoologys_grid_and_set_takes_a_subset():
+    full = load_sweep("zoology")
+    assert len(full.variants) * len(full.tasks) * len(full.d_models) * len(full.lrs) * len(full.seeds) == 336
+    assert full.d_models == [64, 128, 256, 512] and full.lrs == pytest.approx(list(np.logspace(-4, -2, 4)))
+    assert full.base.task.options["train_size"] == 100_000 and full.base.train.stop_at == 0.99
+    subset = load_sweep("zoology", ["sweep.tasks=T64_pairs4,T256_pairs16", "sweep.d_models=64,128",
+                                    "sweep.variants=attention,mamba", "sweep.lrs=[1.0e-3]", "task.train_size=500",
+                                    "train.steps=10"])
+    plan = plan_sweep(subset)
+    assert len(plan) == 2 * 2 * 2
+    assert {(p.task, p.config.model.d_model) for p in plan} == {(t, d) for t in ("T64_pairs4", "T256_pairs16")
+                                                                 for d in (64, 128)}
+    # --set wins over a task's own values (T256 sets 25,000 steps); what it does not set stays the task's.
+    assert {p.config.train.steps for p in plan} == {10}
+    assert {p.config.train.batch_size for p in plan if p.task == "T256_pairs16"} == {256}
+    assert {p.config.task.options["train_size"] for p in plan} == {500}
+
+
+def test_width_grids_and_published_tables_are_checked():
+    with pytest.raises(SweepError, match="d_models and param_budget"):
+        tiny_sweep(d_models=[16, 32], param_budget=10_000)
+    with pytest.raises(SweepError, match="published names task"):
+        tiny_sweep(published={"listops": {"source": "LRA", "rows": {"Transformer": 36.37}}})
+    with pytest.raises(SweepError, match="published.byte_lm"):
+        tiny_sweep(published={"byte_lm": {"rows": {"Transformer": "high"}}})
+    with pytest.raises(SweepError, match="no task labelled nope"):
+        load_sweep("zoology", ["sweep.tasks=nope"])
+    plan = plan_sweep(tiny_sweep(d_models=[16, 32]))
+    assert sorted((p.label, p.config.model.d_model) for p in plan) == [(v, d) for v in ("linear_attention",
+                                                                                      "softmax_attention")
+                                                                       for d in (16, 32)]
+    collapsed = tiny_sweep(d_models=[16, 32])
+    collapsed.overrides = ["model.d_model=16"]  # what --set model.d_model=16 does
+    with pytest.raises(SweepError, match="same config"):
+        plan_sweep(collapsed)
+
+
+def test_the_lra_preset_is_lras_protocol_with_its_published_table():
+    sweep = load_sweep("lra")
+    listops = next(t for t in sweep.tasks if t.label == "listops").values
+    assert {k: listops[f"task.{k}"] for k in ("min_length", "max_length", "max_depth", "max_args", "train_size",
+                                             "test_size")} == {"min_length": 500, "max_length": 2000, "max_depth": 10,
+                                                               "max_args": 10, "train_size": 96_000, "test_size": 2000}
+    assert create("task", "listops", min_length=500, max_length=2000).dedup  # LRA's distinct trees
+    assert sweep.spec["published"]["listops"]["rows"] == {"Transformer": 36.37, "S4": 59.60, "S5": 62.15,
+                                                          "Mega": 63.14}
+    kept = load_sweep("lra", ["sweep.tasks=listops"])
+    assert list(kept.spec["published"]) == ["listops"]

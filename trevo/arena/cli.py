@@ -33,9 +33,7 @@ def _arena(args: argparse.Namespace) -> None:
     from trevo.arena.runner import DB_NAME, run_sweep
     from trevo.arena.sweep import load_sweep, plan_summary, plan_sweep
 
-    sweep = load_sweep(args.sweep)
-    if args.set:
-        sweep.base = sweep.base.override(args.set)
+    sweep = load_sweep(args.sweep, args.set or [])
     out = Path(args.out or f"runs/arena-{sweep.name}")
     if args.plan:
         print(plan_summary(plan_sweep(sweep)))
@@ -84,7 +82,9 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
         s.add_argument("--address", help="with --backend ray: the cluster to join (e.g. auto, ray://head:10001); "
                                          "default: a Ray cluster started on this machine")
         s.add_argument("--set", action="append", metavar="KEY=VALUE",
-                       help="override a field of every run, e.g. --set train.device=cuda --set train.steps=50")
+                       help="override a field of every run, over the sweep's own values, e.g. --set train.device=cuda "
+                            "--set train.steps=50; or take a subset of the sweep: --set sweep.d_models=64,128 "
+                            "(also sweep.lrs, sweep.seeds) --set sweep.tasks=LABEL,LABEL (also sweep.variants)")
         s.add_argument("--plan", action="store_true", help="validate and print the plan, run nothing")
         s.add_argument("--no-report", action="store_true", help="skip writing the HTML/Markdown report")
         s.add_argument("--no-plots", action="store_true", help="a report without plots (no matplotlib needed)")

@@ -122,11 +122,13 @@ def leaderboard(runs: list[Run], baseline: str | None) -> dict[str, list[Row]]:
             return [(r.test or r.val)[r.metric] for r in rs]
 
         base_groups = [rs for (label, _), rs in groups.items() if label == baseline]
-        base_values = metric_values(base_groups[0]) if len(base_groups) == 1 else None
+
         rows = []
         for (label, variant), rs in groups.items():
             values = metric_values(rs)
             first = rs[0]
+            base_runs = _baseline_runs(base_groups, first.config["model"]["d_model"])
+            base_values = metric_values(base_runs) if base_runs else None
             compare = label != baseline and base_values is not None
             rows.append(Row(
                 label=label, family=first.family, variant=variant,
@@ -147,13 +149,45 @@ def leaderboard(runs: list[Run], baseline: str | None) -> dict[str, list[Row]]:
     return boards
 
 
+def _baseline_runs(base_groups: list[list[Run]], d_model: int) -> list[Run] | None:
+    """The baseline's runs a row is compared with: its one group, or in a width grid (a baseline group per
+    d_model) the group at the row's ``d_model``; None where there is no such single group."""
+    if len(base_groups) == 1:
+        return base_groups[0]
+    widths = [rs[0].config["model"]["d_model"] for rs in base_groups]
+    if len(set(widths)) != len(widths) or d_model not in widths:
+        return None
+    return base_groups[widths.index(d_model)]
+
+
 def _mean_or_none(values: list[float | None]) -> float | None:
     return None if not values or any(v is None for v in values) else statistics.fmean(values)
 
 
 def shown_label(row: Row, rows: list[Row]) -> str:
-    """The row's label, with its variant key where another row of the board has the same label."""
-    return f"{row.label} [{row.variant}]" if sum(r.label == row.label for r in rows) > 1 else row.label
+    """The row's label; where another row of the board has the same label, with its width (a d_models
+    grid) if that tells them apart, else with its variant key."""
+    same = [r for r in rows if r.label == row.label]
+    if len(same) == 1:
+        return row.label
+    if len({r.d_model for r in same}) == len(same):
+        return f"{row.label} d={row.d_model}"
+    return f"{row.label} [{row.variant}]"
+
+
+def width_grid(boards: dict[str, list[Row]]) -> dict[str, dict[str, dict[int, Row]]]:
+    """Zoology's figure as numbers: ``{task: {label: {d_model: row}}}`` for the labels that ran at two or
+    more widths. Each row is one cell's best learning rate (``choose`` picks it per task, label and width
+    on validation, independently in every cell, as Zoology keeps the best of its four per cell)."""
+    grid: dict[str, dict[str, dict[int, Row]]] = {}
+    for task, rows in boards.items():
+        by_label: dict[str, dict[int, Row]] = {}
+        for row in rows:
+            by_label.setdefault(row.label, {})[row.d_model] = row
+        wide = {label: dict(sorted(cells.items())) for label, cells in by_label.items() if len(cells) > 1}
+        if wide:
+            grid[task] = wide
+    return grid
 
 
 def _expand(config: dict[str, Any]) -> str:
@@ -187,9 +221,31 @@ def controlled(runs: list[Run]) -> list[str]:
         tokens = f" ({steps * batch * seq_len:,} tokens)" if same else ""
         model = ", ".join(f"{name} {_shared(task_runs, 'model', name)}" for name in ("n_layers", "channel", "norm",
                                                                                     "position", "residual"))
+        stop = _shared(task_runs, "train", "stop_at")
+        stop_text = "" if stop == "null" else f", early stop at val {task_runs[0].metric or 'metric'} > {stop}"
         lines.append(f"{task}: {model}; AdamW β=({t['beta1']}, {t['beta2']}), wd {t['weight_decay']}, warmup "
-                     f"{t['warmup_steps']} + cosine, {t['steps']} steps × batch {t['batch_size']}{tokens}")
+                     f"{t['warmup_steps']} + cosine, {t['steps']} steps × batch {t['batch_size']}{tokens}{stop_text}"
+                     f"{_data_protocol(task_runs)}")
     return lines
+
+
+def _data_protocol(runs: list[Run]) -> str:
+    """``; data: …`` for a generated task (fresh examples every step, or a fixed set and its epochs), where
+    every run of the task shares it; else nothing."""
+    from trevo.config import RunConfig
+    from trevo.registry import create
+
+    texts = set()
+    for r in runs:
+        try:
+            cfg = RunConfig.from_dict(r.config)
+            task = create("task", cfg.task.name, **cfg.task.options)
+        except TrevoError:
+            return ""
+        if not hasattr(task, "describe_data"):
+            return ""
+        texts.add(task.describe_data(cfg.train.steps, cfg.train.batch_size))
+    return f"; data: {texts.pop()}" if len(texts) == 1 else ""
 
 
 def _shared(runs: list[Run], section: str, name: str) -> str:

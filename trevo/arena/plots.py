@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 import statistics
 
 from trevo.arena.leaderboard import Row, shown_label, variant_key
@@ -17,6 +18,41 @@ def _png(fig) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     return base64.b64encode(buf.getvalue()).decode()
+
+
+def width_figure(grid: dict[str, dict[str, dict[int, Row]]]) -> bytes:
+    """Zoology's Figure 2: test metric against d_model (log scale), a line per variant, one panel per task
+    (for MQAR, per (T, pairs)); each point is its cell's best learning rate. PNG bytes."""
+    plt = pyplot("the report's plots")
+    # Panels in the natural order of their labels (T64 before T128), as Zoology orders its sequence lengths.
+    tasks = sorted(grid, key=lambda t: [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", t)])
+    fig, axes = plt.subplots(1, len(tasks), figsize=(3.2 * len(tasks) + 1.5, 3.2), sharey=True, squeeze=False)
+    labels = list(dict.fromkeys(label for task in tasks for label in grid[task]))
+    colour = {label: f"C{i % 10}" for i, label in enumerate(labels)}  # one colour per variant in every panel
+    for ax, task in zip(axes[0], tasks, strict=True):
+        widths = sorted({d for cells in grid[task].values() for d in cells})
+        for label in labels:
+            cells = grid[task].get(label)
+            if not cells:
+                continue
+            ds = list(cells)
+            ax.errorbar(ds, [cells[d].test.mean for d in ds], marker="o", capsize=2, label=label,
+                        color=colour[label], yerr=[0 if cells[d].seeds < 2 else cells[d].test.half_width for d in ds])
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(widths, [str(d) for d in widths])
+        ax.set_xlabel("model dimension")
+        ax.set_title(task, fontsize=9)
+        ax.grid(alpha=0.3)
+    first = next(iter(next(iter(grid.values())).values()))
+    metric = next(iter(first.values())).metric
+    axes[0][0].set_ylabel(f"test {metric} (best lr per cell)")
+    handles = {h.get_label(): h for ax in axes[0] for h in ax.get_legend_handles_labels()[0]}
+    axes[0][-1].legend([handles[x] for x in labels if x in handles], [x for x in labels if x in handles], fontsize=7,
+                       loc="center left", bbox_to_anchor=(1.02, 0.5))
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
 
 
 def task_plots(task: str, rows: list[Row], runs: list[Run], references: dict[str, float]) -> list[tuple[str, str]]:

@@ -30,12 +30,14 @@ from trevo.arena.leaderboard import (
     leaderboard,
     select,
     shown_label,
+    width_grid,
 )
 from trevo.arena.store import Run, Store
 from trevo.checkpoint import atomic_write_text
 from trevo.tables import Table, escape_markdown, html_table, markdown, text
 
 FILES = {"html": "report.html", "md": "report.md", "csv": "results.csv", "json": "results.json"}
+WIDTH_FIGURE = "widths.png"  # written where a sweep has a d_models grid and plots are drawn
 
 
 def _mark(row: Row) -> str:
@@ -63,6 +65,24 @@ def family_table(boards: dict[str, list[Row]]) -> Table:
     body = [[family, *[f"{shown_label(best[t], boards[t])}: {best[t].test.mean:.4f}" if t in best else "—"
                        for t in tasks]] for family, best in family_best(boards).items()]
     return Table(["family", *[f"best on {t}" for t in tasks]], body, left=set(range(len(tasks) + 1)))
+
+
+def width_table(cells: dict[str, dict[int, Row]]) -> Table:
+    """One task of the width grid: a row per variant, a column per d_model, each cell its best learning
+    rate's test metric and that learning rate."""
+    widths = sorted({d for row in cells.values() for d in row})
+    body = [[label, *[f"{row[d].test.mean:.4f} (lr {row[d].lr:.2g})" if d in row else "—" for d in widths]]
+            for label, row in cells.items()]
+    return Table(["variant", *[f"d_model {d}" for d in widths]], body, left={0})
+
+
+def published_table(entry: dict[str, Any], rows: list[Row]) -> Table:
+    """A paper's numbers beside this sweep's rows. Accuracies are shown in percent, as papers print them."""
+    scale = 100 if rows and rows[0].metric == "accuracy" else 1
+    unit = " (%)" if scale == 100 else ""
+    body = [[str(model), str(entry["source"]), f"{value:g}"] for model, value in entry["rows"].items()]
+    body += [[shown_label(r, rows), "trevo (this sweep)", f"{r.test.mean * scale:.2f}"] for r in rows]
+    return Table(["model", "source", f"test {rows[0].metric if rows else 'metric'}{unit}"], body, left={0, 1})
 
 
 def task_references(runs: list[Run]) -> dict[str, dict[str, float]]:
@@ -101,6 +121,8 @@ def write_report(db_path: str | Path, out_dir: str | Path | None = None, baselin
     out = Path(out_dir) if out_dir else Path(db_path).parent
     chosen = select(store, sweep, baseline)
     runs, baseline = chosen.runs, chosen.baseline
+    spec = next((s["spec"] for s in store.sweeps() if s["name"] == chosen.sweep), {})
+    published = spec.get("published") or {} if isinstance(spec, dict) else {}
     boards = leaderboard(runs, baseline)
     refs = task_references([r for r in runs if r.status == "done"])
     failed = [r for r in runs if r.status == "failed"]
@@ -135,12 +157,41 @@ def write_report(db_path: str | Path, out_dir: str | Path | None = None, baselin
         md.append(markdown(table))
         reference = f"<p>Reference: {html.escape(ref_text)}</p>" if ref_text else ""
         page.append(f"<h2>{html.escape(heading)}</h2>{reference}{html_table(table)}")
+        if isinstance(published.get(task), dict):
+            pub = published_table(published[task], rows)
+            md += ["", f"Published results beside this sweep's ({escape_markdown(published[task]['source'])}):", "",
+                   markdown(pub)]
+            page.append(f"<h3>Published results ({html.escape(published[task]['source'])})</h3>{html_table(pub)}")
         if draw:
             from trevo.arena.plots import task_plots
 
             for caption, png in task_plots(task, rows, runs, refs.get(task, {})):
                 page.append(f'<img alt="{html.escape(caption)}" title="{html.escape(caption)}" '
                             f'src="data:image/png;base64,{png}">')
+    grid = width_grid(boards)
+    if grid:
+        note = ("Accuracy against width (Zoology's Figure 2): each cell is the best learning rate of that variant, "
+                "task and d_model, chosen on validation; the test metric is shown.")
+        md += ["", "## Accuracy against model width", "", note]
+        page.append(f"<h2>Accuracy against model width</h2><p>{html.escape(note)}</p>")
+        for task, cells in grid.items():
+            md += ["", f"### {escape_markdown(task)}", "", markdown(width_table(cells))]
+            page.append(f"<h3>{html.escape(task)}</h3>{html_table(width_table(cells))}")
+        if draw:
+            import base64
+
+            from trevo.arena.plots import width_figure
+
+            png = width_figure(grid)
+            figure_path = out / WIDTH_FIGURE
+            try:
+                out.mkdir(parents=True, exist_ok=True)
+                figure_path.write_bytes(png)
+            except OSError as e:
+                raise ReportError(f"cannot write {figure_path}: {e.strerror}; choose another --out") from None
+            md += ["", f"![accuracy against width]({WIDTH_FIGURE})"]
+            page.append(f'<img alt="accuracy against width" src="data:image/png;base64,'
+                        f'{base64.b64encode(png).decode()}" style="max-width:100%">')
     arch = architectures(runs)
     if arch:
         table = Table(["variant", "architecture (one-line genome)"], [list(pair) for pair in arch], left={0, 1})

@@ -11,6 +11,10 @@ A sweep file (or a preset in ``trevo/arena/presets/``)::
     baseline: softmax_attention # the variant the others are compared with
     seeds: [0, 1]
     lrs: [1.0e-3, 3.0e-3]       # optional: the best per variant and task is chosen on validation
+    d_models: [64, 128]         # optional, instead of param_budget: every variant at each width (Zoology's
+                                # accuracy-against-width grid; the best lr is chosen per width)
+    published: {listops: {source: "Tay et al. 2021, Table 1", rows: {Transformer: 36.37}}}
+                                # optional: a paper's numbers per task label, printed beside trevo's rows
     variants:                   # a bare string is a mixer name, or a one-line genome
       - softmax_attention
       - {label: rwkv4+cmix, set: {model.mixer.name: rwkv4, model.channel.name: rwkv4_channel}}
@@ -18,7 +22,7 @@ A sweep file (or a preset in ``trevo/arena/presets/``)::
     tasks:                      # a bare string is a task name
       - {label: byte_lm, set: {task.name: byte_lm, task.seq_len: 128}}
 
-Every variant × task × seed × lr becomes one run. The plan is validated whole — unknown fields,
+Every variant × task × d_model × seed × lr becomes one run. The plan is validated whole — unknown fields,
 unknown components, incompatible mixer/task pairs — before any run starts.
 """
 
@@ -33,6 +37,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 
 from trevo import presets
 from trevo.config import COMPONENTS, LAYER_FIELDS, ConfigError, RunConfig, TrainConfig
@@ -45,8 +50,8 @@ from trevo.tasks.base import TaskInfo
 from trevo.train import check_device, check_fits
 from trevo.validation import check_field
 
-SWEEP_FIELDS = {"name", "description", "base", "param_budget", "flop_budget", "baseline", "seeds", "lrs", "variants",
-                "tasks"}
+SWEEP_FIELDS = {"name", "description", "base", "param_budget", "flop_budget", "baseline", "seeds", "lrs", "d_models",
+                "published", "variants", "tasks"}
 # d_model is matched in steps of 2 (widths a component cannot take are skipped): parameters grow about
 # as d², so a step is about 4/d of them, and the match is within 5% from d ≈ 80 up.
 WIDTH_STEP = 2
@@ -74,6 +79,7 @@ class Sweep:
     tasks: list[Variant]
     seeds: list[int] = field(default_factory=lambda: [0])
     lrs: list[float] = field(default_factory=list)
+    d_models: list[int] = field(default_factory=list)  # empty: the base's (or the matched) width
     param_budget: int | None = None
     # Training FLOPs (matmul FLOPs per token of a forward + backward step × the run's tokens), instead of
     # param_budget: widths matched so that every variant spends the same compute.
@@ -84,6 +90,9 @@ class Sweep:
     # How far a matched width's parameters may be from param_budget; None: not checked (trevo evolve,
     # whose genomes are evaluated at the nearest width and whose baseline it checks itself).
     budget_tolerance: float | None = BUDGET_TOLERANCE
+    # ``dotted.key=value`` assignments applied to every run last, over the variants' and tasks' own values
+    # (the command line's --set: it overrides a field of every run).
+    overrides: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -96,16 +105,60 @@ class PlannedRun:
     config: RunConfig
     key: str
     params: int
+    seq_len: int = 0  # the task's sequence length (tokens per example)
 
 
 def preset_names() -> list[str]:
     return presets.preset_names("trevo.arena")
 
 
-def load_sweep(source: str) -> Sweep:
-    """A preset name (``quick``, ``standard`` …) or the path of a sweep YAML file."""
+# The sweep's own lists that ``--set sweep.<field>=…`` may replace (a subset of a preset: fewer widths,
+# tasks, variants, learning rates or seeds).
+SWEEP_OVERRIDES = ("d_models", "lrs", "seeds", "tasks", "variants")
+
+
+def load_sweep(source: str, overrides: list[str] | tuple[str, ...] = ()) -> Sweep:
+    """A preset name (``quick``, ``standard`` …) or the path of a sweep YAML file, with ``overrides``
+    (``--set``): ``sweep.d_models=[64,128]``, ``sweep.lrs=…``, ``sweep.seeds=…`` replace those lists,
+    ``sweep.tasks=a,b`` and ``sweep.variants=a,b`` keep only the labels named; every other
+    ``dotted.key=value`` is applied to every run, over the variants' and tasks' own values."""
     data, where = presets.load_yaml("trevo.arena", source, "sweep", SweepError)
-    return parse_sweep(data, where)
+    run_level, keep = [], {}
+    for assignment in overrides:
+        key, sep, raw = assignment.partition("=")
+        if not key.startswith("sweep."):
+            run_level.append(assignment)
+            continue
+        field_name = key[len("sweep."):]
+        if field_name not in SWEEP_OVERRIDES or not sep:
+            raise SweepError(f"--set {assignment}: a sweep field is set as sweep.<field>=<value> with field one of "
+                             f"{', '.join(SWEEP_OVERRIDES)}")
+        value = yaml.safe_load(raw) if raw.strip().startswith("[") else [
+            yaml.safe_load(x) for x in raw.split(",") if x.strip()]
+        if field_name in ("tasks", "variants"):
+            keep[field_name] = [str(v) for v in value]
+        elif isinstance(data, dict):
+            data = {**data, field_name: value}
+    sweep = parse_sweep(data, where)
+    for field_name, labels in keep.items():
+        items = getattr(sweep, field_name)
+        unknown = [x for x in labels if x not in {v.label for v in items}]
+        if unknown:
+            raise SweepError(f"--set sweep.{field_name}: no {field_name[:-1]} labelled {', '.join(unknown)}; the "
+                             f"sweep's: {', '.join(v.label for v in items)}")
+        setattr(sweep, field_name, [v for v in items if v.label in labels])
+    if sweep.baseline is not None and sweep.baseline not in {v.label for v in sweep.variants}:
+        sweep.baseline = None  # the subset left the baseline out
+    if isinstance(sweep.spec.get("published"), dict):  # keep the published tables of the tasks kept
+        kept = {t.label for t in sweep.tasks}
+        sweep.spec = {**sweep.spec, "published": {t: v for t, v in sweep.spec["published"].items() if t in kept}}
+    if run_level:
+        try:
+            sweep.base = sweep.base.override(run_level)  # a bad key or value fails here, before planning
+        except ConfigError as e:
+            raise SweepError(f"--set: {e}") from None
+        sweep.overrides = run_level
+    return sweep
 
 
 def _variants(items: Any, where: str, key: str) -> list[Variant]:
@@ -181,6 +234,16 @@ def parse_sweep(data: Any, where: str = "sweep") -> Sweep:
         problems.append(f"{where}: flop_budget = {flops!r}: expected a positive number of training FLOPs")
     if budget is not None and flops is not None:
         problems.append(f"{where}: param_budget and flop_budget both given; match widths to one of them")
+    d_models = data.get("d_models") or []
+    if not isinstance(d_models, list) or any(not isinstance(d, int) or isinstance(d, bool) or d < 1 for d in d_models):
+        problems.append(f"{where}: d_models = {d_models!r}: expected a list of positive integers (widths)")
+    elif len(set(d_models)) != len(d_models):
+        problems.append(f"{where}: d_models must not repeat a width, got {d_models}")
+    elif d_models and (budget is not None or flops is not None):
+        problems.append(f"{where}: d_models and {'param' if budget is not None else 'flop'}_budget both set the "
+                        f"width; keep one (d_models: every variant at each width; a budget: each variant at the "
+                        f"width that matches it)")
+    problems += _published_problems(data.get("published"), where)
     name = str(data.get("name") or Path(where).stem)
     if not NAME.fullmatch(name):
         problems.append(f"{where}: name = {name!r}: expected letters, digits, '.', '_' or '-' (it names the output "
@@ -194,12 +257,33 @@ def parse_sweep(data: Any, where: str = "sweep") -> Sweep:
     sweep = Sweep(name=name, base=base,
                   variants=_variants(data.get("variants"), where, "variants"),
                   tasks=_variants(data.get("tasks"), where, "tasks"), seeds=seeds, lrs=lrs,
-                  param_budget=budget, flop_budget=None if flops is None else float(flops),
-                  baseline=data.get("baseline"), description=data.get("description", ""),
-                  spec=data)
+                  d_models=list(d_models), param_budget=budget, flop_budget=None if flops is None else float(flops),
+                  baseline=data.get("baseline"), description=data.get("description", ""), spec=data)
     if sweep.baseline is not None and sweep.baseline not in [v.label for v in sweep.variants]:
         raise SweepError(f"{where}: baseline {sweep.baseline!r} is not one of the variants' labels")
+    unknown_tasks = sorted(set(data.get("published") or {}) - {t.label for t in sweep.tasks})
+    if unknown_tasks:
+        raise SweepError(f"{where}: published names task(s) {', '.join(unknown_tasks)} that the sweep does not have; "
+                         f"its tasks: {', '.join(t.label for t in sweep.tasks)}")
     return sweep
+
+
+def _published_problems(published: Any, where: str) -> list[str]:
+    """``published: {task label: {source: str, rows: {model: number}}}``, or nothing."""
+    if published is None:
+        return []
+    shape = "published: {task label: {source: 'paper, table', rows: {model: number}}}"
+    if not isinstance(published, dict):
+        return [f"{where}: expected {shape}, got {published!r}"]
+    problems = []
+    for task, entry in published.items():
+        ok = (isinstance(entry, dict) and set(entry) == {"source", "rows"} and isinstance(entry["source"], str)
+              and isinstance(entry["rows"], dict) and entry["rows"]
+              and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in entry["rows"].values()))
+        if not ok:
+            problems.append(f"{where}: published.{task}: expected {{source: 'paper, table', rows: {{model: number}}}}, "
+                            f"got {entry!r}")
+    return problems
 
 
 def _is_float(text: str) -> bool:
@@ -328,10 +412,14 @@ def plan_sweep(sweep: Sweep) -> list[PlannedRun]:
         except TrevoError as e:
             problems.append(f"task {task.label!r}: {e}")
             continue
-        for variant in sweep.variants:
+        for variant, width in ((v, d) for v in sweep.variants for d in sweep.d_models or [None]):
             try:
                 # The task's settings win over a variant's: every variant sees the same task.
                 cfg = task_cfg.replace(variant.values).replace(task.values)
+                if width is not None:
+                    cfg = cfg.replace({"model.d_model": width})
+                if sweep.overrides:
+                    cfg = cfg.override(sweep.overrides)
                 check_reachable_from_workers(cfg)
                 if sweep.param_budget:
                     cfg, params = match_width(cfg, task_obj.info, sweep.param_budget)
@@ -367,7 +455,11 @@ def plan_sweep(sweep: Sweep) -> list[PlannedRun]:
                 for seed in sweep.seeds:
                     run_cfg = cfg.replace({"train.lr": lr, "train.seed": seed})
                     runs.append(PlannedRun(variant.label, family, task.label, seed, lr, run_cfg, run_cfg.hash(),
-                                           params))
+                                           params, task_obj.info.seq_len))
+    keys = [r.key for r in runs]
+    if not problems and len(set(keys)) != len(keys):
+        problems.append("two runs of the plan have the same config (an override such as --set model.d_model=… "
+                        "made the widths of d_models, or two variants, equal); remove it")
     if problems:
         raise SweepError("the sweep cannot run; nothing was started:\n  - " + "\n  - ".join(problems))
     return runs
@@ -386,6 +478,24 @@ def genome_lines(runs: list[PlannedRun]) -> list[str]:
     return [f"  {label:<28} {line}" for label, line in seen.items()]
 
 
+# The assumptions of the plan's GPU estimate (not a measurement): a sustained matmul rate for float32 runs
+# with TF32 matmuls on an A100/H100-class GPU at about a third of its peak, and a floor per training step
+# for eager PyTorch (a small model's step is bound by kernel launches, not by FLOPs).
+GPU_TFLOPS = 50.0
+GPU_STEP_FLOOR_S = 0.015
+
+
+def gpu_hours(runs: list[PlannedRun], tflops: float = GPU_TFLOPS, step_floor_s: float = GPU_STEP_FLOOR_S) -> float:
+    """An estimate of the GPU hours of every step of ``runs`` (no early stop): per run, the larger of
+    6 · params · tokens FLOPs at ``tflops`` and ``steps`` × ``step_floor_s``."""
+    total = 0.0
+    for r in runs:
+        tc = r.config.train
+        tokens = tc.steps * tc.batch_size * r.seq_len
+        total += max(6.0 * r.params * tokens / (tflops * 1e12), tc.steps * step_floor_s)
+    return total / 3600
+
+
 def plan_summary(runs: list[PlannedRun]) -> str:
     lines = [f"{len(runs)} runs:"]
     for r in runs:
@@ -396,5 +506,11 @@ def plan_summary(runs: list[PlannedRun]) -> str:
     genomes = genome_lines(runs)
     if genomes:
         lines += ["architectures:", *genomes]
+    tokens = sum(r.config.train.steps * r.config.train.batch_size * r.seq_len for r in runs)
+    early = any(r.config.train.stop_at is not None for r in runs)
+    lines.append(f"{len(runs)} runs, {tokens:,} training tokens in all; estimated {gpu_hours(runs):,.1f} GPU hours "
+                 f"(an estimate, not a measurement: 6·params·tokens FLOPs at {GPU_TFLOPS:g} TFLOP/s sustained, "
+                 f"at least {GPU_STEP_FLOOR_S * 1000:g} ms per step; every step run"
+                 + ("; early stopping ends many runs sooner)" if early else ")"))
     return "\n".join(lines)
 

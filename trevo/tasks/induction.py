@@ -8,8 +8,10 @@ token again, and the model must output the answer there (the only scored positio
 Models are trained at ``seq_len`` and evaluated at every length in ``eval_lengths`` (plus
 ``seq_len``): ``finalize`` reports ``acc@L`` for each length L and ``accuracy``, their mean.
 
-Paper size: train at T = 256 with V = 16, test at 2^6 … 2^20. The CPU default trains at T = 64 and
-tests at 64, 128, 256 and 512.
+Paper size: train at T = 256 with V = 16, test at 2^6 … 2^20, on fresh examples every step (as
+here by default; ``train_size`` fixes a training set instead). Where the defaults differ: trained at
+T = 64 and tested at 64, 128, 256 and 512. No preset reproduces the paper's lengths (the ``recall``
+preset runs the CPU size).
 """
 
 from __future__ import annotations
@@ -44,7 +46,9 @@ class Induction(LengthGeneralisationTask):
     accuracy reported at each test length (Mamba's induction-heads task)."""
 
     def __init__(self, seq_len: int = 64, vocab_size: int = 16,
-                 eval_lengths: list[int] | tuple[int, ...] = (64, 128, 256, 512)) -> None:
+                 eval_lengths: list[int] | tuple[int, ...] = (64, 128, 256, 512),
+                 train_size: int | None = None, test_size: int | None = None,
+                 cache_dir: str | None = None) -> None:
         require(vocab_size >= 3, f"induction: vocab_size must be at least 3 (two tokens and the special one), "
                                  f"got {vocab_size}")
         lengths = sorted({int(L) for L in eval_lengths} | {seq_len})
@@ -53,6 +57,8 @@ class Induction(LengthGeneralisationTask):
         require(lengths[-1] <= MAX_SEQ_LEN, f"induction: every length must be at most {MAX_SEQ_LEN:,}, "
                                             f"got {lengths[-1]}")
         self.seq_len, self.vocab_size, self.eval_lengths = seq_len, vocab_size, tuple(lengths)
+        self.params = {"seq_len": seq_len, "vocab_size": vocab_size}
+        self.fixed_sets("induction", train_size, test_size, cache_dir)
         self.info = TaskInfo(vocab_size=vocab_size, head="lm", seq_len=seq_len, causal="required",
                              layout=(seq_len,), metric="accuracy", higher_is_better=True)
 

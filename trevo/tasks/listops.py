@@ -10,13 +10,17 @@ value of the expression: 10-way classification of the whole sequence, scored by 
 
 Deviations: LRA's files also carry the parentheses of the generator's binary-tuple encoding, which
 hold no information and which the usual preprocessing (e.g. the S4 code base) strips; we never emit
-them. LRA's fixed sets are deduplicated; here training draws fresh trees each step and the
-evaluation sets are fixed draws from fixed seeds (see ``trevo.tasks.synthetic``).
+them.
 
 Tokens: 0 = padding, 1 … 10 = digits 0 … 9, 11 … 14 = MIN, MAX, MED, SM, 15 = ``]``. Sequences are
 right-padded to ``max_length`` with ``padding_mask`` marking the real tokens.
-Paper size: max_depth 10, max_args 10, window 500 … 2000. The CPU default keeps the tree rule and
-uses the window 32 … 128.
+LRA's protocol (the ``lra`` arena preset reproduces it): max_depth 10, max_args 10, window 500 … 2000,
+one set of 100,000 distinct trees split 96,000 / 2,000 / 2,000 (``train_size=96000, test_size=2000``:
+duplicates are removed and the splits are disjoint, as in LRA). Where the defaults differ: the window
+32 … 128 (trees are shallower, mean depth 6.2 against 9.0, and sequences ~15× shorter: not a long-range
+task at the default), and fresh trees every step (``train_size=None``) with evaluation sets of
+batch_size × eval_batches trees from fixed seeds (see ``trevo.tasks.synthetic``); the ``lra_small``
+preset runs the defaults.
 """
 
 from __future__ import annotations
@@ -82,8 +86,10 @@ def to_text(ids: list[int]) -> str:
 class ListOps(GeneratedTask):
     """Evaluate a nested MIN/MAX/MED/SM expression over digits: 10-way classification (LRA ListOps)."""
 
+    dedup = True  # LRA draws one set of distinct trees and splits it 96k / 2k / 2k
+
     def __init__(self, min_length: int = 32, max_length: int = 128, max_depth: int = 10, max_args: int = 10,
-                 cache_dir: str | None = None) -> None:
+                 cache_dir: str | None = None, train_size: int | None = None, test_size: int | None = None) -> None:
         require(max_args >= 2, f"listops: max_args must be at least 2 (an operator takes 2 or more), got {max_args}")
         require(max_depth >= 2, f"listops: max_depth must be at least 2 (depth 1 is the root), got {max_depth}")
         require(0 <= min_length < max_length - 1,
@@ -97,9 +103,9 @@ class ListOps(GeneratedTask):
                 f"listops: trees of max_depth={max_depth}, max_args={max_args} have at most {longest} tokens, "
                 f"none longer than min_length={min_length}; raise max_depth or max_args, or lower min_length")
         self.min_length, self.max_length, self.max_depth, self.max_args = min_length, max_length, max_depth, max_args
-        self.cache_dir = cache_dir
         self.params = {"min_length": min_length, "max_length": max_length, "max_depth": max_depth,
                        "max_args": max_args}
+        self.fixed_sets("listops", train_size, test_size, cache_dir)
         self.info = TaskInfo(vocab_size=16, head="classify", seq_len=max_length, n_classes=10, causal="either",
                              layout=(max_length,), metric="accuracy", higher_is_better=True)
 

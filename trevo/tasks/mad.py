@@ -25,7 +25,12 @@ Small departures: the pair kept clear of noise is drawn among the T/2 - 1 contex
 it among T/2, which can leave a sequence of pure noise and no key to query).
 
 MAD's difficulty settings vary V ∈ {16, 32, 64} (recall; 256 … 1024 for memorization), T ∈ {128 … 1024},
-``frac_noise`` ∈ {0.2 … 0.8}; the defaults here are the mad-lab function defaults.
+``frac_noise`` ∈ {0.2 … 0.8}; the defaults here are the mad-lab function defaults. MAD's protocol
+(mad-lab ``mad/configs.py``) trains on a fixed set of 12,800 examples for 200 epochs in batches of 128
+and tests on 1,280 (``train_size=12800, test_size=1280``; mad-lab removes no duplicates). Where the
+defaults differ: fresh examples every step (``train_size=None``) and evaluation sets of batch_size ×
+eval_batches examples; the ``mad`` arena preset keeps them (400 steps of 32, one difficulty per task),
+so no preset reproduces MAD's protocol exactly.
 """
 
 from __future__ import annotations
@@ -63,12 +68,12 @@ class _MADTask(GeneratedTask):
         rng = np.random.default_rng(numpy_seed(gen))
         return _batch([self.example(rng, training) for _ in range(n)])
 
-    def train_batch(self, step: int, batch_size: int, seed: int) -> Batch:
-        from trevo.tasks.base import step_generator
+    def make_train(self, gen: torch.Generator, n: int) -> Batch:
+        return self.make(gen, n, training=True)
 
-        batch = self.make(step_generator(seed, step), batch_size, training=True)
+    def train_view(self, batch: Batch) -> Batch:
         if self.train_on_all:
-            batch["loss_mask"] = torch.ones_like(batch["loss_mask"])
+            batch = {**batch, "loss_mask": torch.ones_like(batch["loss_mask"])}
         return batch
 
 
@@ -83,7 +88,9 @@ class InContextRecall(_MADTask):
     the copy token)."""
 
     def __init__(self, vocab_size: int = 16, seq_len: int = 128, multi_query: bool = False,
-                 noise_vocab_size: int = 0, frac_noise: float = 0.0) -> None:
+                 noise_vocab_size: int = 0, frac_noise: float = 0.0,
+                 train_size: int | None = None, test_size: int | None = None,
+                 cache_dir: str | None = None) -> None:
         special = 0 if multi_query else 1
         usable = vocab_size - special - noise_vocab_size
         require(seq_len % 2 == 0 and seq_len >= 4, f"in-context recall: seq_len must be even and ≥ 4, got {seq_len}")
@@ -97,6 +104,7 @@ class InContextRecall(_MADTask):
         self.noise = np.arange(usable, usable + noise_vocab_size)
         self.params = {"vocab_size": vocab_size, "seq_len": seq_len, "multi_query": multi_query,
                        "noise_vocab_size": noise_vocab_size, "frac_noise": frac_noise}
+        self.fixed_sets("InContextRecall", train_size, test_size, cache_dir)
         self.info = self._info()
 
     def example(self, rng, training):
@@ -125,8 +133,11 @@ class NoisyInContextRecall(InContextRecall):
     """MAD noisy in-context recall: in-context recall with pairs replaced by noise tokens of their own."""
 
     def __init__(self, vocab_size: int = 32, seq_len: int = 128, multi_query: bool = False,
-                 noise_vocab_size: int = 16, frac_noise: float = 0.2) -> None:
-        super().__init__(vocab_size, seq_len, multi_query, noise_vocab_size, frac_noise)
+                 noise_vocab_size: int = 16, frac_noise: float = 0.2,
+                 train_size: int | None = None, test_size: int | None = None,
+                 cache_dir: str | None = None) -> None:
+        super().__init__(vocab_size, seq_len, multi_query, noise_vocab_size, frac_noise, train_size, test_size,
+                         cache_dir)
 
 
 @register("task", "mad_fuzzy_recall", paper=MAD, category="Benchmark", family="recall")
@@ -134,7 +145,8 @@ class FuzzyInContextRecall(_MADTask):
     """MAD fuzzy in-context recall: keys and values span several tokens (runs of 1 … motif size)."""
 
     def __init__(self, vocab_size: int = 16, seq_len: int = 128, k_motif_size: int = 3,
-                 v_motif_size: int = 3) -> None:
+                 v_motif_size: int = 3, train_size: int | None = None, test_size: int | None = None,
+                 cache_dir: str | None = None) -> None:
         usable = vocab_size - 2  # the pad (V-2) and copy (V-1) tokens
         require(k_motif_size >= 1 and v_motif_size >= 1, "k_motif_size and v_motif_size must be ≥ 1")
         require(usable // 2 >= max(k_motif_size, v_motif_size),
@@ -147,6 +159,7 @@ class FuzzyInContextRecall(_MADTask):
         self.keys, self.values = np.arange(usable // 2), np.arange(usable // 2, usable)
         self.params = {"vocab_size": vocab_size, "seq_len": seq_len, "k_motif_size": k_motif_size,
                        "v_motif_size": v_motif_size}
+        self.fixed_sets("FuzzyInContextRecall", train_size, test_size, cache_dir)
         self.info = self._info()
 
     def _motif(self, rng, vocab, size: int) -> tuple[int, ...]:
@@ -187,7 +200,9 @@ class Memorization(_MADTask):
 
     train_on_all = False  # as mad-lab: only the values at the insert tokens are targets
 
-    def __init__(self, vocab_size: int = 256, seq_len: int = 32, kv_map_seed: int = 12345) -> None:
+    def __init__(self, vocab_size: int = 256, seq_len: int = 32, kv_map_seed: int = 12345,
+                 train_size: int | None = None, test_size: int | None = None,
+                 cache_dir: str | None = None) -> None:
         require(vocab_size >= 3, f"vocab_size must be ≥ 3 (a key, a value, the insert token), got {vocab_size}")
         require(seq_len % 2 == 0 and seq_len >= 2, f"seq_len must be even and ≥ 2, got {seq_len}")
         self.vocab_size, self.seq_len, self.kv_map_seed = vocab_size, seq_len, kv_map_seed
@@ -196,6 +211,7 @@ class Memorization(_MADTask):
         keys, values = rng.permutation(usable // 2), rng.permutation(np.arange(usable // 2, usable))
         self.kv_map = {int(k): int(v) for k, v in zip(keys, values, strict=False)}
         self.params = {"vocab_size": vocab_size, "seq_len": seq_len, "kv_map_seed": kv_map_seed}
+        self.fixed_sets("Memorization", train_size, test_size, cache_dir)
         self.info = self._info()
 
     def example(self, rng, training):

@@ -10,11 +10,21 @@ must output the key's value at the query position; only those N positions are sc
 ``random_filler=True`` is Zoology's harder variant: the filler positions hold uniformly random tokens
 instead of 0 (they may collide with keys; such positions are not scored).
 
-Paper sizes: (T, N) = (64, 4), (128, 8), (256, 16), (512, 64) with V = 8192. The CPU default is
-T = 128, N = 8 with V = 64 (smaller embedding tables, same recall problem).
+Zoology's protocol (Figure 2; the ``zoology`` arena preset reproduces it): (T, N) = (64, 4), (128, 8),
+(256, 16) with V = 8192, a fixed training set of 100,000 examples (``train_size=100000``) read for up to
+64 epochs with early stopping at validation accuracy 0.99, and a test set of 3,000 (``test_size=3000``).
+Where the defaults differ from it: T = 128, N = 8 with V = 64 (smaller embedding tables), and fresh
+examples every step (``train_size=None``: infinite data, so sample efficiency and memorisation differ
+and accuracies are not comparable with Zoology's). Zoology's generator refuses V ≤ T (it asserts
+V > T); here such a vocabulary builds with a ``VocabularyWarning``: with V small, keys repeat as filler
+and as other sequences' keys, and Zoology's point that large vocabularies separate architectures is
+lost (with ``random_filler``, V = 64 puts about 13 filler copies of a sequence's keys into it, about 0.1
+at V = 8192).
 """
 
 from __future__ import annotations
+
+import warnings
 
 import torch
 
@@ -22,6 +32,11 @@ from trevo.registry import Paper, register
 from trevo.tasks.base import Batch, TaskInfo
 from trevo.tasks.synthetic import GeneratedTask, require
 from trevo.validation import MAX_SEQ_LEN
+
+
+class VocabularyWarning(UserWarning):
+    """An MQAR vocabulary that Zoology's generator would refuse (V ≤ T)."""
+
 
 ZOOLOGY = Paper("Zoology: Measuring and Improving Recall in Efficient Language Models", "2312.04927", 2023)
 
@@ -32,7 +47,8 @@ class MQAR(GeneratedTask):
     queried positions (Zoology)."""
 
     def __init__(self, seq_len: int = 128, n_pairs: int = 8, vocab_size: int = 64, power_a: float = 0.01,
-                 random_filler: bool = False) -> None:
+                 random_filler: bool = False, train_size: int | None = None, test_size: int | None = None,
+                 cache_dir: str | None = None) -> None:
         require(n_pairs >= 1, f"mqar: n_pairs must be at least 1, got {n_pairs}")
         require(seq_len <= MAX_SEQ_LEN, f"mqar: seq_len must be at most {MAX_SEQ_LEN:,}, got {seq_len}")
         require(seq_len % 2 == 0, f"mqar: seq_len must be even (query slots are pairs), got {seq_len}")
@@ -44,10 +60,16 @@ class MQAR(GeneratedTask):
                 f"mqar: vocab_size={vocab_size} is too small for {n_pairs} distinct keys in 1..V/2-1 and "
                 f"values in V/2..V-1; use vocab_size >= {2 * n_pairs + 2}")
         require(power_a > 0, f"mqar: power_a must be positive, got {power_a}")
+        if vocab_size <= seq_len:
+            warnings.warn(f"mqar: vocab_size={vocab_size} <= seq_len={seq_len}, which Zoology's generator refuses "
+                          f"(it requires V > T); keys recur as filler and across sequences, so accuracies are not "
+                          f"comparable with Zoology's; use vocab_size > {seq_len} (Zoology: 8192, the zoology "
+                          f"preset)", VocabularyWarning, stacklevel=2)
         self.seq_len, self.n_pairs, self.vocab_size = seq_len, n_pairs, vocab_size
         self.power_a, self.random_filler = power_a, random_filler
         self.params = {"seq_len": seq_len, "n_pairs": n_pairs, "vocab_size": vocab_size, "power_a": power_a,
                        "random_filler": random_filler}
+        self.fixed_sets("mqar", train_size, test_size, cache_dir)
         slots = (seq_len - 2 * n_pairs) // 2
         g = torch.arange(1, slots + 1, dtype=torch.float64)
         self.gap_p = power_a * g ** (power_a - 1)

@@ -17,6 +17,10 @@ Published generator parameters (LRA's Pathfinder-32 and Path-X builders) are the
 128; other sizes scale the 32 preset. Deviations: the turning rule (uniform in ±(π/4)/continuity per
 dash), the clearance between paths and the filled disc markers are this module's own rendering of the
 snakes2 procedure, not a port of its code; contrast is one constant per preset.
+
+LRA's protocol (the ``lra`` arena preset): Pathfinder-32 with a fixed set of 200,000 images split
+160,000 / 20,000 / 20,000 (``train_size=160000, test_size=20000``). Where the defaults differ: fresh
+images every step (``train_size=None``) and evaluation sets of batch_size × eval_batches images.
 """
 
 from __future__ import annotations
@@ -80,7 +84,9 @@ class Pathfinder(GeneratedTask):
     """Are the two markers joined by a dashed path? Binary classification of a pixel sequence
     (LRA Pathfinder; image_size=128 is Path-X)."""
 
-    def __init__(self, image_size: int = 32, cache_dir: str | None = None, **overrides: float) -> None:
+    def __init__(self, image_size: int = 32, cache_dir: str | None = None,
+                 train_size: int | None = None, test_size: int | None = None,
+                 **overrides: float) -> None:
         require(image_size >= 16, f"pathfinder: image_size={image_size} is too small to draw a contour with "
                                   f"its markers and distractors; use 16 or more (LRA uses 32, Path-X 128)")
         p = preset(image_size)
@@ -97,8 +103,8 @@ class Pathfinder(GeneratedTask):
                 f"pathfinder: an image of {image_size} px cannot hold a contour of {int(p['contour_length'])} "
                 f"dashes of {p['paddle_length']}+{p['paddle_margin']} px; use a larger image_size or shorter dashes")
         self.image_size, self.p = image_size, p
-        self.cache_dir = cache_dir
         self.params = {"image_size": image_size, **p}
+        self.fixed_sets("pathfinder", train_size, test_size, cache_dir)
         self.info = TaskInfo(vocab_size=256, head="classify", seq_len=image_size * image_size, n_classes=2,
                              causal="either", layout=(image_size, image_size), metric="accuracy",
                              higher_is_better=True)

@@ -8,7 +8,9 @@ output the i-th data token: the targets are the data tokens in order, scored (pe
 at the M marker positions only. Because the data positions vary, a time-invariant convolution
 cannot solve it; a model must select by content.
 
-Paper size: T = 4096 (4080 + 16), V = 16, M = 16. The CPU default is T = 128 with the paper's V and M.
+Paper size: T = 4096 (4080 + 16), V = 16, M = 16, trained on fresh examples (Mamba's generator draws
+every batch anew; MAD trains on a fixed set, ``train_size``). Where the defaults differ: T = 128 with
+the paper's V and M. No preset reproduces the paper's length; ``recall`` and ``mad`` run it at T ≤ 256.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from trevo.validation import MAX_SEQ_LEN
 class SelectiveCopy(GeneratedTask):
     """Reproduce the data tokens scattered among noise tokens, in order, at the markers (Mamba)."""
 
-    def __init__(self, seq_len: int = 128, n_data: int = 16, vocab_size: int = 16) -> None:
+    def __init__(self, seq_len: int = 128, n_data: int = 16, vocab_size: int = 16,
+                 train_size: int | None = None, test_size: int | None = None,
+                 cache_dir: str | None = None) -> None:
         require(n_data >= 1, f"selective_copy: n_data must be at least 1, got {n_data}")
         require(vocab_size >= 3, f"selective_copy: vocab_size must be at least 3 (noise, a data token, marker), "
                                  f"got {vocab_size}")
@@ -36,6 +40,7 @@ class SelectiveCopy(GeneratedTask):
                 f"use seq_len >= {2 * n_data}")
         self.seq_len, self.n_data, self.vocab_size = seq_len, n_data, vocab_size
         self.params = {"seq_len": seq_len, "n_data": n_data, "vocab_size": vocab_size}
+        self.fixed_sets("selective_copy", train_size, test_size, cache_dir)
         self.info = TaskInfo(vocab_size=vocab_size, head="lm", seq_len=seq_len, causal="required",
                              layout=(seq_len,), metric="accuracy", higher_is_better=True)
 

@@ -22,11 +22,16 @@ generalisation): ``finalize`` reports ``acc@L`` (all positions) and ``last@L`` (
 for each L, and ``accuracy``, the mean of the ``acc@L``. Evaluating beyond ``seq_len`` needs a model
 without a fixed number of positions (no position encoding or RoPE; learned positions hold only
 ``model.max_len``).
+
+The default is fresh sequences every step (``train_size=None``); ``train_size`` fixes a training set
+read in epochs instead. The papers' own data-set sizes and training lengths are not reproduced by any
+preset (not checked against their code here); the ``state_tracking`` preset runs the CPU defaults.
 """
 
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import torch
 
@@ -57,12 +62,14 @@ class WordProblem(LengthGeneralisationTask):
     name = ""
 
     def __init__(self, table: torch.Tensor, identity: int, seq_len: int,
-                 eval_lengths: list[int] | tuple[int, ...] | None) -> None:
+                 eval_lengths: list[int] | tuple[int, ...] | None, sizes: dict[str, Any]) -> None:
         require(seq_len >= 1, f"{self.name}: seq_len must be at least 1, got {seq_len}")
         lengths = sorted({int(L) for L in (eval_lengths or (seq_len, 4 * seq_len))})
         require(lengths[0] >= 1, f"{self.name}: every evaluation length must be at least 1, got {lengths[0]}")
         self.table, self.identity = table, identity
         self.seq_len, self.eval_lengths = seq_len, tuple(lengths)
+        self.params = {"group": self.name, "order": int(table.shape[0]), "seq_len": seq_len}
+        self.fixed_sets(self.name, **sizes)
         self.info = TaskInfo(vocab_size=table.shape[0], head="lm", seq_len=seq_len, causal="required",
                              layout=(seq_len,), metric="accuracy", higher_is_better=True)
 
@@ -97,8 +104,11 @@ class Parity(WordProblem):
 
     name = "parity"
 
-    def __init__(self, seq_len: int = 64, eval_lengths: list[int] | None = None) -> None:
-        super().__init__(cyclic_table(2), 0, seq_len, eval_lengths)
+    def __init__(self, seq_len: int = 64, eval_lengths: list[int] | None = None,
+                 train_size: int | None = None, test_size: int | None = None,
+                 cache_dir: str | None = None) -> None:
+        super().__init__(cyclic_table(2), 0, seq_len, eval_lengths,
+                         dict(train_size=train_size, test_size=test_size, cache_dir=cache_dir))
 
 
 @register("task", "modular_addition", paper=NEGATIVE_EIGENVALUES, category="Benchmark", family="state_tracking")
@@ -108,9 +118,11 @@ class ModularAddition(WordProblem):
 
     name = "modular_addition"
 
-    def __init__(self, seq_len: int = 64, modulus: int = 5, eval_lengths: list[int] | None = None) -> None:
+    def __init__(self, seq_len: int = 64, modulus: int = 5, eval_lengths: list[int] | None = None,
+                 train_size: int | None = None, test_size: int | None = None, cache_dir: str | None = None) -> None:
         require(modulus >= 2, f"modular_addition: modulus must be at least 2, got {modulus}")
-        super().__init__(cyclic_table(modulus), 0, seq_len, eval_lengths)
+        super().__init__(cyclic_table(modulus), 0, seq_len, eval_lengths,
+                         dict(train_size=train_size, test_size=test_size, cache_dir=cache_dir))
         self.modulus = modulus
 
 
@@ -130,10 +142,12 @@ class PermutationWordProblem(WordProblem):
 
     name = "s5"
 
-    def __init__(self, seq_len: int = 32, n_elements: int = 5, eval_lengths: list[int] | None = None) -> None:
+    def __init__(self, seq_len: int = 32, n_elements: int = 5, eval_lengths: list[int] | None = None,
+                 train_size: int | None = None, test_size: int | None = None, cache_dir: str | None = None) -> None:
         require(2 <= n_elements <= 6, f"s5: n_elements must be in 2 … 6 (S_n has n! tokens), got {n_elements}")
         table, self.permutations = permutation_table(n_elements)
-        super().__init__(table, 0, seq_len, eval_lengths)  # index 0 is the identity (0, 1, …, n−1)
+        super().__init__(table, 0, seq_len, eval_lengths,  # index 0 is the identity (0, 1, …, n−1)
+                         dict(train_size=train_size, test_size=test_size, cache_dir=cache_dir))
         self.n_elements = n_elements
 
     def render(self, batch: Batch, i: int) -> str:
