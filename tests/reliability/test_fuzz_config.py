@@ -69,6 +69,7 @@ VALID = {
     "train.init_from": st.none(),  # a run directory to start from: none in a fuzzed run
     "train.bptt_segments": st.integers(1, 2),  # 2 on a task of whole sequences: refused
     "train.objective": st.sampled_from([None, "causal_lm", "masked_lm"]),
+    "train.stop_at": st.one_of(st.none(), st.floats(-1, 5)),
 }
 TASK_OPTIONS = {
     "byte_lm": {"seq_len": st.integers(2, 24), "val_fraction": st.floats(0.01, 0.3)},
