@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 import time
 
-from trevo.bench.runner import run_points
+from trevo.bench.runner import heartbeat, run_points
 
 
 def _child_measure(point):
+    if point["group"] == "beating":  # a peer pair beats once per side before its row
+        heartbeat()
+        heartbeat()
     if point["group"] == "dying":
         os._exit(3)
     if point["length"] == 2:
@@ -17,7 +20,8 @@ def _child_measure(point):
 
 
 def test_a_child_that_dies_or_hangs_is_recorded_and_its_group_stops():
-    points = [{"group": g, "length": t} for g in ("silent", "dying") for t in (1, 2, 3)]
+    points = [{"group": g, "length": t} for g in ("silent", "dying") for t in (1, 2, 3)] + [{"group": "beating",
+                                                                                            "length": 1}]
     rows = run_points(_child_measure, points, group=lambda p: p["group"], isolate=True, hard_timeout_s=2.0,
                       warm_timeout_s=0.5)
     got = {(r["group"], r["length"]): r for r in rows}
@@ -26,3 +30,4 @@ def test_a_child_that_dies_or_hangs_is_recorded_and_its_group_stops():
     assert got[("dying", 1)]["status"] == "crashed" and "code 3" in got[("dying", 1)]["reason"]
     assert [got[(g, 3)]["status"] for g in ("silent", "dying")] == ["skipped"] * 2
     assert got[("silent", 3)]["reason"] == "time_cap at length 2"
+    assert got[("beating", 1)]["status"] == "ok"  # its two heartbeats are not taken for its row

@@ -79,7 +79,7 @@ class _Child:
                 return {**point, "status": "time_cap",
                         "reason": f"the first call ran past {warm_timeout_s:.0f} s; ended"}
             kind, row = self.conn.recv()
-            if kind == "beat":
+            while kind == "beat":  # a measure may beat more than once (once per side of a peer pair)
                 if not self.conn.poll(timeout_s):
                     self.close(kill=True)
                     return {**point, "status": "timeout", "reason": f"no result within {timeout_s:.0f} s; ended"}
