@@ -103,14 +103,12 @@ def _train(args: argparse.Namespace) -> None:
     from trevo.train import train
 
     cfg = _config(args)
-    out = Path(args.out or f"runs/{cfg.model.mixer.name}-{cfg.hash()[:8]}")
+    out = Path(args.out or f"runs/{cfg.model.label}-{cfg.hash()[:8]}")
     result = train(cfg, out, resume=args.resume, progress=not args.quiet, log=_note)
     if os.environ.get("RANK", "0") != "0":
         return  # one of torchrun's processes, not the first: the first reports the run
     final = result["final"]
-    # an architecture with its own layers (xlnet, transcormer, perceiver …) does not read model.mixer
-    label = cfg.model.mixer.name if cfg.model.arch == "metaformer" else cfg.model.arch
-    print(f"{label}: {result['metric']} {final.get(result['metric'], float('nan')):.4f} "
+    print(f"{cfg.model.label}: {result['metric']} {final.get(result['metric'], float('nan')):.4f} "
           f"after {result['tokens']:,} tokens ({result['params']:,} parameters, "
           f"{result['tokens_per_s']:,.0f} tokens/s). Run written to {out}/")
 

@@ -141,6 +141,12 @@ class ModelConfig:
                  "`trevo list --kind residual`): write model.residual: {value} instead of model.block: {value}",
     }
 
+    @property
+    def label(self) -> str:
+        """The run in a word: the mixer's name, or the architecture's where it has layers of its own (xlnet,
+        transcormer, perceiver, the memory models …) and does not read ``model.mixer``."""
+        return self.mixer.name if self.arch == "metaformer" else self.arch
+
 
 @dataclass
 class TrainConfig:

@@ -292,7 +292,7 @@ def _train(cfg: RunConfig, out: Path, task: Task, model: torch.nn.Module, world:
     segments_per_step = task.info.segments / steps_per_stream(task, tc.bptt_segments) if segmented else 1
     tokens_per_step = round(tc.batch_size * task.info.seq_len * segments_per_step)
     bar = tqdm(range(start, start if stopped else tc.steps), initial=start, total=tc.steps, disable=not progress,
-               dynamic_ncols=True, mininterval=1.0, desc=f"{cfg.model.mixer.name}")
+               dynamic_ncols=True, mininterval=1.0, desc=cfg.model.label)
     model.train()
     metrics = history[-1] if history else {}
     try:
