@@ -155,3 +155,12 @@ def test_early_stopping_ends_the_run_at_the_first_passing_evaluation_and_stays_s
     never = train(tiny_cfg(*FIXED_MQAR, "train.steps=9", "train.eval_every=3", "train.stop_at=2"), tmp_path / "n",
                   progress=False)
     assert never["steps_run"] == 9 and not never["stopped_early"]
+
+
+def test_an_objective_of_its_own_under_mixed_precision_is_refused_before_anything_is_written(tmp_path, tiny_cfg):
+    from trevo.config import ConfigError
+
+    cfg = tiny_cfg("task.name=mlm", "train.objective=electra", "train.precision=bf16")
+    with pytest.raises(ConfigError, match="train.objective=electra trains in one process in float32"):
+        train(cfg, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()

@@ -196,6 +196,18 @@ def compile_blocks(model: torch.nn.Module) -> None:
         module.compile()
 
 
+def check_one_process(cfg: RunConfig, task: Task, model: torch.nn.Module, world: distributed.World) -> None:
+    """Refuse what the loop cannot run yet: a task of segmented streams, or an objective other than the
+    task's own loss, trains in one float32 process (no torchrun DDP, no mixed precision)."""
+    tc = cfg.train
+    check_segments(task, tc.bptt_segments, tc.objective)
+    segmented = task.info.segments > 1
+    if (segmented or objective_of(cfg, task, model) is not None) and (world.size > 1 or tc.precision != "fp32"):
+        what = "a task of segmented streams" if segmented else f"train.objective={tc.objective.name}"
+        raise ConfigError(f"{what} trains in one process in float32 for now (train.parallel=none, "
+                          f"train.precision=fp32); got train.parallel={tc.parallel}, train.precision={tc.precision}")
+
+
 def train(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, progress: bool = True,
           log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Train the run ``cfg`` into ``out_dir``; returns (and writes ``result.json``) its result.
@@ -206,6 +218,7 @@ def train(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, progress
     try:
         device = world.device(tc.device)
         task, model = build(cfg, device)  # a config that cannot build fails before anything is written
+        check_one_process(cfg, task, model, world)
         if tc.init_from and not (Path(tc.init_from) / CHECKPOINT).is_file():
             raise CheckpointError(f"train.init_from={tc.init_from}: no {CHECKPOINT} there; give a run directory "
                                   f"written by `trevo train` or `trevo import`")
@@ -227,12 +240,7 @@ def _train(cfg: RunConfig, out: Path, task: Task, model: torch.nn.Module, world:
     optimizer = make_optimizer(model, tc)
     scaler = precision.grad_scaler(device, tc.precision)
     segmented = task.info.segments > 1
-    check_segments(task, tc.bptt_segments, tc.objective)
     objective = objective_of(cfg, task, model)
-    if (segmented or objective is not None) and (world.size > 1 or tc.precision != "fp32"):
-        what = "a task of segmented streams" if segmented else f"train.objective={tc.objective.name}"
-        raise ConfigError(f"{what} trains in one process in float32 for now (train.parallel=none, "
-                          f"train.precision=fp32); got train.parallel={tc.parallel}, train.precision={tc.precision}")
 
     start, history, losses, train_s, wall_s = 0, [], [], 0.0, 0.0
     memory = None  # what a segment-level run carries into its next step
