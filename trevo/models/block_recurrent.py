@@ -26,6 +26,7 @@ from torch import nn
 from trevo.components.multihead import merge_heads, split_heads
 from trevo.config import ModelConfig
 from trevo.errors import IncompatibleError
+from trevo.models.layers import Block
 from trevo.models.segment_memory import Memory, SegmentMemoryModel
 from trevo.ops.attention import sdpa_attention
 from trevo.registry import Paper, build, register
@@ -116,16 +117,8 @@ class BlockRecurrentTransformer(SegmentMemoryModel):
         return {f"{i}.h": self.states[str(i)].initial.to(device, dtype)[None].expand(batch, -1, -1)
                 for i in self.with_memory}
 
-    def forward_memory(self, tokens: torch.Tensor, memory: Memory) -> tuple[torch.Tensor, Memory]:
-        self._reset_scores()
-        x = self._embed(tokens)
-        new: Memory = {}
-        for i, block in enumerate(self.blocks):
-            h = block.norm1(x)
-            y = block.mixer(h)
-            if i in self.with_memory:
-                cell, state = self.states[str(i)], memory[f"{i}.h"]
-                y = y + cell.read(h, state)
-                new[f"{i}.h"] = cell.update(h, state)
-            x = self.channel(block, x + block.drop(y))
-        return self._head(x, None), new
+    def mix_with_memory(self, i: int, block: Block, x: torch.Tensor, h: torch.Tensor, memory: Memory,
+                        new: Memory) -> torch.Tensor:
+        cell, state = self.states[str(i)], memory[f"{i}.h"]
+        new[f"{i}.h"] = cell.update(h, state)
+        return block.mixer(h) + cell.read(h, state)

@@ -25,6 +25,7 @@ from torch import nn
 from trevo.components.multihead import repeat_kv_heads, split_heads
 from trevo.config import ModelConfig
 from trevo.errors import IncompatibleError
+from trevo.models.layers import Block
 from trevo.models.segment_memory import Memory
 from trevo.models.transformer_xl import TransformerXL, attend_with_memory
 from trevo.registry import Paper, register
@@ -99,29 +100,19 @@ class CompressiveTransformer(TransformerXL):
             memory[f"{i}.compressed"] = torch.zeros(batch, 0, self.cfg.d_model, device=device, dtype=dtype)
         return memory
 
-    def forward_memory(self, tokens: torch.Tensor, memory: Memory) -> tuple[torch.Tensor, Memory]:
-        self._reset_scores()
-        x = self._embed(tokens)
-        new: Memory = {}
-        for i, block in enumerate(self.blocks):
-            h = block.norm1(x)
-            if i in self.with_memory:
-                cached, compressed = memory[f"{i}.x"].detach(), memory[f"{i}.compressed"].detach()
-                context = block.norm1(torch.cat([compressed, cached], dim=1))
-                full = torch.cat([cached, x], dim=1)
-                old, new[f"{i}.x"] = full[:, :-self.memory_len], full[:, -self.memory_len:].detach()
-                if old.shape[1]:
-                    compressor = self.compressors[str(i)]
-                    squeezed = compressor(old.detach())
-                    if self.training and torch.is_grad_enabled():
-                        frozen_norm = {k: v.detach() for k, v in block.norm1.named_parameters()}
-                        normed = torch.func.functional_call(block.norm1, frozen_norm, (squeezed,))
-                        compressor.pending.append(compressor.reconstruction_loss(block.mixer, h, block.norm1(old),
-                                                                                 normed))
-                    compressed = torch.cat([compressed, squeezed.detach()], dim=1)
-                new[f"{i}.compressed"] = compressed[:, -self.compressed_len:]
-                x = x + block.drop(attend_with_memory(block.mixer, h, context))
-            else:
-                x = x + block.drop(block.mixer(h))
-            x = self.channel(block, x)
-        return self._head(x, None), new
+    def mix_with_memory(self, i: int, block: Block, x: torch.Tensor, h: torch.Tensor, memory: Memory,
+                        new: Memory) -> torch.Tensor:
+        cached, compressed = memory[f"{i}.x"].detach(), memory[f"{i}.compressed"].detach()
+        context = block.norm1(torch.cat([compressed, cached], dim=1))
+        full = torch.cat([cached, x], dim=1)
+        old, new[f"{i}.x"] = full[:, :-self.memory_len], full[:, -self.memory_len:].detach()
+        if old.shape[1]:
+            compressor = self.compressors[str(i)]
+            squeezed = compressor(old.detach())
+            if self.training and torch.is_grad_enabled():
+                frozen_norm = {k: v.detach() for k, v in block.norm1.named_parameters()}
+                normed = torch.func.functional_call(block.norm1, frozen_norm, (squeezed,))
+                compressor.pending.append(compressor.reconstruction_loss(block.mixer, h, block.norm1(old), normed))
+            compressed = torch.cat([compressed, squeezed.detach()], dim=1)
+        new[f"{i}.compressed"] = compressed[:, -self.compressed_len:]
+        return attend_with_memory(block.mixer, h, context)

@@ -23,6 +23,7 @@ from trevo.components.mixers.softmax_attention import SoftmaxAttention
 from trevo.components.multihead import repeat_kv_heads
 from trevo.config import ModelConfig
 from trevo.errors import IncompatibleError
+from trevo.models.layers import Block
 from trevo.models.segment_memory import Memory, SegmentMemoryModel
 from trevo.ops.knn_memory import knn_attention
 from trevo.registry import Paper, register
@@ -65,8 +66,9 @@ class MemorizingTransformer(SegmentMemoryModel):
                                                     dtype=dtype)
         return memory
 
-    def _knn_layer(self, i: int, h: torch.Tensor, memory: Memory, new: Memory) -> torch.Tensor:
-        mixer = self.blocks[i].mixer
+    def mix_with_memory(self, i: int, block: Block, x: torch.Tensor, h: torch.Tensor, memory: Memory,
+                        new: Memory) -> torch.Tensor:
+        mixer = block.mixer
         q, k, v = mixer._project(h, 0)
         local = mixer._attend(q, k, v, None)  # V_c
         mem_k, mem_v = memory[f"{i}.k"].detach(), memory[f"{i}.v"].detach()  # a non-differentiable memory
@@ -78,13 +80,3 @@ class MemorizingTransformer(SegmentMemoryModel):
         new[f"{i}.k"] = torch.cat([mem_k, k.detach()], dim=2)[:, :, -self.memory_len:]
         new[f"{i}.v"] = torch.cat([mem_v, v.detach()], dim=2)[:, :, -self.memory_len:]
         return mixer._output(local, h)
-
-    def forward_memory(self, tokens: torch.Tensor, memory: Memory) -> tuple[torch.Tensor, Memory]:
-        self._reset_scores()
-        x = self._embed(tokens)
-        new: Memory = {}
-        for i, block in enumerate(self.blocks):
-            h = block.norm1(x)
-            y = self._knn_layer(i, h, memory, new) if i in self.with_memory else block.mixer(h)
-            x = self.channel(block, x + block.drop(y))
-        return self._head(x, None), new

@@ -29,7 +29,8 @@ Memory = dict[str, torch.Tensor]
 
 class SegmentMemoryModel(MetaFormer):
     """A metaformer read segment by segment through a memory; subclasses set ``arch`` and ``defaults``
-    and implement ``init_memory`` and ``forward_memory``."""
+    and implement ``init_memory`` and either ``mix_with_memory`` (a memory layer's token mixing, inside the
+    shared pre-norm layer loop of ``forward_memory``) or ``forward_memory`` itself."""
 
     arch = ""
     defaults: dict[str, Any] = {}
@@ -70,6 +71,21 @@ class SegmentMemoryModel(MetaFormer):
         raise NotImplementedError
 
     def forward_memory(self, tokens: torch.Tensor, memory: Memory) -> tuple[torch.Tensor, Memory]:
+        """The logits of one segment and the memory after it. Every block is pre-norm; a layer with memory
+        mixes through ``mix_with_memory``, the others through their own mixer."""
+        self._reset_scores()
+        x = self._embed(tokens)
+        new: Memory = {}
+        for i, block in enumerate(self.blocks):
+            h = block.norm1(x)
+            y = self.mix_with_memory(i, block, x, h, memory, new) if i in self.with_memory else block.mixer(h)
+            x = self.channel(block, x + block.drop(y))
+        return self._head(x, None), new
+
+    def mix_with_memory(self, i: int, block: Block, x: torch.Tensor, h: torch.Tensor, memory: Memory,
+                        new: Memory) -> torch.Tensor:
+        """The token-mixing output of memory layer ``i`` (its input ``x``, normed ``h``), reading ``memory``
+        and writing the layer's next memory into ``new``."""
         raise NotImplementedError
 
     def forward(self, tokens: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:

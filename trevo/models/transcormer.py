@@ -21,6 +21,7 @@ from trevo.config import ModelConfig
 from trevo.errors import IncompatibleError
 from trevo.models.layers import model_options
 from trevo.models.tokens import check_token_ids
+from trevo.models.xlnet import StreamLayer
 from trevo.ops.two_stream import masked_attention
 from trevo.registry import Paper, register
 from trevo.tasks.base import TaskInfo
@@ -38,20 +39,9 @@ def sliding_masks(length: int, device=None) -> tuple[torch.Tensor, torch.Tensor,
     return (torch.cat([j <= i, none], 1), torch.cat([none, j >= i], 1), torch.cat([j < i, j > i], 1))
 
 
-class TriStreamLayer(nn.Module):
+class TriStreamLayer(StreamLayer):
     """One pre-norm layer (attention, then FFN) applied to the three streams with shared weights; the keys and
     values are the forward and backward streams'."""
-
-    def __init__(self, d_model: int, n_heads: int, expand: int) -> None:
-        super().__init__()
-        self.n_heads = n_heads
-        self.norm1, self.norm2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
-        self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
-        self.out = nn.Linear(d_model, d_model, bias=False)
-        self.ffn = nn.Sequential(nn.Linear(d_model, expand * d_model), nn.GELU(), nn.Linear(expand * d_model, d_model))
-
-    def _heads(self, x: torch.Tensor) -> torch.Tensor:
-        return x.unflatten(-1, (self.n_heads, -1)).transpose(1, 2)
 
     def forward(self, streams: tuple[torch.Tensor, ...], masks: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
         qkv = [[self._heads(t) for t in self.qkv(self.norm1(s)).chunk(3, dim=-1)] for s in streams]
@@ -59,7 +49,7 @@ class TriStreamLayer(nn.Module):
         v = torch.cat([qkv[0][2], qkv[1][2]], dim=2)
         out = []
         for s, (q, _, _), mask in zip(streams, qkv, masks, strict=True):
-            s = s + self.out(masked_attention(q, k, v, mask).transpose(1, 2).flatten(-2))
+            s = s + self._merge(masked_attention(q, k, v, mask))
             out.append(s + self.ffn(self.norm2(s)))
         return tuple(out)
 

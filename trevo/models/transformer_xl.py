@@ -25,6 +25,7 @@ import torch
 from trevo.components.mixers.softmax_attention import SoftmaxAttention
 from trevo.config import ComponentSpec, ModelConfig
 from trevo.errors import IncompatibleError
+from trevo.models.layers import Block
 from trevo.models.segment_memory import Memory, SegmentMemoryModel
 from trevo.registry import Paper, get, register
 from trevo.tasks.base import TaskInfo
@@ -78,20 +79,11 @@ class TransformerXL(SegmentMemoryModel):
         d = self.cfg.d_model
         return {f"{i}.x": torch.zeros(batch, 0, d, device=device, dtype=dtype) for i in self.with_memory}
 
-    def forward_memory(self, tokens: torch.Tensor, memory: Memory) -> tuple[torch.Tensor, Memory]:
-        self._reset_scores()
-        x = self._embed(tokens)
-        new: Memory = {}
-        for i, block in enumerate(self.blocks):
-            h = block.norm1(x)
-            if i in self.with_memory:
-                cached = memory[f"{i}.x"].detach()  # SG(m^{n−1}_τ): the layer inputs of the segments before
-                new[f"{i}.x"] = torch.cat([cached, x], dim=1)[:, -self.memory_lengths[i]:].detach()
-                x = x + block.drop(attend_with_memory(block.mixer, h, block.norm1(cached)))
-            else:
-                x = x + block.drop(block.mixer(h))
-            x = self.channel(block, x)
-        return self._head(x, None), new
+    def mix_with_memory(self, i: int, block: Block, x: torch.Tensor, h: torch.Tensor, memory: Memory,
+                        new: Memory) -> torch.Tensor:
+        cached = memory[f"{i}.x"].detach()  # SG(m^{n−1}_τ): the layer inputs of the segments before
+        new[f"{i}.x"] = torch.cat([cached, x], dim=1)[:, -self.memory_lengths[i]:].detach()
+        return attend_with_memory(block.mixer, h, block.norm1(cached))
 
 
 @register("model", "deep_long_range_memory", category="Memory", family="transformer_xl", causal=True,

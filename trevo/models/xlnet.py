@@ -28,9 +28,9 @@ from trevo.tasks.base import TaskInfo
 XLNET = Paper("XLNet: Generalized Autoregressive Pretraining for Language Understanding", "1906.08237", 2019)
 
 
-class TwoStreamLayer(nn.Module):
-    """One pre-norm layer (attention, then FFN) applied to both streams with shared weights; the query
-    stream's keys and values are the content stream's (§2.3)."""
+class StreamLayer(nn.Module):
+    """The weights of one pre-norm layer (attention, then FFN) that several streams share: XLNet's two,
+    Transcormer's three. Subclasses say which stream's keys and values each stream attends to."""
 
     def __init__(self, d_model: int, n_heads: int, expand: int) -> None:
         super().__init__()
@@ -45,6 +45,11 @@ class TwoStreamLayer(nn.Module):
 
     def _merge(self, x: torch.Tensor) -> torch.Tensor:
         return self.out(x.transpose(1, 2).flatten(-2))
+
+
+class TwoStreamLayer(StreamLayer):
+    """One layer applied to both streams with shared weights; the query stream's keys and values are the
+    content stream's (§2.3)."""
 
     def forward(self, h: torch.Tensor, g: torch.Tensor | None, content_visible: torch.Tensor,
                 query_visible: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:

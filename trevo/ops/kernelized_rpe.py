@@ -21,11 +21,7 @@ from __future__ import annotations
 import torch
 
 from trevo.ops.long_conv import fft_bidirectional_conv, fft_causal_conv
-
-
-def _divide(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
-    # den is a sum of positive terms; the floor only guards an underflow to zero.
-    return num / den.clamp_min(torch.finfo(den.dtype).tiny)[..., None]
+from trevo.ops.performer import divide_by_sum
 
 
 def relative_weights(c_causal: torch.Tensor, c_back: torch.Tensor, n_queries: int, n_keys: int, *,
@@ -46,7 +42,7 @@ def kernelized_rpe_quadratic(qf: torch.Tensor, kf: torch.Tensor, v: torch.Tensor
     positions (a step with a KV cache)."""
     scores = (qf @ kf.transpose(-1, -2)) * relative_weights(c_causal, c_back, qf.shape[2], kf.shape[2],
                                                             causal=causal).to(qf.dtype)
-    return _divide(scores @ v, scores.sum(dim=-1))
+    return divide_by_sum(scores @ v, scores.sum(dim=-1))
 
 
 def kernelized_rpe_fft(qf: torch.Tensor, kf: torch.Tensor, v: torch.Tensor, c_causal: torch.Tensor,
@@ -64,4 +60,4 @@ def kernelized_rpe_fft(qf: torch.Tensor, kf: torch.Tensor, v: torch.Tensor, c_ca
         mixed = fft_bidirectional_conv(u, c, c_back[:, :T - 1].to(u.dtype))
     mixed = mixed.permute(0, 3, 4, 1, 2)  # [B, H, T, m, Dv + 1]
     out = torch.einsum("bhtm,bhtmd->bhtd", qf, mixed)
-    return _divide(out[..., :-1], out[..., -1])
+    return divide_by_sum(out[..., :-1], out[..., -1])

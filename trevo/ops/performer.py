@@ -46,8 +46,9 @@ def positive_features(x: torch.Tensor, projection: torch.Tensor, *, stabilise: b
     return torch.exp(logits) / math.sqrt(projection.shape[0])
 
 
-def _divide(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
-    # den is a sum of positive terms; the floor only guards an underflow to zero.
+def divide_by_sum(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+    """num / den over the last axis of num, den a sum of positive weights (the normaliser of kernelized
+    attention); the floor only guards an underflow to zero."""
     return num / den.clamp_min(torch.finfo(den.dtype).tiny)[..., None]
 
 
@@ -61,12 +62,12 @@ def favor_quadratic(qf: torch.Tensor, kf: torch.Tensor, v: torch.Tensor, *, caus
     num, den = scores @ v, scores.sum(dim=-1)
     if S is not None:
         num, den = num + qf @ S, den + (qf * z[..., None, :]).sum(dim=-1)
-    return _divide(num, den)
+    return divide_by_sum(num, den)
 
 
 def favor_bidirectional(qf: torch.Tensor, kf: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Bidirectional FAVOR+ in O(T·m·Dv): φ(Q) (φ(K)ᵀ V) / φ(Q) (φ(K)ᵀ 1)."""
-    return _divide(qf @ (kf.transpose(-1, -2) @ v), (qf * kf.sum(dim=-2, keepdim=True)).sum(dim=-1))
+    return divide_by_sum(qf @ (kf.transpose(-1, -2) @ v), (qf * kf.sum(dim=-2, keepdim=True)).sum(dim=-1))
 
 
 def favor_prefix(qf: torch.Tensor, kf: torch.Tensor, v: torch.Tensor, S: torch.Tensor, z: torch.Tensor
@@ -75,7 +76,7 @@ def favor_prefix(qf: torch.Tensor, kf: torch.Tensor, v: torch.Tensor, S: torch.T
     once with a cumulative sum, O(T·m·Dv) memory."""
     S_t = S[..., None, :, :] + torch.cumsum(kf[..., :, None] * v[..., None, :], dim=-3)
     z_t = z[..., None, :] + torch.cumsum(kf, dim=-2)
-    return _divide((qf[..., None, :] @ S_t)[..., 0, :], (qf * z_t).sum(dim=-1))
+    return divide_by_sum((qf[..., None, :] @ S_t)[..., 0, :], (qf * z_t).sum(dim=-1))
 
 
 def favor_chunked(qf: torch.Tensor, kf: torch.Tensor, v: torch.Tensor, S: torch.Tensor, z: torch.Tensor,
@@ -96,7 +97,7 @@ def favor_recurrent(qf: torch.Tensor, kf: torch.Tensor, v: torch.Tensor, S: torc
     out = []
     for qt, kt, vt in zip(qf.unbind(-2), kf.split(1, dim=-2), v.split(1, dim=-2), strict=True):
         S, z = favor_state(kt, vt, S, z)
-        out.append(_divide((qt[..., None, :] @ S)[..., 0, :], (qt * z).sum(dim=-1)))
+        out.append(divide_by_sum((qt[..., None, :] @ S)[..., 0, :], (qt * z).sum(dim=-1)))
     return torch.stack(out, dim=-2)
 
 
