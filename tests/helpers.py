@@ -10,6 +10,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -30,6 +31,22 @@ TWO_STEPS = ["model.d_model=16", "model.n_layers=1", "train.batch_size=2", "trai
 def tiny_cfg(*more: str) -> RunConfig:
     """``TINY`` with the overrides ``more`` on top."""
     return RunConfig().override([*TINY, *more])
+
+
+def train_until_killed(cfg: RunConfig, out: Path, task_cls: type, kill_step: int, monkeypatch) -> None:
+    """Run ``cfg`` into ``out`` until its task's ``train_batch`` for ``kill_step`` raises KeyboardInterrupt (a
+    run killed mid-step, after the checkpoints before it), then give the task its ``train_batch`` back."""
+    real = task_cls.train_batch
+
+    def killed(self, step, batch_size, seed):
+        if step == kill_step:
+            raise KeyboardInterrupt
+        return real(self, step, batch_size, seed)
+
+    monkeypatch.setattr(task_cls, "train_batch", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, out, progress=False)
+    monkeypatch.setattr(task_cls, "train_batch", real)
 
 
 def sets(*items: str) -> list[str]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.helpers import train_until_killed
 from trevo.registry import build, get, names
 
 pytestmark = pytest.mark.cuda
@@ -67,17 +68,7 @@ def test_killed_run_resumes_bitwise_on_gpu(tmp_path, tiny_cfg, mixer, monkeypatc
 
     cfg = tiny_cfg(f"model.mixer.name={mixer}", "model.dropout=0.1", "train.device=cuda")
     straight = train(cfg, tmp_path / "a", progress=False)
-    real_batch = ByteLM.train_batch
-
-    def killed_at_step_4(self, step, batch_size, seed):
-        if step == 4:
-            raise KeyboardInterrupt
-        return real_batch(self, step, batch_size, seed)
-
-    monkeypatch.setattr(ByteLM, "train_batch", killed_at_step_4)
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg, tmp_path / "b", progress=False)
-    monkeypatch.setattr(ByteLM, "train_batch", real_batch)
+    train_until_killed(cfg, tmp_path / "b", ByteLM, 4, monkeypatch)
     torch.cuda.manual_seed_all(12345)  # a resumed process starts from other CUDA random states
     resumed = train(cfg, tmp_path / "b", resume=True, progress=False)
     assert resumed["losses"] == straight["losses"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.helpers import train_until_killed
 from trevo.checkpoint import CHECKPOINT, read_checkpoint
 from trevo.config import ConfigError
 from trevo.train import build, train
@@ -44,17 +45,7 @@ def test_fp16_keeps_its_loss_scale_across_a_resume(tmp_path, tiny_cfg, monkeypat
     _, meta = read_checkpoint(tmp_path / "a" / CHECKPOINT)
     scale = meta["grad_scaler"]["scale"]
     assert 0 < scale <= 2.0**16  # the scaler's initial scale, halved at each overflowing step
-    real_batch = ByteLM.train_batch
-
-    def killed_at_step_4(self, step, batch_size, seed):
-        if step == 4:
-            raise KeyboardInterrupt
-        return real_batch(self, step, batch_size, seed)
-
-    monkeypatch.setattr(ByteLM, "train_batch", killed_at_step_4)
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg, tmp_path / "b", progress=False)
-    monkeypatch.setattr(ByteLM, "train_batch", real_batch)
+    train_until_killed(cfg, tmp_path / "b", ByteLM, 4, monkeypatch)
     resumed = train(cfg, tmp_path / "b", resume=True, progress=False)
     assert resumed["losses"] == straight["losses"]
     assert read_checkpoint(tmp_path / "b" / CHECKPOINT)[1]["grad_scaler"] == meta["grad_scaler"]

@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from tests.helpers import train_until_killed
 from trevo.runlog import COLUMNS, STAMP, STEPS_CSV, resolved_defaults
 from trevo.train import lr_at, train
 
@@ -23,18 +24,9 @@ def test_steps_csv_has_one_row_per_step_with_the_runs_loss_and_lr(tmp_path, tiny
     from trevo.tasks.byte_lm import ByteLM
 
     cfg = tiny_cfg("train.steps=7")  # checkpoints at 3, 6, 7
-    real_batch = ByteLM.train_batch
-
-    def killed_at_step_5(self, step, batch_size, seed):
-        if step == 5:
-            raise KeyboardInterrupt  # steps 4 and 5 are logged, then redone after the resume from step 3
-        return real_batch(self, step, batch_size, seed)
-
-    monkeypatch.setattr(ByteLM, "train_batch", killed_at_step_5)
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg, tmp_path, progress=False)
+    # killed at step 5: steps 4 and 5 are logged, then redone after the resume from step 3
+    train_until_killed(cfg, tmp_path, ByteLM, 5, monkeypatch)
     assert [r["step"] for r in _rows(tmp_path / STEPS_CSV)] == [1, 2, 3, 4, 5]
-    monkeypatch.setattr(ByteLM, "train_batch", real_batch)
     result = train(cfg, tmp_path, resume=True, progress=False)
     rows = _rows(tmp_path / STEPS_CSV)
     assert [r["step"] for r in rows] == list(range(1, 8))

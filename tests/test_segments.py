@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.helpers import train_until_killed
 from trevo.checkpoint import CHECKPOINT, read_checkpoint
 from trevo.segments import flatten, forward_segment, init_memory, memory_kind, run_stream, train_segments, unflatten
 from trevo.tasks.segment_recall import Passkey
@@ -84,19 +85,10 @@ def test_killed_run_resumes_with_its_memory_bitwise(tmp_path, tiny_cfg, monkeypa
     cfg = tiny_cfg(*STREAM, "model.mixer.name=retnet", "train.steps=6", "train.checkpoint_every=2",
                    "train.eval_every=3", "model.dropout=0.1")
     straight = train(cfg, tmp_path / "a", progress=False)
-    real_batch = Passkey.train_batch
-
-    def killed_in_stream_1(self, step, batch_size, seed):
-        if step == 1:
-            raise KeyboardInterrupt  # step 3: after the checkpoint of step 2, mid-stream
-        return real_batch(self, step, batch_size, seed)
-
-    monkeypatch.setattr(Passkey, "train_batch", killed_in_stream_1)
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg, tmp_path / "b", progress=False)
+    # killed at step 3: after the checkpoint of step 2, mid-stream
+    train_until_killed(cfg, tmp_path / "b", Passkey, 1, monkeypatch)
     tensors, meta = read_checkpoint(tmp_path / "b" / CHECKPOINT)
     assert meta["step"] == 2 and any(k.startswith("memory.") for k in tensors)
-    monkeypatch.setattr(Passkey, "train_batch", real_batch)
     resumed = train(cfg, tmp_path / "b", resume=True, progress=False)
     assert resumed["losses"] == straight["losses"] and resumed["history"] == straight["history"]
 

@@ -8,6 +8,7 @@ import json
 import pytest
 import torch
 
+from tests.helpers import train_until_killed
 from trevo.checkpoint import CHECKPOINT, CheckpointError, load_checkpoint
 from trevo.tasks.corpus import load_corpus
 from trevo.train import TrainingDiverged, build, train
@@ -32,17 +33,8 @@ def test_killed_run_resumes_bitwise_identically(tmp_path, tiny_cfg, mixer, monke
     cfg = tiny_cfg(f"model.mixer.name={mixer}", "model.dropout=0.1")
     straight = train(cfg, tmp_path / "a", progress=False)
 
-    real_batch = ByteLM.train_batch
-
-    def killed_at_step_4(self, step, batch_size, seed):
-        if step == 4:
-            raise KeyboardInterrupt  # dies mid-run: after the step-3 checkpoint, during step 4
-        return real_batch(self, step, batch_size, seed)
-
-    monkeypatch.setattr(ByteLM, "train_batch", killed_at_step_4)
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg, tmp_path / "b", progress=False)
-    monkeypatch.setattr(ByteLM, "train_batch", real_batch)
+    # dies mid-run: after the step-3 checkpoint, during step 4
+    train_until_killed(cfg, tmp_path / "b", ByteLM, 4, monkeypatch)
     resumed = train(cfg, tmp_path / "b", resume=True, progress=False)
     assert resumed["losses"] == straight["losses"]
     assert resumed["history"] == straight["history"]
@@ -127,17 +119,7 @@ def test_a_killed_run_on_a_fixed_training_set_resumes_identically(tmp_path, tiny
 
     cfg = tiny_cfg(*FIXED_MQAR, "train.steps=9", "train.eval_every=3", "train.checkpoint_every=3")
     straight = train(cfg, tmp_path / "a", progress=False)
-    real_batch = MQAR.train_batch
-
-    def killed_at_step_7(self, step, batch_size, seed):
-        if step == 7:
-            raise KeyboardInterrupt
-        return real_batch(self, step, batch_size, seed)
-
-    monkeypatch.setattr(MQAR, "train_batch", killed_at_step_7)
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg, tmp_path / "b", progress=False)
-    monkeypatch.setattr(MQAR, "train_batch", real_batch)
+    train_until_killed(cfg, tmp_path / "b", MQAR, 7, monkeypatch)
     resumed = train(cfg, tmp_path / "b", resume=True, progress=False)
     assert resumed["losses"] == straight["losses"] and resumed["history"] == straight["history"]
 

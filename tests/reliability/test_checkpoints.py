@@ -14,7 +14,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from tests.helpers import TINY, sets
+from tests.helpers import TINY, sets, train_until_killed
 from trevo.checkpoint import (
     CHECKPOINT,
     TEMP_PREFIX,
@@ -117,20 +117,10 @@ def test_throughput_and_wall_time_survive_a_resume(tmp_path, tiny_cfg, monkeypat
     # Killed part-way: the resumed result adds the first session's training time.
     from trevo.tasks.byte_lm import ByteLM
 
-    real = ByteLM.train_batch
-
-    def killed_at_step_4(self, step, batch_size, seed):
-        if step == 4:
-            raise KeyboardInterrupt
-        return real(self, step, batch_size, seed)
-
-    monkeypatch.setattr(ByteLM, "train_batch", killed_at_step_4)
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg, tmp_path / "b", progress=False)
+    train_until_killed(cfg, tmp_path / "b", ByteLM, 4, monkeypatch)
     with safe_open(str(tmp_path / "b" / CHECKPOINT), framework="pt") as f:
         first = json.loads(f.metadata()["trevo"])
     assert first["step"] == 3 and first["train_s"] > 0
-    monkeypatch.setattr(ByteLM, "train_batch", real)
     resumed = train(cfg, tmp_path / "b", resume=True, progress=False)
     assert resumed["train_s"] > first["train_s"] and resumed["wall_s"] > first["wall_s"]
     assert resumed["tokens_per_s"] == pytest.approx(resumed["tokens"] / resumed["train_s"])
