@@ -15,13 +15,10 @@ Deviations: learned absolute positions; the query stream starts from a learned v
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from trevo.config import ModelConfig
 from trevo.errors import IncompatibleError
-from trevo.models.layers import model_options
-from trevo.models.tokens import check_token_ids
-from trevo.models.xlnet import StreamLayer
+from trevo.models.xlnet import StreamLayer, StreamModel
 from trevo.ops.two_stream import masked_attention
 from trevo.registry import Paper, register
 from trevo.tasks.base import TaskInfo
@@ -55,41 +52,22 @@ class TriStreamLayer(StreamLayer):
 
 
 @register("model", "transcormer", paper=TRANSCORMER, category="Pretrain", family="transcormer")
-class Transcormer(nn.Module):
+class Transcormer(StreamModel):
     """Triple-stream self-attention (Transcormer): ``forward`` gives p(x_i | x_{≠i}) at every position in one
     pass. model.options: n_heads, expand (model.mixer, channel, norm and position are not read)."""
 
+    arch, layer = "transcormer", TriStreamLayer
+
     def __init__(self, cfg: ModelConfig, info: TaskInfo) -> None:
-        super().__init__()
         if info.causal == "required" or info.head == "classify":
             raise IncompatibleError("model.arch=transcormer scores every token from both sides (the sliding LM, "
                                     "train.objective=sliding_lm) on a masked-LM task (mlm, token_mlm)")
-        options = model_options("transcormer", {"n_heads": 4, "expand": 4}, cfg.options)
-        d, n_heads = cfg.d_model, options["n_heads"]
-        if d % n_heads:
-            raise IncompatibleError(f"model.arch=transcormer: model.d_model={d} is not a multiple of "
-                                    f"model.options.n_heads={n_heads}")
-        self.cfg, self.info, self.causal = cfg, info, False
-        self.max_len = cfg.max_len or info.seq_len
-        self.embed = nn.Embedding(info.vocab_size, d)
-        self.position = nn.Embedding(self.max_len, d)
-        self.query_start = nn.Parameter(torch.zeros(d))
-        self.layers = nn.ModuleList(TriStreamLayer(d, n_heads, options["expand"]) for _ in range(cfg.n_layers))
-        self.norm = nn.LayerNorm(d)
-        self.head = nn.Linear(d, info.vocab_size, bias=False)
-        for p in (self.embed.weight, self.position.weight):
-            nn.init.normal_(p, std=0.02)
-        if cfg.tie_embeddings:
-            self.head.weight = self.embed.weight
+        super().__init__(cfg, info)
 
     def streams(self, tokens: torch.Tensor, padding_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         """The last layer's (forward, backward, query) streams ``[B, T, d]``."""
-        check_token_ids(tokens, self.info.vocab_size)
+        pos = self._positions(tokens)
         B, T = tokens.shape
-        if T > self.max_len:
-            raise IncompatibleError(f"model.arch=transcormer holds {self.max_len} positions and got {T} tokens; "
-                                    f"raise model.max_len")
-        pos = self.position(torch.arange(T, device=tokens.device))
         h = self.embed(tokens) + pos
         streams = (h, h, (self.query_start + pos).expand(B, T, -1))
         masks = [m[None].expand(B, T, 2 * T) for m in sliding_masks(T, tokens.device)]

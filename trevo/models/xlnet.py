@@ -63,30 +63,27 @@ class TwoStreamLayer(StreamLayer):
         return h, g
 
 
-@register("model", "xlnet", paper=XLNET, category="Pretrain", family="xlnet")
-class XLNet(nn.Module):
-    """Two-stream self-attention (XLNet §2.3): ``two_stream(tokens, order)`` gives the query stream's logits
-    under a factorisation order; ``forward`` is the bidirectional content stream. model.options: n_heads,
-    expand (model.mixer, channel, norm and position are not read: the layers are XLNet's own)."""
+class StreamModel(nn.Module):
+    """What XLNet's and Transcormer's models share: token embeddings, learned absolute positions, the query
+    stream's start vector (XLNet's w), a stack of ``layer`` sharing weights across the streams, a final norm
+    and the output head. model.options: n_heads, expand."""
+
+    arch = ""
+    layer: type[StreamLayer]
 
     def __init__(self, cfg: ModelConfig, info: TaskInfo) -> None:
         super().__init__()
-        if info.causal == "required" or info.head == "classify":
-            raise IncompatibleError("model.arch=xlnet is a bidirectional encoder trained by the permutation LM "
-                                    "(train.objective=permutation_lm) on a masked-LM task (mlm, token_mlm); this "
-                                    f"task needs a {'causal' if info.causal == 'required' else 'classification'} "
-                                    "model")
-        options = model_options("xlnet", {"n_heads": 4, "expand": 4}, cfg.options)
+        options = model_options(self.arch, {"n_heads": 4, "expand": 4}, cfg.options)
         d, n_heads = cfg.d_model, options["n_heads"]
         if d % n_heads:
-            raise IncompatibleError(f"model.arch=xlnet: model.d_model={d} is not a multiple of "
+            raise IncompatibleError(f"model.arch={self.arch}: model.d_model={d} is not a multiple of "
                                     f"model.options.n_heads={n_heads}")
         self.cfg, self.info, self.causal = cfg, info, False
         self.max_len = cfg.max_len or info.seq_len
         self.embed = nn.Embedding(info.vocab_size, d)
         self.position = nn.Embedding(self.max_len, d)
         self.query_start = nn.Parameter(torch.zeros(d))  # XLNet's w: the query stream's first input
-        self.layers = nn.ModuleList(TwoStreamLayer(d, n_heads, options["expand"]) for _ in range(cfg.n_layers))
+        self.layers = nn.ModuleList(self.layer(d, n_heads, options["expand"]) for _ in range(cfg.n_layers))
         self.norm = nn.LayerNorm(d)
         self.head = nn.Linear(d, info.vocab_size, bias=False)
         for p in (self.embed.weight, self.position.weight):
@@ -97,9 +94,26 @@ class XLNet(nn.Module):
     def _positions(self, tokens: torch.Tensor) -> torch.Tensor:
         check_token_ids(tokens, self.info.vocab_size)
         if tokens.shape[1] > self.max_len:
-            raise IncompatibleError(f"model.arch=xlnet holds {self.max_len} positions and got {tokens.shape[1]} "
-                                    f"tokens; raise model.max_len")
+            raise IncompatibleError(f"model.arch={self.arch} holds {self.max_len} positions and got "
+                                    f"{tokens.shape[1]} tokens; raise model.max_len")
         return self.position(torch.arange(tokens.shape[1], device=tokens.device))
+
+
+@register("model", "xlnet", paper=XLNET, category="Pretrain", family="xlnet")
+class XLNet(StreamModel):
+    """Two-stream self-attention (XLNet §2.3): ``two_stream(tokens, order)`` gives the query stream's logits
+    under a factorisation order; ``forward`` is the bidirectional content stream. model.options: n_heads,
+    expand (model.mixer, channel, norm and position are not read: the layers are XLNet's own)."""
+
+    arch, layer = "xlnet", TwoStreamLayer
+
+    def __init__(self, cfg: ModelConfig, info: TaskInfo) -> None:
+        if info.causal == "required" or info.head == "classify":
+            raise IncompatibleError("model.arch=xlnet is a bidirectional encoder trained by the permutation LM "
+                                    "(train.objective=permutation_lm) on a masked-LM task (mlm, token_mlm); this "
+                                    f"task needs a {'causal' if info.causal == 'required' else 'classification'} "
+                                    "model")
+        super().__init__(cfg, info)
 
     def streams(self, tokens: torch.Tensor, order: torch.Tensor | None, padding_mask: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
