@@ -52,4 +52,32 @@ def test_the_test_split_and_the_cli(run, capsys):
     assert main(["eval", str(run), "--json", "--max-batches", "2"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["tokens"] == 2 * 8 * 16 and 0 < printed["bpb"] < 9
+    # the bits are divided by the bytes of the windows scored, not by the whole split's
+    assert printed["bpb"] == pytest.approx(printed["bpt"] * printed["tokens"] / (printed["tokens"] + 1))
     assert lm_metrics({"nll": 0.0, "count": 1.0, "correct": 1.0}, None)["ppl"] == 1.0
+
+
+def test_seq_len_scores_longer_windows_than_trained(tmp_path):
+    """Length extrapolation: the same split cut into windows of 64 tokens for a model trained on 16."""
+    cfg = trevo.api.run_config({"model": {"d_model": 32, "n_layers": 1, "position": "alibi"},
+                                "task": {"name": "byte_lm", "seq_len": 16},
+                                "train": {"steps": 1, "batch_size": 2, "eval_batches": 1, "warmup_steps": 0}})
+    trevo.train(cfg, tmp_path / "alibi")
+    model, _, task = trevo.load(tmp_path / "alibi")
+    metrics = evaluate_run(tmp_path / "alibi", max_batches=1, batch_size=2, seq_len=64)
+    expected = score_lm(model, task.corpus.split("test").numpy(), seq_len=64, batch_size=2, max_windows=2)
+    assert metrics["tokens"] == 2 * 64 == expected["count"]
+    assert metrics["loss"] == pytest.approx(expected["nll"] / expected["count"], rel=1e-6)
+
+
+def test_seq_len_past_a_learned_table_or_not_positive_is_refused(run, tmp_path):
+    from trevo.errors import TrevoError
+
+    cfg = trevo.api.run_config({"model": {"d_model": 32, "n_layers": 1, "position": "learned"},
+                                "task": {"name": "byte_lm", "seq_len": 16},
+                                "train": {"steps": 1, "batch_size": 2, "eval_batches": 1, "warmup_steps": 0}})
+    trevo.train(cfg, tmp_path / "learned")
+    with pytest.raises(TrevoError, match="learned position table of length 16"):
+        evaluate_run(tmp_path / "learned", max_batches=1, seq_len=64)
+    with pytest.raises(TrevoError, match="positive"):
+        evaluate_run(run, max_batches=1, seq_len=0)

@@ -44,7 +44,7 @@ def _eval(args: argparse.Namespace) -> None:
     from trevo.interop.evaluate import evaluate_run
 
     _offline()
-    metrics = evaluate_run(args.run_dir, args.data, args.split, args.batch_size, args.max_batches)
+    metrics = evaluate_run(args.run_dir, args.data, args.split, args.batch_size, args.max_batches, args.seq_len)
     if args.json:
         print(json.dumps(metrics, indent=1))
         return
@@ -89,6 +89,9 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
         s.add_argument("--split", default="test", choices=("val", "test"), help="the task split (without --data)")
         s.add_argument("--batch-size", type=int, default=8)
         s.add_argument("--max-batches", type=int, help="stop after this many batches (default: all)")
+        s.add_argument("--seq-len", type=int, metavar="N",
+                       help="language models: score windows of N tokens instead of the trained length (length "
+                            "extrapolation)")
         s.add_argument("--json", action="store_true", help="machine-readable output")
         s.set_defaults(run=_eval)
     else:

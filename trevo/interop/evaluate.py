@@ -71,31 +71,43 @@ def lm_metrics(totals: dict[str, float], n_bytes: int | None) -> dict[str, float
 
 
 def evaluate_run(run_dir: str | Path, data: str | None = None, split: str = "test", batch_size: int = 8,
-                 max_batches: int | None = None) -> dict[str, float]:
-    """Metrics of the run ``run_dir`` on ``split`` of its task, or on ``data`` (a file or folder)."""
+                 max_batches: int | None = None, seq_len: int | None = None) -> dict[str, float]:
+    """Metrics of the run ``run_dir`` on ``split`` of its task, or on ``data`` (a file or folder).
+
+    ``seq_len`` (language models only) scores windows of that many tokens instead of the trained length: the
+    length-extrapolation test of ALiBi (Press et al. 2022, Table 1) and KERPLE (Chi et al. 2022).
+    """
     from trevo.api import load
     from trevo.registry import create
     from trevo.train import evaluate
 
     model, cfg, task = load(run_dir)
+    lm = cfg.task.name in ("byte_lm", "token_lm")
+    if seq_len is not None and not lm:
+        raise DataError(f"--seq-len applies to language-model runs; this run's task is {cfg.task.name!r}")
+    if seq_len is not None and seq_len < 1:
+        raise DataError(f"--seq-len must be a positive number of tokens, got {seq_len}")
+    # A fixed-length component (a learned position table) refuses longer windows itself, naming its limit.
+    window = seq_len or task.info.seq_len
     if data is None:
-        if cfg.task.name in ("byte_lm", "token_lm"):
+        if lm:
             tokens = task.split(split) if cfg.task.name == "token_lm" else task.corpus.split(split).numpy()
-            n_bytes = task.bytes_per_token(split) * len(tokens) if cfg.task.name == "token_lm" else len(tokens)
-            totals = score_lm(model, tokens, task.info.seq_len, batch_size, max_batches and max_batches * batch_size)
-            return lm_metrics(totals, int(n_bytes) if n_bytes else None)
+            totals = score_lm(model, tokens, window, batch_size, max_batches and max_batches * batch_size)
+            # bits per byte of the text the windows cover: the whole split, or its first --max-batches windows
+            per_token = task.bytes_per_token(split) if cfg.task.name == "token_lm" else 1.0
+            return lm_metrics(totals, int(per_token * (totals["count"] + 1)) if per_token else None)
         n = max_batches or 1_000_000  # every batch of the split (tasks stop at the end of a split)
         return evaluate(model, task, split, batch_size, n)
     path = Path(data).expanduser()
-    if cfg.task.name in ("byte_lm", "token_lm"):
+    if lm:
         if path.is_dir() and (path / "val.bin").is_file() or path.suffix == ".bin":
             root = path if path.is_dir() else path.parent
             options = {**cfg.task.options, "tokens": str(root), "data": None}
             task = create("task", "token_lm", **{k: v for k, v in options.items() if k != "data"})
             ids = np.concatenate([task.split(s) for s in ("val", "test")]).astype(np.int64)
-            return lm_metrics(score_lm(model, ids, task.info.seq_len, batch_size), None)
+            return lm_metrics(score_lm(model, ids, window, batch_size), None)
         ids, n_bytes = _lm_ids(task, str(path))
-        return lm_metrics(score_lm(model, ids, task.info.seq_len, batch_size,
+        return lm_metrics(score_lm(model, ids, window, batch_size,
                                    max_batches and max_batches * batch_size), n_bytes)
     task = create("task", cfg.task.name, **{**cfg.task.options, "data": str(path)})
     return evaluate(model, task, "all", batch_size, max_batches or 1_000_000)
