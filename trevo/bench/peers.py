@@ -150,14 +150,17 @@ def delta_rule(T: int, gen: torch.Generator):
 
 
 def rwkv4(T: int, gen: torch.Generator):
-    from trevo.ops.rwkv4 import wkv4_chunked, wkv4_init_state
+    from trevo.ops.rwkv4 import wkv4, wkv4_init_state
+    from trevo.registry import build
 
     C = 256
+    mixer = build("mixer", "rwkv4", {}, d_model=C, causal=True)  # its form choice and chunk size, as it trains
     k, v = torch.randn(1, T, C, generator=gen), torch.randn(1, T, C, generator=gen)
     time_decay, time_first = torch.randn(C, generator=gen) * 0.5 - 1, torch.randn(C, generator=gen) * 0.5
     mine = _leaves(time_decay, time_first, k, v)
     state = wkv4_init_state(1, C, k.device, k.dtype)
-    trevo = Side(lambda: wkv4_chunked(torch.exp(mine[0]), mine[1], mine[2], mine[3], state)[0], mine)
+    trevo = Side(lambda: wkv4(torch.exp(mine[0]), mine[1], mine[2], mine[3], state, form=mixer.form_for(T),
+                              chunk_size=mixer.chunk_size)[0], mine)
     hf = _transformers("rwkv.modeling_rwkv").rwkv_linear_attention_cpu
     theirs = _leaves(time_decay, time_first, k, v)
     return trevo, {"HF rwkv_linear_attention_cpu": Side(lambda: hf(*theirs)[0], theirs)}
@@ -210,7 +213,7 @@ PAIRS: dict[str, tuple[str, Setup]] = {
     "vector_decay": ("linear_recurrence chunk, vector decay (GLA)", vector_decay),
     "rwkv6": ("linear_recurrence chunk, vector decay + bonus (RWKV-6)", rwkv6),
     "delta_rule": ("delta_rule chunk (DeltaNet)", delta_rule),
-    "rwkv4": ("wkv4_chunked (RWKV-4)", rwkv4),
+    "rwkv4": ("wkv4 (RWKV-4), the mixer's auto form and chunk size", rwkv4),
     "mamba": ("mixer mamba (auto form), d_model 256", mamba),
     "mamba2": ("mixer mamba2 (auto form), d_model 256", mamba2),
 }

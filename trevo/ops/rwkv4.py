@@ -44,6 +44,14 @@ def wkv4_recurrent(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.T
     return torch.stack(out, dim=1), (a, b, p)
 
 
+def wkv4(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor, state: WKVState, *,
+         form: str = "chunk", chunk_size: int = 16) -> tuple[torch.Tensor, WKVState]:
+    """WKV in ``form``: ``recurrent``, ``chunk`` (blocks of ``chunk_size``) or ``quadratic`` (one block)."""
+    if form == "recurrent":
+        return wkv4_recurrent(w, u, k, v, state)
+    return wkv4_chunked(w, u, k, v, state, None if form == "quadratic" else chunk_size)
+
+
 def wkv4_chunked(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                  state: WKVState, chunk_size: int | None = 64) -> tuple[torch.Tensor, WKVState]:
     """Time-parallel inside chunks of ``chunk_size`` (``None``: the whole sequence at once, the

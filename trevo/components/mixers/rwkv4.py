@@ -13,7 +13,7 @@ from torch import nn
 
 from trevo.components.base import ChannelMixer, State, TokenMixer
 from trevo.components.token_shift import token_shift
-from trevo.ops.rwkv4 import wkv4_chunked, wkv4_init_state, wkv4_recurrent
+from trevo.ops.rwkv4 import wkv4, wkv4_init_state
 from trevo.registry import Paper, register
 
 RWKV_PAPER = Paper("RWKV: Reinventing RNNs for the Transformer Era", "2305.13048", 2023)
@@ -66,12 +66,7 @@ class RWKV4TimeMix(TokenMixer):
         r = self.receptance(x * self.time_mix_r + xx * (1 - self.time_mix_r))
         w, u = torch.exp(self.time_decay), self.time_first
         wkv_state = (state["a"], state["b"], state["p"])
-        form = self.form_for(x.shape[1])
-        if form == "recurrent":
-            wkv, (a, b, p) = wkv4_recurrent(w, u, k, v, wkv_state)
-        else:
-            chunk = None if form == "quadratic" else self.chunk_size
-            wkv, (a, b, p) = wkv4_chunked(w, u, k, v, wkv_state, chunk)
+        wkv, (a, b, p) = wkv4(w, u, k, v, wkv_state, form=self.form_for(x.shape[1]), chunk_size=self.chunk_size)
         y = self.output(torch.sigmoid(r) * wkv)
         return y, {"x_prev": x[:, -1], "a": a, "b": b, "p": p}
 
