@@ -181,8 +181,10 @@ def build(cfg: RunConfig, device: str | None = None) -> tuple[Task, torch.nn.Mod
     if getattr(task, "tokenizer", None) is not None:
         model.tokenizer = task.tokenizer  # generation encodes prompts and decodes tokens with it
     objective = build_objective(cfg.train.objective, task, model)  # an incompatible objective fails here
-    if objective is not None and any(True for _ in objective.parameters()):
-        # its weights (ELECTRA's generator) train, checkpoint and resume with the model's
+    own_metric = callable(getattr(objective, "score", None))
+    if objective is not None and (own_metric or any(True for _ in objective.parameters())):
+        # its weights (ELECTRA's generator) train, checkpoint and resume with the model's; its own metric
+        # (ELECTRA's, XLNet's permutation LM, Transcormer's sliding LM) is evaluated beside the task's
         model.objective = objective.to(device, DTYPES[cfg.train.dtype])
     return task, model
 
