@@ -68,13 +68,13 @@ def create_model(spec: str | RunConfig | ModelConfig | dict[str, Any] | None = N
 
 def load(run_dir: str | Path) -> tuple[torch.nn.Module, RunConfig, Any]:
     """The trained (or imported) model of a run directory, in eval mode, with its config and task."""
-    from trevo.checkpoint import CHECKPOINT, load_checkpoint
+    from trevo.peft.base import load_run_weights
     from trevo.train import build
 
     run = Path(run_dir)
     cfg = RunConfig.load(run / "config.yaml")
     task, model = build(cfg)
-    load_checkpoint(run / CHECKPOINT, model)
+    model = load_run_weights(run, model)  # a run fine-tuned with train.peft: merged into a plain model
     return model.eval(), cfg, task
 
 

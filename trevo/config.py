@@ -188,13 +188,17 @@ class TrainConfig:
     # The training objective (registry kind ``objective``: causal_lm, masked_lm, electra, permutation_lm …);
     # None: the task's own (``Task.objective``).
     objective: ComponentSpec | None = None
+    # Parameter-efficient fine-tuning of the train.init_from model (registry kind ``peft`` that merges back into
+    # the model: pafi, hiwi, with its options); None: every parameter trains.
+    peft: ComponentSpec | None = None
 
     # Fields a run's key leaves out: ``log`` changes what is written, never the results; the others are
     # left out while they hold the value that reproduces a run of the trevo before they existed, so that
     # an arena store written then keeps its keys and resumes.
     unkeyed: typing.ClassVar[tuple[str, ...]] = ("log",)
     keyed_unless: typing.ClassVar[dict[str, Any]] = {"precision": "fp32", "parallel": "none", "compile": False,
-                                                     "bptt_segments": 1, "objective": None, "stop_at": None}
+                                                     "bptt_segments": 1, "objective": None, "stop_at": None,
+                                                     "peft": None}
 
 
 @dataclass
@@ -362,6 +366,8 @@ def _component_problems(cfg: RunConfig) -> list[str]:
         specs.append((kind, f"config.{path}", node))
     if cfg.train.objective is not None:
         specs.append(("objective", "config.train.objective", cfg.train.objective))
+    if cfg.train.peft is not None:
+        specs.append(("peft", "config.train.peft", cfg.train.peft))
     model_level = {kind: getattr(cfg.model, kind) for kind in LAYER_FIELDS}
     for i, layer in enumerate(cfg.model.layers):  # an entry equal to the model's own spec is checked once, above
         specs += [(kind, f"config.model.layers[{i}].{kind}", getattr(layer, kind)) for kind in LAYER_FIELDS

@@ -44,6 +44,7 @@ from trevo.dtypes import DTYPES
 from trevo.errors import TrevoError
 from trevo.models import build_model
 from trevo.objectives.likelihood import Objective, build_objective, model_logits
+from trevo.peft.base import build_peft, check_peft, load_run_weights
 from trevo.registry import create
 from trevo.rundir import RESULT, RunDirError, run_directory, write_config
 from trevo.runlog import StepLog, memory_mb, require_tensorboard, stamp, write_stamp
@@ -180,8 +181,10 @@ def build(cfg: RunConfig, device: str | None = None) -> tuple[Task, torch.nn.Mod
     if getattr(task, "tokenizer", None) is not None:
         model.tokenizer = task.tokenizer  # generation encodes prompts and decodes tokens with it
     objective = build_objective(cfg.train.objective, task, model)  # an incompatible objective fails here
-    if objective is not None and any(True for _ in objective.parameters()):
-        # its weights (ELECTRA's generator) train, checkpoint and resume with the model's
+    own_metric = callable(getattr(objective, "score", None))
+    if objective is not None and (own_metric or any(True for _ in objective.parameters())):
+        # its weights (ELECTRA's generator) train, checkpoint and resume with the model's; its own metric
+        # (ELECTRA's, XLNet's permutation LM, Transcormer's sliding LM) is evaluated beside the task's
         model.objective = objective.to(device, DTYPES[cfg.train.dtype])
     return task, model
 
@@ -219,6 +222,7 @@ def train(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, progress
         device = world.device(tc.device)
         task, model = build(cfg, device)  # a config that cannot build fails before anything is written
         check_one_process(cfg, task, model, world)
+        check_peft(tc.peft, tc.init_from)
         if tc.init_from and not (Path(tc.init_from) / CHECKPOINT).is_file():
             raise CheckpointError(f"train.init_from={tc.init_from}: no {CHECKPOINT} there; give a run directory "
                                   f"written by `trevo train` or `trevo import`")
@@ -237,6 +241,11 @@ def _train(cfg: RunConfig, out: Path, task: Task, model: torch.nn.Module, world:
            resume: bool, progress: bool, log: Callable[[str], None]) -> dict[str, Any]:
     ckpt_path = out / CHECKPOINT
     tc = cfg.train
+    # fine-tuning: the weights of another run, a fresh optimizer; under train.peft they are loaded on a resume
+    # too, since the wrapper's mask (PaFi) and frozen values are those of the pre-trained weights
+    if tc.init_from and (not ckpt_path.exists() or tc.peft is not None):
+        load_run_weights(tc.init_from, model)
+    peft = None if tc.peft is None else build_peft(tc.peft, model)  # before the optimizer: it trains peft's alone
     optimizer = make_optimizer(model, tc)
     scaler = precision.grad_scaler(device, tc.precision)
     segmented = task.info.segments > 1
@@ -244,8 +253,6 @@ def _train(cfg: RunConfig, out: Path, task: Task, model: torch.nn.Module, world:
 
     start, history, losses, train_s, wall_s = 0, [], [], 0.0, 0.0
     memory = None  # what a segment-level run carries into its next step
-    if tc.init_from and not ckpt_path.exists():  # fine-tuning: the weights of another run, a fresh optimizer
-        load_checkpoint(Path(tc.init_from) / CHECKPOINT, model)
     if ckpt_path.exists():
         if not resume:
             raise CheckpointError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
@@ -341,6 +348,8 @@ def _train(cfg: RunConfig, out: Path, task: Task, model: torch.nn.Module, world:
             else:
                 scaler.step(optimizer)  # skipped when the scaled gradients overflowed; the scale is then lowered
                 scaler.update()
+            if peft is not None:
+                peft.after_step()
             if memory is not None:
                 memory = detach(memory)  # the stop-gradient between steps
             losses.append(shown_loss.item())  # waits for the step's kernels: the time below is the step's own

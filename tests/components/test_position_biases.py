@@ -1,7 +1,7 @@
 """Score-bias relative positions: T5's buckets on a hand table, KERPLE's kernels against their formulas and
 conditionally positive definite on a sampled grid, Transformer-XL's terms against a loop; every relative
-position of softmax attention gives scores invariant to a common shift of query and key positions and
-works through prefill and steps with the KV cache."""
+position of softmax attention (and every score bias any mixer takes) gives scores invariant to a common
+shift of query and key positions and works through prefill and steps with the KV cache."""
 
 from __future__ import annotations
 
@@ -17,7 +17,9 @@ from trevo.registry import build, get, names
 
 D = 16
 RELATIVE = get("mixer", "softmax_attention").relative_positions
-BIASES = [n for n in RELATIVE if hasattr(get("position", n).factory, "bias")]
+# every relative position some mixer accepts (kernelized attention's translation_equivariant too)
+ACCEPTED = sorted({p for m in names("mixer") for p in get("mixer", m).relative_positions})
+BIASES = [n for n in ACCEPTED if hasattr(get("position", n).factory, "bias")]
 ROTATIONS = [n for n in RELATIVE if hasattr(get("position", n).factory, "rotate")]
 CONTENT = [n for n in RELATIVE if hasattr(get("position", n).factory, "content_bias")
            and getattr(get("position", n).factory, "shift_invariant", True)]

@@ -70,6 +70,7 @@ VALID = {
     "train.bptt_segments": st.integers(1, 2),  # 2 on a task of whole sequences: refused
     "train.objective": st.sampled_from([None, "causal_lm", "masked_lm"]),
     "train.stop_at": st.one_of(st.none(), st.floats(-1, 5)),
+    "train.peft": st.none(),  # fine-tunes a train.init_from run: none in a fuzzed run
 }
 TASK_OPTIONS = {
     "byte_lm": {"seq_len": st.integers(2, 24), "val_fraction": st.floats(0.01, 0.3)},

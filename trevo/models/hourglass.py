@@ -26,7 +26,7 @@ from trevo.errors import IncompatibleError
 from trevo.models.init import ScaledEmbedding, init_unit_scale
 from trevo.models.layers import Block, model_options
 from trevo.models.metaformer import check_compatible, resolve_max_len
-from trevo.models.tokens import apply_head, embed_tokens, output_head
+from trevo.models.tokens import apply_head, attach_vocabulary, embed_tokens, output_head
 from trevo.registry import Paper, build, get, register
 from trevo.tasks.base import TaskInfo
 
@@ -70,6 +70,7 @@ class Hourglass(nn.Module):
         position = build("position", cfg.position.name, cfg.position.options, d_model=d, max_len=max_len)
         relative = getattr(position, "applies", "absolute") == "relative"
         self.position = None if relative else position
+        attach_vocabulary(self.position, info.vocab_size)
         depth = opts["pre_layers"] + cfg.n_layers + opts["post_layers"]
 
         def blocks(count: int, first: int, length: int) -> nn.ModuleList:

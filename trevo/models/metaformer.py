@@ -18,7 +18,7 @@ from trevo.config import ModelConfig
 from trevo.errors import IncompatibleError
 from trevo.models.init import ScaledEmbedding, init_unit_scale
 from trevo.models.layers import build_blocks, check_model, resolve_max_len, run_profiling
-from trevo.models.tokens import apply_head, embed_tokens, output_head
+from trevo.models.tokens import apply_head, attach_vocabulary, embed_tokens, output_head
 from trevo.registry import Paper, build, create, register
 from trevo.tasks.base import TaskInfo
 
@@ -48,6 +48,7 @@ class MetaFormer(nn.Module):
                                     f"model.position.combine=add")
         # A relative position acts inside the mixers: each layer builds its own (trevo.models.layers).
         self.position = None if getattr(position, "applies", "absolute") == "relative" else position
+        attach_vocabulary(self.position, info.vocab_size)
         self.blocks, self.score_carry = build_blocks(cfg, causal=self.causal, max_len=max_len,
                                                      layout=info.layout or (info.seq_len,), dropout=cfg.dropout)
         # A block that ends in a norm (post-norm and friends) leaves the model no final norm to add.

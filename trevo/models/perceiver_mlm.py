@@ -29,7 +29,7 @@ from trevo.config import ComponentSpec, ModelConfig
 from trevo.errors import IncompatibleError
 from trevo.models.layers import model_options, resolve_max_len
 from trevo.models.perceiver import latent_blocks
-from trevo.models.tokens import embed_tokens
+from trevo.models.tokens import attach_vocabulary, embed_tokens
 from trevo.ops.cross_attention import cross_attention, cross_attention_weights
 from trevo.registry import Paper, build, get, register
 from trevo.tasks.base import TaskInfo
@@ -111,6 +111,7 @@ class PerceiverMLM(nn.Module):
                                     f"{info.seq_len}; raise model.max_len")
         self.embed = nn.Embedding(info.vocab_size, embed_dim)
         self.position = build("position", cfg.position.name, cfg.position.options, d_model=embed_dim, max_len=max_len)
+        attach_vocabulary(self.position, info.vocab_size)
         self.latents = nn.Parameter(torch.randn(n, d) * 0.02)
         cross_qk = opts["cross_qk_dim"] or embed_dim
         self.encoder = CrossAttentionLayer(d, embed_dim, qk_dim=cross_qk, v_dim=opts["cross_v_dim"] or cross_qk,

@@ -30,10 +30,19 @@ def embed_tokens(tokens: torch.Tensor, embed: nn.Module, position: nn.Module | N
     check_token_ids(tokens, vocab_size)
     x = embed(tokens)
     if position is not None:
-        pos = position(torch.arange(offset, offset + tokens.shape[1], device=tokens.device))
+        positions = torch.arange(offset, offset + tokens.shape[1], device=tokens.device)
+        if getattr(position, "acts_on_words", False):  # a function of the word and its position (complex_order)
+            return position.embed_words(x, tokens, positions)
+        pos = position(positions)
         if pos is not None:
             x = x + pos.to(x.dtype)
     return x
+
+
+def attach_vocabulary(position: nn.Module | None, vocab_size: int) -> None:
+    """Give an absolute position with tables over the words (``acts_on_words``) the vocabulary size."""
+    if position is not None and getattr(position, "acts_on_words", False):
+        position.attach(vocab_size=vocab_size)
 
 
 def output_head(d_model: int, info: TaskInfo, embed: nn.Embedding, tie: bool) -> nn.Linear:

@@ -25,7 +25,7 @@ from trevo.errors import IncompatibleError
 from trevo.models.init import ScaledEmbedding, init_unit_scale
 from trevo.models.layers import model_options
 from trevo.models.metaformer import resolve_max_len
-from trevo.models.tokens import embed_tokens, output_head
+from trevo.models.tokens import attach_vocabulary, embed_tokens, output_head
 from trevo.ops.attention import chunked_softmax_attention, sdpa_attention
 from trevo.registry import Paper, build, get, register
 from trevo.tasks.base import TaskInfo
@@ -120,6 +120,7 @@ class YOCO(nn.Module):
                                     f"takes rope only and {mixer.name!r} accepts "
                                     f"{', '.join(mixer.relative_positions) or 'no relative position'}")
         self.position = None if relative else position
+        attach_vocabulary(self.position, info.vocab_size)
         n_heads = opts["n_heads"]
         n_kv_heads = kv_heads_of(n_heads, opts["n_kv_heads"], "model.options.")
         head_dim = head_dim_of(d, n_heads)

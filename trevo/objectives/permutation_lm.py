@@ -44,13 +44,31 @@ class PermutationLM(Objective):
         """One uniformly random factorisation order per sequence ``[B, T]`` (the global torch RNG)."""
         return torch.rand(batch, length).argsort(-1).to(device)
 
-    def loss(self, model: nn.Module, batch: Batch, order: torch.Tensor | None = None) -> torch.Tensor:
+    def _predicted(self, model: nn.Module, batch: Batch, order: torch.Tensor) -> tuple[torch.Tensor, Batch]:
+        """The query stream's logits for ``order`` and the scored batch: the last ⌈T/K⌉ positions of each order."""
         tokens = batch["target"]
-        B, T = tokens.shape
-        order = self.draw_orders(B, T, tokens.device) if order is None else order
-        n_predicted = max(1, math.ceil(T / self.partial_k))
-        predicted = order_ranks(order) >= T - n_predicted
+        n_predicted = max(1, math.ceil(tokens.shape[1] / self.partial_k))
+        predicted = order_ranks(order) >= tokens.shape[1] - n_predicted
         if "padding_mask" in batch:
             predicted = predicted & batch["padding_mask"].bool()
-        logits = model.two_stream(tokens, order, batch.get("padding_mask"))
-        return cross_entropy(logits, {"target": tokens, "loss_mask": predicted})
+        return model.two_stream(tokens, order, batch.get("padding_mask")), {"target": tokens, "loss_mask": predicted}
+
+    def loss(self, model: nn.Module, batch: Batch, order: torch.Tensor | None = None) -> torch.Tensor:
+        tokens = batch["target"]
+        order = self.draw_orders(*tokens.shape, tokens.device) if order is None else order
+        return cross_entropy(*self._predicted(model, batch, order))
+
+    def score(self, model: nn.Module, batch: Batch, order: torch.Tensor | None = None) -> dict[str, float]:
+        """Evaluation sums of the permutation LM itself (its NLL over the predicted positions), over orders drawn
+        from a fixed seed (evaluation is deterministic and leaves the training RNG untouched) unless given."""
+        if order is None:
+            with torch.random.fork_rng(devices=[]):  # the orders are drawn on the CPU
+                torch.manual_seed(0)
+                order = self.draw_orders(*batch["target"].shape, batch["target"].device)
+        logits, scored = self._predicted(model, batch, order)
+        return {"permutation_lm_nll": float(cross_entropy(logits, scored, reduction="sum")),
+                "permutation_lm_count": float(scored["loss_mask"].sum())}
+
+    def finalize(self, totals: dict[str, float]) -> dict[str, float]:
+        """permutation_lm_loss: −mean log p(x_{z_t} | x_{z<t}) over the predicted positions (nats)."""
+        return {"permutation_lm_loss": totals["permutation_lm_nll"] / max(totals["permutation_lm_count"], 1)}

@@ -16,7 +16,7 @@ from trevo.errors import IncompatibleError
 from trevo.models.transcormer import TRANSCORMER
 from trevo.objectives.likelihood import Objective
 from trevo.registry import register
-from trevo.tasks.base import Batch, Task, cross_entropy
+from trevo.tasks.base import Batch, Task, cross_entropy, scored_mask
 
 
 @register("objective", "sliding_lm", paper=TRANSCORMER, category="Pretrain", family="sliding_lm")
@@ -30,9 +30,21 @@ class SlidingLM(Objective):
         if not callable(getattr(model, "streams", None)) or type(model).registry_entry.name != "transcormer":
             raise IncompatibleError("objective 'sliding_lm' needs the triple-stream model: set model.arch=transcormer")
 
-    def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
-        tokens = batch["target"]
-        scored = {"target": tokens}
+    def _scored(self, batch: Batch) -> Batch:
+        scored = {"target": batch["target"]}
         if "padding_mask" in batch:
             scored["loss_mask"] = batch["padding_mask"].bool()
-        return cross_entropy(model(tokens, batch.get("padding_mask")), scored)
+        return scored
+
+    def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        return cross_entropy(model(batch["target"], batch.get("padding_mask")), self._scored(batch))
+
+    def score(self, model: nn.Module, batch: Batch) -> dict[str, float]:
+        """Evaluation sums of the sliding LM itself: its NLL over every real position, and their count."""
+        scored = self._scored(batch)
+        nll = cross_entropy(model(batch["target"], batch.get("padding_mask")), scored, reduction="sum")
+        return {"sliding_lm_nll": float(nll), "sliding_lm_count": float(scored_mask(scored).sum())}
+
+    def finalize(self, totals: dict[str, float]) -> dict[str, float]:
+        """sliding_lm_loss: −mean log p(x_i | x_{<i}, x_{>i}) over the real positions (nats)."""
+        return {"sliding_lm_loss": totals["sliding_lm_nll"] / max(totals["sliding_lm_count"], 1)}

@@ -111,6 +111,8 @@ class MEFT(PEFT):
     """MEFT₁ (Liao et al. 2023, §3, Fig. 4c): every block a reversible coupling y1 = λx1 + F(x2), y2 = βx2 + G(y1)
     with adapters; activations are recomputed from the outputs in backward; only the adapters train."""
 
+    merges = False  # the adapters live in the reversible wrapper; the merged model is the original one
+
     def __init__(self, model: nn.Module, *, lam: float = 0.1, beta: float = 1.0, low_rank_dim: int = 8) -> None:
         super().__init__(model)
         if not all(hasattr(model, a) for a in ("blocks", "_embed", "_head")):
