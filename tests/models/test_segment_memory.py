@@ -17,7 +17,7 @@ from trevo.train import build, train
 
 T, S = 6, 3
 MODELS = ["transformer_xl", "rmt", "memory_transformer", "memorizing_transformer", "block_recurrent_transformer",
-          "compressive_transformer", "deep_long_range_memory", "autocompressor", "memformer"]
+          "compressive_transformer", "deep_long_range_memory", "autocompressor", "memformer", "lamemo"]
 STREAM = ["task.name=passkey", f"task.seq_len={T}", f"task.segments={S}", "task.distance=2", "task.n_key=2",
           "model.d_model=16"]
 
@@ -88,7 +88,7 @@ def test_greedy_generation_is_the_argmax_of_the_teacher_forced_stream(arch):
     new, _ = generate_ids(model, prompt, 9, mode="recurrent")
     stream = torch.cat([prompt, new], dim=1)
     with torch.no_grad():
-        logits, _ = run_stream(model, {"input": stream}, T, 0, 4, init_memory(model, 2, "cpu", torch.float64))
+        logits, _ = run_stream(model, {"input": stream}, T, 0, 3, init_memory(model, 2, "cpu", torch.float64))
     assert torch.equal(logits[:, T + 1:-1].argmax(-1), new)
     assert torch.equal(generate_ids(model, prompt, 9, mode="parallel")[0], new)
     with torch.no_grad():  # the logits themselves, not only their argmax: prefill, then a step per token
