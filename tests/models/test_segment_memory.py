@@ -17,7 +17,7 @@ from trevo.train import build, train
 
 T, S = 6, 3
 MODELS = ["transformer_xl", "rmt", "memory_transformer", "memorizing_transformer", "block_recurrent_transformer",
-          "compressive_transformer", "deep_long_range_memory", "autocompressor", "memformer", "lamemo"]
+          "compressive_transformer", "deep_long_range_memory", "autocompressor", "memformer", "lamemo", "gmat"]
 STREAM = ["task.name=passkey", f"task.seq_len={T}", f"task.segments={S}", "task.distance=2", "task.n_key=2",
           "model.d_model=16"]
 
