@@ -98,3 +98,32 @@ def test_forward_segment_of_a_model_without_memory_is_its_forward(tiny_cfg):
     tokens = task.train_batch(0, 2, 0)["input"][:, :8]
     logits, memory = forward_segment(model, tokens, {})
     assert memory == {} and torch.equal(logits, model(tokens))
+
+
+def test_a_window_with_no_targets_moves_no_weight_and_resumes_exactly(tmp_path, tiny_cfg, monkeypatch):
+    """Passkey with one segment per step: steps 1 and 2 of each stream score nothing (the question is in
+    segment 3). They carry the memory on but take no AdamW step: the weights stay those of the step
+    before (no momentum, no weight decay), and no loss is recorded for them."""
+    cfg = tiny_cfg(*STREAM, "model.mixer.name=retnet", "train.weight_decay=0.5", "train.steps=2",
+                   "train.checkpoint_every=1")
+    task, model = build(cfg)
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    result = train(cfg, tmp_path / "a", progress=False)
+    tensors, meta = read_checkpoint(tmp_path / "a" / CHECKPOINT)
+    for key, value in initial.items():  # AdamW's decay alone would have shrunk every matrix by lr · 0.5
+        assert torch.equal(tensors[f"model.{key}"], value), key
+    assert result["losses"] == [None, None]
+    assert not any(k.startswith("optim.") for k in tensors)  # AdamW holds no moment, no step count
+    # the third window scores the question: one update; then the next stream's first two windows none
+    cfg = tiny_cfg(*STREAM, "model.mixer.name=retnet", "train.weight_decay=0.5", "train.steps=6",
+                   "train.checkpoint_every=2", "train.eval_every=3")
+    straight = train(cfg, tmp_path / "b", progress=False)
+    assert [v is None for v in straight["losses"]] == [True, True, False, True, True, False]
+    steps_csv = (tmp_path / "b" / "steps.csv").read_text().splitlines()
+    assert steps_csv[1].split(",")[1] == "" and steps_csv[3].split(",")[1] != ""
+    train_until_killed(cfg, tmp_path / "c", Passkey, 1, monkeypatch)  # killed mid-stream, after step 2
+    resumed = train(cfg, tmp_path / "c", resume=True, progress=False)
+    assert resumed["losses"] == straight["losses"] and resumed["history"] == straight["history"]
+    tensors_b, _ = read_checkpoint(tmp_path / "b" / CHECKPOINT)
+    tensors_c, _ = read_checkpoint(tmp_path / "c" / CHECKPOINT)
+    assert all(torch.equal(tensors_b[k], tensors_c[k]) for k in tensors_b)

@@ -3,6 +3,11 @@
 - ``parallel``: re-run the whole context through ``forward`` for every new byte (no state);
 - ``recurrent``: ``prefill`` the prompt once, then one ``step`` per byte through each mixer's state
   (a KV cache for softmax attention, a constant-size state for the recurrent mixers).
+
+A model with a memory across segments (Transformer-XL, RMT, Memorizing Transformer …,
+``trevo.models.segment_memory``) reads the context segment by segment in both: ``parallel`` re-reads
+the whole stream from the empty memory, ``recurrent`` carries the memory and the current segment's
+tokens, and updates the memory when a segment fills, as in training.
 """
 
 from __future__ import annotations
@@ -14,9 +19,11 @@ import torch
 from trevo.components.base import state_nbytes
 from trevo.errors import IncompatibleError, TrevoError
 from trevo.registry import get
+from trevo.segments import init_memory, memory_kind, model_dtype, run_stream
 from trevo.tasks.base import TaskInfo
 
 MODES = ("parallel", "recurrent")
+BYTE_TASKS = ("byte_lm", "long_document_lm")  # language models whose token ids are bytes
 
 
 def check_generates_text(task_name: str, info: TaskInfo, model: torch.nn.Module) -> None:
@@ -25,7 +32,7 @@ def check_generates_text(task_name: str, info: TaskInfo, model: torch.nn.Module)
     if not (info.head == "lm" and get("task", task_name).family == "language_model"):
         raise IncompatibleError(f"generation writes text, so it needs a causal language model (a run on task "
                                 f"byte_lm or token_lm); this run's task is {task_name!r}")
-    if getattr(model, "tokenizer", None) is None and (task_name != "byte_lm" or info.vocab_size != 256):
+    if getattr(model, "tokenizer", None) is None and (task_name not in BYTE_TASKS or info.vocab_size != 256):
         raise IncompatibleError(f"this {task_name!r} run has no tokenizer to turn its {info.vocab_size:,} token ids "
                                 f"into text (its ids are not bytes); train it with task.tokenizer=bpe or a "
                                 f"tokenizer.json")
@@ -36,6 +43,17 @@ def _pick(logits: torch.Tensor, temperature: float, generator: torch.Generator) 
         return logits.argmax(-1)
     probs = torch.softmax(logits.double() / temperature, dim=-1)
     return torch.multinomial(probs, 1, generator=generator)[:, 0]
+
+
+def stream_logits(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """The teacher-forced logits of ``tokens``: one forward pass, or, for a model with a memory across
+    segments (``trevo.segments``), the stream read segment by segment from the empty memory, as in
+    evaluation (the last segment may be partial)."""
+    if memory_kind(model) != "model":
+        return model(tokens)
+    seg_len = model.info.seq_len
+    memory = init_memory(model, tokens.shape[0], tokens.device, model_dtype(model))
+    return run_stream(model, {"input": tokens}, seg_len, 0, -(-tokens.shape[1] // seg_len), memory)[0]
 
 
 @torch.no_grad()
@@ -62,7 +80,7 @@ def generate_ids(model: torch.nn.Module, prompt: torch.Tensor, n_new: int, *, mo
     out: list[torch.Tensor] = []
     if mode == "parallel":
         for _ in range(n_new):
-            nxt = _pick(model(tokens)[:, -1], temperature, generator)
+            nxt = _pick(stream_logits(model, tokens)[:, -1], temperature, generator)
             out.append(nxt)
             tokens = torch.cat([tokens, nxt[:, None]], dim=1)
         return torch.stack(out, dim=1) if out else tokens[:, :0], 0

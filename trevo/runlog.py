@@ -66,12 +66,14 @@ class StepLog:
         self.csv.writerows([list(COLUMNS), *kept])
         self.tensorboard = require_tensorboard()(log_dir=str(out / TENSORBOARD)) if kind == "tensorboard" else None
 
-    def write(self, step: int, **scalars: float) -> None:
-        """One row: ``step`` (1-based: the steps done) and the scalars named in ``COLUMNS``."""
-        self.csv.writerow([step, *(f"{scalars[c]:.6g}" for c in COLUMNS[1:])])
+    def write(self, step: int, **scalars: float | None) -> None:
+        """One row: ``step`` (1-based: the steps done) and the scalars named in ``COLUMNS``; None (the loss
+        and gradient norm of a window with no targets) is left empty."""
+        self.csv.writerow([step, *("" if scalars[c] is None else f"{scalars[c]:.6g}" for c in COLUMNS[1:])])
         if self.tensorboard is not None:
             for name, value in scalars.items():
-                self.tensorboard.add_scalar(f"train/{name}", value, step)
+                if value is not None:
+                    self.tensorboard.add_scalar(f"train/{name}", value, step)
 
     def write_eval(self, step: int, metrics: dict[str, float]) -> None:
         if self.tensorboard is not None:

@@ -49,7 +49,7 @@ from trevo.registry import create
 from trevo.rundir import RESULT, RunDirError, run_directory, write_config
 from trevo.runlog import StepLog, memory_mb, require_tensorboard, stamp, write_stamp
 from trevo.segments import check_segments, detach, evaluate_streams, steps_per_stream, train_segments
-from trevo.tasks.base import Task, TaskInfo
+from trevo.tasks.base import Task, TaskInfo, has_targets
 from trevo.validation import ConfigError
 
 
@@ -329,35 +329,42 @@ def _train(cfg: RunConfig, out: Path, task: Task, model: torch.nn.Module, world:
                 with precision.autocast(device, tc.precision):
                     logits = logits_of(trained, batch)
                 loss = precision.task_loss_fp32(task, logits, batch)
+            # a window of a stream with no scored position (passkey's segments before the question) carries
+            # the memory on and takes no optimizer step: no moment, weight-decay or AdamW-count update
+            updates = not segmented or has_targets(batch)
             shown_loss = distributed.mean(loss.detach(), world)
-            if not torch.isfinite(shown_loss):
+            if updates and not torch.isfinite(shown_loss):
                 raise TrainingDiverged(
                     f"the loss became {shown_loss.item()} at step {step}; the last good checkpoint is kept in "
                     f"{ckpt_path if ckpt_path.exists() else '(none yet)'}. Lower train.lr or train.grad_clip, "
                     f"or use float32")
-            aux = auxiliary_loss(model)
+            aux = auxiliary_loss(model)  # read even when no step is taken: it empties the components' terms
             optimizer.zero_grad(set_to_none=True)
-            total = loss if aux is None else loss + aux
-            (total if scaler is None else scaler.scale(total)).backward()
-            if scaler is not None:
-                scaler.unscale_(optimizer)  # clipping and the logged norm see the true gradients
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip if tc.grad_clip > 0 else
-                                                       math.inf)
-            if scaler is None:
-                optimizer.step()
-            else:
-                scaler.step(optimizer)  # skipped when the scaled gradients overflowed; the scale is then lowered
-                scaler.update()
-            if peft is not None:
-                peft.after_step()
+            grad_norm = None
+            if updates:
+                total = loss if aux is None else loss + aux
+                (total if scaler is None else scaler.scale(total)).backward()
+                if scaler is not None:
+                    scaler.unscale_(optimizer)  # clipping and the logged norm see the true gradients
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip if tc.grad_clip > 0
+                                                                 else math.inf))
+                if scaler is None:
+                    optimizer.step()
+                else:
+                    scaler.step(optimizer)  # skipped when the scaled gradients overflowed; the scale is then lowered
+                    scaler.update()
+                if peft is not None:
+                    peft.after_step()
             if memory is not None:
                 memory = detach(memory)  # the stop-gradient between steps
-            losses.append(shown_loss.item())  # waits for the step's kernels: the time below is the step's own
+            # None: a window with no targets (no loss); .item() waits for the step's kernels, so the time
+            # below is the step's own
+            losses.append(shown_loss.item() if updates else None)
             step_s = time.perf_counter() - t0
             train_s += step_s
             done = step + 1
             if steps_log is not None:
-                steps_log.write(done, loss=losses[-1], lr=lr, grad_norm=float(grad_norm),
+                steps_log.write(done, loss=losses[-1], lr=lr, grad_norm=grad_norm,
                                 tokens_per_s=tokens_per_step / max(step_s, 1e-9), memory_mb=memory_mb(device))
             if done % tc.eval_every == 0 or done == tc.steps:
                 metrics = {"step": done, **evaluate(model, task, "val", tc.batch_size, tc.eval_batches, device,
@@ -369,7 +376,7 @@ def _train(cfg: RunConfig, out: Path, task: Task, model: torch.nn.Module, world:
             if done % tc.checkpoint_every == 0 or done == tc.steps or stopped:
                 checkpoint(done)
             shown = f"{metrics[task.info.metric]:.3f}" if task.info.metric in metrics else "—"
-            bar.set_postfix(loss=f"{losses[-1]:.3f}", **{task.info.metric: shown},
+            bar.set_postfix(loss="—" if losses[-1] is None else f"{losses[-1]:.3f}", **{task.info.metric: shown},
                             tok_s=f"{done * tokens_per_step / max(train_s, 1e-9):.0f}")
             if stopped:
                 break

@@ -102,6 +102,27 @@ def test_state_bytes_are_the_kv_cache_or_the_constant_recurrent_state():
     assert _state_bytes(cfg("linear_attention", 32, task="mlm")) is None
 
 
+def test_state_bytes_of_a_memory_model_are_its_memory_after_the_stream():
+    """Passkey streams of 3 segments of 8 tokens, d_model 16, 2 layers, float32: Transformer-XL caches
+    memory_len layer inputs per layer (2 × 8 × 16 × 4; with memory_len 16, 2 × 16 × 16 × 4), RMT its m = 4
+    memory tokens (4 × 16 × 4), the Memorizing Transformer the keys and values of all 24 tokens in its
+    one kNN layer (2 × 24 × 16 × 4); softmax attention without memory a KV cache of one segment."""
+    from trevo.arena.runner import _state_bytes
+    from trevo.config import RunConfig
+
+    def cfg(**model):
+        return RunConfig().replace({"model.d_model": 16, "model.n_layers": 2, "task.name": "passkey",
+                                    "task.seq_len": 8, "task.segments": 3, "task.distance": 2, "task.n_key": 2,
+                                    **{f"model.{k}": v for k, v in model.items()}})
+
+    assert _state_bytes(cfg(arch="transformer_xl")) == 2 * 8 * 16 * 4
+    assert _state_bytes(cfg(arch="transformer_xl", options={"memory_len": 16})) == 2 * 16 * 16 * 4
+    assert _state_bytes(cfg(arch="rmt")) == 4 * 16 * 4
+    assert _state_bytes(cfg(arch="rmt", options={"n_memory_tokens": 2})) == 2 * 16 * 4
+    assert _state_bytes(cfg(arch="memorizing_transformer")) == 2 * 24 * 16 * 4
+    assert _state_bytes(cfg()) == 2 * 2 * 8 * 16 * 4
+
+
 def test_finished_runs_made_with_other_component_defaults_are_named():
     from trevo.arena.runner import changed_defaults
     from trevo.config import RunConfig

@@ -9,6 +9,7 @@ import torch
 from tests.helpers import tiny_cfg
 from trevo.config import ModelConfig
 from trevo.errors import IncompatibleError
+from trevo.generate import generate_ids
 from trevo.registry import create
 from trevo.segments import init_memory, run_stream
 from trevo.tasks.base import TaskInfo
@@ -16,7 +17,7 @@ from trevo.train import build, train
 
 T, S = 6, 3
 MODELS = ["transformer_xl", "rmt", "memory_transformer", "memorizing_transformer", "block_recurrent_transformer",
-          "compressive_transformer", "deep_long_range_memory", "autocompressor", "memformer"]
+          "compressive_transformer", "deep_long_range_memory", "autocompressor", "memformer", "lamemo", "gmat"]
 STREAM = ["task.name=passkey", f"task.seq_len={T}", f"task.segments={S}", "task.distance=2", "task.n_key=2",
           "model.d_model=16"]
 
@@ -73,5 +74,29 @@ def test_refusals_name_the_fix():
     with pytest.raises(IncompatibleError, match="head"):
         create("model", "rmt", cfg=ModelConfig(d_model=16, n_layers=1),
                info=TaskInfo(vocab_size=16, head="classify", seq_len=8, n_classes=2))
-    with pytest.raises(IncompatibleError, match="generation"):
-        build(tiny_cfg(*STREAM, "model.arch=transformer_xl"))[1].init_state(1)
+
+
+@pytest.mark.parametrize("arch", MODELS)
+def test_greedy_generation_is_the_argmax_of_the_teacher_forced_stream(arch):
+    """Greedy decoding through prefill/step (the memory carried, a token at a time inside the segment, the
+    memory updated when a segment fills) gives, token by token, the argmax of the logits of the whole
+    stream read segment by segment as in evaluation (``run_stream``), over prompt + generated tokens. The
+    prompt (8) ends inside segment 1; the 9 new tokens fill it and segment 2 and start segment 3."""
+    task, model = build(tiny_cfg(*STREAM, f"model.arch={arch}", "model.n_layers=2"))
+    model = model.double().eval()
+    prompt = task.train_batch(0, 2, 0)["input"][:, :T + 2]
+    new, _ = generate_ids(model, prompt, 9, mode="recurrent")
+    stream = torch.cat([prompt, new], dim=1)
+    with torch.no_grad():
+        logits, _ = run_stream(model, {"input": stream}, T, 0, 3, init_memory(model, 2, "cpu", torch.float64))
+    assert torch.equal(logits[:, T + 1:-1].argmax(-1), new)
+    assert torch.equal(generate_ids(model, prompt, 9, mode="parallel")[0], new)
+    with torch.no_grad():  # the logits themselves, not only their argmax: prefill, then a step per token
+        first, state = model.prefill(prompt)
+        stepped = [first[:, -1]]
+        for t in new.unbind(1)[:-1]:
+            out, state = model.step(t, state)
+            stepped.append(out)
+    torch.testing.assert_close(first, logits[:, :T + 2])
+    torch.testing.assert_close(torch.stack(stepped, dim=1), logits[:, T + 1:-1])
+

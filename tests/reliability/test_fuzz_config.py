@@ -148,7 +148,7 @@ def check_one(values: dict[str, typing.Any], out) -> str:
         result = train(cfg, out, progress=False)
     except TrevoError as e:
         return f"refused at build or run ({type(e).__name__})"
-    metrics = [v for v in result["final"].values() if isinstance(v, float)] + result["losses"]
+    metrics = [v for v in [*result["final"].values(), *result["losses"]] if isinstance(v, float)]  # None: no targets
     assert metrics and all(math.isfinite(v) for v in metrics), result["final"]
     return "trained, finite metrics"
 

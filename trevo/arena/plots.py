@@ -98,10 +98,14 @@ def task_plots(task: str, rows: list[Row], runs: list[Run], references: dict[str
         if not curves:
             continue
         n = min(len(c) for c in curves)
-        mean = [statistics.fmean(c[i] for c in curves) for i in range(n)]
-        window = max(1, n // 20)
-        smooth = [statistics.fmean(mean[max(0, i - window + 1):i + 1]) for i in range(n)]
-        ax.plot(range(1, n + 1), smooth, label=shown_label(row, rows))
+        # a step with no loss (None: a stream's window with no targets) is left out of the curve
+        steps = [i for i in range(n) if all(c[i] is not None for c in curves)]
+        if not steps:
+            continue
+        mean = [statistics.fmean(c[i] for c in curves) for i in steps]
+        window = max(1, len(steps) // 20)
+        smooth = [statistics.fmean(mean[max(0, j - window + 1):j + 1]) for j in range(len(steps))]
+        ax.plot([i + 1 for i in steps], smooth, label=shown_label(row, rows))
     ax.set_xlabel("step")
     ax.set_ylabel("training loss (nats, smoothed, mean over seeds)")
     ax.set_title(f"{task}: training curves")

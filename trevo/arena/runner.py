@@ -71,16 +71,20 @@ def threads_per_worker(workers: int) -> int:
 
 
 def _state_bytes(cfg) -> int | None:
-    """Generation state after a prefill of the task's length (the weights do not change its size);
+    """Generation state after a prefill of the task's length (the weights do not change its size): on a
+    task of segmented streams, a model that carries a memory across segments is measured after the whole
+    stream (its memory, ``trevo.segments``), any other after one segment (all it ever reads at once);
     None for a model that does not generate (masked LM, classification)."""
     from trevo.generate import state_bytes_at
+    from trevo.segments import memory_kind
     from trevo.train import build
 
     task, model = build(cfg)
     if not hasattr(model, "prefill"):
         return None
+    segments = task.info.segments if memory_kind(model) != "none" else 1
     try:
-        return state_bytes_at(model, task.info.seq_len)
+        return state_bytes_at(model, task.info.seq_len * segments)
     except TrevoError:
         return None
 

@@ -106,7 +106,9 @@ class CompressiveTransformer(TransformerXL):
         context = block.norm1(torch.cat([compressed, cached], dim=1))
         full = torch.cat([cached, x], dim=1)
         old, new[f"{i}.x"] = full[:, :-self.memory_len], full[:, -self.memory_len:].detach()
-        if old.shape[1]:
+        # a segment not yet full (generation's prefix of one) leaves a remainder of the rate: its memory is
+        # never kept (``SegmentMemoryModel.prefill`` keeps the memory of full segments only), so it skips f_c
+        if old.shape[1] and old.shape[1] % self.compressors[str(i)].rate == 0:
             compressor = self.compressors[str(i)]
             squeezed = compressor(old.detach())
             if self.training and torch.is_grad_enabled():

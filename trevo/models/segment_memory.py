@@ -95,9 +95,38 @@ class SegmentMemoryModel(MetaFormer):
         memory = self.init_memory(tokens.shape[0], tokens.device, self.embed.weight.dtype)
         return self.forward_memory(tokens, memory)[0]
 
-    def init_state(self, batch: int, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
-        raise IncompatibleError(f"generation with model {self.arch!r} is not implemented (its memory is carried "
-                                f"segment by segment in training and evaluation only)")
+    def init_state(self, batch: int, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+                   ) -> dict[str, Any]:
+        """The generation state before a stream: ``layers`` the memory (what the arena's state column
+        counts), ``segment`` the tokens read so far of the segment not yet full ``[B, t]``, t < seq_len."""
+        return {"layers": self.init_memory(batch, device, dtype),
+                "segment": torch.zeros(batch, 0, dtype=torch.long, device=device)}
+
+    def prefill(self, tokens: torch.Tensor, state: dict[str, Any] | None = None
+                ) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Logits ``[B, T, vocab]`` of ``tokens`` read after ``state``, and the state after them: the tokens
+        fill the current segment; when it holds ``seq_len`` tokens the memory is updated by
+        ``forward_memory`` exactly as in training, and the next segment starts empty. A segment not yet
+        full is re-read whole at every call (no cache within a segment: its logits are those of the
+        causal segment's prefix)."""
+        if state is None:
+            state = self.init_state(tokens.shape[0], tokens.device, self.embed.weight.dtype)
+        memory, segment = state["layers"], state["segment"]
+        out, start = [], 0
+        while start < tokens.shape[1]:
+            take = min(self.info.seq_len - segment.shape[1], tokens.shape[1] - start)
+            segment = torch.cat([segment, tokens[:, start:start + take]], dim=1)
+            start += take
+            logits, after = self.forward_memory(segment, memory)
+            out.append(logits[:, -take:])
+            if segment.shape[1] == self.info.seq_len:
+                memory, segment = after, segment[:, :0]
+        return torch.cat(out, dim=1), {"layers": memory, "segment": segment}
+
+    def step(self, token: torch.Tensor, state: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
+        """token ``[B]`` → logits ``[B, vocab]`` for the next position (``prefill`` of one token)."""
+        logits, state = self.prefill(token[:, None], state)
+        return logits[:, 0], state
 
     @staticmethod
     def channel(block: Block, x: torch.Tensor) -> torch.Tensor:

@@ -78,6 +78,11 @@ def scored_mask(batch: Batch) -> torch.Tensor:
     return torch.ones_like(batch["target"], dtype=torch.bool)
 
 
+def has_targets(batch: Batch) -> bool:
+    """Whether ``batch`` scores any position (a stream's window before its question scores none)."""
+    return bool(scored_mask(batch).any())
+
+
 def cross_entropy(logits: torch.Tensor, batch: Batch, reduction: str = "mean") -> torch.Tensor:
     target = batch["target"]
     mask = scored_mask(batch)
