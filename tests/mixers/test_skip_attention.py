@@ -67,7 +67,7 @@ def _record(model):
 
 
 @pytest.mark.parametrize("task", ["byte_lm", "digits"])
-def test_a_skipping_layer_maps_the_attention_output_before_it(task, monkeypatch):
+def test_a_skipping_layer_equals_phi_of_the_attention_output_before_it(task, monkeypatch):
     task_obj, model = _model(task, ["softmax_attention", "skip_attention", "skip_attention"],
                              **({"task.seq_len": 12} if task == "byte_lm" else {}))
     attends = []
