@@ -10,6 +10,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from trevo.config import ComponentSpec, ModelConfig
 from trevo.errors import IncompatibleError
 from trevo.models import build_model
+from trevo.models.layers import reuses_attention
 from trevo.ops.cross_attention import naive_causal_cross_attention, windowed_causal_cross_attention
 from trevo.registry import create, get, names
 from trevo.tasks.base import TaskInfo
@@ -138,7 +139,8 @@ def test_padding_is_ignored():
 
 
 def _bidirectional_latent_mixers():
-    return [n for n in names("mixer") if get("mixer", n).bidirectional and not get("mixer", n).needs_2d]
+    return [n for n in names("mixer") if get("mixer", n).bidirectional and not get("mixer", n).needs_2d
+            and not reuses_attention(n)]  # the latent stack repeats one mixer
 
 
 @pytest.mark.parametrize("mixer", _bidirectional_latent_mixers())
@@ -179,7 +181,8 @@ def test_perceiver_ar_latents_are_the_last_positions_and_see_only_the_prefix():
 
 
 def _causal_mixers():
-    return [n for n in names("mixer") if get("mixer", n).causal and not get("mixer", n).needs_2d]
+    return [n for n in names("mixer") if get("mixer", n).causal and not get("mixer", n).needs_2d
+            and not reuses_attention(n)]
 
 
 def _ar(mixer: str) -> torch.nn.Module:

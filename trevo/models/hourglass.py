@@ -24,7 +24,7 @@ from torch import nn
 from trevo.config import ModelConfig
 from trevo.errors import IncompatibleError
 from trevo.models.init import ScaledEmbedding, init_unit_scale
-from trevo.models.layers import Block, model_options
+from trevo.models.layers import Block, model_options, refuse_reused_attention
 from trevo.models.metaformer import check_compatible, resolve_max_len
 from trevo.models.tokens import apply_head, attach_vocabulary, embed_tokens, output_head
 from trevo.registry import Paper, build, get, register
@@ -51,6 +51,7 @@ class Hourglass(nn.Module):
         if not isinstance(k, int) or k < 1 or opts["pre_layers"] < 0 or opts["post_layers"] < 0:
             raise IncompatibleError(f"hourglass needs an integer shorten_factor >= 1 and pre/post_layers >= 0, got "
                                     f"{opts}")
+        refuse_reused_attention(cfg.mixer.name, "hourglass")
         if get("mixer", cfg.mixer.name).needs_2d:
             raise IncompatibleError(f"hourglass shortens the sequence in 1-D; mixer {cfg.mixer.name!r} needs a 2-D "
                                     f"layout (use model.arch=metaformer)")

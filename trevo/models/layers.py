@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from trevo.components.base import State
+from trevo.components.mixers.skip_attention import AttentionCarry
 from trevo.components.residuals import ScoreCarry
 from trevo.config import ComponentSpec, ModelConfig
 from trevo.errors import IncompatibleError, TrevoError, UnknownComponentError
@@ -66,6 +67,19 @@ def resolve_layers(cfg: ModelConfig) -> list[Layer]:
 def exposes_scores(mixer: str) -> bool:
     """Whether a mixer hands its attention scores to RealFormer's residual attention."""
     return bool(getattr(get("mixer", mixer).factory, "exposes_scores", False))
+
+
+def reuses_attention(mixer: str) -> bool:
+    """Whether a mixer maps the previous layer's mixer output instead of computing attention (Skip-Attention)."""
+    return bool(getattr(get("mixer", mixer).factory, "reuses_attention", False))
+
+
+def refuse_reused_attention(mixer: str, arch: str) -> None:
+    """An architecture that repeats one mixer has no attention layer for Skip-Attention to reuse."""
+    if reuses_attention(mixer):
+        raise IncompatibleError(f"mixer {mixer!r} reuses the attention output of the layer before it, and {arch} "
+                                f"repeats one mixer, so no layer computes attention; use model.arch=metaformer with "
+                                f"model.layers [softmax_attention, {mixer}]")
 
 
 def model_family(cfg: ModelConfig) -> str:
@@ -167,6 +181,10 @@ def model_problems(cfg: ModelConfig, info: TaskInfo) -> list[str]:
             if problem:
                 problems.append(where + problem)
         problems += [where + p for p in _layer_problems(layer, info, max_len, bool(cfg.layers))]
+    if reuses_attention(layers[0].mixer.name):
+        problems.append(f"layer 0: mixer {layers[0].mixer.name!r} reuses the attention output of the layer before "
+                        f"it and the first layer has none; start model.layers with an attention layer (e.g. "
+                        f"[softmax_attention, {layers[0].mixer.name}])")
     return list(dict.fromkeys(problems))
 
 
@@ -226,7 +244,10 @@ def check_model(cfg: ModelConfig, info: TaskInfo) -> bool:
 
 class Block(nn.Module):
     """One layer: the token mixer, then the channel mixer (skipped when it is ``none``), joined to the
-    residual stream by a residual placement (``trevo.components.residuals``)."""
+    residual stream by a residual placement (``trevo.components.residuals``). A block followed by a
+    ``skip_attention`` layer hands its mixer output on through ``attention_carry`` (``share_attention``)."""
+
+    attention_carry: AttentionCarry | None = None
 
     def __init__(self, mixer: nn.Module, channel: nn.Module, residual: nn.Module, make_norm, dropout: float = 0.0
                  ) -> None:
@@ -254,10 +275,15 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None = None,
                 layout: tuple[int, ...] | None = None) -> torch.Tensor:
-        fns = [lambda h: self.drop(self.mixer(h, padding_mask=padding_mask, layout=layout))]
+        fns = [lambda h: self.drop(self._hand_on(self.mixer(h, padding_mask=padding_mask, layout=layout)))]
         if self.channel is not None:
             fns.append(lambda h: self.drop(self.channel(h)))
         return self.residual(x, fns, self.norms)
+
+    def _hand_on(self, y: torch.Tensor) -> torch.Tensor:
+        if self.attention_carry is not None:
+            self.attention_carry.output = y
+        return y
 
     def init_state(self, batch: int, device, dtype) -> dict[str, State]:
         channel = self.channel.init_state(batch, device, dtype) if self.channel is not None else {}
@@ -270,7 +296,7 @@ class Block(nn.Module):
         def run(name: str, module: nn.Module):
             def f(h: torch.Tensor) -> torch.Tensor:
                 y, new[name] = getattr(module, method)(h, state[name])
-                return self.drop(y)
+                return self.drop(self._hand_on(y) if name == "mixer" else y)
             return f
 
         fns = [run(name, module) for name, module in zip(("mixer", "channel"), self.sublayers, strict=False)]
@@ -302,7 +328,20 @@ def build_blocks(cfg: ModelConfig, *, causal: bool, max_len: int, layout: tuple[
             return build("norm", spec.name, spec.options, d_model=d)
 
         blocks.append(Block(mixer, channel, residual, make_norm, dropout))
+    share_attention(blocks)
     return blocks, share_scores(blocks)
+
+
+def share_attention(blocks: nn.ModuleList) -> None:
+    """Wire each Skip-Attention layer of ``blocks`` to the block before it, which hands its mixer output on."""
+    for i, block in enumerate(blocks):
+        if getattr(block.mixer, "reuses_attention", False):
+            if i == 0:
+                raise IncompatibleError(f"the first layer's mixer ({type(block.mixer).__name__}) reuses the attention "
+                                        f"output of the layer before it and there is none")
+            carry = AttentionCarry()
+            blocks[i - 1].attention_carry = carry
+            block.mixer.attention_carry = carry
 
 
 def share_scores(blocks: nn.ModuleList) -> ScoreCarry | None:

@@ -34,7 +34,7 @@ from trevo.components.multihead import merge_heads, split_heads
 from trevo.config import ComponentSpec, ModelConfig
 from trevo.errors import IncompatibleError, TrevoError
 from trevo.models.init import ScaledEmbedding, init_unit_scale
-from trevo.models.layers import Block, model_options, resolve_max_len
+from trevo.models.layers import Block, model_options, refuse_reused_attention, resolve_max_len
 from trevo.models.tokens import check_token_ids, output_head
 from trevo.ops.cross_attention import cross_attention, cross_attention_weights, windowed_causal_cross_attention
 from trevo.registry import Paper, build, get, names, register
@@ -207,6 +207,7 @@ class CrossAttend(nn.Module):
 
 def latent_blocks(cfg: ModelConfig, d: int, n_latents: int, causal: bool) -> nn.ModuleList:
     """``cfg.n_layers`` blocks of ``cfg.mixer`` on the latent array, as MetaFormer builds them."""
+    refuse_reused_attention(cfg.mixer.name, "the Perceiver's latent stack")
     mixer = get("mixer", cfg.mixer.name)
     if mixer.needs_2d:
         raise IncompatibleError(f"mixer {mixer.name!r} needs a 2-D layout; the latent array is a 1-D set")

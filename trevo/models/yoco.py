@@ -23,7 +23,7 @@ from trevo.components.multihead import head_dim_of, kv_heads_of, merge_heads, re
 from trevo.config import ModelConfig
 from trevo.errors import IncompatibleError
 from trevo.models.init import ScaledEmbedding, init_unit_scale
-from trevo.models.layers import model_options
+from trevo.models.layers import model_options, refuse_reused_attention
 from trevo.models.metaformer import resolve_max_len
 from trevo.models.tokens import attach_vocabulary, embed_tokens, output_head
 from trevo.ops.attention import chunked_softmax_attention, sdpa_attention
@@ -137,6 +137,7 @@ class YOCO(nn.Module):
         def channel(i: int) -> nn.Module:
             return build("channel", cfg.channel.name, cfg.channel.options, **context(i))
 
+        refuse_reused_attention(cfg.mixer.name, "YOCO's self-decoder")
         self.self_decoder = nn.ModuleList(
             SelfDecoderBlock(build("mixer", cfg.mixer.name, cfg.mixer.options, **context(i)), channel(i), norm(),
                              norm()) for i in range(opts["self_layers"]))

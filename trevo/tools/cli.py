@@ -1,7 +1,8 @@
 """``trevo knn RUN``: evaluate a trained causal LM with and without kNN-LM retrieval. ``trevo context RUN``:
 score continuations of long contexts with the context-extension tools (PCW, structured prompting, NBCE)
 beside plain decoding of the last window and of the whole context. ``trevo inspect attention RUN``: draw
-where a trained Perceiver's latents attend."""
+where a trained Perceiver's latents attend. ``trevo inspect value-aware RUN``: how far the best r-sparse
+attention rows that ignore and that use the values are from a softmax layer's outputs."""
 
 from __future__ import annotations
 
@@ -70,6 +71,36 @@ def _add_inspect(sub: argparse._SubParsersAction, name: str) -> None:
     v.add_argument("--cross-attend", type=cli_number(int, ge=0), default=0,
                    help="which cross-attend of a repeated encoder (0: the first)")
     v.set_defaults(run=_attention)
+    va = verbs.add_parser("value-aware", help="value-oblivious vs value-aware sparse approximation of attention rows",
+                          description="For attention rows of one softmax-attention layer of a metaformer run, the "
+                                      "output error ‖(a − â)V‖ / ‖aV‖ of the best r-sparse â that ignores the values "
+                                      "(the r largest weights) and of the best one that uses them (Gupta & Berant "
+                                      "2021, arXiv:2103.09857): an analysis, not a layer.")
+    va.add_argument("run_dir", metavar="RUN", help="a run directory whose model has softmax attention layers")
+    va.add_argument("--layer", type=cli_number(int, ge=0), default=0, help="which layer (0: the first)")
+    va.add_argument("--rank", type=cli_number(int, ge=1), default=4, help="r, the non-zero weights kept per row")
+    va.add_argument("--rows", type=cli_number(int, ge=1), default=64, help="rows sampled (examples × heads × queries)")
+    va.add_argument("--examples", type=cli_number(int, ge=1, le=64), default=2, help="examples of the split")
+    va.add_argument("--split", default="val", choices=("val", "test"))
+    va.add_argument("--json", action="store_true", help="machine-readable output")
+    va.set_defaults(run=_value_aware)
+
+
+def _value_aware(args: argparse.Namespace) -> None:
+    from trevo.api import load
+    from trevo.tools.value_aware import analyse
+
+    model, _, task = load(args.run_dir)
+    batch = next(iter(task.eval_batches(args.split, args.examples, 1)))
+    result = analyse(model, batch["input"], layer=args.layer, rank=args.rank, rows=args.rows)
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(f"layer {result['layer']}, r = {result['rank']} of head width {result['head_dim']}, {result['rows']} rows "
+          f"({result['exhaustive']} searched exhaustively, the rest by matching pursuit):")
+    print(f"  value-oblivious ‖(a − â)V‖/‖aV‖  {result['oblivious']:.4f}")
+    print(f"  value-aware     ‖(a − â)V‖/‖aV‖  {result['aware']:.4f}  (strictly better on "
+          f"{100 * result['aware_better']:.0f}% of rows)")
 
 
 def _attention(args: argparse.Namespace) -> None:

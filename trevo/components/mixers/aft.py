@@ -4,6 +4,11 @@ Zhai et al., "An Attention Free Transformer" (arXiv:2105.14103). Every variant c
 Y_t = σ(Q_t) ⊙ Σ_t' exp(K_t' + b_{t,t'}) ⊙ V_t' / Σ_t' exp(K_t' + b_{t,t'}) (eq. 2) with its own
 position bias b; the math lives in ``trevo.ops.aft``. The biases start at zero (every variant then
 equals AFT-simple) and are learned.
+
+DAFT, "A Dot Product Attention Free Transformer" (OpenReview JVR4JswsEM, an ICLR 2022 submission), is this
+paper retitled by its seven authors: its abstract describes an attention map decomposed per feature dimension
+and the same benchmarks, and its variants DAFT-full and DAFT-conv are AFT-full and AFT-conv, so they are
+not registered a second time (``aft_full``, ``aft_conv``).
 """
 
 from __future__ import annotations
@@ -93,7 +98,7 @@ class _AFTWithBias(_AFT):
           time="O(T²·d)", memory="O(T²) bias + O(T·d); KV cache O(T·d) in generation",
           test_options={"chunk_size": 8})
 class AFTFull(_AFTWithBias):
-    """AFT-full (eq. 2): a learned pairwise bias w ∈ R^{max_len × max_len}.
+    """AFT-full (eq. 2; DAFT-full): a learned pairwise bias w ∈ R^{max_len × max_len}.
 
     Forms: ``quadratic`` (the naive reference, O(T²·d) memory) and ``chunk`` (exp(w) @ (exp(K) ⊙ V),
     eq. 3, chunked over queries so that causal outputs use only past keys, with a backward pass that
@@ -226,7 +231,7 @@ class AFTLocal(_AFTBanded):
           memory="O(T·d) causal, O(T²) bias bidirectional; O(s·d) state in generation",
           test_options={"window": 4, "n_heads": 2, "chunk_size": 8})
 class AFTConv(_AFTBanded):
-    """AFT-conv (eq. 6): per head i a kernel w^i of size s shared across positions,
+    """AFT-conv (eq. 6; DAFT-conv): per head i a kernel w^i of size s shared across positions,
     Y_t = σ(Q_t) ⊙ [conv(e^K ⊙ V, e^{w^i} − 1) + Σ e^K ⊙ V] / [conv(e^K, e^{w^i} − 1) + Σ e^K],
     i.e. b_{t,t'} = w^i_{t'−t} inside the window (past window causally) and 0 outside.
 
