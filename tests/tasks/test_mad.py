@@ -1,7 +1,8 @@
 """MAD's tasks against their definitions (arXiv 2403.17844, mad-lab's generators): recall binds each key
 to one value within a sequence and scores the queried value; fuzzy recall's keys span several tokens;
 noisy recall's noise tokens are never keys and never scored; memorization's key-value map is fixed
-across the training set and every split; training targets are the shifted inputs."""
+across the training set and every split; compression's targets are its own inputs, closed by the
+compression token and decoded from the last position alone; training targets are the shifted inputs."""
 
 from __future__ import annotations
 
@@ -89,7 +90,7 @@ def test_mad_tasks_cite_the_paper_and_refuse_impossible_settings():
     from trevo.registry import get
     from trevo.tasks.synthetic import TaskParameterError
 
-    for name in ("mad_recall", "mad_noisy_recall", "mad_fuzzy_recall", "mad_memorization"):
+    for name in ("mad_recall", "mad_noisy_recall", "mad_fuzzy_recall", "mad_memorization", "mad_compression"):
         assert get("task", name).paper == MAD
     import pytest
 
@@ -97,3 +98,41 @@ def test_mad_tasks_cite_the_paper_and_refuse_impossible_settings():
         create("task", "mad_recall", frac_noise=0.3)
     with pytest.raises(TaskParameterError, match="vocab_size"):
         create("task", "mad_fuzzy_recall", vocab_size=6)
+    with pytest.raises(TaskParameterError, match="seq_len"):
+        create("task", "mad_compression", seq_len=1)
+
+
+def test_compression_reconstructs_its_own_inputs_closed_by_the_compression_token():
+    task = create("task", "mad_compression", vocab_size=16, seq_len=32)
+    assert task.info.head == "reconstruct" and task.info.causal == "required"
+    for batch in (task.eval_set("test", 64), task.train_batch(3, 64, 0)):
+        x = batch["input"]
+        assert x.shape == (64, 32) and bool((x[:, -1] == 15).all())  # mad-lab: compression token = V-1
+        assert int(x[:, :-1].max()) <= 14 and len(set(x[:, :-1].flatten().tolist())) == 15  # uniform over 0..14
+        assert torch.equal(batch["target"], x) and bool(batch["loss_mask"].all())  # every token, itself
+
+
+def test_compression_model_decodes_every_position_from_the_last_one_only():
+    from trevo.config import RunConfig
+    from trevo.train import build
+
+    cfg = RunConfig.from_dict({"model": {"d_model": 32, "n_layers": 2, "mixer": "gla"},
+                               "task": {"name": "mad_compression", "vocab_size": 8, "seq_len": 12}})
+    task, model = build(cfg)
+    x = task.eval_set("val", 4)["input"]
+    hidden = torch.randn(4, 12, 32)
+    changed = hidden.clone()
+    changed[:, :-1] = torch.randn(4, 11, 32)  # everything but the code
+    head = model.head
+    assert torch.equal(head(hidden), head(changed))
+    # the decoder, written out (mad-lab's AutoEncoder.decode): unembed(MLP(code + p_t)) for every t
+    from trevo.components.position_biases import sinusoid_table
+
+    code = hidden[:, -1]
+    for t in (0, 5, 11):
+        h = code + sinusoid_table(torch.tensor([t]), 32).float()
+        for i in (0, 3):
+            h = torch.nn.functional.gelu(head.decoder[i + 1](head.decoder[i](h)))
+        want = head.unembed[1](head.unembed[0](h))
+        torch.testing.assert_close(head(hidden)[:, t], want)
+    assert model(x).shape == (4, 12, 8)

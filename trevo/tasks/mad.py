@@ -19,8 +19,17 @@ sequence, and is scored (accuracy) only where a value is recalled:
   in context: T/2 pairs ``key, insert-token`` (V-1), the value scored at each insert token — the
   task is remembering the map in the weights.
 
-Selective copying is trevo's ``selective_copy`` (Mamba's definition, which MAD uses). Compression (an
-encoder–decoder probe, reconstructing the sequence from one token's output) is not built here.
+- ``mad_compression``: T-1 tokens drawn uniformly from the V-1 ids below the compression token (V-1),
+  which closes the sequence; the targets are the inputs, every position scored (the compression token
+  too, as in mad-lab). mad-lab trains it with its ``AutoEncoder`` backbone: the layers under test encode,
+  the last position's output is the code, and a fixed non-expanding MLP decoder (the code plus a
+  sinusoidal position, norm-linear-GELU twice, norm and unembedding) predicts every token from it; here
+  the task's ``reconstruct`` head is that decoder (trevo.models.tokens.ReconstructionHead). mad-lab's
+  noise option for it is not built (its benchmark runs none).
+
+Selective copying is trevo's ``selective_copy`` (Mamba's definition; mad-lab's generator differs in its
+token layout: blank V-2 and copy V-1, tokens inserted among blanks, the copied tokens asked for after one
+copy token).
 Small departures: the pair kept clear of noise is drawn among the T/2 - 1 context pairs (mad-lab draws
 it among T/2, which can leave a sequence of pure noise and no key to query).
 
@@ -223,3 +232,24 @@ class Memorization(_MADTask):
             targets += [0, self.kv_map[k]]
             scored += [False, True]
         return inputs, targets, scored
+
+
+@register("task", "mad_compression", paper=MAD, category="Benchmark", family="compression")
+class Compression(_MADTask):
+    """MAD compression: T-1 tokens drawn uniformly from V-1 ids, then the compression token (V-1); the
+    model encodes the sequence and a fixed decoder reconstructs every token from the last position's
+    representation alone (``head="reconstruct"``: trevo.models.tokens.ReconstructionHead)."""
+
+    def __init__(self, vocab_size: int = 16, seq_len: int = 32, train_size: int | None = None,
+                 test_size: int | None = None, cache_dir: str | None = None) -> None:
+        require(vocab_size >= 2, f"vocab_size must be ≥ 2 (a token and the compression token), got {vocab_size}")
+        require(seq_len >= 2, f"seq_len must be ≥ 2 (a token and the compression token), got {seq_len}")
+        self.vocab_size, self.seq_len = vocab_size, seq_len
+        self.params = {"vocab_size": vocab_size, "seq_len": seq_len}
+        self.fixed_sets("Compression", train_size, test_size, cache_dir)
+        self.info = TaskInfo(vocab_size=vocab_size, head="reconstruct", seq_len=seq_len, causal="required",
+                             layout=(seq_len,), metric="accuracy", higher_is_better=True)
+
+    def example(self, rng, training):
+        tokens = [int(t) for t in rng.integers(0, self.vocab_size - 1, self.seq_len - 1)] + [self.vocab_size - 1]
+        return tokens, tokens, [True] * self.seq_len  # the target is the input itself, every position scored
