@@ -84,7 +84,7 @@ def group_table(boards: dict[str, list[Row]], groups: dict[str, str]) -> tuple[T
     groups (where it finished them all), its parameters and its largest generation state; None where no
     task has difficulty settings. Also the groups, in order."""
     scores = group_scores(boards, groups)
-    names = list(dict.fromkeys(groups.get(t, t) for t in boards))
+    names = list(dict.fromkeys(groups.get(t, t) for t in [*groups, *boards] if t in boards))  # the sweep's order
     if not any(s.total > 1 for by_group in scores.values() for s in by_group.values()):
         return None
     params = {shown_label(r, rows): r.params for rows in boards.values() for r in rows}
@@ -103,7 +103,8 @@ def group_table(boards: dict[str, list[Row]], groups: dict[str, str]) -> tuple[T
     body = [[label, *[cell(label, g) for g in names],
              "—" if overall(scores[label], names) is None else f"{overall(scores[label], names):.4f}",
              f"{params[label]:,}", state(label)] for label in order]
-    header = ["variant", *[f"{g} ({max(s[g].total for s in scores.values() if g in s)} settings)" for g in names],
+    totals = {g: max(s[g].total for s in scores.values() if g in s) for g in names}
+    header = ["variant", *[f"{g} ({totals[g]} setting{'s' if totals[g] > 1 else ''})" for g in names],
               "mean over tasks", "params", "state KB (largest)"]
     return Table(header, body, left={0}), names
 

@@ -37,9 +37,9 @@ def embed_tokens(tokens: torch.Tensor, embed: nn.Module, position: nn.Module | N
     return x
 
 
-def output_head(d_model: int, info: TaskInfo, embed: nn.Embedding, tie: bool) -> nn.Linear:
-    """The head of ``info.head``: ``d_model → n_classes`` (classify), a ReconstructionHead (reconstruct), else ``d_model → vocab`` without bias,
-    its weight the embedding's when ``tie``."""
+def output_head(d_model: int, info: TaskInfo, embed: nn.Embedding, tie: bool) -> nn.Module:
+    """The head of ``info.head``: ``d_model → n_classes`` (classify), a ReconstructionHead (reconstruct),
+    else ``d_model → vocab`` without bias, its weight the embedding's when ``tie``."""
     if info.head == "classify":
         return nn.Linear(d_model, info.n_classes)
     if info.head == "reconstruct":
