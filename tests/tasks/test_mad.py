@@ -71,6 +71,26 @@ def test_fuzzy_recall_keys_span_several_tokens():
         assert where and all(tuple(context[i + 3:i + 3 + n_scored]) == value for i in where[:1])
 
 
+def test_multi_query_fuzzy_recall_scores_every_value_of_a_key_shown_before():
+    task = create("task", "mad_fuzzy_recall", vocab_size=16, seq_len=64, multi_query=True)
+    batch = task.eval_set("test", 32)
+    repeats = 0
+    for x, y, m in zip(batch["input"].tolist(), batch["target"].tolist(), batch["loss_mask"].tolist(), strict=True):
+        seq, scored = [x[0], *y], [False, *m]
+        body = seq[next(i for i, t in enumerate(seq) if t != 15):]
+        assert 15 not in body  # no copy token: V-1 pads; keys 0..6 and values 7..14 (V-1 = 15 usable ids)
+        runs = [i for i in range(1, len(seq)) if scored[i] and not scored[i - 1]]
+        assert scored[-1] and runs
+        for start in runs:  # each scored value follows a 3-token key (the full motif at evaluation) seen before
+            end = next((j for j in range(start, len(seq)) if not scored[j]), len(seq))
+            key, value = tuple(seq[start - 3:start]), tuple(seq[start:end])
+            assert all(0 <= t < 7 for t in key) and all(7 <= t < 15 for t in value)
+            earlier = [i for i in range(start - 3) if tuple(seq[i:i + 3]) == key]
+            assert earlier and tuple(seq[earlier[0] + 3:earlier[0] + 3 + len(value)]) == value
+        repeats += len(runs) - 1
+    assert repeats > 0  # repeated keys in the context are scored, not only the final probe
+
+
 def test_memorization_uses_one_fixed_map_everywhere():
     task = create("task", "mad_memorization", vocab_size=64, seq_len=32)
     again = create("task", "mad_memorization", vocab_size=64, seq_len=32)
