@@ -171,3 +171,46 @@ def test_the_width_grid_keeps_each_cells_own_best_learning_rate_and_the_report_d
     assert "Arora et al. 2023, Figure 2" in md and "| attention d=64 | trevo (this sweep) | 85.00 |" in md
     assert "a fixed training set of 100 examples per seed" in md
     assert (tmp_path / "widths.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def _hyper_run(store: Store, label: str, task: str, lr: float, wd: float, val: float, test: float) -> str:
+    cfg = RunConfig().override([f"train.lr={lr}", f"train.weight_decay={wd}"])
+    key = f"{label}-{task}-{lr}-{wd}"
+    store.add(Run(key=key, sweep="s", label=label, family="f", task=task, seed=0, lr=lr, status="pending",
+                  config=cfg.to_dict()))
+    store.update(key, status="done", metric="accuracy", higher_is_better=1, val={"accuracy": val},
+                 test={"accuracy": test}, params=100, tokens_per_s=10.0, peak_mem_mb=1.0, flops_per_token=1.0,
+                 wall_s=1.0, state_bytes=1024.0 * len(task), curves={"losses": [1.0], "history": []})
+    return key
+
+
+def test_the_best_lr_and_weight_decay_pair_is_kept_on_validation(tmp_path):
+    store = Store(tmp_path / DB_NAME)
+    for (lr, wd), val in {(1e-3, 0.0): 0.5, (1e-3, 0.1): 0.9, (2e-3, 0.0): 0.7, (2e-3, 0.1): 0.6}.items():
+        _hyper_run(store, "a", "t", lr, wd, val, test=val - 0.1)
+    (row,) = leaderboard(store.runs(), None)["t"]
+    assert (row.lr, row.weight_decay, row.seeds) == (1e-3, 0.1, 1) and row.test.mean == pytest.approx(0.8)
+    assert variant_key(store.runs()[0].config) == variant_key(store.runs()[1].config)  # one variant, 4 runs
+
+
+def test_the_report_averages_each_variant_over_a_tasks_difficulty_settings(tmp_path):
+    """MAD's score, by hand: a task's score is the mean of its settings' test metrics; the overall one the
+    mean over tasks, only for a variant that has every setting."""
+    store = Store(tmp_path / DB_NAME)
+    tests = {("a", "r baseline"): 0.9, ("a", "r seq_len=64"): 0.5, ("a", "c"): 0.4,
+             ("b", "r baseline"): 0.7, ("b", "c"): 0.8}  # b never finished "r seq_len=64"
+    keys = [_hyper_run(store, label, task, 1e-3, 0.0, value, value) for (label, task), value in tests.items()]
+    spec = {"tasks": [{"label": "r", "set": {"task.name": "mad_recall"}, "vary": [{"task.seq_len": 64}]}, "c"]}
+    store.add_sweep("s", None, "", spec, keys)
+    from trevo.arena.leaderboard import group_scores, overall
+    from trevo.arena.sweep import task_groups
+
+    scores = group_scores(leaderboard(store.runs(), None), task_groups(spec))
+    assert scores["a"]["r"].mean == pytest.approx(0.7) and scores["a"]["r"].state_bytes == 1024.0 * 12
+    assert overall(scores["a"], ["r", "c"]) == pytest.approx((0.7 + 0.4) / 2)
+    assert (scores["b"]["r"].done, scores["b"]["r"].total) == (1, 2) and overall(scores["b"], ["r", "c"]) is None
+    md = write_report(tmp_path / DB_NAME, plots=False)["md"].read_text()
+    section = md.split("## Averaged over difficulty settings")[1]
+    assert "| variant | r (2 settings) | c (1 setting) | mean over tasks | params | state KB (largest) |" in section
+    assert "| a | 0.7000 | 0.4000 | 0.5500 | 100 | 12.0 |" in section
+    assert "| b | 0.7000 (1 of 2) | 0.8000 | — | 100 | 10.0 |" in section

@@ -211,3 +211,71 @@ def test_the_lra_preset_is_lras_protocol_with_its_published_table():
                                                           "Mega": 63.14}
     kept = load_sweep("lra", ["sweep.tasks=listops"])
     assert list(kept.spec["published"]) == ["listops"]
+
+
+def _sweep_file(tmp_path, **extra) -> str:
+    import yaml
+
+    from tests.helpers import tiny_sweep_spec
+
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(tiny_sweep_spec(**extra), sort_keys=False))
+    return str(path)
+
+
+def test_weight_decays_are_an_axis_like_lrs(tmp_path):
+    plan = plan_sweep(tiny_sweep(lrs=[1e-3, 2e-3], weight_decays=[0.0, 0.1], variants=["gla"], baseline=None))
+    assert sorted((p.lr, p.weight_decay, p.config.train.weight_decay) for p in plan) == [
+        (1e-3, 0.0, 0.0), (1e-3, 0.1, 0.1), (2e-3, 0.0, 0.0), (2e-3, 0.1, 0.1)]
+    assert len({p.key for p in plan}) == 4
+    # without the axis, a run keeps the base's weight decay and the key it always had
+    plain = plan_sweep(tiny_sweep(variants=["gla"], baseline=None))
+    assert [p.key for p in plain] == [p.config.hash() for p in plain]
+    assert plain[0].config.train.weight_decay == RunConfig().train.weight_decay
+    subset = plan_sweep(load_sweep(_sweep_file(tmp_path, weight_decays=[0.0, 0.1]), ["sweep.weight_decays=0.05"]))
+    assert {p.config.train.weight_decay for p in subset} == {0.05}
+    with pytest.raises(SweepError, match=r"weight_decays\[1\]"):
+        tiny_sweep(weight_decays=[0.0, -1.0])
+    with pytest.raises(SweepError, match="must not repeat"):
+        tiny_sweep(weight_decays=[0.1, 0.1])
+
+
+def test_a_task_at_its_difficulty_settings_is_one_task_each_in_one_group(tmp_path):
+    from trevo.arena.sweep import task_groups
+
+    recall = {"label": "recall", "set": {"task.name": "mad_recall", "task.vocab_size": 16, "task.seq_len": 16},
+              "vary": [{"task.seq_len": 32}, {"task.vocab_size": 32, "task.multi_query": True}]}
+    sweep = tiny_sweep(tasks=["byte_lm", recall], variants=["gla"], baseline=None)
+    assert [(t.label, t.group) for t in sweep.tasks] == [
+        ("byte_lm", None), ("recall baseline", "recall"), ("recall seq_len=32", "recall"),
+        ("recall vocab_size=32,multi_query=True", "recall")]
+    options = {p.task: p.config.task.options for p in plan_sweep(sweep)}
+    assert options["recall seq_len=32"] == {"vocab_size": 16, "seq_len": 32}  # the baseline's others kept
+    assert options["recall vocab_size=32,multi_query=True"] == {"vocab_size": 32, "seq_len": 16, "multi_query": True}
+    assert task_groups(sweep.spec)["recall seq_len=32"] == "recall" and task_groups(sweep.spec)["byte_lm"] == "byte_lm"
+    path = _sweep_file(tmp_path, tasks=["byte_lm", recall])
+    assert [t.label for t in load_sweep(path, ["sweep.tasks=recall"]).tasks] == [t.label for t in sweep.tasks[1:]]
+    assert [t.label for t in load_sweep(path, ["sweep.tasks=recall seq_len=32"]).tasks] == ["recall seq_len=32"]
+    with pytest.raises(SweepError, match="vary must be a non-empty list"):
+        tiny_sweep(tasks=[{**recall, "vary": {"task.seq_len": [32]}}])
+
+
+def test_the_mad_preset_has_mad_labs_settings_and_sweep():
+    """Against mad-lab's configs/tasks/*.yml (baseline + each change, one at a time) and
+    make_benchmark_mad_configs (lr {1e-4, 5e-4, 1e-3} × weight decay {0, 0.1})."""
+    sweep = load_sweep("mad")
+    assert sweep.lrs == [1e-4, 5e-4, 1e-3] and sweep.weight_decays == [0.0, 0.1]
+    assert sweep.base.model.d_model == 128
+    counts = {}
+    for t in sweep.tasks:
+        counts[t.group] = counts.get(t.group, 0) + 1
+    assert counts == {"recall": 11, "fuzzy_recall": 11, "noisy_recall": 14, "selective_copy": 13, "compression": 11,
+                      "memorization": 6}
+    values = {t.label: t.values for t in sweep.tasks}
+    assert values["noisy_recall frac_noise=0.8"]["task.frac_noise"] == 0.8
+    assert values["noisy_recall vocab_size=144"]["task.noise_vocab_size"] == 16
+    assert values["memorization vocab_size=8192"]["task.train_size"] == 256
+    assert values["compression seq_len=256"]["task.name"] == "mad_compression"
+    small = values["recall train_size=800,steps=1250,eval_every=125"]  # 200 epochs of 800 in batches of 128
+    assert small["train.steps"] * sweep.base.train.batch_size == 200 * small["task.train_size"]
+    assert len(sweep.tasks) * len(sweep.variants) * 6 == 1980

@@ -84,7 +84,9 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
         s.add_argument("--set", action="append", metavar="KEY=VALUE",
                        help="override a field of every run, over the sweep's own values, e.g. --set train.device=cuda "
                             "--set train.steps=50; or take a subset of the sweep: --set sweep.d_models=64,128 "
-                            "(also sweep.lrs, sweep.seeds) --set sweep.tasks=LABEL,LABEL (also sweep.variants)")
+                            "(also sweep.lrs, sweep.weight_decays, sweep.seeds) --set sweep.tasks=LABEL,LABEL (a "
+                            "label or a task's group; also sweep.variants); or match widths to another budget: "
+                            "--set sweep.state_budget=BYTES (also sweep.param_budget, sweep.flop_budget)")
         s.add_argument("--plan", action="store_true", help="validate and print the plan, run nothing")
         s.add_argument("--no-report", action="store_true", help="skip writing the HTML/Markdown report")
         s.add_argument("--no-plots", action="store_true", help="a report without plots (no matplotlib needed)")

@@ -26,23 +26,32 @@ class ReportError(TrevoError, ValueError):
     """A report that cannot be made as asked (an unknown sweep or baseline)."""
 
 
+SWEPT = ("seed", "lr", "weight_decay")  # the train fields a sweep varies within one variant
+
+
 def variant_key(config: dict[str, Any]) -> str:
-    """A hash of a run's config without its seed and learning rate: runs that share it differ only
-    in those (seeds are pooled; the learning rate is chosen on validation)."""
-    train = {k: v for k, v in config.get("train", {}).items() if k not in ("seed", "lr")}
+    """A hash of a run's config without its seed, learning rate and weight decay: runs that share it differ
+    only in those (seeds are pooled; the learning rate and weight decay are chosen on validation)."""
+    train = {k: v for k, v in config.get("train", {}).items() if k not in SWEPT}
     text = json.dumps({**config, "train": train}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
+def hyper(run: Run) -> tuple[float, float]:
+    """The (learning rate, weight decay) a run trained with: what ``choose`` picks between."""
+    return run.lr, float(run.config.get("train", {}).get("weight_decay", 0.0))
+
+
 def choose(runs: list[Run]) -> list[Run]:
-    """Per (task, variant): the runs of the learning rate with the best mean validation metric."""
-    groups: dict[tuple[str, str, str], dict[float, list[Run]]] = {}
+    """Per (task, variant): the runs of the (learning rate, weight decay) with the best mean validation
+    metric (MAD keeps the best run of its lr × weight-decay sweep; a seed is not chosen, seeds are pooled)."""
+    groups: dict[tuple[str, str, str], dict[tuple[float, float], list[Run]]] = {}
     for r in runs:
         if r.status == "done":
-            groups.setdefault((r.task, r.label, variant_key(r.config)), {}).setdefault(r.lr, []).append(r)
+            groups.setdefault((r.task, r.label, variant_key(r.config)), {}).setdefault(hyper(r), []).append(r)
     chosen = []
     for by_lr in groups.values():
-        def score(lr: float, by_lr=by_lr) -> float:
+        def score(lr: tuple[float, float], by_lr=by_lr) -> float:
             rs = by_lr[lr]
             mean = statistics.fmean(r.val[r.metric] for r in rs)
             return -mean if rs[0].higher_is_better else mean
@@ -96,6 +105,7 @@ class Row:
     d_model: int
     expand: str  # the channel mixer's expand, where the width match adjusted it
     lr: float
+    weight_decay: float
     seeds: int
     metric: str
     higher_is_better: bool
@@ -134,7 +144,7 @@ def leaderboard(runs: list[Run], baseline: str | None) -> dict[str, list[Row]]:
                 label=label, family=first.family, variant=variant,
                 params=int(statistics.fmean(r.params for r in rs)),
                 d_model=first.config["model"]["d_model"], expand=_expand(first.config), lr=first.lr,
-                seeds=len(rs), metric=first.metric,
+                weight_decay=hyper(first)[1], seeds=len(rs), metric=first.metric,
                 higher_is_better=bool(first.higher_is_better), test=estimate(values),
                 val=estimate([r.val[r.metric] for r in rs]),
                 tokens_per_s=statistics.fmean(r.tokens_per_s for r in rs),
@@ -158,6 +168,45 @@ def _baseline_runs(base_groups: list[list[Run]], d_model: int) -> list[Run] | No
     if len(set(widths)) != len(widths) or d_model not in widths:
         return None
     return base_groups[widths.index(d_model)]
+
+
+@dataclass
+class GroupScore:
+    """A variant's score on a group of task settings: the mean over the settings it finished of each
+    setting's test metric (its chosen run, seeds pooled), MAD's score per task."""
+
+    mean: float
+    done: int  # settings of the group the variant has a result on
+    total: int  # settings of the group in the boards
+    state_bytes: float | None  # the largest generation state over the group's settings
+
+
+def group_scores(boards: dict[str, list[Row]], groups: dict[str, str]) -> dict[str, dict[str, GroupScore]]:
+    """``{variant: {group: GroupScore}}`` (MAD: a task's score is the mean over its difficulty settings of
+    the best run of each; ``groups`` maps a task label to its group, a label it lacks is a group alone).
+    Rows are told apart by ``shown_label`` (a width grid's rows by their d_model)."""
+    by_group: dict[str, list[str]] = {}
+    for task in boards:
+        by_group.setdefault(groups.get(task, task), []).append(task)
+    scores: dict[str, dict[str, GroupScore]] = {}
+    for group, tasks in by_group.items():
+        values: dict[str, list[Row]] = {}
+        for task in tasks:
+            for row in boards[task]:
+                values.setdefault(shown_label(row, boards[task]), []).append(row)
+        for label, rows in values.items():
+            states = [r.state_bytes for r in rows if r.state_bytes is not None]
+            scores.setdefault(label, {})[group] = GroupScore(
+                statistics.fmean(r.test.mean for r in rows), len(rows), len(tasks), max(states) if states else None)
+    return scores
+
+
+def overall(scores: dict[str, GroupScore], groups: list[str]) -> float | None:
+    """The mean over ``groups`` of a variant's group scores (MAD's score over tasks); None unless it has
+    every setting of every group (a partial mean would flatter a variant that failed the hard settings)."""
+    if any(g not in scores or scores[g].done < scores[g].total for g in groups):
+        return None
+    return statistics.fmean(scores[g].mean for g in groups)
 
 
 def _mean_or_none(values: list[float | None]) -> float | None:

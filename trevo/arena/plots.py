@@ -8,7 +8,7 @@ import io
 import re
 import statistics
 
-from trevo.arena.leaderboard import Row, shown_label, variant_key
+from trevo.arena.leaderboard import Row, hyper, shown_label, variant_key
 from trevo.arena.stats import pareto_front
 from trevo.arena.store import Run
 from trevo.plotting import pyplot
@@ -93,8 +93,9 @@ def task_plots(task: str, rows: list[Row], runs: list[Run], references: dict[str
         plt.close(fig)
     fig, ax = plt.subplots(figsize=(6, 4))
     for row in rows:
-        curves = [r.curves["losses"] for r in runs if r.task == task and r.label == row.label and r.lr == row.lr
-                  and variant_key(r.config) == row.variant and r.status == "done" and r.curves]
+        curves = [r.curves["losses"] for r in runs if r.task == task and r.label == row.label
+                  and hyper(r) == (row.lr, row.weight_decay) and variant_key(r.config) == row.variant
+                  and r.status == "done" and r.curves]
         if not curves:
             continue
         n = min(len(c) for c in curves)

@@ -27,7 +27,9 @@ from trevo.arena.leaderboard import (
     architectures,
     controlled,
     family_best,
+    group_scores,
     leaderboard,
+    overall,
     select,
     shown_label,
     width_grid,
@@ -50,11 +52,12 @@ def _mark(row: Row) -> str:
 
 def board_table(rows: list[Row], baseline: str | None) -> Table:
     metric = rows[0].metric if rows else "metric"
-    header = ["rank", "variant", "family", "params", "d_model", "expand", "lr", "seeds", f"test {metric} (95% CI)",
-              "vs baseline", f"val {metric}", "tokens/s", "peak MB", "MFLOP/token", "state KB"]
+    header = ["rank", "variant", "family", "params", "d_model", "expand", "lr", "wd", "seeds",
+              f"test {metric} (95% CI)", "vs baseline", f"val {metric}", "tokens/s", "peak MB", "MFLOP/token",
+              "state KB"]
     body = [[str(i), shown_label(r, rows), r.family, f"{r.params:,}", str(r.d_model), r.expand, f"{r.lr:g}",
-             str(r.seeds), str(r.test), _mark(r) if baseline else "", f"{r.val.mean:.4f}", f"{r.tokens_per_s:,.0f}",
-             f"{r.peak_mem_mb:,.0f}", f"{r.flops_per_token / 1e6:,.2f}",
+             f"{r.weight_decay:g}", str(r.seeds), str(r.test), _mark(r) if baseline else "", f"{r.val.mean:.4f}",
+             f"{r.tokens_per_s:,.0f}", f"{r.peak_mem_mb:,.0f}", f"{r.flops_per_token / 1e6:,.2f}",
              "" if r.state_bytes is None else f"{r.state_bytes / 1024:,.1f}"] for i, r in enumerate(rows, 1)]
     return Table(header, body, left={1, 2})
 
@@ -74,6 +77,36 @@ def width_table(cells: dict[str, dict[int, Row]]) -> Table:
     body = [[label, *[f"{row[d].test.mean:.4f} (lr {row[d].lr:.2g})" if d in row else "—" for d in widths]]
             for label, row in cells.items()]
     return Table(["variant", *[f"d_model {d}" for d in widths]], body, left={0})
+
+
+def group_table(boards: dict[str, list[Row]], groups: dict[str, str]) -> tuple[Table, list[str]] | None:
+    """MAD's table: per variant, its mean test metric over each group's difficulty settings, the mean over
+    groups (where it finished them all), its parameters and its largest generation state; None where no
+    task has difficulty settings. Also the groups, in order."""
+    scores = group_scores(boards, groups)
+    names = list(dict.fromkeys(groups.get(t, t) for t in [*groups, *boards] if t in boards))  # the sweep's order
+    if not any(s.total > 1 for by_group in scores.values() for s in by_group.values()):
+        return None
+    params = {shown_label(r, rows): r.params for rows in boards.values() for r in rows}
+
+    def cell(label: str, group: str) -> str:
+        s = scores[label].get(group)
+        if s is None:
+            return "—"
+        return f"{s.mean:.4f}" + (f" ({s.done} of {s.total})" if s.done < s.total else "")
+
+    def state(label: str) -> str:
+        values = [s.state_bytes for s in scores[label].values() if s.state_bytes is not None]
+        return f"{max(values) / 1024:,.1f}" if values else ""
+
+    order = sorted(scores, key=lambda label: -(overall(scores[label], names) or -1.0))
+    body = [[label, *[cell(label, g) for g in names],
+             "—" if overall(scores[label], names) is None else f"{overall(scores[label], names):.4f}",
+             f"{params[label]:,}", state(label)] for label in order]
+    totals = {g: max(s[g].total for s in scores.values() if g in s) for g in names}
+    header = ["variant", *[f"{g} ({totals[g]} setting{'s' if totals[g] > 1 else ''})" for g in names],
+              "mean over tasks", "params", "state KB (largest)"]
+    return Table(header, body, left={0}), names
 
 
 def published_table(entry: dict[str, Any], rows: list[Row]) -> Table:
@@ -168,6 +201,25 @@ def write_report(db_path: str | Path, out_dir: str | Path | None = None, baselin
             for caption, png in task_plots(task, rows, runs, refs.get(task, {})):
                 page.append(f'<img alt="{html.escape(caption)}" title="{html.escape(caption)}" '
                             f'src="data:image/png;base64,{png}">')
+    from trevo.arena.sweep import task_groups
+
+    averaged = group_table(boards, task_groups(spec))
+    if averaged:
+        note = ("Scores averaged over each task's difficulty settings, as MAD reports them (Poli et al. 2024): "
+                "per setting the chosen run's test metric (best learning rate and weight decay on validation), "
+                "their mean per task, and the mean over tasks where a variant finished every setting ('k of N': "
+                "the settings it has a result on). State: the largest generation state over the settings, "
+                "after a prefill of each setting's length.")
+        md += ["", "## Averaged over difficulty settings", "", note, "", markdown(averaged[0])]
+        page.append(f"<h2>Averaged over difficulty settings</h2><p>{html.escape(note)}</p>{html_table(averaged[0])}")
+        for group in averaged[1]:
+            if isinstance(published.get(group), dict) and group not in boards:  # a group's own table
+                pub = Table(["model", "source", "score"], [[str(m), str(published[group]["source"]), f"{v:g}"]
+                                                           for m, v in published[group]["rows"].items()], left={0, 1})
+                md += ["", f"Published, {escape_markdown(group)} ({escape_markdown(published[group]['source'])}):",
+                       "", markdown(pub)]
+                page.append(f"<h3>Published, {html.escape(group)} ({html.escape(published[group]['source'])})</h3>"
+                            f"{html_table(pub)}")
     grid = width_grid(boards)
     if grid:
         note = ("Accuracy against width (Zoology's Figure 2): each cell is the best learning rate of that variant, "

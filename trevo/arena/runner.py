@@ -259,9 +259,10 @@ def run_sweep(sweep: Sweep, out_dir: str | Path, *, workers: int = 1, log: Calla
             detail = f"{r.metric} {r.val[r.metric]:.4f}, {r.params:,} params, {r.wall_s:.0f} s"
         else:
             detail = (r.error or "claimed by another process").splitlines()[0]
-        log(f"[{finished}/{len(todo)}] {p.task} / {p.label} lr={p.lr:g} seed={p.seed}: {r.status} ({detail})")
+        wd = f" wd={p.weight_decay:g}" if len(sweep.weight_decays) > 1 else ""
+        log(f"[{finished}/{len(todo)}] {p.task} / {p.label} lr={p.lr:g}{wd} seed={p.seed}: {r.status} ({detail})")
 
-    eval_test = len(sweep.lrs) <= 1
+    eval_test = len(sweep.lrs) <= 1 and len(sweep.weight_decays) <= 1  # else only the chosen runs are tested
     if backend == "ray":
         _run_on_ray(store, todo, out, threads, eval_test, address, report)
     else:

@@ -10,7 +10,9 @@ A sweep file (or a preset in ``trevo/arena/presets/``)::
     # or flop_budget: 1.0e12    # ... to this many training FLOPs (matmul FLOPs per token × tokens)
     baseline: softmax_attention # the variant the others are compared with
     seeds: [0, 1]
+    # or state_budget: 65536   # ... to this many bytes of generation state after a prefill of the task's length
     lrs: [1.0e-3, 3.0e-3]       # optional: the best per variant and task is chosen on validation
+    weight_decays: [0.0, 0.1]   # optional, the same: the best (lr, weight decay) pair is chosen on validation
     d_models: [64, 128]         # optional, instead of param_budget: every variant at each width (Zoology's
                                 # accuracy-against-width grid; the best lr is chosen per width)
     published: {listops: {source: "Tay et al. 2021, Table 1", rows: {Transformer: 36.37}}}
@@ -21,40 +23,36 @@ A sweep file (or a preset in ``trevo/arena/presets/``)::
       - {label: gla3+attn, genome: "4×d96 [gla,gla,gla,attn+rope] swiglu rmsnorm pre"}  # or a model mapping
     tasks:                      # a bare string is a task name
       - {label: byte_lm, set: {task.name: byte_lm, task.seq_len: 128}}
+      - {label: recall, set: {task.name: mad_recall}, vary: [{task.seq_len: 256}, {task.vocab_size: 32}]}
+                                # optional vary: the task at harder settings too, one task each
+                                # ("recall seq_len=256" …); the report averages each variant over them
 
-Every variant × task × d_model × seed × lr becomes one run. The plan is validated whole — unknown fields,
+Every variant × task × d_model × seed × lr × weight decay becomes one run. The plan is validated whole — unknown fields,
 unknown components, incompatible mixer/task pairs — before any run starts.
 """
 
 from __future__ import annotations
 
-import inspect
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
 import yaml
 
 from trevo import presets
+from trevo.arena.budgets import count_flops, count_params, count_state_bytes, match_width
 from trevo.config import COMPONENTS, LAYER_FIELDS, ConfigError, RunConfig, TrainConfig
 from trevo.errors import TrevoError
-from trevo.models import build_model
 from trevo.models.layers import model_family
 from trevo.precision import check_precision
 from trevo.registry import create, get
-from trevo.tasks.base import TaskInfo
 from trevo.train import check_device, check_fits
 from trevo.validation import check_field
 
-SWEEP_FIELDS = {"name", "description", "base", "param_budget", "flop_budget", "baseline", "seeds", "lrs", "d_models",
-                "published", "variants", "tasks"}
-# d_model is matched in steps of 2 (widths a component cannot take are skipped): parameters grow about
-# as d², so a step is about 4/d of them, and the match is within 5% from d ≈ 80 up.
-WIDTH_STEP = 2
+SWEEP_FIELDS = {"name", "description", "base", "param_budget", "flop_budget", "state_budget", "baseline", "seeds",
+                "lrs", "weight_decays", "d_models", "published", "variants", "tasks"}
+BUDGETS = ("param_budget", "flop_budget", "state_budget")
 # How close the width match must land to the parameter budget (the arena's promise).
 BUDGET_TOLERANCE = 0.05
 # A sweep's name becomes a folder name (runs/arena-<name>): one path component, no "..".
@@ -69,6 +67,8 @@ class SweepError(TrevoError, ValueError):
 class Variant:
     label: str
     values: dict[str, Any]
+    # The task whose difficulty settings this one is (a task entry's ``vary``); None: a task of its own.
+    group: str | None = None
 
 
 @dataclass
@@ -79,11 +79,15 @@ class Sweep:
     tasks: list[Variant]
     seeds: list[int] = field(default_factory=lambda: [0])
     lrs: list[float] = field(default_factory=list)
+    weight_decays: list[float] = field(default_factory=list)  # empty: the base's train.weight_decay
     d_models: list[int] = field(default_factory=list)  # empty: the base's (or the matched) width
     param_budget: int | None = None
     # Training FLOPs (matmul FLOPs per token of a forward + backward step × the run's tokens), instead of
     # param_budget: widths matched so that every variant spends the same compute.
     flop_budget: float | None = None
+    # Bytes of generation state after a prefill of the task's length (MAD's comparison at equal state size),
+    # instead of param_budget.
+    state_budget: int | None = None
     baseline: str | None = None
     description: str = ""
     spec: dict[str, Any] = field(default_factory=dict)  # the sweep as written
@@ -106,6 +110,7 @@ class PlannedRun:
     key: str
     params: int
     seq_len: int = 0  # the task's sequence length (tokens per example)
+    weight_decay: float = 0.0
 
 
 def preset_names() -> list[str]:
@@ -113,14 +118,16 @@ def preset_names() -> list[str]:
 
 
 # The sweep's own lists that ``--set sweep.<field>=…`` may replace (a subset of a preset: fewer widths,
-# tasks, variants, learning rates or seeds).
-SWEEP_OVERRIDES = ("d_models", "lrs", "seeds", "tasks", "variants")
+# tasks, variants, learning rates or seeds), and its budgets (one number; setting one drops the others).
+SWEEP_OVERRIDES = ("d_models", "lrs", "weight_decays", "seeds", "tasks", "variants", *BUDGETS)
 
 
 def load_sweep(source: str, overrides: list[str] | tuple[str, ...] = ()) -> Sweep:
     """A preset name (``quick``, ``standard`` …) or the path of a sweep YAML file, with ``overrides``
-    (``--set``): ``sweep.d_models=[64,128]``, ``sweep.lrs=…``, ``sweep.seeds=…`` replace those lists,
-    ``sweep.tasks=a,b`` and ``sweep.variants=a,b`` keep only the labels named; every other
+    (``--set``): ``sweep.d_models=[64,128]``, ``sweep.lrs=…``, ``sweep.weight_decays=…``, ``sweep.seeds=…``
+    replace those lists, ``sweep.state_budget=65536`` (or ``param_budget``, ``flop_budget``) matches widths to
+    that budget instead of the sweep's own, ``sweep.tasks=a,b`` and ``sweep.variants=a,b`` keep only the
+    labels named (a task's group names all its difficulty settings); every other
     ``dotted.key=value`` is applied to every run, over the variants' and tasks' own values."""
     data, where = presets.load_yaml("trevo.arena", source, "sweep", SweepError)
     run_level, keep = [], {}
@@ -133,6 +140,10 @@ def load_sweep(source: str, overrides: list[str] | tuple[str, ...] = ()) -> Swee
         if field_name not in SWEEP_OVERRIDES or not sep:
             raise SweepError(f"--set {assignment}: a sweep field is set as sweep.<field>=<value> with field one of "
                              f"{', '.join(SWEEP_OVERRIDES)}")
+        if field_name in BUDGETS and isinstance(data, dict):
+            data = {k: v for k, v in data.items() if k not in BUDGETS}
+            data[field_name] = yaml.safe_load(raw)  # checked with the sweep's own fields below
+            continue
         value = yaml.safe_load(raw) if raw.strip().startswith("[") else [
             yaml.safe_load(x) for x in raw.split(",") if x.strip()]
         if field_name in ("tasks", "variants"):
@@ -140,17 +151,18 @@ def load_sweep(source: str, overrides: list[str] | tuple[str, ...] = ()) -> Swee
         elif isinstance(data, dict):
             data = {**data, field_name: value}
     sweep = parse_sweep(data, where)
-    for field_name, labels in keep.items():
+    for field_name, labels in keep.items():  # a task's label, or its group: all its difficulty settings
         items = getattr(sweep, field_name)
-        unknown = [x for x in labels if x not in {v.label for v in items}]
+        names = {v.label for v in items} | {v.group for v in items if v.group}
+        unknown = [x for x in labels if x not in names]
         if unknown:
             raise SweepError(f"--set sweep.{field_name}: no {field_name[:-1]} labelled {', '.join(unknown)}; the "
-                             f"sweep's: {', '.join(v.label for v in items)}")
-        setattr(sweep, field_name, [v for v in items if v.label in labels])
+                             f"sweep's: {', '.join(sorted(names))}")
+        setattr(sweep, field_name, [v for v in items if v.label in labels or v.group in labels])
     if sweep.baseline is not None and sweep.baseline not in {v.label for v in sweep.variants}:
         sweep.baseline = None  # the subset left the baseline out
     if isinstance(sweep.spec.get("published"), dict):  # keep the published tables of the tasks kept
-        kept = {t.label for t in sweep.tasks}
+        kept = {t.label for t in sweep.tasks} | {t.group for t in sweep.tasks if t.group}
         sweep.spec = {**sweep.spec, "published": {t: v for t, v in sweep.spec["published"].items() if t in kept}}
     if run_level:
         try:
@@ -174,13 +186,45 @@ def _variants(items: Any, where: str, key: str) -> list[Variant]:
         elif isinstance(item, dict) and set(item) <= {"label", "set"} and isinstance(item.get("set"), dict):
             label = str(item.get("label") or ",".join(f"{k}={v}" for k, v in item["set"].items()))
             out.append(Variant(label, dict(item["set"])))
+        elif key == "tasks" and isinstance(item, dict) and set(item) <= {"label", "set", "vary"} and "vary" in item:
+            out += _difficulties(item, where)
         else:
-            raise SweepError(f"{where}: each of '{key}' is a name or {{label: ..., set: {{dotted.key: value}}}}, "
-                             f"got {item!r}")
+            raise SweepError(f"{where}: each of '{key}' is a name or {{label: ..., set: {{dotted.key: value}}}}"
+                             + (", with an optional vary: [{dotted.key: value}, …]" if key == "tasks" else "")
+                             + f", got {item!r}")
     labels = [v.label for v in out]
     if len(set(labels)) != len(labels):
         raise SweepError(f"{where}: '{key}' labels must be unique, got {labels}")
     return out
+
+
+def _difficulties(item: dict[str, Any], where: str) -> list[Variant]:
+    """A task at its difficulty settings, as MAD varies them (mad-lab's task configs: a baseline and
+    ``changes``, one at a time): ``{label: recall, set: {…}, vary: [{task.seq_len: 256}, …]}`` is the task
+    ``recall baseline`` and one task per entry of ``vary`` (``recall seq_len=256``: the baseline's settings with that
+    entry's over them), all of group ``recall``; the report averages a variant's score over a group."""
+    base, vary = item.get("set", {}), item["vary"]
+    label = item.get("label")
+    if not isinstance(label, str) or not label or not isinstance(base, dict):
+        raise SweepError(f"{where}: a task with vary needs a label and a set mapping, got {item!r}")
+    if not isinstance(vary, list) or not vary or not all(isinstance(v, dict) and v for v in vary):
+        raise SweepError(f"{where}: task {label!r}: vary must be a non-empty list of {{dotted.key: value}} "
+                         f"mappings (one per difficulty setting), got {vary!r}")
+    out = [Variant(f"{label} baseline", dict(base), label)]
+    for change in vary:
+        name = ",".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in change.items())
+        out.append(Variant(f"{label} {name}", {**base, **change}, label))
+    return out
+
+
+def task_groups(spec: Any) -> dict[str, str]:
+    """``{task label: group}`` of a sweep as written (a task without ``vary`` is its own group); empty for
+    a spec that does not parse."""
+    try:
+        tasks = _variants(spec.get("tasks"), "sweep", "tasks") if isinstance(spec, dict) else []
+    except SweepError:
+        return {}
+    return {t.label: t.group or t.label for t in tasks}
 
 
 def _genome_variant(item: Any, where: str) -> Variant:
@@ -216,14 +260,17 @@ def parse_sweep(data: Any, where: str = "sweep") -> Sweep:
     except ConfigError as e:
         raise SweepError(f"{where}: base: {e}") from None
     seeds = data.get("seeds", [0])
-    lrs = data.get("lrs") or []
+    lrs, wds = data.get("lrs") or [], data.get("weight_decays") or []
     if not isinstance(seeds, list) or not seeds:
         raise SweepError(f"{where}: seeds must be a non-empty list of integers, got {seeds!r}")
-    if not isinstance(lrs, list):
-        raise SweepError(f"{where}: lrs must be a list of numbers, got {lrs!r}")
+    for key, values in (("lrs", lrs), ("weight_decays", wds)):
+        if not isinstance(values, list):
+            raise SweepError(f"{where}: {key} must be a list of numbers, got {values!r}")
     lrs = [float(x) if isinstance(x, str) and _is_float(x) else x for x in lrs]  # YAML reads 3e-3 as a string
+    wds = [float(x) if isinstance(x, str) and _is_float(x) else x for x in wds]
     problems = [check_field(TrainConfig, "seed", x, f"{where}: seeds[{i}]") for i, x in enumerate(seeds)]
     problems += [check_field(TrainConfig, "lr", x, f"{where}: lrs[{i}]") for i, x in enumerate(lrs)]
+    problems += [check_field(TrainConfig, "weight_decay", x, f"{where}: weight_decays[{i}]") for i, x in enumerate(wds)]
     budget = data.get("param_budget")
     if budget is not None and (not isinstance(budget, int) or isinstance(budget, bool) or budget <= 0):
         problems.append(f"{where}: param_budget = {budget!r}: expected a positive integer")
@@ -232,15 +279,20 @@ def parse_sweep(data: Any, where: str = "sweep") -> Sweep:
     if flops is not None and (not isinstance(flops, (int, float)) or isinstance(flops, bool) or not flops > 0
                               or flops == float("inf")):
         problems.append(f"{where}: flop_budget = {flops!r}: expected a positive number of training FLOPs")
-    if budget is not None and flops is not None:
-        problems.append(f"{where}: param_budget and flop_budget both given; match widths to one of them")
+    state = data.get("state_budget")
+    if state is not None and (not isinstance(state, int) or isinstance(state, bool) or state <= 0):
+        problems.append(f"{where}: state_budget = {state!r}: expected a positive integer (bytes of generation state)")
+    given = [b for b in BUDGETS if data.get(b) is not None]
+    if len(given) > 1:
+        problems.append(f"{where}: {' and '.join(given)} {'both' if len(given) == 2 else 'all'} given; match widths "
+                        f"to one of them")
     d_models = data.get("d_models") or []
     if not isinstance(d_models, list) or any(not isinstance(d, int) or isinstance(d, bool) or d < 1 for d in d_models):
         problems.append(f"{where}: d_models = {d_models!r}: expected a list of positive integers (widths)")
     elif len(set(d_models)) != len(d_models):
         problems.append(f"{where}: d_models must not repeat a width, got {d_models}")
-    elif d_models and (budget is not None or flops is not None):
-        problems.append(f"{where}: d_models and {'param' if budget is not None else 'flop'}_budget both set the "
+    elif d_models and given:
+        problems.append(f"{where}: d_models and {given[0]} both set the "
                         f"width; keep one (d_models: every variant at each width; a budget: each variant at the "
                         f"width that matches it)")
     problems += _published_problems(data.get("published"), where)
@@ -249,19 +301,22 @@ def parse_sweep(data: Any, where: str = "sweep") -> Sweep:
         problems.append(f"{where}: name = {name!r}: expected letters, digits, '.', '_' or '-' (it names the output "
                         f"folder), starting with a letter or digit")
     problems = [p for p in problems if p]
-    if not problems and (len(set(seeds)) != len(seeds) or len(set(lrs)) != len(lrs)):
-        problems.append(f"{where}: seeds and lrs must not repeat a value (a repeat would be one run counted twice)")
+    if not problems and any(len(set(xs)) != len(xs) for xs in (seeds, lrs, wds)):
+        problems.append(f"{where}: seeds, lrs and weight_decays must not repeat a value (a repeat would be one run "
+                        f"counted twice)")
     if problems:
         raise SweepError("\n".join(problems))
-    lrs = [float(x) for x in lrs]
+    lrs, wds = [float(x) for x in lrs], [float(x) for x in wds]
     sweep = Sweep(name=name, base=base,
                   variants=_variants(data.get("variants"), where, "variants"),
                   tasks=_variants(data.get("tasks"), where, "tasks"), seeds=seeds, lrs=lrs,
-                  d_models=list(d_models), param_budget=budget, flop_budget=None if flops is None else float(flops),
+                  weight_decays=wds, d_models=list(d_models), param_budget=budget, state_budget=state,
+                  flop_budget=None if flops is None else float(flops),
                   baseline=data.get("baseline"), description=data.get("description", ""), spec=data)
     if sweep.baseline is not None and sweep.baseline not in [v.label for v in sweep.variants]:
         raise SweepError(f"{where}: baseline {sweep.baseline!r} is not one of the variants' labels")
-    unknown_tasks = sorted(set(data.get("published") or {}) - {t.label for t in sweep.tasks})
+    unknown_tasks = sorted(set(data.get("published") or {}) - {t.label for t in sweep.tasks}
+                           - {t.group for t in sweep.tasks if t.group})
     if unknown_tasks:
         raise SweepError(f"{where}: published names task(s) {', '.join(unknown_tasks)} that the sweep does not have; "
                          f"its tasks: {', '.join(t.label for t in sweep.tasks)}")
@@ -292,91 +347,6 @@ def _is_float(text: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def count_params(cfg: RunConfig, info: TaskInfo) -> int:
-    return sum(p.numel() for p in build_model(cfg.model, info).parameters())
-
-
-def _channel_expand(cfg: RunConfig) -> float | None:
-    """The channel mixer's ``expand`` (its hidden width over d_model), or None if it has none."""
-    default = inspect.signature(get("channel", cfg.model.channel.name).factory).parameters.get("expand")
-    if default is None:
-        return None
-    return float(cfg.model.channel.options.get("expand", default.default))
-
-
-def count_flops(cfg: RunConfig, task: Any) -> int:
-    """Matmul FLOPs per token of one training step (forward + backward) of ``cfg``'s model on one sequence of
-    ``task``, counted by PyTorch's FlopCounterMode on the CPU (matmul work is linear in the batch, so the
-    batch size does not change it; element-wise work, e.g. a recurrent scan's, is not counted)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from trevo.train import logits_of
-
-    torch.manual_seed(cfg.train.seed)
-    model = build_model(cfg.model, task.info)
-    batch = task.train_batch(0, 1, cfg.train.seed)
-    with FlopCounterMode(display=False) as counter:
-        task.loss(logits_of(model, batch), batch).backward()
-    return int(round(counter.get_total_flops() / batch["input"].numel()))
-
-
-def match_width(cfg: RunConfig, info: TaskInfo, budget: float,
-                measure: Callable[[RunConfig], int] | None = None, unit: str = "parameter") -> tuple[RunConfig, int]:
-    """The config whose parameter count (or ``measure``: FLOPs per token) is closest to ``budget``, and
-    that count.
-
-    First d_model, in steps of WIDTH_STEP: counts are close to quadratic in d_model, so three probes
-    give a guess, and the search walks out from it until a buildable width on each side of the budget
-    is found (widths a component cannot take, e.g. not a multiple of its head size, are skipped).
-    Where the buildable widths are too coarse to land within 4%, the channel mixer's ``expand`` is
-    then adjusted, the count being linear in it."""
-    measure = measure or (lambda c: count_params(c, info))
-    measure(cfg)  # a config that cannot build at any width fails here, with its own message
-
-    def params_of(c: RunConfig) -> int | None:
-        try:
-            return measure(c)
-        except TrevoError:
-            return None
-
-    probes = {d: params_of(cfg.replace({"model.d_model": d})) for d in (32, 128, 256)}
-    known = [(d, p) for d, p in probes.items() if p is not None]
-    guess = 128
-    if len(known) == 3:
-        a, b, c = np.polyfit([d for d, _ in known], [p for _, p in known], 2)
-        roots = [r.real for r in np.roots([a, b, c - budget]) if abs(r.imag) < 1e-9 and r.real > 0]
-        guess = int(round(max(roots) / WIDTH_STEP)) * WIDTH_STEP if roots else guess
-    below: tuple[int, int] | None = None
-    above: tuple[int, int] | None = None
-    for offset in range(0, 40 * WIDTH_STEP, WIDTH_STEP):
-        for d in {guess - offset, guess + offset}:
-            p = probes[d] if d in probes else params_of(cfg.replace({"model.d_model": d})) if d > 0 else None
-            if p is None:
-                continue
-            if p <= budget and (below is None or p > below[1]):
-                below = (d, p)
-            if p >= budget and (above is None or p < above[1]):
-                above = (d, p)
-        if below and above:
-            break
-    found = [x for x in (below, above) if x]
-    if not found:
-        raise SweepError(f"no d_model near {guess} builds {cfg.model.mixer.name!r} for a {budget:,.0f}-{unit} budget")
-    d, params = min(found, key=lambda x: abs(x[1] - budget))
-    cfg = cfg.replace({"model.d_model": d})
-    expand = _channel_expand(cfg)
-    if expand is not None and abs(params - budget) > 0.04 * budget:
-        probe = params_of(cfg.replace({"model.channel.expand": expand * 1.25}))
-        if probe is not None and probe != params:
-            slope = (probe - params) / (expand * 0.25)
-            target = min(2 * expand, max(0.5 * expand, expand + (budget - params) / slope))
-            tuned = cfg.replace({"model.channel.expand": round(target * 64) / 64})
-            tuned_params = params_of(tuned)
-            if tuned_params is not None and abs(tuned_params - budget) < abs(params - budget):
-                cfg, params = tuned, tuned_params
-    return cfg, params
 
 
 def check_reachable_from_workers(cfg: RunConfig) -> None:
@@ -440,6 +410,17 @@ def plan_sweep(sweep: Sweep) -> list[PlannedRun]:
                             f"{abs(flops / per_token - 1):.0%} from the {per_token:,.0f} the flop_budget allows per "
                             f"token (the arena matches within {tolerance:.0%}); change flop_budget or n_layers")
                     params = count_params(cfg, task_obj.info)
+                elif sweep.state_budget:
+                    cfg, state = match_width(cfg, task_obj.info, sweep.state_budget,
+                                             lambda c, i=task_obj.info: count_state_bytes(c, i), "state-byte")
+                    tolerance = sweep.budget_tolerance
+                    if tolerance is not None and abs(state - sweep.state_budget) > tolerance * sweep.state_budget:
+                        raise SweepError(
+                            f"the closest width, d_model={cfg.model.d_model}, holds {state:,} bytes of state after "
+                            f"{task_obj.info.seq_len} tokens, {abs(state / sweep.state_budget - 1):.0%} from the "
+                            f"{sweep.state_budget:,}-byte state_budget (the arena matches within {tolerance:.0%}); "
+                            f"change state_budget or n_layers")
+                    params = count_params(cfg, task_obj.info)
                 else:
                     params = count_params(cfg, task_obj.info)  # builds it: every build-time check runs
                 check_device(cfg.train.device)
@@ -451,11 +432,12 @@ def plan_sweep(sweep: Sweep) -> list[PlannedRun]:
             except TrevoError as e:
                 problems.append(f"variant {variant.label!r} on task {task.label!r}: {e}")
                 continue
-            for lr in sweep.lrs or [cfg.train.lr]:
+            for lr, wd in ((x, y) for x in sweep.lrs or [cfg.train.lr]
+                           for y in sweep.weight_decays or [cfg.train.weight_decay]):
                 for seed in sweep.seeds:
-                    run_cfg = cfg.replace({"train.lr": lr, "train.seed": seed})
+                    run_cfg = cfg.replace({"train.lr": lr, "train.weight_decay": wd, "train.seed": seed})
                     runs.append(PlannedRun(variant.label, family, task.label, seed, lr, run_cfg, run_cfg.hash(),
-                                           params, task_obj.info.seq_len))
+                                           params, task_obj.info.seq_len, wd))
     keys = [r.key for r in runs]
     if not problems and len(set(keys)) != len(keys):
         problems.append("two runs of the plan have the same config (an override such as --set model.d_model=… "
@@ -502,7 +484,7 @@ def plan_summary(runs: list[PlannedRun]) -> str:
         m = r.config.model
         expand = m.channel.options.get("expand", "")
         lines.append(f"  {r.task:<16} {r.label:<28} params={r.params:<9,} d_model={m.d_model:<4} "
-                     f"expand={expand!s:<6} lr={r.lr:<8g} seed={r.seed}")
+                     f"expand={expand!s:<6} lr={r.lr:<8g} wd={r.weight_decay:<5g} seed={r.seed}")
     genomes = genome_lines(runs)
     if genomes:
         lines += ["architectures:", *genomes]

@@ -22,8 +22,9 @@ Batch = dict[str, torch.Tensor]
 @dataclass(frozen=True)
 class TaskInfo:
     vocab_size: int
-    head: str  # "lm" (next token), "mlm" (masked tokens), "classify" (one label per sequence) or "regress"
-    # (real numbers per output point: StructuredTaskInfo.output_dims)
+    head: str  # "lm" (next token), "mlm" (masked tokens), "classify" (one label per sequence), "regress"
+    # (real numbers per output point: StructuredTaskInfo.output_dims) or "reconstruct" (every token decoded
+    # from the last position alone: MAD's compression)
     seq_len: int
     n_classes: int = 0
     # "required" (causal LM), "forbidden" (masked LM) or "either" (classification).

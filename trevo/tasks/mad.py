@@ -14,13 +14,23 @@ sequence, and is scored (accuracy) only where a value is recalled:
 - ``mad_fuzzy_recall``: keys and values are runs of 1 … ``k_motif_size`` / ``v_motif_size`` tokens (at
   evaluation every key has the full ``k_motif_size``); the probe pair is placed at a random point, the
   sequence left-padded with a pad token (V-2) and closed by the copy token, the probe key and its value,
-  whose tokens are scored.
+  whose tokens are scored (``multi_query``, as mad-lab's benchmark runs it: no copy token, V-1 pads, and
+  the value of every key already shown is scored too).
 - ``mad_memorization``: a key-value map fixed for the whole task (drawn from ``kv_map_seed``), never shown
   in context: T/2 pairs ``key, insert-token`` (V-1), the value scored at each insert token — the
   task is remembering the map in the weights.
 
-Selective copying is trevo's ``selective_copy`` (Mamba's definition, which MAD uses). Compression (an
-encoder–decoder probe, reconstructing the sequence from one token's output) is not built here.
+- ``mad_compression``: T-1 tokens drawn uniformly from the V-1 ids below the compression token (V-1),
+  which closes the sequence; the targets are the inputs, every position scored (the compression token
+  too, as in mad-lab). mad-lab trains it with its ``AutoEncoder`` backbone: the layers under test encode,
+  the last position's output is the code, and a fixed non-expanding MLP decoder (the code plus a
+  sinusoidal position, norm-linear-GELU twice, norm and unembedding) predicts every token from it; here
+  the task's ``reconstruct`` head is that decoder (trevo.models.tokens.ReconstructionHead). mad-lab's
+  noise option for it is not built (its benchmark runs none).
+
+Selective copying is trevo's ``selective_copy`` (Mamba's definition; mad-lab's generator differs in its
+token layout: blank V-2 and copy V-1, tokens inserted among blanks, the copied tokens asked for after one
+copy token).
 Small departures: the pair kept clear of noise is drawn among the T/2 - 1 context pairs (mad-lab draws
 it among T/2, which can leave a sequence of pure noise and no key to query).
 
@@ -145,20 +155,20 @@ class FuzzyInContextRecall(_MADTask):
     """MAD fuzzy in-context recall: keys and values span several tokens (runs of 1 … motif size)."""
 
     def __init__(self, vocab_size: int = 16, seq_len: int = 128, k_motif_size: int = 3,
-                 v_motif_size: int = 3, train_size: int | None = None, test_size: int | None = None,
-                 cache_dir: str | None = None) -> None:
-        usable = vocab_size - 2  # the pad (V-2) and copy (V-1) tokens
+                 v_motif_size: int = 3, multi_query: bool = False, train_size: int | None = None,
+                 test_size: int | None = None, cache_dir: str | None = None) -> None:
+        usable = vocab_size - (1 if multi_query else 2)  # the pad (V-2) and copy (V-1) tokens; multi-query: pad V-1
         require(k_motif_size >= 1 and v_motif_size >= 1, "k_motif_size and v_motif_size must be ≥ 1")
         require(usable // 2 >= max(k_motif_size, v_motif_size),
                 f"vocab_size={vocab_size}: keys and values of {max(k_motif_size, v_motif_size)} distinct tokens "
                 f"need vocab_size ≥ {2 * max(k_motif_size, v_motif_size) + 2}")
         require(seq_len >= 3 * (k_motif_size + v_motif_size) + 2,
                 f"seq_len={seq_len} is too short for motifs of {k_motif_size} + {v_motif_size} tokens")
-        self.vocab_size, self.seq_len = vocab_size, seq_len
+        self.vocab_size, self.seq_len, self.multi_query = vocab_size, seq_len, multi_query
         self.k_motif_size, self.v_motif_size = k_motif_size, v_motif_size
         self.keys, self.values = np.arange(usable // 2), np.arange(usable // 2, usable)
         self.params = {"vocab_size": vocab_size, "seq_len": seq_len, "k_motif_size": k_motif_size,
-                       "v_motif_size": v_motif_size}
+                       "v_motif_size": v_motif_size, "multi_query": multi_query}
         self.fixed_sets("FuzzyInContextRecall", train_size, test_size, cache_dir)
         self.info = self._info()
 
@@ -173,23 +183,27 @@ class FuzzyInContextRecall(_MADTask):
         probe_len = len(probe_k) + len(probe_v)
         budget = self.seq_len - probe_len - (self.k_motif_size + self.v_motif_size)
         at = int(rng.integers(self.seq_len - 2 * probe_len))
-        seq, bound, placed = [], {probe_k: probe_v}, False
+        seq, scored, bound, shown, placed = [], [], {probe_k: probe_v}, set(), False
         while len(seq) < budget:
             if len(seq) >= at and not placed:
-                seq += [*probe_k, *probe_v]
-                placed = True
-                continue
-            k = self._motif(rng, self.keys, int(rng.choice(k_sizes)))
-            v = bound.setdefault(k, self._motif(rng, self.values, int(rng.choice(v_sizes))))
-            placed = placed or k == probe_k
+                k, v, placed = probe_k, probe_v, True
+            else:
+                k = self._motif(rng, self.keys, int(rng.choice(k_sizes)))
+                v = bound.setdefault(k, self._motif(rng, self.values, int(rng.choice(v_sizes))))
+                placed = placed or k == probe_k
+            # multi-query (mad-lab): the value of every key shown before is scored too
+            scored += [False] * len(k) + [self.multi_query and k in shown] * len(v)
+            shown.add(k)
             seq += [*k, *v]
         if not placed:  # the context ended before the probe's place: the probe is its last pair
+            scored += [False] * (len(probe_k) + len(probe_v))
             seq += [*probe_k, *probe_v]
-        tail = [self.vocab_size - 1, *probe_k, *probe_v]
-        scored = [False] * len(seq) + [False] * (1 + len(probe_k)) + [True] * len(probe_v)
+        tail = [*probe_k, *probe_v] if self.multi_query else [self.vocab_size - 1, *probe_k, *probe_v]
+        scored += [False] * (len(tail) - len(probe_v)) + [True] * len(probe_v)
         seq += tail
         pad = self.seq_len + 1 - len(seq)
-        seq, scored = [self.vocab_size - 2] * pad + seq, [False] * pad + scored
+        pad_token = self.vocab_size - 1 if self.multi_query else self.vocab_size - 2
+        seq, scored = [pad_token] * pad + seq, [False] * pad + scored
         return _shifted(seq[-(self.seq_len + 1):], scored[-(self.seq_len + 1):])
 
 
@@ -223,3 +237,24 @@ class Memorization(_MADTask):
             targets += [0, self.kv_map[k]]
             scored += [False, True]
         return inputs, targets, scored
+
+
+@register("task", "mad_compression", paper=MAD, category="Benchmark", family="compression")
+class Compression(_MADTask):
+    """MAD compression: T-1 tokens drawn uniformly from V-1 ids, then the compression token (V-1); the
+    model encodes the sequence and a fixed decoder reconstructs every token from the last position's
+    representation alone (``head="reconstruct"``: trevo.models.tokens.ReconstructionHead)."""
+
+    def __init__(self, vocab_size: int = 16, seq_len: int = 32, train_size: int | None = None,
+                 test_size: int | None = None, cache_dir: str | None = None) -> None:
+        require(vocab_size >= 2, f"vocab_size must be ≥ 2 (a token and the compression token), got {vocab_size}")
+        require(seq_len >= 2, f"seq_len must be ≥ 2 (a token and the compression token), got {seq_len}")
+        self.vocab_size, self.seq_len = vocab_size, seq_len
+        self.params = {"vocab_size": vocab_size, "seq_len": seq_len}
+        self.fixed_sets("Compression", train_size, test_size, cache_dir)
+        self.info = TaskInfo(vocab_size=vocab_size, head="reconstruct", seq_len=seq_len, causal="required",
+                             layout=(seq_len,), metric="accuracy", higher_is_better=True)
+
+    def example(self, rng, training):
+        tokens = [int(t) for t in rng.integers(0, self.vocab_size - 1, self.seq_len - 1)] + [self.vocab_size - 1]
+        return tokens, tokens, [True] * self.seq_len  # the target is the input itself, every position scored
