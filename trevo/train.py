@@ -7,7 +7,7 @@ non-finite, stop the run before the next checkpoint is written, keeping the last
 ``train.stop_at`` ends a run early, at the first evaluation whose validation metric passes it
 (Zoology's early stopping); the run is checkpointed there, and a resume of it does nothing more.
 
-``train.precision`` runs the forward pass under autocast (``trevo.precision``), ``train.parallel=ddp``
+``train.precision`` runs the forward pass under autocast (``trevo.precision``), ``train.parallel=ddp|fsdp``
 splits each global batch between torchrun's processes (``trevo.distributed``), ``train.compile`` compiles
 each block; every run writes ``steps.csv`` and ``stamp.json`` beside its checkpoint (``trevo.runlog``).
 
@@ -38,6 +38,7 @@ from trevo.checkpoint import (
     atomic_write_text,
     load_checkpoint,
     save_checkpoint,
+    write_state,
 )
 from trevo.config import RunConfig
 from trevo.dtypes import DTYPES
@@ -189,8 +190,8 @@ def build(cfg: RunConfig, device: str | None = None) -> tuple[Task, torch.nn.Mod
 def compile_blocks(model: torch.nn.Module) -> None:
     """``torch.compile`` each block in place (``Module.compile``: the weights' names, and so checkpoints, are
     unchanged), or the whole model where it has no ``blocks``. Per block, so that a graph break in one
-    block's mixer splits that block's graph only. (On CPU, ``TokenMixer.form_for``'s reading of the form
-    table is a graph break in every mixer with several forms and ``form="auto"``.)"""
+    block's mixer splits that block's graph only. (``TokenMixer.form_for``'s reading of the form table is
+    a constant of the trace, not a graph break.)"""
     blocks = getattr(model, "blocks", None)
     for module in blocks if isinstance(blocks, torch.nn.ModuleList) else [model]:
         module.compile()
@@ -272,18 +273,25 @@ def _train(cfg: RunConfig, out: Path, task: Task, model: torch.nn.Module, world:
         steps_log = StepLog(out, tc.log, start)
     if tc.compile:
         compile_blocks(model)
-    trained = distributed.wrap(model, world, device)  # after the resume: DDP broadcasts rank 0's weights
+    sharded = tc.parallel == "fsdp" and world.size > 1
+    if sharded:  # after the resume, which every rank read whole: each keeps its shards
+        distributed.shard_fully(model, optimizer, world, device)
+    trained = distributed.wrap(model, world, device, tc.parallel)  # after the resume: DDP broadcasts rank 0's weights
 
     session_start = time.perf_counter()
 
     def checkpoint(step: int) -> None:
+        state = distributed.full_state(model, optimizer) if sharded else None  # every rank gathers
         if not world.main:
             return
         meta = {"step": step, "config_hash": cfg.hash(), "history": history, "losses": losses,
                 "train_s": train_s, "wall_s": wall_s + time.perf_counter() - session_start,
                 "grad_scaler": precision.scaler_state(scaler)}
         try:
-            save_checkpoint(ckpt_path, model, optimizer, meta, memory)
+            if state is None:
+                save_checkpoint(ckpt_path, model, optimizer, meta, memory)
+            else:
+                write_state(ckpt_path, *state, meta, memory)
         except NonFiniteStateError as e:
             raise TrainingDiverged(
                 f"the update of step {step - 1} made the model non-finite ({e}); the last good checkpoint is "
@@ -348,7 +356,7 @@ def _train(cfg: RunConfig, out: Path, task: Task, model: torch.nn.Module, world:
             train_s += step_s
             done = step + 1
             if steps_log is not None:
-                steps_log.write(done, loss=losses[-1], lr=lr, grad_norm=float(grad_norm),
+                steps_log.write(done, loss=losses[-1], lr=lr, grad_norm=float(distributed.full(grad_norm)),
                                 tokens_per_s=tokens_per_step / max(step_s, 1e-9), memory_mb=memory_mb(device))
             if done % tc.eval_every == 0 or done == tc.steps:
                 metrics = {"step": done, **evaluate(model, task, "val", tc.batch_size, tc.eval_batches, device,
