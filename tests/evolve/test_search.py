@@ -106,7 +106,9 @@ def test_a_search_on_ray_ends_where_the_local_search_ends(tmp_path):
     """Real evaluations (tiny byte-LM runs), once in local worker processes and once as Ray tasks: the same
     archive, qualities, population and winner (tokens/s is a timing, not compared)."""
     ray = pytest.importorskip("ray")
-    spec = parse_spec(tiny_spec(search={"population": 2, "generations": 1}))
+    lm = {"label": "lm", "set": {"task.name": "byte_lm", "task.seq_len": 8, "train.eval_every": 2}}
+    spec = parse_spec(tiny_spec(search={"population": 2, "generations": 1},
+                                stages={"cheap": {"tasks": [lm], "steps": 2, "seeds": [0]}}))
     local = search(spec, tmp_path / "local", log=lambda _: None)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
