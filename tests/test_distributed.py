@@ -97,3 +97,20 @@ def test_two_gloo_processes_killed_and_resumed_equal_one_process(tmp_path, tiny_
     assert two["versions"]["processes"] == 2
     single, gathered = (load_file(tmp_path / run / "checkpoint.safetensors") for run in ("one", "two"))
     assert all(torch.allclose(v, gathered[k], atol=1e-5) for k, v in single.items() if k.startswith("model."))
+
+
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_what_trains_in_one_process_is_refused_under_torchrun(tiny_cfg, parallel):
+    """Segmented streams and objectives of their own are refused for either kind of data parallelism (the
+    check ``train`` makes before the run directory), naming the setting and the value."""
+    from trevo.train import build, check_one_process
+
+    two = World(0, 2, 0)
+    stream = tiny_cfg("task.name=passkey", "task.seq_len=8", "task.segments=3", "task.distance=2", "task.n_key=2",
+                      f"train.parallel={parallel}")
+    with pytest.raises(ConfigError, match=f"a task of segmented streams trains in one process.*parallel={parallel}"):
+        check_one_process(stream, *build(stream), two)
+    electra = tiny_cfg("task.name=mlm", "train.objective=electra", f"train.parallel={parallel}")
+    with pytest.raises(ConfigError, match=f"train.objective=electra trains in one process.*parallel={parallel}"):
+        check_one_process(electra, *build(electra), two)
+    check_one_process(tiny_cfg(f"train.parallel={parallel}"), *build(tiny_cfg()), two)  # the LM trains
