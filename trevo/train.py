@@ -213,7 +213,7 @@ def train(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, progress
           log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Train the run ``cfg`` into ``out_dir``; returns (and writes ``result.json``) its result.
     ``log`` receives notes for the user (e.g. that ``resume`` found no checkpoint). Under torchrun with
-    ``train.parallel=ddp``, every process calls this; rank 0 alone writes ``out_dir``."""
+    ``train.parallel=ddp`` or ``fsdp``, every process calls this; rank 0 alone writes ``out_dir``."""
     tc = cfg.train
     world = distributed.setup(tc.parallel, tc.device, tc.batch_size)
     try:
