@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from tests.helpers import TINY, sets
 from trevo.config import ConfigError
@@ -30,7 +31,7 @@ def test_the_shards_of_a_batch_are_the_batch_in_order():
 def test_a_launch_that_cannot_split_the_run_is_refused(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "0")
-    with pytest.raises(ConfigError, match="one of 2 .* train.parallel=none.*set train.parallel=ddp"):
+    with pytest.raises(ConfigError, match="one of 2 .* train.parallel=none.*set train.parallel=ddp or fsdp"):
         setup("none", "cpu", 4)
     with pytest.raises(ConfigError, match="train.batch_size=5 is the global batch.*multiple of 2"):
         setup("ddp", "cpu", 5)
@@ -72,13 +73,16 @@ def _run(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_two_gloo_processes_killed_and_resumed_equal_one_process(tmp_path, tiny_cfg):
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_two_gloo_processes_killed_and_resumed_equal_one_process(tmp_path, tiny_cfg, parallel):
+    """The resumed run's losses are the uninterrupted single-process run's: under fsdp the sharded
+    weights and moments are gathered into the one checkpoint format and resharded from it."""
     one = train(tiny_cfg(), tmp_path / "one", progress=False)
     script = tmp_path / "killed.py"
     script.write_text(KILLED_AT_STEP_4)
     root = Path(__file__).resolve().parent.parent
     env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
-    args = ["train", "--quiet", "--out", str(tmp_path / "two"), *sets(*TINY, "train.parallel=ddp")]
+    args = ["train", "--quiet", "--out", str(tmp_path / "two"), *sets(*TINY, f"train.parallel={parallel}")]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     killed = _run([*torchrun, str(script), *args], env)
     assert killed.returncode != 0 and (tmp_path / "two" / "checkpoint.safetensors").is_file(), killed.stderr[-2000:]
@@ -91,3 +95,25 @@ def test_two_gloo_processes_killed_and_resumed_equal_one_process(tmp_path, tiny_
     assert gap < 1e-5, (one["losses"], two["losses"])
     assert two["final"]["bpb"] == pytest.approx(one["final"]["bpb"], abs=1e-5)
     assert two["versions"]["processes"] == 2
+    single, gathered = (load_file(tmp_path / run / "checkpoint.safetensors") for run in ("one", "two"))
+    assert all(torch.allclose(v, gathered[k], atol=1e-5) for k, v in single.items() if k.startswith("model."))
+
+
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_what_trains_in_one_process_is_refused_under_torchrun(tiny_cfg, parallel):
+    """Segmented streams and objectives of their own are refused for either kind of data parallelism (the
+    check ``train`` makes before the run directory), naming the setting and the value."""
+    from trevo.train import build, check_one_process
+
+    two = World(0, 2, 0)
+    stream = tiny_cfg("task.name=passkey", "task.seq_len=8", "task.segments=3", "task.distance=2", "task.n_key=2",
+                      f"train.parallel={parallel}")
+    with pytest.raises(ConfigError, match=f"a task of segmented streams trains in one process.*parallel={parallel}"):
+        check_one_process(stream, *build(stream), two)
+    electra = tiny_cfg("task.name=mlm", "train.objective=electra", f"train.parallel={parallel}")
+    with pytest.raises(ConfigError, match=f"train.objective=electra trains in one process.*parallel={parallel}"):
+        check_one_process(electra, *build(electra), two)
+    peft = tiny_cfg("train.init_from=/nonexistent", "train.peft=hiwi", f"train.parallel={parallel}")
+    with pytest.raises(ConfigError, match=f"train.peft=hiwi fine-tunes in one process.*parallel={parallel}"):
+        check_one_process(peft, *build(peft), two)
+    check_one_process(tiny_cfg(f"train.parallel={parallel}"), *build(tiny_cfg()), two)  # the LM trains

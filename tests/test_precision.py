@@ -90,3 +90,31 @@ def test_rwkv6_decay_gradients_under_bf16_autocast_stay_near_float32():
     for name, g in ref.items():
         mixed_err, pure_err = ((mixed[name] - g).norm() / g.norm()), ((pure[name] - g).norm() / g.norm())
         assert mixed_err < 0.02 and mixed_err < 0.6 * pure_err, (name, mixed_err, pure_err)
+
+
+@pytest.mark.parametrize("mixer, worst", [("gla", 0.02), ("rwkv6", 0.02)])
+def test_bf16_autocast_gradients_of_the_linear_recurrence_mixers_stay_near_float64(mixer, worst):
+    """Every parameter's gradient under bf16 autocast against the same mixer in float64: the recurrence runs
+    its products in float32 and hands its output on unrounded, so the per-head norm after it (GLA's
+    LayerNorm, RWKV-6's GroupNorm) does not amplify a bf16 rounding of it. Measured (d 64, T 256): the worst
+    parameter 0.8% (GLA) and 1.0% (RWKV-6); with the products and output in bf16, GLA's head norm was 7.6%."""
+    import copy
+
+    from trevo.precision import autocast
+    from trevo.registry import build as build_component
+
+    torch.manual_seed(0)
+    reference = build_component("mixer", mixer, {}, d_model=64, causal=True, max_len=256).double()
+    x = torch.randn(2, 256, 64, dtype=torch.float64)
+    weights = torch.linspace(-1, 1, 64, dtype=torch.float64)
+
+    def grads(model, inputs, precision="fp32"):
+        with autocast("cpu", precision):
+            y = model(inputs)
+        (y.double() * weights).sum().backward()
+        return {n: p.grad.double() for n, p in model.named_parameters()}
+
+    ref = grads(reference, x)
+    mixed = grads(copy.deepcopy(reference).float(), x.float(), "bf16")
+    errors = {n: ((mixed[n] - g).norm() / g.norm()).item() for n, g in ref.items()}
+    assert max(errors.values()) < worst, errors

@@ -96,17 +96,22 @@ def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
     an imported model, which starts runs but is not resumed), and the memory a segment-level run carries
     into its next step (``trevo.segments``); refuses (NonFiniteStateError) to write a NaN or infinite
     weight or moment, so the checkpoint on disk is always one to resume from."""
-    tensors = {f"model.{k}": v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+    write_state(path, model.state_dict(), optimizer.state_dict() if optimizer is not None else None, meta, memory)
+
+
+def write_state(path: Path, weights: dict[str, torch.Tensor], opt_state: dict[str, Any] | None,
+                meta: dict[str, Any], memory: dict[str, torch.Tensor] | None = None) -> None:
+    """``save_checkpoint`` of state dicts (a sharded run's, gathered: ``trevo.distributed.full_state``)."""
+    tensors = {f"model.{k}": v.detach().clone().contiguous() for k, v in weights.items()}
     for k, v in (memory or {}).items():
         tensors[f"memory.{k}"] = v.detach().clone().contiguous()
-    opt_state = optimizer.state_dict() if optimizer is not None else {"state": {}}
-    for idx, state in opt_state["state"].items():
+    for idx, state in (opt_state or {"state": {}})["state"].items():
         for name, value in state.items():
             tensors[f"optim.{idx}.{name}"] = torch.as_tensor(value).detach().clone().contiguous()
     bad = nonfinite(tensors)
     if bad:
         raise NonFiniteStateError(f"{len(bad)} tensors hold NaN or infinite values ({', '.join(bad[:3])} …)")
-    if optimizer is not None:
+    if opt_state is not None:
         tensors.update(rng_tensors())
         meta = {**meta, "param_groups": opt_state["param_groups"]}
     meta = {**meta, "format": FORMAT, "checksums": {k: tensor_sha256(v) for k, v in tensors.items()}}

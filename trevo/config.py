@@ -176,8 +176,8 @@ class TrainConfig:
     precision: str = setting("fp32", choices=PRECISIONS)
     # Per-step scalars: csv (steps.csv in the run directory, always written), or tensorboard as well.
     log: str = setting("csv", choices=("csv", "tensorboard"))
-    # Data parallelism under torchrun (trevo.distributed): none, ddp (DistributedDataParallel).
-    parallel: str = setting("none", choices=("none", "ddp"))
+    # Data parallelism under torchrun (trevo.distributed): none, ddp (DistributedDataParallel), fsdp (FSDP2).
+    parallel: str = setting("none", choices=("none", "ddp", "fsdp"))
     # torch.compile each block of the model for training (the first steps then include the compilation).
     compile: bool = False
     # A run directory whose weights start this run (fine-tuning an imported or trained model); None: fresh.

@@ -7,7 +7,7 @@ non-finite, stop the run before the next checkpoint is written, keeping the last
 ``train.stop_at`` ends a run early, at the first evaluation whose validation metric passes it
 (Zoology's early stopping); the run is checkpointed there, and a resume of it does nothing more.
 
-``train.precision`` runs the forward pass under autocast (``trevo.precision``), ``train.parallel=ddp``
+``train.precision`` runs the forward pass under autocast (``trevo.precision``), ``train.parallel=ddp|fsdp``
 splits each global batch between torchrun's processes (``trevo.distributed``), ``train.compile`` compiles
 each block; every run writes ``steps.csv`` and ``stamp.json`` beside its checkpoint (``trevo.runlog``).
 
@@ -38,6 +38,7 @@ from trevo.checkpoint import (
     atomic_write_text,
     load_checkpoint,
     save_checkpoint,
+    write_state,
 )
 from trevo.config import RunConfig
 from trevo.dtypes import DTYPES
@@ -192,8 +193,8 @@ def build(cfg: RunConfig, device: str | None = None) -> tuple[Task, torch.nn.Mod
 def compile_blocks(model: torch.nn.Module) -> None:
     """``torch.compile`` each block in place (``Module.compile``: the weights' names, and so checkpoints, are
     unchanged), or the whole model where it has no ``blocks``. Per block, so that a graph break in one
-    block's mixer splits that block's graph only. (On CPU, ``TokenMixer.form_for``'s reading of the form
-    table is a graph break in every mixer with several forms and ``form="auto"``.)"""
+    block's mixer splits that block's graph only. (``TokenMixer.form_for``'s reading of the form table is
+    a constant of the trace, not a graph break.)"""
     blocks = getattr(model, "blocks", None)
     for module in blocks if isinstance(blocks, torch.nn.ModuleList) else [model]:
         module.compile()
@@ -201,7 +202,8 @@ def compile_blocks(model: torch.nn.Module) -> None:
 
 def check_one_process(cfg: RunConfig, task: Task, model: torch.nn.Module, world: distributed.World) -> None:
     """Refuse what the loop cannot run yet: a task of segmented streams, or an objective other than the
-    task's own loss, trains in one float32 process (no torchrun DDP, no mixed precision)."""
+    task's own loss, trains in one float32 process (no torchrun DDP, no mixed precision); a PEFT fine-tune
+    in one process."""
     tc = cfg.train
     check_segments(task, tc.bptt_segments, tc.objective)
     segmented = task.info.segments > 1
@@ -209,13 +211,16 @@ def check_one_process(cfg: RunConfig, task: Task, model: torch.nn.Module, world:
         what = "a task of segmented streams" if segmented else f"train.objective={tc.objective.name}"
         raise ConfigError(f"{what} trains in one process in float32 for now (train.parallel=none, "
                           f"train.precision=fp32); got train.parallel={tc.parallel}, train.precision={tc.precision}")
+    if tc.peft is not None and world.size > 1:
+        raise ConfigError(f"train.peft={tc.peft.name} fine-tunes in one process for now (train.parallel=none); got "
+                          f"train.parallel={tc.parallel} under torchrun")
 
 
 def train(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, progress: bool = True,
           log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Train the run ``cfg`` into ``out_dir``; returns (and writes ``result.json``) its result.
     ``log`` receives notes for the user (e.g. that ``resume`` found no checkpoint). Under torchrun with
-    ``train.parallel=ddp``, every process calls this; rank 0 alone writes ``out_dir``."""
+    ``train.parallel=ddp`` or ``fsdp``, every process calls this; rank 0 alone writes ``out_dir``."""
     tc = cfg.train
     world = distributed.setup(tc.parallel, tc.device, tc.batch_size)
     try:
@@ -279,18 +284,25 @@ def _train(cfg: RunConfig, out: Path, task: Task, model: torch.nn.Module, world:
         steps_log = StepLog(out, tc.log, start)
     if tc.compile:
         compile_blocks(model)
-    trained = distributed.wrap(model, world, device)  # after the resume: DDP broadcasts rank 0's weights
+    sharded = tc.parallel == "fsdp" and world.size > 1
+    if sharded:  # after the resume, which every rank read whole: each keeps its shards
+        distributed.shard_fully(model, optimizer, world, device)
+    trained = distributed.wrap(model, world, device, tc.parallel)  # after the resume: DDP broadcasts rank 0's weights
 
     session_start = time.perf_counter()
 
     def checkpoint(step: int) -> None:
+        state = distributed.full_state(model, optimizer) if sharded else None  # every rank gathers
         if not world.main:
             return
         meta = {"step": step, "config_hash": cfg.hash(), "history": history, "losses": losses,
                 "train_s": train_s, "wall_s": wall_s + time.perf_counter() - session_start,
                 "grad_scaler": precision.scaler_state(scaler)}
         try:
-            save_checkpoint(ckpt_path, model, optimizer, meta, memory)
+            if state is None:
+                save_checkpoint(ckpt_path, model, optimizer, meta, memory)
+            else:
+                write_state(ckpt_path, *state, meta, memory)
         except NonFiniteStateError as e:
             raise TrainingDiverged(
                 f"the update of step {step - 1} made the model non-finite ({e}); the last good checkpoint is "
@@ -346,8 +358,9 @@ def _train(cfg: RunConfig, out: Path, task: Task, model: torch.nn.Module, world:
                 (total if scaler is None else scaler.scale(total)).backward()
                 if scaler is not None:
                     scaler.unscale_(optimizer)  # clipping and the logged norm see the true gradients
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip if tc.grad_clip > 0
-                                                                 else math.inf))
+                # under FSDP the norm is a DTensor, gathered here (every rank updates: segmented runs are refused)
+                grad_norm = float(distributed.full(torch.nn.utils.clip_grad_norm_(
+                    model.parameters(), tc.grad_clip if tc.grad_clip > 0 else math.inf)))
                 if scaler is None:
                     optimizer.step()
                 else:

@@ -100,3 +100,35 @@ def test_without_a_measurement_auto_keeps_the_declared_order(no_tables, table):
     table({"lru": {"causal": {"fwdbwd": [{"length": 64, "form": "parallel"}]}}})
     assert _lru().form_for(100) == "chunk"
 
+
+
+@pytest.mark.parametrize("mixer, options", [("gla", []), ("mamba2", ["model.mixer.head_dim=8"]), ("retnet", [])])
+def test_a_compiled_block_reads_the_form_table_without_a_graph_break(mixer, options, table):
+    """``form="auto"`` under torch.compile: the block traces as one graph (``fullgraph=True``: the table
+    lookup is a constant of the trace, not a file read inside it, which broke a GLA block's graph 6
+    times), picks the form eager picks (the table's quadratic at 12 tokens, not the default chunk), and
+    its output and gradients are eager's to 1e-5 (aot_eager: the traced graph itself, without
+    inductor's reordered sums)."""
+    from trevo.config import RunConfig
+    from trevo.train import build as build_run
+
+    table({mixer: {"causal": {"fwdbwd": [{"length": 12, "form": "quadratic"}]}}})
+    cfg = RunConfig().override([f"model.mixer.name={mixer}", "model.d_model=16", "model.n_layers=1",
+                                "task.seq_len=12", *options])
+    _, model = build_run(cfg)
+    block = model.blocks[0]
+    x = torch.randn(2, 12, 16)
+    chosen, form_for = [], block.mixer.form_for
+
+    def noted(seq_len):  # the compiled graph replays this append: it shows the form the trace took
+        chosen.append(form_for(seq_len))
+        return chosen[-1]
+
+    block.mixer.form_for = noted
+    compiled = torch.compile(block, backend="aot_eager", fullgraph=True)  # a graph break is an error
+    eager_out, compiled_out = block(x), compiled(x)
+    assert chosen == ["quadratic", "quadratic"]
+    assert torch.allclose(compiled_out, eager_out, atol=1e-5)
+    eager_grads = torch.autograd.grad(eager_out.square().mean(), list(block.parameters()))
+    compiled_grads = torch.autograd.grad(compiled_out.square().mean(), list(block.parameters()))
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(eager_grads, compiled_grads, strict=True))

@@ -10,6 +10,7 @@ import json
 import pytest
 
 from tests.evolve.conftest import tiny_spec
+from trevo.errors import TrevoError
 from trevo.evolve import search as search_module
 from trevo.evolve.search import CRASHED, objectives, search, state_path
 from trevo.evolve.selection import WORST
@@ -98,3 +99,33 @@ def test_the_random_control_spends_the_same_evaluations(tmp_path, monkeypatch):
     first = {h for h, e in evolved["archive"].items() if e["generation"] == 0}
     assert first == {h for h, e in randomised["archive"].items() if e["generation"] == 0}  # they start level
     assert state_path(tmp_path, "random").is_file() and state_path(tmp_path, "evolution").is_file()
+
+
+@pytest.mark.slow
+def test_a_search_on_ray_ends_where_the_local_search_ends(tmp_path):
+    """Real evaluations (tiny byte-LM runs), once in local worker processes and once as Ray tasks: the same
+    archive, qualities, population and winner (tokens/s is a timing, not compared)."""
+    ray = pytest.importorskip("ray")
+    lm = {"label": "lm", "set": {"task.name": "byte_lm", "task.seq_len": 8, "train.eval_every": 2}}
+    spec = parse_spec(tiny_spec(search={"population": 2, "generations": 1},
+                                stages={"cheap": {"tasks": [lm], "steps": 2, "seeds": [0]}}))
+    local = search(spec, tmp_path / "local", log=lambda _: None)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        remote = search(spec, tmp_path / "ray", backend="ray", log=lambda _: None)
+    finally:
+        ray.shutdown()
+
+    def result(state):
+        return {"population": state["population"], "winner": state["winner"], "history": state["history"],
+                "archive": {h: {k: e[k] for k in ("line", "quality", "state_bytes", "crashed", "runs")}
+                            for h, e in state["archive"].items()}}
+
+    assert result(remote) == result(local)
+    assert len(local["archive"]) == 2 and not any(e["crashed"] for e in local["archive"].values())
+
+
+def test_an_unknown_backend_is_refused_before_anything_is_written(tmp_path):
+    with pytest.raises(TrevoError, match="--backend must be one of local, ray, got 'dask'"):
+        search(parse_spec(SPEC), tmp_path / "out", backend="dask", log=lambda _: None)
+    assert not (tmp_path / "out").exists()

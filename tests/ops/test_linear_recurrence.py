@@ -281,8 +281,9 @@ def test_under_bf16_autocast_the_decays_and_the_state_stay_float32():
     # everything in bfloat16, as before: the 16-bit reference the float32 state is measured against
     o16, state16 = linear_recurrence(q.bfloat16(), k.bfloat16(), v.bfloat16(), log_decay=g.bfloat16(),
                                      form="chunk", chunk_size=32)
-    assert state.dtype == torch.float32 and o.dtype == torch.bfloat16 and state16.dtype == torch.bfloat16
+    # the products too, and the output is handed on unrounded (float32): see linear_recurrence's comment
+    assert state.dtype == o.dtype == torch.float32 and state16.dtype == torch.bfloat16
     err = (state.double() - ref_state).abs().max() / ref_state.abs().max()
     err16 = (state16.double() - ref_state).abs().max() / ref_state.abs().max()
-    assert err < 0.01 and err < 0.75 * err16, (err, err16)  # measured: 0.0033 against 0.0062
-    assert (o.double() - ref).abs().max() / ref.abs().max() < 0.05
+    assert err < 0.01 and err < 0.75 * err16, (err, err16)  # measured: 0.0028 (the inputs' rounding) against 0.0062
+    assert (o.double() - ref).abs().max() / ref.abs().max() < 0.01  # measured: 0.0028

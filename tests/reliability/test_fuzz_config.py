@@ -64,7 +64,7 @@ VALID = {
     "train.dtype": st.sampled_from(["float32", "float64", "bfloat16"]),
     "train.precision": st.sampled_from(["fp32", "bf16", "fp16"]),
     "train.log": st.just("csv"),  # tensorboard: an optional package
-    "train.parallel": st.sampled_from(["none", "ddp"]),  # ddp without torchrun: one process
+    "train.parallel": st.sampled_from(["none", "ddp", "fsdp"]),  # without torchrun: one process
     "train.compile": st.just(False),  # compiling takes tens of seconds per config
     "train.init_from": st.none(),  # a run directory to start from: none in a fuzzed run
     "train.bptt_segments": st.integers(1, 2),  # 2 on a task of whole sequences: refused

@@ -30,6 +30,18 @@ from trevo.errors import IncompatibleError, TrevoError
 State = dict[str, torch.Tensor]
 
 
+@torch.compiler.assume_constant_result
+def _measured_form(mixer: str, causal: bool, seq_len: int, device: str, training: bool) -> str:
+    """``trevo.bench.form_table.measured_form`` ("" where none): under ``torch.compile`` a constant, read
+    once when the graph is traced (the table is JSON files read with an lru_cache, which dynamo would
+    trace into and break the graph at the file read). The arguments are the graph's guards (the length
+    a shape, the mode the grad mode), so a compiled block picks the form an eager one picks; a table
+    recalibrated after compiling is seen after ``torch._dynamo.reset()``."""
+    from trevo.bench.form_table import measured_form  # the table is data of the benchmark
+
+    return measured_form(mixer, causal, seq_len, device=device, training=training) or ""
+
+
 class TokenMixer(nn.Module):
     """Base class of token mixers: input checks, forward dispatch, the generation contract, form choice."""
 
@@ -66,11 +78,9 @@ class TokenMixer(nn.Module):
             return self.forms[0] if self.forms else ""
         entry = getattr(type(self), "registry_entry", None)
         if entry is not None:
-            from trevo.bench.form_table import measured_form  # the table is data of the benchmark
-
             tensor = next(itertools.chain(self.parameters(), self.buffers()), None)
             device = tensor.device.type if tensor is not None else "cpu"
-            form = measured_form(entry.name, self.causal, seq_len, device=device, training=torch.is_grad_enabled())
+            form = _measured_form(entry.name, self.causal, seq_len, device, torch.is_grad_enabled())
             if form in self.forms:
                 return form
         return self.forms[0]

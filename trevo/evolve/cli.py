@@ -15,11 +15,13 @@ def _evolve(args: argparse.Namespace) -> None:
     spec = load_spec(args.spec)  # every problem is reported here, before anything runs
     if args.workers < 1:
         raise TrevoError(f"--workers must be at least 1, got {args.workers}")
+    if args.address and args.backend != "ray":
+        raise TrevoError(f"--address {args.address} joins a Ray cluster; add --backend ray")
     out = Path(args.out or f"runs/evolve-{spec.name}")
     if args.plan:
         print(plan_text(spec, args.strategy))
         return
-    search(spec, out, strategy=args.strategy, workers=args.workers)
+    search(spec, out, strategy=args.strategy, workers=args.workers, backend=args.backend, address=args.address)
     if not args.no_report:
         from trevo.evolve.report import write_report
 
@@ -39,6 +41,11 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     s.add_argument("spec", help=f"a preset ({', '.join(preset_names())}) or a search spec YAML file")
     s.add_argument("--out", help="output directory (default runs/evolve-<spec name>)")
     s.add_argument("--workers", type=int, default=1, help="evaluations at once, each in its own process")
+    s.add_argument("--backend", choices=("local", "ray"), default="local",
+                   help="local: worker processes on this machine; ray: a Ray task per run (pip install "
+                        "'trevo[ray]'), the results, the store and the search state written here")
+    s.add_argument("--address", help="with --backend ray: the cluster to join (e.g. auto, ray://head:10001); "
+                                     "default: a Ray started on this machine")
     s.add_argument("--strategy", choices=STRATEGIES, default="evolution",
                    help="evolution (NSGA-II) or random (the control at the same number of evaluations)")
     s.add_argument("--plan", action="store_true", help="check the spec and print the search's plan, run nothing")

@@ -22,7 +22,7 @@ from trevo.arena.stats import estimate, paired_t_test
 from trevo.arena.store import Store
 from trevo.config import RunConfig
 from trevo.evolve.ablation import reversions
-from trevo.evolve.search import evaluate, objectives, save_state
+from trevo.evolve.search import Launch, evaluate, objectives, save_state
 from trevo.evolve.selection import pareto_set
 from trevo.evolve.spec import Spec
 from trevo.models.genome import Genome
@@ -32,20 +32,20 @@ def _by_quality(entries: dict[str, dict[str, Any]], hashes: list[str]) -> list[s
     return sorted((h for h in hashes if not entries[h]["crashed"]), key=lambda h: entries[h]["quality"])
 
 
-def run_ladder(spec: Spec, state: dict[str, Any], out: Path, workers: int, log: Callable[[str], None]) -> None:
+def run_ladder(spec: Spec, state: dict[str, Any], out: Path, launch: Launch, log: Callable[[str], None]) -> None:
     archive, stages = state["archive"], state["stages"]
     front = pareto_set([(h, objectives(e, spec.objectives)) for h, e in archive.items() if not e["crashed"]])
     state["pareto"] = front
     candidates, scores = _by_quality(archive, front), archive
     if "baseline" not in stages:  # the baseline's cheap fitness: its place beside the Pareto set
-        stages["baseline"] = evaluate(spec, "cheap", [], out, workers, log, baseline=True)["baseline"]
+        stages["baseline"] = evaluate(spec, "cheap", [], out, launch, log, baseline=True)["baseline"]
         save_state(out, state)
     if "promote" in spec.stages:
         if "promote" not in stages:
             picked = candidates[:spec.stages["promote"].top]
             log(f"promote stage: {len(picked)} genome(s) of the Pareto set of {len(front)}")
             results = evaluate(spec, "promote", [Genome.from_dict(archive[h]["genome"]) for h in picked], out,
-                               workers, log)
+                               launch, log)
             stages["promote"] = {h: results[archive[h]["line"]] for h in picked}
             save_state(out, state)
         scores = stages["promote"]
@@ -53,7 +53,7 @@ def run_ladder(spec: Spec, state: dict[str, Any], out: Path, workers: int, log: 
     if "final" in spec.stages and "final" not in stages:
         picked = candidates[:spec.stages["final"].top]
         log(f"final stage: {len(picked)} genome(s) and the baseline {spec.baseline.line()}")
-        results = evaluate(spec, "final", [Genome.from_dict(archive[h]["genome"]) for h in picked], out, workers,
+        results = evaluate(spec, "final", [Genome.from_dict(archive[h]["genome"]) for h in picked], out, launch,
                            log, baseline=True)
         stages["final"] = {"genomes": {h: results[archive[h]["line"]] for h in picked},
                            "baseline": results["baseline"]}
@@ -66,7 +66,7 @@ def run_ladder(spec: Spec, state: dict[str, Any], out: Path, workers: int, log: 
             for reason in skipped:
                 log(f"  ablation skips {reason}")
             log(f"ablation of the winner: {len(kept)} difference(s) from the baseline, each reverted")
-            results = evaluate(spec, "final", [g for _, g in kept], out, workers, log)
+            results = evaluate(spec, "final", [g for _, g in kept], out, launch, log)
             stages["ablation"] = [{"reverted": what, "line": g.line(), **results[g.line()]} for what, g in kept]
             save_state(out, state)
     ranked = _by_quality(last, list(last)) if last else []

@@ -8,7 +8,9 @@ fitness ladder; every evaluation an arena run, the search's own state one JSON f
   (the control: a search that does not beat it has found nothing). A genome whose hash was ever
   evaluated is never evaluated again. Survivors: NSGA-II (trevo.evolve.selection) over the objectives.
 - Each generation's genomes are one arena sweep (``trevo.arena.runner.run_sweep``) into the shared
-  store ``OUT/arena.sqlite``, keyed by config hash: a finished run is never redone, an unfinished one
+  store ``OUT/arena.sqlite``, run by ``Launch``: worker processes here, or the arena's Ray tasks
+  (``--backend ray``, the results returned to this process, which alone writes the store and the state),
+  keyed by config hash: a finished run is never redone, an unfinished one
   resumes from its checkpoint. A genome with any failed run, or one whose width cannot be matched,
   gets ``WORST`` in every objective and the search goes on.
 - After each generation the state (population, archive with parents and edits, history, generation
@@ -29,10 +31,11 @@ import os
 import random
 import statistics
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trevo.arena.runner import DB_NAME, run_sweep
+from trevo.arena.runner import BACKENDS, DB_NAME, run_sweep
 from trevo.arena.store import Run, Store
 from trevo.arena.sweep import SweepError, plan_sweep
 from trevo.errors import TrevoError
@@ -44,6 +47,19 @@ from trevo.models.genome import Genome, GenomeError
 STRATEGIES = ("evolution", "random")
 CRASHED = {"crashed": True, "error": None, "quality": None, "state_bytes": None, "tokens_per_s": None, "params": None,
            "runs": []}
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How each evaluation's arena sweep runs (``trevo.arena.runner.run_sweep``): ``workers`` processes at
+    once here (``local``), or a Ray task per run on the cluster at ``address`` (``ray``; a local one when None)."""
+
+    workers: int = 1
+    backend: str = "local"
+    address: str | None = None
+
+    def sweep(self, sweep: Any, out: Path, log: Callable[[str], None]) -> Store:
+        return run_sweep(sweep, out, workers=self.workers, log=log, backend=self.backend, address=self.address)[0]
 
 
 def state_path(out: Path, strategy: str) -> Path:
@@ -105,7 +121,7 @@ def state_bytes(spec: Spec, config: dict[str, Any]) -> int:
         return state_bytes_at(model.eval(), spec.context)
 
 
-def evaluate(spec: Spec, stage: str, genomes: list[Genome], out: Path, workers: int, log: Callable[[str], None],
+def evaluate(spec: Spec, stage: str, genomes: list[Genome], out: Path, launch: Launch, log: Callable[[str], None],
              baseline: bool = False) -> dict[str, dict[str, Any]]:
     """Train ``genomes`` (and the baseline) at ``stage`` as one arena sweep; per label, the fitness:
     quality, state bytes, tokens/s, params, the chosen runs' keys, and ``crashed``."""
@@ -124,7 +140,7 @@ def evaluate(spec: Spec, stage: str, genomes: list[Genome], out: Path, workers: 
             results[label] = {**CRASHED, "error": str(e)}
     if not keys:
         return results
-    store, _ = run_sweep(spec.sweep(stage, planned, baseline and "baseline" in keys), out, workers=workers, log=log)
+    store = launch.sweep(spec.sweep(stage, planned, baseline and "baseline" in keys), out, log)
     for label, run_keys in keys.items():
         mine = [store.get(k) for k in run_keys]
         picked = choose(mine)
@@ -185,12 +201,12 @@ def _offspring(spec: Spec, state: dict[str, Any], strategy: str, generation: int
     return children
 
 
-def run_generation(spec: Spec, state: dict[str, Any], out: Path, strategy: str, workers: int,
+def run_generation(spec: Spec, state: dict[str, Any], out: Path, strategy: str, launch: Launch,
                    log: Callable[[str], None]) -> None:
     g = state["generation"]
     children = _offspring(spec, state, strategy, g)
     log(f"generation {g} ({strategy}): {len(children)} new genome(s)")
-    results = evaluate(spec, "cheap", [c["genome"] for c in children], out, workers, log)
+    results = evaluate(spec, "cheap", [c["genome"] for c in children], out, launch, log)
     for c in children:
         genome: Genome = c["genome"]
         state["archive"][genome.hash] = {"line": genome.line(), "genome": genome.to_dict(), "generation": g,
@@ -210,21 +226,29 @@ def run_generation(spec: Spec, state: dict[str, Any], out: Path, strategy: str, 
     log(f"generation {g} done: {len(archive)} evaluated, best quality {best if best is None else f'{best:.4f}'}")
 
 
-def search(spec: Spec, out: str | Path, *, strategy: str = "evolution", workers: int = 1,
-           log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run (or continue) the search and its ladder into ``out``; returns the final state."""
+def search(spec: Spec, out: str | Path, *, strategy: str = "evolution", workers: int = 1, backend: str = "local",
+           address: str | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run (or continue) the search and its ladder into ``out``; returns the final state. ``backend``:
+    ``local`` (``workers`` runs at once) or ``ray`` (a Ray task per run, on the cluster at ``address``)."""
     from trevo.evolve.ladder import run_ladder
 
     if strategy not in STRATEGIES:
         raise TrevoError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    if backend not in BACKENDS:
+        raise TrevoError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend == "ray":
+        from trevo.arena.ray_backend import connect
+
+        connect(address)  # Ray missing or the cluster unreachable: one error before anything is written
+    launch = Launch(workers, backend, address)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     state = load_state(out, spec, strategy)
     if state["generation"]:
         log(f"resuming {state_path(out, strategy)}: {state['generation']} of {spec.generations} generations done")
     while state["generation"] < spec.generations:
-        run_generation(spec, state, out, strategy, workers, log)
-    run_ladder(spec, state, out, workers, log)
+        run_generation(spec, state, out, strategy, launch, log)
+    run_ladder(spec, state, out, launch, log)
     return state
 
 

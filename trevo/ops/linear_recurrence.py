@@ -76,19 +76,32 @@ def linear_recurrence(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
         raise TrevoError(f"unknown form {form!r}; choose one of auto, {', '.join(FORMS)}")
     if q.shape[2] == 0:
         return v.new_zeros(v.shape), S0
+    if form == "chunk" and chunk_size < 1:
+        raise TrevoError(f"chunk_size must be >= 1, got {chunk_size}")
+    if form == "chunk" and triton_kernels.enabled(q, k, v, g, S0) and _triton_chunk_supports(chunk_size, bonus):
+        from trevo.ops.triton.linear_recurrence import chunk_linear_recurrence
+
+        o, S = chunk_linear_recurrence(q, k, v, g.to(q.dtype), S0.to(q.dtype), chunk_size)
+        return (o * scale).to(v.dtype), S
+    if g.dtype != q.dtype:  # under 16-bit autocast (see _prepare): the products in float32 too, output float32
+        # Why: with the decay-weighted products and the output in bfloat16, a GLA mixer's (d 64, T 256)
+        # gradients of the per-head norm after the recurrence were 7.6% off float64 (the norm divides by a
+        # head's spread, so it amplifies the output's 8-bit rounding), 0.8% in float32 (tests/test_precision.py).
+        # The cost: no 16-bit matmul speed-up for this op's torch forms (the Triton kernel keeps its own dtype).
+        with torch.autocast(q.device.type, enabled=False):
+            q, k, v = q.float(), k.float(), v.float()
+            bonus = bonus.float() if bonus is not None else None
+            return _forms(q, k, v, g, bonus, S0, form, chunk_size, scale)
+    return _forms(q, k, v, g, bonus, S0, form, chunk_size, scale)
+
+
+def _forms(q, k, v, g, bonus, S0, form, chunk_size, scale):
     if form == "recurrent":
         o, S = _recurrent(q, k, v, g, bonus, S0)
     elif form == "quadratic":
         o, S = _quadratic(q, k, v, g, bonus, S0)
-    elif form == "chunk":
-        if chunk_size < 1:
-            raise TrevoError(f"chunk_size must be >= 1, got {chunk_size}")
-        if triton_kernels.enabled(q, k, v, g, S0) and _triton_chunk_supports(chunk_size, bonus):
-            from trevo.ops.triton.linear_recurrence import chunk_linear_recurrence
-
-            o, S = chunk_linear_recurrence(q, k, v, g.to(q.dtype), S0.to(q.dtype), chunk_size)
-        else:
-            o, S = _chunk(q, k, v, g, bonus, S0, chunk_size)
+    else:
+        o, S = _chunk(q, k, v, g, bonus, S0, chunk_size)
     return (o * scale).to(v.dtype), S
 
 
