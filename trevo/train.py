@@ -40,6 +40,7 @@ from trevo.checkpoint import (
     save_checkpoint,
     write_state,
 )
+from trevo.components.base import trace_form_lookup_as_constant
 from trevo.config import RunConfig
 from trevo.dtypes import DTYPES
 from trevo.errors import TrevoError
@@ -194,7 +195,8 @@ def compile_blocks(model: torch.nn.Module) -> None:
     """``torch.compile`` each block in place (``Module.compile``: the weights' names, and so checkpoints, are
     unchanged), or the whole model where it has no ``blocks``. Per block, so that a graph break in one
     block's mixer splits that block's graph only. (``TokenMixer.form_for``'s reading of the form table is
-    a constant of the trace, not a graph break.)"""
+    made a constant of the trace, not a graph break.)"""
+    trace_form_lookup_as_constant()
     blocks = getattr(model, "blocks", None)
     for module in blocks if isinstance(blocks, torch.nn.ModuleList) else [model]:
         module.compile()

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from trevo.bench import form_table
-from trevo.components.base import state_nbytes
+from trevo.components.base import state_nbytes, trace_form_lookup_as_constant
 from trevo.errors import IncompatibleError
 from trevo.registry import build, create
 
@@ -125,6 +125,7 @@ def test_a_compiled_block_reads_the_form_table_without_a_graph_break(mixer, opti
         return chosen[-1]
 
     block.mixer.form_for = noted
+    trace_form_lookup_as_constant()  # as trevo.train.compile_blocks does
     compiled = torch.compile(block, backend="aot_eager", fullgraph=True)  # a graph break is an error
     eager_out, compiled_out = block(x), compiled(x)
     assert chosen == ["quadratic", "quadratic"]
@@ -132,3 +133,14 @@ def test_a_compiled_block_reads_the_form_table_without_a_graph_break(mixer, opti
     eager_grads = torch.autograd.grad(eager_out.square().mean(), list(block.parameters()))
     compiled_grads = torch.autograd.grad(compiled_out.square().mean(), list(block.parameters()))
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(eager_grads, compiled_grads, strict=True))
+
+
+def test_importing_trevo_does_not_import_dynamo_or_triton():
+    """The compile-time marking waits for a compile: an import of torch._dynamo (and with it Triton) at
+    ``import trevo`` doubles its import time and defines Triton's library before TRITON_INTERPRET is set."""
+    import subprocess
+    import sys
+
+    code = "import sys, trevo, trevo.train; print('torch._dynamo' in sys.modules, 'triton' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]

@@ -30,16 +30,23 @@ from trevo.errors import IncompatibleError, TrevoError
 State = dict[str, torch.Tensor]
 
 
-@torch.compiler.assume_constant_result
 def _measured_form(mixer: str, causal: bool, seq_len: int, device: str, training: bool) -> str:
-    """``trevo.bench.form_table.measured_form`` ("" where none): under ``torch.compile`` a constant, read
-    once when the graph is traced (the table is JSON files read with an lru_cache, which dynamo would
-    trace into and break the graph at the file read). The arguments are the graph's guards (the length
-    a shape, the mode the grad mode), so a compiled block picks the form an eager one picks; a table
-    recalibrated after compiling is seen after ``torch._dynamo.reset()``."""
+    """``trevo.bench.form_table.measured_form`` ("" where none)."""
     from trevo.bench.form_table import measured_form  # the table is data of the benchmark
 
     return measured_form(mixer, causal, seq_len, device=device, training=training) or ""
+
+
+def trace_form_lookup_as_constant() -> None:
+    """Make ``form="auto"``'s table lookup a constant of ``torch.compile`` traces, read once when a graph is
+    traced (the table is JSON files behind an lru_cache, which dynamo would trace into and break the graph
+    at the file read). The lookup's arguments are the graph's guards (the length a shape, the mode the grad
+    mode), so a compiled block picks the form an eager one picks; a table recalibrated after compiling is
+    seen after ``torch._dynamo.reset()``. Called before compiling (``trevo.train.compile_blocks``) rather
+    than at import, since ``torch.compiler.assume_constant_result`` imports torch._dynamo and Triton, which
+    doubles trevo's import time and defines Triton's library functions before ``TRITON_INTERPRET`` can be
+    set. A model compiled without it still runs; its graph breaks at the lookup."""
+    torch.compiler.assume_constant_result(_measured_form)
 
 
 class TokenMixer(nn.Module):
