@@ -194,6 +194,7 @@ def check_metadata_and_vocabulary(name: str) -> None:
 def check_trains_inside_the_backbone(name: str) -> None:
     """Two AdamW steps on one batch inside a 1-layer model: finite losses, the second lower."""
     from trevo.config import RunConfig
+    from trevo.models.layers import reuses_attention
     from trevo.train import build as build_run
     from trevo.train import make_optimizer
 
@@ -201,7 +202,7 @@ def check_trains_inside_the_backbone(name: str) -> None:
     task = "byte_lm" if entry.causal and not entry.needs_2d else "digits"
     cfg = RunConfig().replace({"model.mixer": {"name": name, **entry.test_options}, "model.d_model": D,
                                "model.n_layers": 1, "task.name": task, "train.batch_size": 2})
-    if getattr(entry.factory, "reuses_attention", False):  # Skip-Attention maps the layer before's attention
+    if reuses_attention(name):  # Skip-Attention maps the layer before's attention
         cfg = cfg.replace({"model.n_layers": 2, "model.layers": [{"mixer": "softmax_attention"}, {}]})
     if task == "byte_lm":
         cfg = cfg.replace({"task.seq_len": 16})

@@ -184,6 +184,7 @@ def state_bytes(name: str, context: int) -> str:
     states), as the arena's runner computes them."""
     from trevo.config import RunConfig
     from trevo.generate import state_bytes_at
+    from trevo.models.layers import reuses_attention
     from trevo.train import build
 
     entry = get("mixer", name)
@@ -191,7 +192,7 @@ def state_bytes(name: str, context: int) -> str:
         return "no generation (bidirectional only)"
     if entry.needs_2d:
         return "no generation (2-D only)"
-    layers = [{"mixer": {"name": "softmax_attention"}}, {}] if getattr(entry.factory, "reuses_attention", False) else []
+    layers = [{"mixer": {"name": "softmax_attention"}}, {}] if reuses_attention(name) else []
     cfg = RunConfig().replace({**REFERENCE, "model.mixer": {"name": name}, "model.layers": layers,
                                "task.seq_len": context, "model.max_len": context})
     try:
