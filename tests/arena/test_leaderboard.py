@@ -214,3 +214,24 @@ def test_the_report_averages_each_variant_over_a_tasks_difficulty_settings(tmp_p
     assert "| variant | r (2 settings) | c (1 setting) | mean over tasks | params | state KB (largest) |" in section
     assert "| a | 0.7000 | 0.4000 | 0.5500 | 100 | 12.0 |" in section
     assert "| b | 0.7000 (1 of 2) | 0.8000 | — | 100 | 10.0 |" in section
+
+
+def test_a_papers_effects_are_set_beside_the_sweeps_and_each_is_judged_by_the_welch_test(tmp_path):
+    """Narang et al.'s question, per row: the paper's change from its baseline (within the tolerance: none)
+    against trevo's significant change, or its absence."""
+    store = Store(tmp_path / DB_NAME)
+    values = {"vanilla": [2.00, 2.01, 1.99], "better": [1.80, 1.81, 1.79], "same": [2.00, 2.02, 1.98],
+              "worse": [2.30, 2.31, 2.29], "flat": [2.00, 2.03, 1.97]}
+    keys = [_run(store, label, seed, 10, v) for label, vs in values.items() for seed, v in enumerate(vs)]
+    rows = {"vanilla": 1.838, "better": 1.790, "same": 1.800, "worse": 1.700, "flat": 1.841}
+    published = {"byte_lm": {"source": "a paper, Table 1", "baseline": "vanilla", "tolerance": 0.005, "rows": rows}}
+    store.add_sweep("s", "vanilla", "", {"published": published}, keys)
+    md = write_report(tmp_path / DB_NAME, plots=False)["md"].read_text()
+    assert "the paper agrees with this sweep on 2 of 4 modifications" in md
+    assert "| better | 1.79 | -0.048 (better) | 1.8000 ± 0.0248 | -0.2000 (better) | yes |" in md
+    assert "| same | 1.8 | -0.038 (better) |" in md and "(n.s.) | not reproduced (n.s.) |" in md
+    assert "| worse | 1.7 | -0.138 (better) | 2.3000 ± 0.0248 | +0.3000 (worse) | no (trevo: worse) |" in md
+    assert "| flat | 1.841 | +0.003 (no change) |" in md and md.count("| yes |") == 2
+    # Under another baseline the effects do not compare: the paper's numbers are listed as they are.
+    other = write_report(tmp_path / DB_NAME, baseline="better", plots=False)["md"].read_text()
+    assert "agrees with this sweep" not in other and "| flat | a paper, Table 1 | 1.841 |" in other

@@ -201,6 +201,13 @@ def test_width_grids_and_published_tables_are_checked():
         plan_sweep(collapsed)
 
 
+def test_the_narang_preset_sets_every_row_beside_table_1():
+    sweep = load_sweep("narang")
+    effects = sweep.spec["published"]["byte_lm"]
+    assert set(effects["rows"]) == {v.label for v in sweep.variants} and effects["baseline"] == sweep.baseline
+    assert effects["rows"]["swiglu"] == 1.789 and effects["rows"]["vanilla"] == 1.838  # Table 1, final loss
+
+
 def test_the_lra_preset_is_lras_protocol_with_its_published_table():
     sweep = load_sweep("lra")
     listops = next(t for t in sweep.tasks if t.label == "listops").values

@@ -118,6 +118,42 @@ def published_table(entry: dict[str, Any], rows: list[Row]) -> Table:
     return Table(["model", "source", f"test {rows[0].metric if rows else 'metric'}{unit}"], body, left={0, 1})
 
 
+def published_effects(entry: dict[str, Any], rows: list[Row]) -> tuple[Table, int, int]:
+    """A paper's effects beside this sweep's (Narang et al. 2021's question: does a modification's gain
+    transfer?). ``entry['rows']`` is keyed by this sweep's labels and ``entry['baseline']`` is the sweep's
+    baseline; a paper change within ``entry['tolerance']`` counts as none. The metric is taken to point the
+    same way as the sweep's. Returns the table, the rows where paper and sweep agree, and the rows compared
+    (those with a significance test: ≥ 2 seeds each)."""
+    paper, tolerance = entry["rows"], float(entry.get("tolerance", 0.0))
+    base = paper[entry["baseline"]]
+    sign = 1.0 if rows and rows[0].higher_is_better else -1.0
+    words = {1: "better", -1: "worse", 0: "no change"}
+    body, agreed, compared = [], 0, 0
+    for r in rows:
+        if r.label not in paper:
+            continue
+        change = paper[r.label] - base
+        paper_way = 0 if abs(change) <= tolerance else (1 if change * sign > 0 else -1)
+        if r.label == entry["baseline"]:
+            body.append([shown_label(r, rows), f"{paper[r.label]:g}", "baseline", str(r.test), "baseline", ""])
+            continue
+        if r.significant is None or r.delta is None:
+            trevo_way, verdict = None, "(1 seed)"
+        else:
+            trevo_way = (1 if r.delta * sign > 0 else -1) if r.significant else 0
+            compared += 1
+            agreed += trevo_way == paper_way
+            verdict = ("yes" if trevo_way == paper_way else
+                       "not reproduced (n.s.)" if trevo_way == 0 else f"no (trevo: {words[trevo_way]})")
+        trevo_text = "" if trevo_way is None else f"{r.delta:+.4f} ({'n.s.' if trevo_way == 0 else words[trevo_way]})"
+        body.append([shown_label(r, rows), f"{paper[r.label]:g}", f"{change:+.3f} ({words[paper_way]})",
+                     str(r.test), trevo_text, verdict])
+    metric = rows[0].metric if rows else "metric"
+    header = ["variant", "paper", "paper vs its baseline", f"trevo test {metric} (95% CI)", "trevo vs baseline",
+              "agrees"]
+    return Table(header, body, left={0, 2, 4, 5}), agreed, compared
+
+
 def task_references(runs: list[Run]) -> dict[str, dict[str, float]]:
     """Each task's model-free reference values (e.g. the byte LM's unigram entropy)."""
     from trevo.config import RunConfig
@@ -190,11 +226,19 @@ def write_report(db_path: str | Path, out_dir: str | Path | None = None, baselin
         md.append(markdown(table))
         reference = f"<p>Reference: {html.escape(ref_text)}</p>" if ref_text else ""
         page.append(f"<h2>{html.escape(heading)}</h2>{reference}{html_table(table)}")
-        if isinstance(published.get(task), dict):
-            pub = published_table(published[task], rows)
-            md += ["", f"Published results beside this sweep's ({escape_markdown(published[task]['source'])}):", "",
+        entry = published.get(task)
+        if isinstance(entry, dict) and entry.get("baseline") is not None and entry["baseline"] == baseline:
+            pub, agreed, compared = published_effects(entry, rows)
+            lead = (f"Published effects beside this sweep's ({entry['source']}): the paper agrees with this sweep "
+                    f"on {agreed} of {compared} modifications (a paper change within ±{entry.get('tolerance', 0):g} "
+                    f"counts as none; trevo's, as the Welch test says).")
+            md += ["", escape_markdown(lead), "", markdown(pub)]
+            page.append(f"<h3>Published effects</h3><p>{html.escape(lead)}</p>{html_table(pub)}")
+        elif isinstance(entry, dict):
+            pub = published_table(entry, rows)
+            md += ["", f"Published results beside this sweep's ({escape_markdown(entry['source'])}):", "",
                    markdown(pub)]
-            page.append(f"<h3>Published results ({html.escape(published[task]['source'])})</h3>{html_table(pub)}")
+            page.append(f"<h3>Published results ({html.escape(entry['source'])})</h3>{html_table(pub)}")
         if draw:
             from trevo.arena.plots import task_plots
 

@@ -16,7 +16,9 @@ A sweep file (or a preset in ``trevo/arena/presets/``)::
     d_models: [64, 128]         # optional, instead of param_budget: every variant at each width (Zoology's
                                 # accuracy-against-width grid; the best lr is chosen per width)
     published: {listops: {source: "Tay et al. 2021, Table 1", rows: {Transformer: 36.37}}}
-                                # optional: a paper's numbers per task label, printed beside trevo's rows
+                                # optional: a paper's numbers per task label, printed beside trevo's rows;
+                                # with baseline: (a label) and tolerance:, its rows are keyed by the sweep's
+                                # labels and the report sets each paper effect beside trevo's (agrees or not)
     variants:                   # a bare string is a mixer name, or a one-line genome
       - softmax_attention
       - {label: rwkv4+cmix, set: {model.mixer.name: rwkv4, model.channel.name: rwkv4_channel}}
@@ -320,24 +322,49 @@ def parse_sweep(data: Any, where: str = "sweep") -> Sweep:
     if unknown_tasks:
         raise SweepError(f"{where}: published names task(s) {', '.join(unknown_tasks)} that the sweep does not have; "
                          f"its tasks: {', '.join(t.label for t in sweep.tasks)}")
+    labels = [v.label for v in sweep.variants]
+    for task, entry in (data.get("published") or {}).items():
+        if "baseline" not in entry:
+            continue
+        if entry["baseline"] != sweep.baseline:
+            raise SweepError(f"{where}: published.{task}.baseline = {entry['baseline']!r}: an effects table is "
+                             f"keyed by the sweep's labels, so its baseline must be the sweep's ({sweep.baseline!r})")
+        unknown = [str(k) for k in entry["rows"] if k not in labels]
+        if unknown:
+            raise SweepError(f"{where}: published.{task} names {', '.join(unknown)}, not variants of the sweep; an "
+                             f"effects table (one with a baseline) is keyed by the sweep's labels: {', '.join(labels)}")
     return sweep
 
 
+PUBLISHED_FIELDS = {"source", "rows", "baseline", "tolerance"}
+
+
 def _published_problems(published: Any, where: str) -> list[str]:
-    """``published: {task label: {source: str, rows: {model: number}}}``, or nothing."""
+    """``published: {task label: {source: str, rows: {model: number}}}``, or nothing. An entry with
+    ``baseline`` (and optionally ``tolerance``) compares effects: its rows are keyed by the sweep's labels."""
     if published is None:
         return []
     shape = "published: {task label: {source: 'paper, table', rows: {model: number}}}"
     if not isinstance(published, dict):
         return [f"{where}: expected {shape}, got {published!r}"]
+
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
     problems = []
     for task, entry in published.items():
-        ok = (isinstance(entry, dict) and set(entry) == {"source", "rows"} and isinstance(entry["source"], str)
-              and isinstance(entry["rows"], dict) and entry["rows"]
-              and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in entry["rows"].values()))
+        ok = (isinstance(entry, dict) and {"source", "rows"} <= set(entry) <= PUBLISHED_FIELDS
+              and isinstance(entry["source"], str) and isinstance(entry["rows"], dict) and entry["rows"]
+              and all(number(v) for v in entry["rows"].values()))
         if not ok:
-            problems.append(f"{where}: published.{task}: expected {{source: 'paper, table', rows: {{model: number}}}}, "
-                            f"got {entry!r}")
+            problems.append(f"{where}: published.{task}: expected {{source: 'paper, table', rows: {{model: number}}}} "
+                            f"(and optionally baseline: a row, tolerance: a number ≥ 0), got {entry!r}")
+        elif "baseline" in entry and entry["baseline"] not in entry["rows"]:
+            problems.append(f"{where}: published.{task}.baseline = {entry['baseline']!r} is not one of its rows; "
+                            f"its rows: {', '.join(map(str, entry['rows']))}")
+        elif "tolerance" in entry and not (number(entry["tolerance"]) and entry["tolerance"] >= 0):
+            problems.append(f"{where}: published.{task}.tolerance = {entry['tolerance']!r}: expected a number ≥ 0 "
+                            f"(paper changes within it count as none)")
     return problems
 
 
