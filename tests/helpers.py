@@ -98,6 +98,17 @@ def short_conv_loop(conv: nn.Conv1d, x: torch.Tensor, history: torch.Tensor | No
 
 # ---------------------------------------------------------------------------------------------- tasks
 
+def prefill_then_step(module: nn.Module, x: torch.Tensor, prefix: int) -> torch.Tensor:
+    """The outputs for all of ``x`` from a prefill of its first ``prefix`` positions, then one ``step`` per
+    remaining position, concatenated along the sequence: what a full forward pass must equal."""
+    out, state = module.prefill(x[:, :prefix])
+    outputs = [out]
+    for t in range(prefix, x.shape[1]):
+        y, state = module.step(x[:, t], state)
+        outputs.append(y[:, None])
+    return torch.cat(outputs, dim=1)
+
+
 def same_batches(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 

@@ -10,6 +10,7 @@ import math
 import pytest
 import torch
 
+from tests.helpers import prefill_then_step
 from trevo.components.position_biases import sinusoid_table, t5_bucket
 from trevo.components.positions import alibi_slopes
 from trevo.errors import IncompatibleError
@@ -197,12 +198,7 @@ def test_every_relative_position_works_through_the_kv_cache(mixer, name, form):
     m = _mixer(name, True, mixer, form=form) if form != "auto" else _mixer(name, True, mixer)
     x = torch.randn(2, 11, D, dtype=torch.float64)
     full = m(x)
-    y, state = m.prefill(x[:, :4])
-    outputs = [y]
-    for t in range(4, 11):
-        y_t, state = m.step(x[:, t], state)
-        outputs.append(y_t[:, None])
-    torch.testing.assert_close(torch.cat(outputs, dim=1), full, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(prefill_then_step(m, x, 4), full, rtol=1e-10, atol=1e-10)
     # and the position acts: without it the outputs differ
     without = _mixer(None, True, mixer, form=form) if form != "auto" else _mixer(None, True, mixer)
     assert not torch.allclose(without(x), full, atol=1e-3)

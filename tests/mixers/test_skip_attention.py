@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.helpers import prefill_then_step
 from trevo.components.mixers.softmax_attention import SoftmaxAttention
 from trevo.config import RunConfig
 from trevo.errors import IncompatibleError
@@ -94,13 +95,7 @@ def test_generation_through_the_carry_equals_the_forward_pass():
     _, model = _model("byte_lm", ["softmax_attention", "skip_attention", "skip_attention", "softmax_attention"],
                       **{"task.seq_len": 12})
     tokens = torch.randint(0, 256, (2, 9), generator=torch.Generator().manual_seed(1))
-    logits = model(tokens)
-    out, state = model.prefill(tokens[:, :5])
-    steps = [out]
-    for t in range(5, 9):
-        step, state = model.step(tokens[:, t], state)
-        steps.append(step[:, None])
-    torch.testing.assert_close(torch.cat(steps, 1), logits)
+    torch.testing.assert_close(prefill_then_step(model, tokens, 5), model(tokens))
 
 
 def test_a_stack_that_starts_by_skipping_is_refused():

@@ -10,6 +10,7 @@ import math
 import pytest
 import torch
 
+from tests.helpers import prefill_then_step
 from trevo.errors import IncompatibleError
 from trevo.generate import state_bytes_at
 from trevo.train import build
@@ -53,12 +54,7 @@ def test_prefill_and_steps_equal_the_forward_pass(tiny_cfg, base):
     m = _model(tiny_cfg, base=base)
     tokens = torch.randint(0, 256, (2, 11))
     full = m(tokens)
-    logits, state = m.prefill(tokens[:, :4])
-    outs = [logits]
-    for t in range(4, 11):
-        step, state = m.step(tokens[:, t], state)
-        outs.append(step[:, None])
-    torch.testing.assert_close(torch.cat(outs, dim=1), full, rtol=1e-9, atol=1e-10)
+    torch.testing.assert_close(prefill_then_step(m, tokens, 4), full, rtol=1e-9, atol=1e-10)
     first, state = m.prefill(tokens[:, :6])
     second, _ = m.prefill(tokens[:, 6:], state)
     torch.testing.assert_close(torch.cat([first, second], dim=1), full, rtol=1e-9, atol=1e-10)

@@ -227,7 +227,7 @@ def write_report(db_path: str | Path, out_dir: str | Path | None = None, baselin
         reference = f"<p>Reference: {html.escape(ref_text)}</p>" if ref_text else ""
         page.append(f"<h2>{html.escape(heading)}</h2>{reference}{html_table(table)}")
         entry = published.get(task)
-        if isinstance(entry, dict) and entry.get("baseline") is not None and entry["baseline"] == baseline:
+        if isinstance(entry, dict) and baseline is not None and entry.get("baseline") == baseline:
             pub, agreed, compared = published_effects(entry, rows)
             lead = (f"Published effects beside this sweep's ({entry['source']}): the paper agrees with this sweep "
                     f"on {agreed} of {compared} modifications (a paper change within ±{entry.get('tolerance', 0):g} "

@@ -147,6 +147,8 @@ def _attention(args: argparse.Namespace) -> None:
                  f"centre {s['mean_pos']:6.1f}, spread {s['spread']:6.1f}  {enrichments(s)}")
         print(f"  latent {n:>3}: {s['entropy_bits']:.2f} bits, {where}")
     print(f"written to {path}")
+
+
 def _add_context_parser(sub: argparse._SubParsersAction, name: str) -> None:
     s = sub.add_parser(name, help="score long contexts with PCW, structured prompting and NBCE",
                        description="For windows of a split, read --context tokens as windows of --window tokens "
