@@ -268,6 +268,22 @@ def test_a_task_at_its_difficulty_settings_is_one_task_each_in_one_group(tmp_pat
         tiny_sweep(tasks=[{**recall, "vary": {"task.seq_len": [32]}}])
 
 
+def test_a_task_may_exclude_variants_by_label_and_every_other_pair_still_runs():
+    mlm = {"label": "mlm", "set": {"task.name": "mlm"}}  # bidirectional: every mixer runs on it
+    lm = {"label": "lm", "set": {"task.name": "byte_lm"}, "exclude": ["fnet"]}
+    with pytest.raises(SweepError, match="fnet.*bidirectional only"):  # without exclude: refused, not dropped
+        plan_sweep(tiny_sweep(variants=["softmax_attention", "fnet"], tasks=[{**lm, "exclude": []}, mlm]))
+    plan = plan_sweep(tiny_sweep(variants=["softmax_attention", "fnet"], tasks=[lm, mlm]))
+    assert sorted((p.task, p.label) for p in plan) == [
+        ("lm", "softmax_attention"), ("mlm", "fnet"), ("mlm", "softmax_attention")]
+    with pytest.raises(SweepError, match="task 'lm': exclude names 'fnett', not a variant's label"):
+        tiny_sweep(variants=["softmax_attention", "fnet"], tasks=[{**lm, "exclude": ["fnett"]}])
+    with pytest.raises(SweepError, match="exclude names the baseline 'softmax_attention'"):
+        tiny_sweep(tasks=[{**lm, "exclude": ["softmax_attention"]}])
+    with pytest.raises(SweepError, match="exclude must be a list of variant labels"):
+        tiny_sweep(tasks=[{**lm, "exclude": "fnet"}])
+
+
 def test_the_mad_preset_has_mad_labs_settings_and_sweep():
     """Against mad-lab's configs/tasks/*.yml (baseline + each change, one at a time) and
     make_benchmark_mad_configs (lr {1e-4, 5e-4, 1e-3} × weight decay {0, 0.1})."""

@@ -28,6 +28,9 @@ A sweep file (or a preset in ``trevo/arena/presets/``)::
       - {label: recall, set: {task.name: mad_recall}, vary: [{task.seq_len: 256}, {task.vocab_size: 32}]}
                                 # optional vary: the task at harder settings too, one task each
                                 # ("recall seq_len=256" …); the report averages each variant over them
+      - {label: lm, set: {task.name: byte_lm}, exclude: [fnet]}
+                                # optional exclude: variant labels that do not run on this task (a
+                                # bidirectional mixer on a causal task), named so that none is dropped silently
 
 Every variant × task × d_model × seed × lr × weight decay becomes one run. The plan is validated whole — unknown fields,
 unknown components, incompatible mixer/task pairs — before any run starts.
@@ -36,7 +39,7 @@ unknown components, incompatible mixer/task pairs — before any run starts.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +58,8 @@ from trevo.validation import check_field
 SWEEP_FIELDS = {"name", "description", "base", "param_budget", "flop_budget", "state_budget", "baseline", "seeds",
                 "lrs", "weight_decays", "d_models", "published", "variants", "tasks"}
 BUDGETS = ("param_budget", "flop_budget", "state_budget")
+# What a task entry may carry beside label and set.
+TASK_FIELDS = {"vary", "exclude"}
 # How close the width match must land to the parameter budget (the arena's promise).
 BUDGET_TOLERANCE = 0.05
 # A sweep's name becomes a folder name (runs/arena-<name>): one path component, no "..".
@@ -71,6 +76,8 @@ class Variant:
     values: dict[str, Any]
     # The task whose difficulty settings this one is (a task entry's ``vary``); None: a task of its own.
     group: str | None = None
+    # Variant labels that do not run on this task (a task entry's ``exclude``).
+    exclude: tuple[str, ...] = ()
 
 
 @dataclass
@@ -188,16 +195,31 @@ def _variants(items: Any, where: str, key: str) -> list[Variant]:
         elif isinstance(item, dict) and set(item) <= {"label", "set"} and isinstance(item.get("set"), dict):
             label = str(item.get("label") or ",".join(f"{k}={v}" for k, v in item["set"].items()))
             out.append(Variant(label, dict(item["set"])))
-        elif key == "tasks" and isinstance(item, dict) and set(item) <= {"label", "set", "vary"} and "vary" in item:
-            out += _difficulties(item, where)
+        elif key == "tasks" and isinstance(item, dict) and set(item) <= {"label", "set", *TASK_FIELDS} \
+                and ("vary" in item or isinstance(item.get("set"), dict)):
+            exclude = _exclude(item, where)
+            if "vary" in item:
+                out += [replace(t, exclude=exclude) for t in _difficulties(item, where)]
+            else:
+                label = str(item.get("label") or ",".join(f"{k}={v}" for k, v in item["set"].items()))
+                out.append(Variant(label, dict(item["set"]), exclude=exclude))
         else:
             raise SweepError(f"{where}: each of '{key}' is a name or {{label: ..., set: {{dotted.key: value}}}}"
-                             + (", with an optional vary: [{dotted.key: value}, …]" if key == "tasks" else "")
+                             + (", with an optional vary: [{dotted.key: value}, …] and exclude: [variant label, …]"
+                                if key == "tasks" else "")
                              + f", got {item!r}")
     labels = [v.label for v in out]
     if len(set(labels)) != len(labels):
         raise SweepError(f"{where}: '{key}' labels must be unique, got {labels}")
     return out
+
+
+def _exclude(item: dict[str, Any], where: str) -> tuple[str, ...]:
+    exclude = item.get("exclude", [])
+    if not isinstance(exclude, list) or not all(isinstance(x, str) for x in exclude):
+        raise SweepError(f"{where}: task {item.get('label')!r}: exclude must be a list of variant labels, "
+                         f"got {exclude!r}")
+    return tuple(exclude)
 
 
 def _difficulties(item: dict[str, Any], where: str) -> list[Variant]:
@@ -315,14 +337,22 @@ def parse_sweep(data: Any, where: str = "sweep") -> Sweep:
                   weight_decays=wds, d_models=list(d_models), param_budget=budget, state_budget=state,
                   flop_budget=None if flops is None else float(flops),
                   baseline=data.get("baseline"), description=data.get("description", ""), spec=data)
-    if sweep.baseline is not None and sweep.baseline not in [v.label for v in sweep.variants]:
+    labels = [v.label for v in sweep.variants]
+    if sweep.baseline is not None and sweep.baseline not in labels:
         raise SweepError(f"{where}: baseline {sweep.baseline!r} is not one of the variants' labels")
+    for task in sweep.tasks:
+        unknown = [x for x in task.exclude if x not in labels]
+        if unknown:
+            raise SweepError(f"{where}: task {task.label!r}: exclude names {', '.join(map(repr, unknown))}, not a "
+                             f"variant's label; the labels: {', '.join(labels)}")
+        if sweep.baseline in task.exclude:
+            raise SweepError(f"{where}: task {task.label!r}: exclude names the baseline {sweep.baseline!r}; every "
+                             f"task's rows are compared with it, so it runs on every task")
     unknown_tasks = sorted(set(data.get("published") or {}) - {t.label for t in sweep.tasks}
                            - {t.group for t in sweep.tasks if t.group})
     if unknown_tasks:
         raise SweepError(f"{where}: published names task(s) {', '.join(unknown_tasks)} that the sweep does not have; "
                          f"its tasks: {', '.join(t.label for t in sweep.tasks)}")
-    labels = [v.label for v in sweep.variants]
     for task, entry in (data.get("published") or {}).items():
         if "baseline" not in entry:
             continue
@@ -409,7 +439,8 @@ def plan_sweep(sweep: Sweep) -> list[PlannedRun]:
         except TrevoError as e:
             problems.append(f"task {task.label!r}: {e}")
             continue
-        for variant, width in ((v, d) for v in sweep.variants for d in sweep.d_models or [None]):
+        for variant, width in ((v, d) for v in sweep.variants if v.label not in task.exclude
+                               for d in sweep.d_models or [None]):
             try:
                 # The task's settings win over a variant's: every variant sees the same task.
                 cfg = task_cfg.replace(variant.values).replace(task.values)
