@@ -45,3 +45,15 @@ def test_train_is_the_function_and_the_module_still_imports():
     from trevo.train import build, lr_at  # noqa: F401
 
     assert callable(trevo.train) and trevo.train.__module__ == "trevo.api"
+
+
+def test_the_readme_sweep_example_plans():
+    import yaml
+
+    from trevo.arena.sweep import parse_sweep, plan_sweep
+
+    block = re.search(r"```yaml\nname: my_sweep\n(.*?)```", README.read_text(), flags=re.S)
+    assert block, "the README has no sweep example"
+    plan = plan_sweep(parse_sweep(yaml.safe_load("name: my_sweep\n" + block.group(1))))
+    assert {(p.task, p.label) for p in plan if p.label == "fnet"} == {("mlm", "fnet")}
+    assert len(plan) == 3 * 2 * (4 + 3)  # seeds × lrs × (variants on the byte LM + on the MLM)

@@ -166,9 +166,10 @@ def count_calls(ep: EntryPoint, target: str, work: Path) -> int:
 @pytest.mark.parametrize("ep", ENTRY_POINTS, ids=[ep.name for ep in ENTRY_POINTS])
 def test_random_kill_points(ep, references, tmp_path):
     rng = random.Random(f"kill9-{ep.name}")
-    totals = {t: count_calls(ep, t, tmp_path / f"count-{i}") for i, (t, *_) in enumerate(ep.random_targets)}
-    for i in range(RANDOM_POINTS):
-        target, victim, when, cut = ep.random_targets[i % len(ep.random_targets)]
+    drawn = [ep.random_targets[i % len(ep.random_targets)] for i in range(RANDOM_POINTS)]
+    # One uninterrupted count per target drawn (each is a whole run of the command).
+    totals = {t: count_calls(ep, t, tmp_path / f"count-{i}") for i, t in enumerate(dict.fromkeys(t for t, *_ in drawn))}
+    for i, (target, victim, when, cut) in enumerate(drawn):
         fault = Fault(target, rng.randint(1, totals[target]), victim, when, cut)
         state = interrupt_and_resume(ep, fault, tmp_path / f"point-{i}")
         assert state == references[ep.name][1], fault
