@@ -10,6 +10,7 @@ import pytest
 
 from trevo.arena.breadth import ISSUE_18, NOT_RUN, Item, main, rows
 from trevo.arena.store import Run, Store
+from trevo.config import RunConfig
 from trevo.registry import get
 
 
@@ -26,8 +27,10 @@ def test_every_listed_component_is_registered():
 
 
 def _run(key, label, task, seed, val, test, layers=()):
-    config = {"model": {"mixer": {"name": label}, "layers": [{"mixer": {"name": m}} for m in layers]},
-              "train": {"seed": seed, "lr": 0.003}, "task": {"name": task}}
+    # As the arena stores it: the resolved config's to_dict(), a mixer without options as its bare name.
+    config = RunConfig().replace({"model.mixer": {"name": layers[0] if layers else label},
+                                  "model.layers": [{"mixer": {"name": m}} for m in layers],
+                                  "train.seed": seed, "task.name": task}).to_dict()
     return Run(key=key, sweep="s", label=label, family="f", task=task, seed=seed, lr=0.003, status="done",
                config=config, metric="bpb", higher_is_better=False, val={"bpb": val},
                test=None if test is None else {"bpb": test})

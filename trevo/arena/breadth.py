@@ -141,10 +141,11 @@ def trained(name: str, db: str | None) -> str:
 
 
 def _mixers_of(config: dict) -> set[str]:
-    model = config.get("model", {})
-    names = {(model.get("mixer") or {}).get("name")}
-    names |= {(layer.get("mixer") or {}).get("name") for layer in model.get("layers") or [] if layer.get("mixer")}
-    return {n for n in names if n}
+    """The mixers of a stored run's layers (its config as the store keeps it: ``RunConfig.to_dict()``)."""
+    from trevo.config import RunConfig
+    from trevo.models.layers import resolve_layers
+
+    return {layer.mixer.name for layer in resolve_layers(RunConfig.from_dict(config).model)}
 
 
 def bench_rows(bench_dir: str | None) -> list[dict]:
