@@ -53,6 +53,19 @@ def sources(tmp_path):
     return str(tmp_path / "arena.sqlite"), str(bench)
 
 
+def test_each_hand_picked_defining_test_is_a_test_of_its_components_file_and_comes_first():
+    from pathlib import Path
+
+    from trevo.arena.breadth import DEFINING, defining_tests
+    from trevo.registry import where_tested
+
+    root = Path(__file__).resolve().parents[2]
+    for name, test in DEFINING.items():
+        path = where_tested(get("mixer", name))
+        assert f"def {test}(" in (root / path).read_text(), (name, path, test)
+        assert defining_tests("mixer", name, root).startswith(f"{path}::{test}"), name
+
+
 def test_trains_and_speed_come_from_the_store_and_the_bench(sources):
     db, bench = sources
     items = [Item("RightProduct", "DAFT", ("aft_full", "aft_conv")), Item("Others", "skip", ("skip_attention",))]
