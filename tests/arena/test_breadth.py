@@ -5,6 +5,7 @@ the hand-counted sizes of the reference model's states, and a row without data s
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -54,8 +55,6 @@ def sources(tmp_path):
 
 
 def test_each_hand_picked_defining_test_is_a_test_of_its_components_file_and_comes_first():
-    from pathlib import Path
-
     from trevo.arena.breadth import DEFINING, defining_tests
     from trevo.registry import where_tested
 
@@ -69,12 +68,20 @@ def test_each_hand_picked_defining_test_is_a_test_of_its_components_file_and_com
 def test_trains_and_speed_come_from_the_store_and_the_bench(sources):
     db, bench = sources
     items = [Item("RightProduct", "DAFT", ("aft_full", "aft_conv")), Item("Others", "skip", ("skip_attention",))]
-    full, conv, skip = rows(db, bench, state=False, items=items)
+    full, conv, skip = rows(db, [bench], state=False, items=items)
     assert full[:2] == ["DAFT", "aft_full"] and full[2].startswith("tests/mixers/test_aft.py::test_")
     assert full[3] == "byte_lm bpb 2.5000 (2 runs, test)"  # the mean of the two seeds' test metrics
     assert full[4] == "T=1024: 3.0 ms (1.50× softmax); T=4096: 40.0 ms (2.00× softmax)"
     assert skip[3] == "byte_lm bpb 3.0000 (1 runs, val, as attn+skip)"  # a hybrid without test metrics
     assert conv[3:] == [NOT_RUN, NOT_RUN, NOT_RUN] and skip[4] == NOT_RUN
+    # a second bench directory adds its mixers; where both timed one, the first directory's row is read
+    more = Path(bench).parent / "more"
+    more.mkdir()
+    timed = [{"mixer": m, "length": 1024, "status": "ok", "ms": 7.0, "ratio_to_softmax": 0.5}
+             for m in ("aft_conv", "aft_full")]
+    (more / "mixers-fwdbwd-cpu.json").write_text(json.dumps({"meta": {"mode": "fwdbwd"}, "rows": timed}))
+    full, conv, _ = rows(db, [bench, str(more)], state=False, items=items)
+    assert conv[4] == "T=1024: 7.0 ms (0.50× softmax)" and full[4].startswith("T=1024: 3.0 ms")
 
 
 def test_state_bytes_are_the_reference_models_states():

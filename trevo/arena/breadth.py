@@ -1,7 +1,7 @@
 """The must-show table of issue 18 (the index's Tier-A token mixers and architectures): one row per
 registered component of the issue's list.
 
-``python -m trevo.arena.breadth [--db OUT/arena.sqlite] [--bench BENCH_DIR] [--context 1024]`` prints, per
+``python -m trevo.arena.breadth [--db OUT/arena.sqlite] [--bench BENCH_DIR …] [--context 1024]`` prints, per
 component: its registered name, the tests of its defining property (the test functions of its test file
 that name it), how it trains (each task's mean test metric over the chosen runs of an arena store),
 ``trevo bench mixers`` ms at T = 1024 and 4096 with the ratio to softmax attention (from a bench output
@@ -21,7 +21,7 @@ import argparse
 import ast
 import statistics
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -163,24 +163,24 @@ def _mixers_of(config: dict) -> set[str]:
     return {layer.mixer.name for layer in resolve_layers(RunConfig.from_dict(config).model)}
 
 
-def bench_rows(bench_dir: str | None) -> list[dict]:
-    """The timed rows of every ``trevo bench mixers`` result in ``bench_dir`` (forward + backward preferred)."""
-    if bench_dir is None:
-        return []
+def bench_rows(bench_dirs: Sequence[str] = ()) -> list[dict]:
+    """The timed rows of every ``trevo bench mixers`` result in ``bench_dirs`` (forward + backward preferred;
+    among results of one mode, the first directory's)."""
     import json
 
-    directory = Path(bench_dir)
-    if not directory.is_dir():
-        raise TrevoError(f"no benchmark directory at {bench_dir}; give the --out of `trevo bench mixers`")
+    for bench_dir in bench_dirs:
+        if not Path(bench_dir).is_dir():
+            raise TrevoError(f"no benchmark directory at {bench_dir}; give the --out of `trevo bench mixers`")
     results = []
-    for path in sorted(directory.glob("mixers-*.json")):
+    paths = [(order, path) for order, d in enumerate(bench_dirs) for path in sorted(Path(d).glob("mixers-*.json"))]
+    for order, path in paths:
         try:
             result = json.loads(path.read_text())
             mode = result["meta"]["mode"]
         except (OSError, ValueError, KeyError, TypeError):
             raise TrevoError(f"{path} is not a `trevo bench mixers` result (JSON with meta.mode and rows)") from None
         if mode != "generate":
-            results.append((mode != "fwdbwd", result["rows"]))
+            results.append(((mode != "fwdbwd", order), result["rows"]))
     return [row for _, rows in sorted(results, key=lambda r: r[0]) for row in rows]
 
 
@@ -220,11 +220,11 @@ def state_bytes(name: str, context: int) -> str:
     return f"{n:,}" + (" (with the attention layer before it)" if layers else "")
 
 
-def rows(db: str | None = None, bench_dir: str | None = None, context: int = 1024, state: bool = True,
+def rows(db: str | None = None, bench_dirs: Sequence[str] = (), context: int = 1024, state: bool = True,
          items: list[Item] | None = None, root: Path | None = None) -> list[list[str]]:
     """The table's rows: one per registered name of every item."""
     root = Path(__file__).resolve().parents[2] if root is None else root
-    timed = bench_rows(bench_dir)
+    timed = bench_rows(bench_dirs)
     out = []
     for item in ISSUE_18 if items is None else items:
         for name in item.names:
@@ -247,7 +247,8 @@ def table(body: list[list[str]], context: int) -> Table:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trevo.arena.breadth", description=__doc__.split("\n")[0])
     parser.add_argument("--db", help="an arena results store (OUT/arena.sqlite) for the trains column")
-    parser.add_argument("--bench", help="the --out directory of `trevo bench mixers` for the speed column")
+    parser.add_argument("--bench", action="append", default=[],
+                        help="the --out directory of `trevo bench mixers` for the speed column (repeatable)")
     parser.add_argument("--context", type=cli_number(int, ge=1), default=1024,
                         help="tokens prefilled before the state is measured (default 1024)")
     parser.add_argument("--no-state", action="store_true", help="skip building models for the state column")
