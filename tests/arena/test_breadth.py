@@ -47,7 +47,8 @@ def sources(tmp_path):
     bench.mkdir()
     timed = [{"mixer": "aft_full", "length": 1024, "status": "ok", "ms": 3.0, "ratio_to_softmax": 1.5},
              {"mixer": "aft_full", "length": 4096, "status": "ok", "ms": 40.0, "ratio_to_softmax": 2.0},
-             {"mixer": "aft_full", "length": 512, "status": "ok", "ms": 1.0, "ratio_to_softmax": 1.0}]
+             {"mixer": "aft_full", "length": 512, "status": "ok", "ms": 1.0, "ratio_to_softmax": 1.0},
+             {"mixer": "skip_attention", "length": 4096, "status": "time_cap", "reason": "past 60 s"}]
     (bench / "mixers-fwdbwd-cpu.json").write_text(json.dumps({"meta": {"mode": "fwdbwd"}, "rows": timed}))
     generate = [{"mixer": "aft_full", "length": 1024, "status": "ok", "ms": 99.0, "ratio_to_softmax": 9.0}]
     (bench / "mixers-generate-cpu.json").write_text(json.dumps({"meta": {"mode": "generate"}, "rows": generate}))
@@ -73,7 +74,7 @@ def test_trains_and_speed_come_from_the_store_and_the_bench(sources):
     assert full[3] == "byte_lm bpb 2.5000 (2 runs, test)"  # the mean of the two seeds' test metrics
     assert full[4] == "T=1024: 3.0 ms (1.50× softmax); T=4096: 40.0 ms (2.00× softmax)"
     assert skip[3] == "byte_lm bpb 3.0000 (1 runs, val, as attn+skip)"  # a hybrid without test metrics
-    assert conv[3:] == [NOT_RUN, NOT_RUN, NOT_RUN] and skip[4] == NOT_RUN
+    assert conv[3:] == [NOT_RUN, NOT_RUN, NOT_RUN] and skip[4] == "T=4096: time_cap (past 60 s)"
     # a second bench directory adds its mixers; where both timed one, the first directory's row is read
     more = Path(bench).parent / "more"
     more.mkdir()

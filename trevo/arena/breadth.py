@@ -21,7 +21,7 @@ import argparse
 import ast
 import statistics
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -184,14 +184,19 @@ def bench_rows(bench_dirs: Sequence[str] = ()) -> list[dict]:
     return [row for _, rows in sorted(results, key=lambda r: r[0]) for row in rows]
 
 
-def bench_cell(name: str, rows: Iterable[dict]) -> str:
+def bench_cell(name: str, rows: list[dict]) -> str:
+    """Per length: the first timed row of ``name``, or the first that was not timed (a time cap, a crash) with
+    its reason."""
     cells = []
     for length in LENGTHS:
-        row = next((r for r in rows if r.get("mixer") == name and r.get("length") == length and r.get("status") == "ok"
-                    and r.get("ms") is not None), None)
+        mine = [r for r in rows if r.get("mixer") == name and r.get("length") == length]
+        row = next((r for r in mine if r.get("status") == "ok" and r.get("ms") is not None), None)
         if row is not None:
             ratio = row.get("ratio_to_softmax")
             cells.append(f"T={length}: {row['ms']:.1f} ms" + (f" ({ratio:.2f}× softmax)" if ratio else ""))
+        elif mine:
+            reason = mine[0].get("reason")
+            cells.append(f"T={length}: {mine[0].get('status')}" + (f" ({reason})" if reason else ""))
     return "; ".join(cells) or NOT_RUN
 
 
