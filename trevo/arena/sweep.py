@@ -192,10 +192,7 @@ def _variants(items: Any, where: str, key: str) -> list[Variant]:
         elif isinstance(item, str):
             target = "model.mixer.name" if key == "variants" else "task.name"
             out.append(Variant(item, {target: item}))
-        elif isinstance(item, dict) and set(item) <= {"label", "set"} and isinstance(item.get("set"), dict):
-            label = str(item.get("label") or ",".join(f"{k}={v}" for k, v in item["set"].items()))
-            out.append(Variant(label, dict(item["set"])))
-        elif key == "tasks" and isinstance(item, dict) and set(item) <= {"label", "set", *TASK_FIELDS} \
+        elif isinstance(item, dict) and set(item) <= {"label", "set", *(TASK_FIELDS if key == "tasks" else ())} \
                 and ("vary" in item or isinstance(item.get("set"), dict)):
             exclude = _exclude(item, where)
             if "vary" in item:
