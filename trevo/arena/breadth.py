@@ -24,6 +24,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -31,6 +32,9 @@ from trevo.errors import TrevoError
 from trevo.registry import entries, get, where_tested
 from trevo.tables import Table, markdown
 from trevo.validation import cli_number
+
+if TYPE_CHECKING:
+    from trevo.arena.store import Run
 
 NOT_RUN = "not run"
 LENGTHS = (1024, 4096)
@@ -136,15 +140,23 @@ def defining_tests(kind: str, name: str, root: Path) -> str:
     return f"{path}::{tests[0]}" + (f" (+{len(tests) - 1})" if len(tests) > 1 else "")
 
 
-def trained(name: str, db: str | None) -> str:
-    """Per task and variant that uses ``name`` (its label, or a mixer of its layers), the mean test metric of
-    the store's chosen runs (validation where a run has no test metrics), with the number of runs."""
+def stored_runs(db: str | None) -> list[tuple[Run, set[str]]] | None:
+    """The store's chosen runs, each with the mixers of its layers (read once for the whole table); None
+    without a store."""
     if db is None:
-        return NOT_RUN
+        return None
     from trevo.arena.leaderboard import choose
     from trevo.arena.store import Store
 
-    runs = [r for r in choose(Store(db).runs()) if r.label == name or name in _mixers_of(r.config)]
+    return [(r, _mixers_of(r.config)) for r in choose(Store(db).runs())]
+
+
+def trained(name: str, runs: list[tuple[Run, set[str]]] | None) -> str:
+    """Per task and variant that uses ``name`` (its label, or a mixer of its layers), the mean test metric of
+    the chosen runs (validation where a run has no test metrics), with the number of runs."""
+    if runs is None:
+        return NOT_RUN
+    runs = [r for r, mixers in runs if r.label == name or name in mixers]
     cells = []
     for task, label in sorted({(r.task, r.label) for r in runs}):
         mine = [r for r in runs if (r.task, r.label) == (task, label)]
@@ -229,16 +241,16 @@ def rows(db: str | None = None, bench_dirs: Sequence[str] = (), context: int = 1
          items: list[Item] | None = None, root: Path | None = None) -> list[list[str]]:
     """The table's rows: one per registered name of every item."""
     root = Path(__file__).resolve().parents[2] if root is None else root
-    timed = bench_rows(bench_dirs)
+    timed, runs = bench_rows(bench_dirs), stored_runs(db)
     out = []
     for item in ISSUE_18 if items is None else items:
         for name in item.names:
             if item.kind != "mixer":
                 what = f"not a mixer ({item.kind})"
                 out.append([item.component, name, defining_tests(item.kind, name, root) or NOT_RUN,
-                            trained(name, db) if item.kind == "model" else what, what, what])
+                            trained(name, runs) if item.kind == "model" else what, what, what])
                 continue
-            out.append([item.component, name, defining_tests("mixer", name, root) or NOT_RUN, trained(name, db),
+            out.append([item.component, name, defining_tests("mixer", name, root) or NOT_RUN, trained(name, runs),
                         bench_cell(name, timed), state_bytes(name, context) if state else NOT_RUN])
     return out
 
