@@ -138,4 +138,4 @@ def test_finished_runs_made_with_other_component_defaults_are_named():
                    config=cfg.to_dict(), versions=None if defaults is None else {"defaults": defaults})
 
     assert changed_defaults([run(json.loads(json.dumps(now))), run(None)]) == []  # same, or recorded before stamps
-    assert changed_defaults([run(older)]) == ["gla: model.mixer.chunk_size was 32, now 64"]
+    assert changed_defaults([run(older)]) == ["gla: model.mixer.chunk_size was 32, now None"]

@@ -13,12 +13,15 @@ def _row(length, form, ms, mode="fwdbwd", **options):
             "options": {"form": form, **options}}
 
 
-def test_choices_take_the_fastest_variant_per_point_and_record_its_chunk_size():
+def test_choices_take_the_fastest_variant_per_point_and_record_the_fastest_chunk_size():
     rows = [_row(64, "recurrent", 2.0), _row(64, "chunk", 3.0, chunk_size=16), _row(64, "chunk", 1.5, chunk_size=32),
             _row(256, "recurrent", 9.0), _row(256, "chunk", 4.0, chunk_size=16),
-            {**_row(256, "chunk", 1.0, chunk_size=32), "status": "time_cap"}]
+            {**_row(256, "chunk", 1.0, chunk_size=32), "status": "time_cap"},
+            _row(1024, "recurrent", 1.0), _row(1024, "chunk", 3.0, chunk_size=16), _row(1024, "chunk", 2.0, chunk_size=32)]
     table = calibrate.choices(rows, "cpu")["cpu"]["lru"]["causal"]["fwdbwd"]
-    assert [(e["length"], e["form"], e.get("chunk_size")) for e in table] == [(64, "chunk", 32), (256, "chunk", 16)]
+    # the chunk size is the fastest chunk variant's even where another form wins (1024)
+    assert [(e["length"], e["form"], e.get("chunk_size")) for e in table] == [
+        (64, "chunk", 32), (256, "chunk", 16), (1024, "recurrent", 32)]
     assert table[1]["ms"] == {"recurrent": 9.0, "chunk@16": 4.0}  # a capped point is never chosen
 
 

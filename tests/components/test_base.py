@@ -1,6 +1,7 @@
 """The token-mixer base class: state sizes, form validation, the form for a length (``auto``: the form
 measured fastest in trevo.bench.form_table for the device, direction, mode and nearest calibrated
-length; without a measurement the training default), and capability checks at construction."""
+length; without a measurement the training default), the chunk size for a length (``chunk_size=None``:
+the size measured fastest), and capability checks at construction."""
 
 from __future__ import annotations
 
@@ -100,6 +101,35 @@ def test_without_a_measurement_auto_keeps_the_declared_order(no_tables, table):
     table({"lru": {"causal": {"fwdbwd": [{"length": 64, "form": "parallel"}]}}})
     assert _lru().form_for(100) == "chunk"
 
+
+def test_chunk_size_none_takes_the_measured_size_and_reaches_the_op(no_tables, table, monkeypatch):
+    table({"rwkv6": {"causal": {"fwdbwd": [{"length": 64, "form": "recurrent", "chunk_size": 8},
+                                           {"length": 1024, "form": "chunk", "chunk_size": 32}]}}})
+    mixer = create("mixer", "rwkv6", d_model=16, causal=True, n_heads=2)
+    assert mixer.chunk_size is None
+    assert mixer.chunk_size_for(50) == 8 and mixer.chunk_size_for(2048) == 32
+    assert mixer.chunk_size_for(10 ** 6) == 32  # the size holds past twice the longest measurement
+    with torch.no_grad():
+        assert mixer.chunk_size_for(50) == type(mixer).default_chunk_size == 64  # no fwd measurement
+    assert create("mixer", "rwkv6", d_model=16, causal=True, n_heads=2, chunk_size=4).chunk_size_for(50) == 4
+
+    import trevo.components.mixers.rwkv6 as rwkv6
+
+    seen = []
+
+    def spy(*args, chunk_size, **kwargs):
+        seen.append((kwargs["form"], chunk_size))
+        return recurrence(*args, chunk_size=chunk_size, **kwargs)
+
+    recurrence = rwkv6.linear_recurrence
+    monkeypatch.setattr(rwkv6, "linear_recurrence", spy)
+    mixer.form = "chunk"
+    x = torch.randn(1, 40, 16)
+    y = mixer(x)
+    assert seen == [("chunk", 8)]
+    reference = create("mixer", "rwkv6", d_model=16, causal=True, n_heads=2, form="recurrent")
+    reference.load_state_dict(mixer.state_dict())
+    torch.testing.assert_close(y, reference(x), rtol=1e-4, atol=1e-5)  # a chunk size changes only the time
 
 
 @pytest.mark.parametrize("mixer, options", [("gla", []), ("mamba2", ["model.mixer.head_dim=8"]), ("retnet", [])])

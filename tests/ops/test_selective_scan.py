@@ -79,10 +79,11 @@ def _inputs(T, D=3, N=4, seed=0):
 
 
 @pytest.mark.parametrize("form", S.FORMS)
-@pytest.mark.parametrize("T,chunk,segment", [(1, 4, 512), (19, 1, 512), (19, 4, 5), (19, 8, 8), (50, 3, 16)])
+@pytest.mark.parametrize("T,chunk,segment", [(1, 4, 512), (19, 1, 512), (19, 4, 4), (19, 8, 8), (50, 3, 15)])
 def test_every_form_equals_the_loop_with_gradients(monkeypatch, form, T, chunk, segment):
-    monkeypatch.setattr(S, "SEGMENT", segment)
     inputs = _inputs(T)
+    monkeypatch.setattr(S, "STATE_ELEMENTS", segment * inputs[0].shape[0] * inputs[2].numel())
+    assert S.segment_steps(inputs[0].shape[0], *inputs[2].shape, chunk) == segment
     y, last = S.selective_scan(*inputs, form=form, chunk_size=chunk)
     y_ref, last_ref = reference(*inputs)
     torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-10)
@@ -95,9 +96,9 @@ def test_every_form_equals_the_loop_with_gradients(monkeypatch, form, T, chunk, 
 
 
 def test_chunk_form_saves_inputs_and_segment_states_not_every_state(monkeypatch):
-    monkeypatch.setattr(S, "SEGMENT", 16)
     T, D, N = 64, 8, 6
     inputs = _inputs(T, D, N)
+    monkeypatch.setattr(S, "STATE_ELEMENTS", 16 * 2 * D * N)  # segments of 16 steps
     y, _ = S.selective_scan(*inputs, form="chunk", chunk_size=4)
     saved = sum(t.numel() for t in y.grad_fn.saved_tensors)
     inputs_numel = sum(t.numel() for t in inputs[:5])

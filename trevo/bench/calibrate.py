@@ -5,8 +5,10 @@ Each (mixer, form, mode, length) point builds the mixer as ``trevo bench mixers`
 causal where it can be) with that form, and times the median of a few calls after a warm-up, in
 ``fwdbwd`` (forward and backward: what training runs) and ``fwd`` (under ``no_grad``: prefill and
 evaluation). A form whose one call passes the time cap is not measured at longer lengths and cannot
-be chosen there. With ``chunk_sizes`` the ``chunk`` form of every mixer that takes ``chunk_size`` is
-measured at each of them too, and the table records the fastest chunk size beside the fastest form.
+be chosen there. With ``chunk_sizes`` the ``chunk`` form of every mixer built with ``chunk_size=None``
+(its chunk size a speed setting, not part of what it computes) is measured at each of them instead
+of at its default, and the table records the fastest chunk size beside the fastest form, whichever
+form that is: ``chunk_size=None`` takes it (``TokenMixer.chunk_size_for``).
 
 ``check`` measures the same points and compares them with the table in use instead of writing: the
 time of the form ``auto`` picks over the time of the fastest exact form, in the same run.
@@ -68,8 +70,11 @@ def measure_point(point: Row) -> Row:
     return {**point, "status": "ok", "reason": "", "ms": 1000 * M.median(times), "ms_min": 1000 * min(times)}
 
 
-def _takes_chunk_size(name: str) -> bool:
-    return "chunk_size" in inspect.signature(get("mixer", name).factory).parameters
+def _measures_chunk_size(name: str) -> bool:
+    """Whether the mixer's chunk size is a speed setting it takes from the table (``chunk_size=None``), not
+    part of what it computes (FLASH's groups, a local window)."""
+    parameter = inspect.signature(get("mixer", name).factory).parameters.get("chunk_size")
+    return parameter is not None and parameter.default is None
 
 
 def plan(mixers: list[str] | None, lengths: list[int], *, modes=MODES, chunk_sizes: list[int] | None = None,
@@ -83,7 +88,7 @@ def plan(mixers: list[str] | None, lengths: list[int], *, modes=MODES, chunk_siz
             raise TrevoError(f"mixer {name!r} has one form ({', '.join(entry.forms) or 'no form argument'}): "
                              f"there is nothing for auto to choose")
         variants = [{"form": f} for f in entry.forms]
-        if chunk_sizes and "chunk" in entry.forms and _takes_chunk_size(name):
+        if chunk_sizes and "chunk" in entry.forms and _measures_chunk_size(name):
             variants = [v for v in variants if v["form"] != "chunk"]
             variants += [{"form": "chunk", "chunk_size": c} for c in chunk_sizes]
         for mode in modes:
@@ -139,10 +144,10 @@ def choices(rows: list[Row], device: str) -> dict[str, Any]:
             for entries in modes.values():
                 entries.sort(key=lambda e: e["length"])
                 for e in entries:
-                    best = min(e["ms"], key=e["ms"].get)
-                    e["form"], _, size = best.partition("@")
-                    if size:
-                        e["chunk_size"] = int(size)
+                    e["form"] = min(e["ms"], key=e["ms"].get).partition("@")[0]
+                    sizes = {v: ms for v, ms in e["ms"].items() if v.startswith("chunk@")}
+                    if sizes:
+                        e["chunk_size"] = int(min(sizes, key=sizes.get).partition("@")[2])
     return {device: table}
 
 

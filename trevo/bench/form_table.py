@@ -12,6 +12,9 @@ A length between two calibrated lengths takes the choice of the nearer one on a 
 one the choice at the shortest. A length more than twice the longest calibrated one is not
 extrapolated to (a form fastest at 4096 tokens may be quadratic): ``auto`` keeps the declared order
 there, whose first form is the mixer's scalable training form.
+
+Calibrated with chunk sizes, an entry also records the fastest chunk size of the ``chunk`` form
+(whichever form won); a mixer built with ``chunk_size=None`` runs its chunk form at that size.
 """
 
 from __future__ import annotations
@@ -54,14 +57,30 @@ def reload() -> None:
     _tables.cache_clear()
 
 
-def measured_form(mixer: str, causal: bool, seq_len: int, *, device: str = "cpu", training: bool = True) -> str | None:
-    """The fastest form measured for ``mixer`` at the calibrated length nearest ``seq_len``, or None."""
+def _nearest(mixer: str, causal: bool, seq_len: int, device: str, training: bool) -> tuple[dict[str, Any], bool]:
+    """The table entry of ``mixer`` at the calibrated length nearest ``seq_len`` ({} where none), and
+    whether ``seq_len`` is within twice the longest calibrated length."""
     direction, mode = ("causal" if causal else "bidirectional"), ("fwdbwd" if training else "fwd")
     for table in _tables(os.environ.get("TREVO_FORM_TABLE"), device):
         choices = table.get(mixer, {}).get(direction, {}).get(mode)
         if choices:
-            if seq_len > 2 * max(c["length"] for c in choices):
-                return None
             target = math.log(max(seq_len, 1))
-            return min(choices, key=lambda c: abs(math.log(c["length"]) - target))["form"]
-    return None
+            nearest = min(choices, key=lambda c: abs(math.log(c["length"]) - target))
+            return nearest, seq_len <= 2 * max(c["length"] for c in choices)
+    return {}, False
+
+
+def measured_form(mixer: str, causal: bool, seq_len: int, *, device: str = "cpu", training: bool = True) -> str | None:
+    """The fastest form measured for ``mixer`` at the calibrated length nearest ``seq_len``, or None."""
+    entry, covered = _nearest(mixer, causal, seq_len, device, training)
+    return entry["form"] if covered else None
+
+
+def measured_chunk_size(mixer: str, causal: bool, seq_len: int, *, device: str = "cpu",
+                        training: bool = True) -> int | None:
+    """The fastest chunk size measured for ``mixer``'s chunk form at the calibrated length nearest
+    ``seq_len`` (calibrated with ``--chunk-sizes``), or None. Unlike the form, it holds past twice the
+    longest calibrated length: every chunk size gives the same numbers, and the cost per chunk does not
+    depend on the length."""
+    entry, _ = _nearest(mixer, causal, seq_len, device, training)
+    return entry.get("chunk_size")

@@ -195,7 +195,7 @@ def mamba2(T: int, gen: torch.Generator):
     hf_mod = _transformers("mamba2.modeling_mamba2")
     config = _transformers("mamba2.configuration_mamba2").Mamba2Config(
         hidden_size=256, expand=2, head_dim=mine.head_dim, num_heads=mine.n_heads, state_size=mine.d_state, n_groups=1,
-        chunk_size=mine.chunk_size, conv_kernel=mine.conv.conv_size, use_bias=False, use_conv_bias=True,
+        chunk_size=mine.chunk_size_for(T), conv_kernel=mine.conv.conv_size, use_bias=False, use_conv_bias=True,
         layer_norm_epsilon=mine.norm.eps, num_hidden_layers=1)
     theirs = hf_mod.Mamba2Mixer(config, layer_idx=0)
     with torch.no_grad():

@@ -30,29 +30,33 @@ from trevo.errors import IncompatibleError, TrevoError
 State = dict[str, torch.Tensor]
 
 
-def _measured_form(mixer: str, causal: bool, seq_len: int, device: str, training: bool) -> str:
-    """``trevo.bench.form_table.measured_form`` ("" where none)."""
-    from trevo.bench.form_table import measured_form  # the table is data of the benchmark
+def _measured(mixer: str, causal: bool, seq_len: int, device: str, training: bool) -> tuple[str, int]:
+    """``trevo.bench.form_table``'s form and chunk size ("" and 0 where none)."""
+    from trevo.bench.form_table import measured_chunk_size, measured_form  # the table is data of the benchmark
 
-    return measured_form(mixer, causal, seq_len, device=device, training=training) or ""
+    return (measured_form(mixer, causal, seq_len, device=device, training=training) or "",
+            measured_chunk_size(mixer, causal, seq_len, device=device, training=training) or 0)
 
 
 def trace_form_lookup_as_constant() -> None:
-    """Make ``form="auto"``'s table lookup a constant of ``torch.compile`` traces, read once when a graph is
-    traced (the table is JSON files behind an lru_cache, which dynamo would trace into and break the graph
-    at the file read). The lookup's arguments are the graph's guards (the length a shape, the mode the grad
-    mode), so a compiled block picks the form an eager one picks; a table recalibrated after compiling is
-    seen after ``torch._dynamo.reset()``. Called before compiling (``trevo.train.compile_blocks``) rather
-    than at import, since ``torch.compiler.assume_constant_result`` imports torch._dynamo and Triton, which
-    doubles trevo's import time and defines Triton's library functions before ``TRITON_INTERPRET`` can be
-    set. A model compiled without it still runs; its graph breaks at the lookup."""
-    torch.compiler.assume_constant_result(_measured_form)
+    """Make the table lookup of ``form="auto"`` and ``chunk_size=None`` a constant of ``torch.compile``
+    traces, read once when a graph is traced (the table is JSON files behind an lru_cache, which dynamo
+    would trace into and break the graph at the file read). The lookup's arguments are the graph's guards
+    (the length a shape, the mode the grad mode), so a compiled block picks the form and chunk size an
+    eager one picks; a table recalibrated after compiling is seen after ``torch._dynamo.reset()``. Called
+    before compiling (``trevo.train.compile_blocks``) rather than at import, since
+    ``torch.compiler.assume_constant_result`` imports torch._dynamo and Triton, which doubles trevo's
+    import time and defines Triton's library functions before ``TRITON_INTERPRET`` can be set. A model
+    compiled without it still runs; its graph breaks at the lookup."""
+    torch.compiler.assume_constant_result(_measured)
 
 
 class TokenMixer(nn.Module):
     """Base class of token mixers: input checks, forward dispatch, the generation contract, form choice."""
 
     forms: ClassVar[tuple[str, ...]] = ()
+    # The chunk size of a mixer built with chunk_size=None where no calibration measured one.
+    default_chunk_size: ClassVar[int] = 64
 
     def __init__(self, d_model: int, *, causal: bool, form: str = "auto") -> None:
         super().__init__()
@@ -83,14 +87,25 @@ class TokenMixer(nn.Module):
             return "recurrent"
         if len(self.forms) < 2:
             return self.forms[0] if self.forms else ""
+        form = self._measured(seq_len)[0]
+        return form if form in self.forms else self.forms[0]
+
+    def chunk_size_for(self, seq_len: int) -> int:
+        """The chunk size of the chunk form for ``seq_len`` tokens: ``chunk_size``, or where it is None
+        the size measured fastest for this mixer on this device kind at the nearest calibrated length
+        (``trevo bench calibrate --chunk-sizes``), else ``default_chunk_size``. Every size gives the
+        same numbers up to rounding; only the time differs."""
+        if self.chunk_size is not None:
+            return self.chunk_size
+        return self._measured(seq_len)[1] or self.default_chunk_size
+
+    def _measured(self, seq_len: int) -> tuple[str, int]:
         entry = getattr(type(self), "registry_entry", None)
-        if entry is not None:
-            tensor = next(itertools.chain(self.parameters(), self.buffers()), None)
-            device = tensor.device.type if tensor is not None else "cpu"
-            form = _measured_form(entry.name, self.causal, seq_len, device, torch.is_grad_enabled())
-            if form in self.forms:
-                return form
-        return self.forms[0]
+        if entry is None:
+            return "", 0
+        tensor = next(itertools.chain(self.parameters(), self.buffers()), None)
+        device = tensor.device.type if tensor is not None else "cpu"
+        return _measured(entry.name, self.causal, seq_len, device, torch.is_grad_enabled())
 
     def check_input(self, x: torch.Tensor) -> None:
         if x.dim() != 3 or x.shape[-1] != self.d_model:

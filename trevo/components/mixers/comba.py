@@ -26,7 +26,7 @@ class Comba(DeltaRuleMixer):
     convolutions and SiLU; Gated DeltaNet's decay α_t per head; output RMSNorm(o) ⊙ σ(W_g x)."""
 
     def __init__(self, d_model: int, *, causal: bool = True, n_heads: int = 4, conv_size: int = 4,
-                 chunk_size: int = 64, form: str = "auto") -> None:
+                 chunk_size: int | None = None, form: str = "auto") -> None:
         super().__init__(d_model, causal=causal, n_heads=n_heads, conv_size=conv_size, chunk_size=chunk_size,
                          form=form)
         self.decay = MambaDecay(d_model, n_heads)
@@ -43,5 +43,5 @@ class Comba(DeltaRuleMixer):
         # α I − β k pᵀ is the DPLR transition diag(α) + b aᵀ with a = p, b = −β k (write key β k).
         o, new["S"] = generalized_delta_rule(q, beta * k, v, p, -beta * k, log_decay=self.decay(x),
                                              initial_state=state["S"], scale=self.head_dim ** -0.5,
-                                             form=self.form_for(x.shape[1]), chunk_size=self.chunk_size)
+                                             form=self.form_for(x.shape[1]), chunk_size=self.chunk_size_for(x.shape[1]))
         return self.out_proj(merge_heads(self.o_norm(o)) * torch.sigmoid(self.g_proj(x))), new

@@ -33,7 +33,7 @@ class DeltaRuleMixer(TokenMixer):
     forms = ("chunk", "quadratic", "recurrent")
 
     def __init__(self, d_model: int, *, causal: bool = True, n_heads: int = 4, conv_size: int = 4,
-                 chunk_size: int = 64, negative_eigenvalues: bool = False, form: str = "auto",
+                 chunk_size: int | None = None, negative_eigenvalues: bool = False, form: str = "auto",
                  writes_per_token: int = 1) -> None:
         super().__init__(d_model, causal=causal, form=form)
         self.n_heads, self.head_dim, self.chunk_size = n_heads, head_dim_of(d_model, n_heads), chunk_size
@@ -81,7 +81,7 @@ class DeltaRuleMixer(TokenMixer):
         q, beta, erase_key, v = self.gates(x, q, k, v)
         o, new["S"] = delta_rule(q, k, v, beta, log_decay=self.log_decay(x), erase_key=erase_key,
                                  initial_state=state["S"], scale=self.head_dim ** -0.5,
-                                 form=self.form_for(x.shape[1]), chunk_size=self.chunk_size)
+                                 form=self.form_for(x.shape[1]), chunk_size=self.chunk_size_for(x.shape[1]))
         return self.output(o, x), new
 
 
@@ -94,7 +94,7 @@ class DeltaNet(DeltaRuleMixer):
     convolutions on q, k, v (the 2024 paper's architecture); β ∈ (0, 2) with ``negative_eigenvalues``."""
 
     def __init__(self, d_model: int, *, causal: bool = True, n_heads: int = 4, conv_size: int = 4,
-                 chunk_size: int = 64, negative_eigenvalues: bool = False, form: str = "auto") -> None:
+                 chunk_size: int | None = None, negative_eigenvalues: bool = False, form: str = "auto") -> None:
         super().__init__(d_model, causal=causal, n_heads=n_heads, conv_size=conv_size, chunk_size=chunk_size,
                          negative_eigenvalues=negative_eigenvalues, form=form)
 
@@ -132,7 +132,7 @@ class GatedDeltaNet(DeltaRuleMixer):
     gate RMSNorm(o) ⊙ SiLU(W_g x); β ∈ (0, 2) with ``negative_eigenvalues``."""
 
     def __init__(self, d_model: int, *, causal: bool = True, n_heads: int = 4, conv_size: int = 4,
-                 chunk_size: int = 64, negative_eigenvalues: bool = False, form: str = "auto") -> None:
+                 chunk_size: int | None = None, negative_eigenvalues: bool = False, form: str = "auto") -> None:
         super().__init__(d_model, causal=causal, n_heads=n_heads, conv_size=conv_size, chunk_size=chunk_size,
                          negative_eigenvalues=negative_eigenvalues, form=form)
         self.decay = MambaDecay(d_model, n_heads)
@@ -157,8 +157,8 @@ class KimiDeltaAttention(DeltaRuleMixer):
     head_dim); output RMSNorm(o) ⊙ σ(W_g↑ W_g↓ x) (rank ``gate_low_rank_dim``, default head_dim)."""
 
     def __init__(self, d_model: int, *, causal: bool = True, n_heads: int = 4, conv_size: int = 4,
-                 chunk_size: int = 64, decay_low_rank_dim: int | None = None, gate_low_rank_dim: int | None = None,
-                 negative_eigenvalues: bool = False, form: str = "auto") -> None:
+                 chunk_size: int | None = None, decay_low_rank_dim: int | None = None,
+                 gate_low_rank_dim: int | None = None, negative_eigenvalues: bool = False, form: str = "auto") -> None:
         super().__init__(d_model, causal=causal, n_heads=n_heads, conv_size=conv_size, chunk_size=chunk_size,
                          negative_eigenvalues=negative_eigenvalues, form=form)
         self.decay = MambaDecay(d_model, n_heads, per_channel=True, low_rank_dim=decay_low_rank_dim or self.head_dim)
@@ -184,8 +184,8 @@ class GatedDeltaNet2(KimiDeltaAttention):
     and output gate; b = w = β recovers KDA."""
 
     def __init__(self, d_model: int, *, causal: bool = True, n_heads: int = 4, conv_size: int = 4,
-                 chunk_size: int = 64, decay_low_rank_dim: int | None = None, gate_low_rank_dim: int | None = None,
-                 negative_eigenvalues: bool = False, form: str = "auto") -> None:
+                 chunk_size: int | None = None, decay_low_rank_dim: int | None = None,
+                 gate_low_rank_dim: int | None = None, negative_eigenvalues: bool = False, form: str = "auto") -> None:
         super().__init__(d_model, causal=causal, n_heads=n_heads, conv_size=conv_size, chunk_size=chunk_size,
                          decay_low_rank_dim=decay_low_rank_dim, gate_low_rank_dim=gate_low_rank_dim,
                          negative_eigenvalues=negative_eigenvalues, form=form)

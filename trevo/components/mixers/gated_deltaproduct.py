@@ -29,7 +29,7 @@ class GatedDeltaProduct(DeltaRuleMixer):
     RMSNorm(o) ⊙ SiLU(W_g x). ``chunk_size`` counts the n·T interleaved steps."""
 
     def __init__(self, d_model: int, *, causal: bool = True, n_heads: int = 4, n_householder: int = 2,
-                 conv_size: int = 4, chunk_size: int = 64, negative_eigenvalues: bool = True,
+                 conv_size: int = 4, chunk_size: int | None = None, negative_eigenvalues: bool = True,
                  form: str = "auto") -> None:
         if n_householder < 1:
             raise IncompatibleError(f"n_householder must be >= 1, got {n_householder}")
@@ -54,5 +54,6 @@ class GatedDeltaProduct(DeltaRuleMixer):
         k, v = F.normalize(steps(k), dim=-1), steps(v)
         beta = self.beta_scale * torch.sigmoid(self.b_proj(x)).unflatten(-1, (n, H)).permute(0, 3, 1, 2)
         o, new["S"] = delta_product(q, k, v, beta, log_decay=self.decay(x), initial_state=state["S"],
-                                    scale=self.head_dim ** -0.5, form=self.form_for(T), chunk_size=self.chunk_size)
+                                    scale=self.head_dim ** -0.5, form=self.form_for(T),
+                                    chunk_size=self.chunk_size_for(T))
         return self.out_proj(merge_heads(self.o_norm(o)) * F.silu(self.g_proj(x))), new

@@ -32,7 +32,8 @@ class GatedLinearAttention(TokenMixer):
     forms = ("chunk", "quadratic", "recurrent")
 
     def __init__(self, d_model: int, *, causal: bool = True, n_heads: int = 4, expand_k: float = 0.5,
-                 gate_low_rank_dim: int = 16, tau: float = 16.0, chunk_size: int = 64, form: str = "auto") -> None:
+                 gate_low_rank_dim: int = 16, tau: float = 16.0, chunk_size: int | None = None,
+                 form: str = "auto") -> None:
         super().__init__(d_model, causal=causal, form=form)
         d_k = int(d_model * expand_k)
         head_dim_of(d_model, n_heads)  # values and keys are both split into n_heads
@@ -57,6 +58,6 @@ class GatedLinearAttention(TokenMixer):
         log_alpha = split_heads(gla_log_gate(self.gate_up(self.gate_down(x)), self.tau), H)
         o, S = linear_recurrence(q, k, v, log_decay=log_alpha, initial_state=state["S"],
                                  scale=(self.d_k // H) ** -0.5, form=self.form_for(x.shape[1]),
-                                 chunk_size=self.chunk_size)
+                                 chunk_size=self.chunk_size_for(x.shape[1]))
         y = F.silu(self.r_proj(x)) * merge_heads(self.head_norm(o))
         return self.out_proj(y), {"S": S}

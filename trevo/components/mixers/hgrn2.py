@@ -33,7 +33,7 @@ class HGRN2(TokenMixer):
 
     forms = ("chunk", "quadratic", "recurrent")
 
-    def __init__(self, d_model: int, *, causal: bool = True, n_heads: int = 4, chunk_size: int = 64,
+    def __init__(self, d_model: int, *, causal: bool = True, n_heads: int = 4, chunk_size: int | None = None,
                  layer_idx: int = 0, n_layers: int = 1, form: str = "auto") -> None:
         super().__init__(d_model, causal=causal, form=form)
         self.n_heads, self.head_dim, self.chunk_size = n_heads, head_dim_of(d_model, n_heads), chunk_size
@@ -52,5 +52,5 @@ class HGRN2(TokenMixer):
         k = -torch.expm1(log_f)  # 1 − f_t, exact for f_t near 1
         v = split_heads(self.i_proj(x), H)
         o, S = linear_recurrence(q, k, v, log_decay=log_f, initial_state=state["S"], form=self.form_for(x.shape[1]),
-                                 chunk_size=self.chunk_size)
+                                 chunk_size=self.chunk_size_for(x.shape[1]))
         return self.out_proj(merge_heads(self.norm(o)) * F.silu(self.g_proj(x))), {"S": S}

@@ -29,7 +29,7 @@ class LightNet(FusedQKVHeads, TokenMixer):
     forms = ("chunk", "quadratic", "recurrent")
 
     def __init__(self, d_model: int, *, causal: bool = True, n_heads: int = 4, gate_low_rank_dim: int = 32,
-                 chunk_size: int = 64, form: str = "auto") -> None:
+                 chunk_size: int | None = None, form: str = "auto") -> None:
         super().__init__(d_model, causal=causal, form=form)
         self.chunk_size = chunk_size
         self.init_heads(d_model, n_heads, out_proj=False)
@@ -48,5 +48,5 @@ class LightNet(FusedQKVHeads, TokenMixer):
         k, log_decay, z = cumulative_softmax_gate(k, state["z"])
         o, S = linear_recurrence(F.silu(q), k, v, log_decay=log_decay, initial_state=state["S"],
                                  scale=self.head_dim ** -0.5, form=self.form_for(x.shape[1]),
-                                 chunk_size=self.chunk_size)
+                                 chunk_size=self.chunk_size_for(x.shape[1]))
         return self.out_proj(self.norm(merge_heads(o)) * F.silu(self.gate(x))), {"S": S, "z": z}

@@ -42,9 +42,10 @@ class Longhorn(SelectiveBlock, TokenMixer):
     read-out y_t = S_t q_t (k, q: ``d_state`` wide, from x). Forms: ``scan``, ``chunk``, ``recurrent``."""
 
     forms = ("scan", "chunk", "recurrent")
+    default_chunk_size = 16
 
     def __init__(self, d_model: int, *, causal: bool = True, d_state: int = 16, expand: int = 2, conv_size: int = 4,
-                 dt_low_rank_dim: int | None = None, chunk_size: int = 16, form: str = "auto") -> None:
+                 dt_low_rank_dim: int | None = None, chunk_size: int | None = None, form: str = "auto") -> None:
         super().__init__(d_model, causal=causal, form=form)
         self.chunk_size = chunk_size
         d_inner = self.init_selective_block(d_model, expand, d_state, conv_size, dt_low_rank_dim)
@@ -56,6 +57,7 @@ class Longhorn(SelectiveBlock, TokenMixer):
         x, z, dt, k, q, conv = self.selective_inputs(u, state["conv"])
         beta = torch.sigmoid(self.dt_proj(dt) + self.dt_bias)
         log_a, b = longhorn_decay_and_input(x, k, beta)
-        hs, h = linear_scan(log_a, b, state["h"], form=self.form_for(u.shape[1]), chunk_size=self.chunk_size)
+        T = u.shape[1]
+        hs, h = linear_scan(log_a, b, state["h"], form=self.form_for(T), chunk_size=self.chunk_size_for(T))
         y = torch.einsum("btdn,btn->btd", hs, q) + self.D * x
         return self.out_proj(y * F.silu(z)), {"conv": conv, "h": h}

@@ -75,7 +75,7 @@ class Mamba(SelectiveBlock, TokenMixer):
 
     def __init__(self, d_model: int, *, causal: bool = True, d_state: int = 16, expand: int = 2, conv_size: int = 4,
                  dt_low_rank_dim: int | None = None, dt_min: float = 1e-3, dt_max: float = 1e-1,
-                 chunk_size: int = 64, form: str = "auto") -> None:
+                 chunk_size: int | None = None, form: str = "auto") -> None:
         super().__init__(d_model, causal=causal, form=form)
         self.chunk_size = chunk_size
         d_inner = self.init_selective_block(d_model, expand, d_state, conv_size, dt_low_rank_dim)
@@ -88,6 +88,6 @@ class Mamba(SelectiveBlock, TokenMixer):
         x, z, dt_low, B, C, conv = self.selective_inputs(u, state["conv"])
         dt = F.softplus(self.dt_proj(dt_low) + self.dt_bias)
         y, h = selective_scan(x, dt, -torch.exp(self.A_log), B, C, state["h"], form=self.form_for(u.shape[1]),
-                              chunk_size=self.chunk_size)
+                              chunk_size=self.chunk_size_for(u.shape[1]))
         y = (y + self.D * x) * F.silu(z)
         return self.out_proj(y), {"conv": conv, "h": h}

@@ -34,7 +34,7 @@ class Mamba2(TokenMixer):
     forms = ("chunk", "quadratic", "recurrent")
 
     def __init__(self, d_model: int, *, causal: bool = True, expand: int = 2, head_dim: int = 64,
-                 d_state: int = 64, conv_size: int = 4, chunk_size: int = 64, form: str = "auto") -> None:
+                 d_state: int = 64, conv_size: int = 4, chunk_size: int | None = None, form: str = "auto") -> None:
         super().__init__(d_model, causal=causal, form=form)
         d_inner = expand * d_model
         self.n_heads = n_heads_of(d_inner, head_dim)
@@ -63,6 +63,6 @@ class Mamba2(TokenMixer):
         k = Bm[:, None].expand(Bsz, H, T, self.d_state)
         q = Cm[:, None].expand(Bsz, H, T, self.d_state)
         y, S = linear_recurrence(q, k, xh * dt[..., None], log_decay=-self.A_log.exp()[:, None] * dt,
-                                 initial_state=state["S"], form=self.form_for(T), chunk_size=self.chunk_size)
+                                 initial_state=state["S"], form=self.form_for(T), chunk_size=self.chunk_size_for(T))
         y = merge_heads(y + self.D[:, None, None] * xh)
         return self.out_proj(self.norm(y * F.silu(z))), {"S": S, "conv": conv}

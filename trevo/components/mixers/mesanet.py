@@ -32,7 +32,7 @@ class MesaNet(TokenMixer):
     forms = ("chunk", "quadratic", "recurrent")
 
     def __init__(self, d_model: int, *, causal: bool = True, n_heads: int = 4, conv_size: int = 4,
-                 chunk_size: int = 64, cg_steps: int = 30, form: str = "auto") -> None:
+                 chunk_size: int | None = None, cg_steps: int = 30, form: str = "auto") -> None:
         super().__init__(d_model, causal=causal, form=form)
         self.n_heads, self.head_dim, self.chunk_size = n_heads, head_dim_of(d_model, n_heads), chunk_size
         self.cg_steps = cg_steps
@@ -61,6 +61,7 @@ class MesaNet(TokenMixer):
         log_decay = F.logsigmoid(self.a_proj(x)).transpose(1, 2)
         lamb = (F.softplus(self.lambda_param) + LAMBDA_LOWER_BOUND).view(H, -1)
         o, (S_kk, S) = mesa_net(q, k, v, beta, lamb, log_decay=log_decay, initial_state=(state["S_kk"], state["S"]),
-                                cg_steps=self.cg_steps, form=self.form_for(x.shape[1]), chunk_size=self.chunk_size)
+                                cg_steps=self.cg_steps, form=self.form_for(x.shape[1]),
+                                chunk_size=self.chunk_size_for(x.shape[1]))
         y = self.out_proj(merge_heads(self.o_norm(o)))
         return y, {"S": S.to(x.dtype), "S_kk": S_kk.to(x.dtype), "conv_q": conv_q, "conv_k": conv_k}

@@ -41,7 +41,8 @@ class MixtureOfMemories(TokenMixer):
     forms = ("chunk", "quadratic", "recurrent")
 
     def __init__(self, d_model: int, *, causal: bool = True, n_heads: int = 4, n_memories: int = 4, topk: int = 2,
-                 shared_memory: bool = True, conv_size: int = 4, chunk_size: int = 64, form: str = "auto") -> None:
+                 shared_memory: bool = True, conv_size: int = 4, chunk_size: int | None = None,
+                 form: str = "auto") -> None:
         super().__init__(d_model, causal=causal, form=form)
         if not 1 <= topk <= n_memories:
             raise IncompatibleError(f"mom needs 1 <= topk <= n_memories, got topk={topk}, n_memories={n_memories}")
@@ -82,7 +83,7 @@ class MixtureOfMemories(TokenMixer):
         beta = torch.sigmoid(self.b_proj(x)).transpose(1, 2) * routed
         log_decay = (-self.A_log.exp() * F.softplus(self.a_proj(x) + self.dt_bias)).transpose(1, 2) * routed
         o, S = delta_rule(q, k, v, beta, log_decay=log_decay, initial_state=state["S"], scale=self.head_dim ** -0.5,
-                          form=self.form_for(T), chunk_size=self.chunk_size)
+                          form=self.form_for(T), chunk_size=self.chunk_size_for(T))
         o = (o.unflatten(1, (M, H)) * weights.transpose(1, 2)[:, :, None, :, None]).sum(1)  # Σ_m w_{t,m} o^m_t
         y = merge_heads(self.o_norm(o)) * F.silu(self.g_proj(x))
         return self.out_proj(y), {"S": S, "conv_q": conv_q, "conv_kv": conv_kv}

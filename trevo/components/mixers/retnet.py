@@ -35,7 +35,7 @@ class Retention(TokenMixer):
 
     forms = ("chunk", "quadratic", "recurrent")
 
-    def __init__(self, d_model: int, *, causal: bool = True, n_heads: int = 4, chunk_size: int = 64,
+    def __init__(self, d_model: int, *, causal: bool = True, n_heads: int = 4, chunk_size: int | None = None,
                  form: str = "auto") -> None:
         super().__init__(d_model, causal=causal, form=form)
         self.n_heads, self.head_dim, self.chunk_size = n_heads, head_dim_of(d_model, n_heads), chunk_size
@@ -62,6 +62,6 @@ class Retention(TokenMixer):
         log_gamma = retnet_decays(self.n_heads).log().to(device=x.device, dtype=x.dtype)
         log_decay = log_gamma[None, :, None].expand(B, self.n_heads, T)
         o, S = linear_recurrence(q, k, v, log_decay=log_decay, initial_state=state["S"],
-                                 form=self.form_for(T), chunk_size=self.chunk_size)
+                                 form=self.form_for(T), chunk_size=self.chunk_size_for(T))
         y = self.group_norm(merge_heads(o).reshape(B * T, -1)).reshape(B, T, -1)
         return self.out_proj(F.silu(self.g_proj(x)) * y), {"S": S, "pos": state["pos"] + T}

@@ -30,7 +30,8 @@ class Rodimus(TokenMixer):
     forms = ("chunk", "quadratic", "recurrent")
 
     def __init__(self, d_model: int, *, causal: bool = True, expand: int = 2, d_state: int = 64,
-                 gate_low_rank_dim: int = 16, conv_size: int = 4, chunk_size: int = 64, form: str = "auto") -> None:
+                 gate_low_rank_dim: int = 16, conv_size: int = 4, chunk_size: int | None = None,
+                 form: str = "auto") -> None:
         super().__init__(d_model, causal=causal, form=form)
         d_inner = expand * d_model
         self.d_inner, self.d_state, self.chunk_size = d_inner, d_state, chunk_size
@@ -61,6 +62,6 @@ class Rodimus(TokenMixer):
         v = torch.sigmoid(self.input_gate(u)) * u
         o, S = linear_recurrence(q[:, None], k[:, None], v[:, None], log_decay=(-g * tau)[:, None],
                                  initial_state=state["S"], scale=self.d_state ** -0.5, form=self.form_for(x.shape[1]),
-                                 chunk_size=self.chunk_size)
+                                 chunk_size=self.chunk_size_for(x.shape[1]))
         o = o[:, 0] + self.residual_weight * shifted
         return self.down_proj(self.norm(o * F.silu(self.gate_proj(x)))), {"S": S, "conv": conv}

@@ -33,7 +33,7 @@ class _RWKVTimeMix(TokenMixer):
 
     forms = ("chunk", "quadratic", "recurrent")
 
-    def __init__(self, d_model: int, *, causal: bool = True, n_heads: int = 4, chunk_size: int = 64,
+    def __init__(self, d_model: int, *, causal: bool = True, n_heads: int = 4, chunk_size: int | None = None,
                  layer_idx: int = 0, n_layers: int = 1, form: str = "auto") -> None:
         super().__init__(d_model, causal=causal, form=form)
         self.n_heads, self.head_dim, self.chunk_size = n_heads, head_dim_of(d_model, n_heads), chunk_size
@@ -69,7 +69,7 @@ class _RWKVTimeMix(TokenMixer):
             self.value(m["v"]), H)
         log_w = split_heads(self.log_decay(m["w"]), H)
         o, S = linear_recurrence(r, k, v, log_decay=log_w, bonus=self.time_first, initial_state=state["S"],
-                                 form=self.form_for(T), chunk_size=self.chunk_size)
+                                 form=self.form_for(T), chunk_size=self.chunk_size_for(T))
         y = self.ln_x(merge_heads(o).reshape(B * T, -1)).reshape(B, T, -1)
         return self.output(F.silu(self.gate(m["g"])) * y), {"x_prev": x[:, -1], "S": S}
 
@@ -83,7 +83,7 @@ class RWKV5TimeMix(_RWKVTimeMix):
     lerp(a, b, μ) = a + (b − a) ⊙ μ; a static per-channel decay w = exp(−exp(ω)); bonus u;
     o_t = W_o(SiLU(g_t) ⊙ GroupNorm(r_t · wkv_t))."""
 
-    def __init__(self, d_model: int, *, causal: bool = True, n_heads: int = 4, chunk_size: int = 64,
+    def __init__(self, d_model: int, *, causal: bool = True, n_heads: int = 4, chunk_size: int | None = None,
                  layer_idx: int = 0, n_layers: int = 1, form: str = "auto") -> None:
         super().__init__(d_model, causal=causal, n_heads=n_heads, chunk_size=chunk_size, layer_idx=layer_idx,
                          n_layers=n_layers, form=form)
@@ -109,7 +109,7 @@ class RWKV6TimeMix(_RWKVTimeMix):
     (LoRA ranks ``mix_low_rank_dim``, ``decay_low_rank_dim``); bonus u;
     o_t = W_o(SiLU(g_t) ⊙ GroupNorm(r_t · wkv_t))."""
 
-    def __init__(self, d_model: int, *, causal: bool = True, n_heads: int = 4, chunk_size: int = 64,
+    def __init__(self, d_model: int, *, causal: bool = True, n_heads: int = 4, chunk_size: int | None = None,
                  mix_low_rank_dim: int = 32, decay_low_rank_dim: int = 64, layer_idx: int = 0, n_layers: int = 1,
                  form: str = "auto") -> None:
         super().__init__(d_model, causal=causal, n_heads=n_heads, chunk_size=chunk_size, layer_idx=layer_idx,

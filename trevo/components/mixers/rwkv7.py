@@ -57,7 +57,7 @@ class RWKV7TimeMix(TokenMixer):
 
     forms = ("chunk", "quadratic", "recurrent")
 
-    def __init__(self, d_model: int, *, causal: bool = True, n_heads: int = 4, chunk_size: int = 64,
+    def __init__(self, d_model: int, *, causal: bool = True, n_heads: int = 4, chunk_size: int | None = None,
                  decay_low_rank_dim: int | None = None, a_low_rank_dim: int | None = None,
                  gate_low_rank_dim: int | None = None, layer_idx: int = 0, n_layers: int = 1,
                  form: str = "auto") -> None:
@@ -105,7 +105,7 @@ class RWKV7TimeMix(TokenMixer):
         k = k * (1 + (a - 1) * self.k_a)  # k̃
         r, k, v, a, log_w = (split_heads(t, H) for t in (r, k, v, a, log_w))
         wkv, S = generalized_delta_rule(r, k, v, -kk, kk * a, log_decay=log_w, initial_state=state["S"],
-                                        form=self.form_for(T), chunk_size=self.chunk_size)
+                                        form=self.form_for(T), chunk_size=self.chunk_size_for(T))
         y = self.g_norm(merge_heads(wkv).reshape(B * T, -1)).reshape(B, T, -1)
         bonus = (r * k * self.r_k[:, None, :]).sum(-1, keepdim=True) * v
         return self.o_proj((y + merge_heads(bonus)) * g), {"x_prev": x[:, -1], "S": S}
