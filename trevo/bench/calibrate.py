@@ -164,19 +164,25 @@ def write_table(result: dict[str, Any], path: str | Path) -> Path:
 
 def check(result: dict[str, Any]) -> tuple[str, bool]:
     """(Markdown table, every point within TOLERANCE): per mixer, mode and length, the time of the
-    form the table in use picks for ``auto`` over the fastest exact form in this run."""
-    from trevo.bench.form_table import measured_form, reload
+    form (and, measured with chunk sizes, the chunk size) the table in use picks for ``auto`` and
+    ``chunk_size=None`` over the fastest variant in this run."""
+    from trevo.bench.form_table import measured_chunk_size, measured_form, reload
 
     reload()
     device = result["meta"]["device"]
     cells: dict[tuple, dict[str, float]] = {}
     for r in result["rows"]:
-        if r["status"] == "ok" and "chunk_size" not in r["options"]:
-            cells.setdefault((r["mixer"], r["causal"], r["mode"], r["length"]), {})[r["options"]["form"]] = r["ms"]
+        if r["status"] == "ok":
+            cells.setdefault((r["mixer"], r["causal"], r["mode"], r["length"]), {})[_variant(r["options"])] = r["ms"]
     lines, fine = [], True
     for (mixer, causal, mode, length), ms in sorted(cells.items()):
-        default = get("mixer", mixer).forms[0]
-        picked = measured_form(mixer, causal, length, device=device, training=mode == "fwdbwd") or default
+        entry, training = get("mixer", mixer), mode == "fwdbwd"
+        fallback = getattr(entry.factory, "default_chunk_size", None)
+        # Measured at chunk sizes, the chunk form's time is the one at the size chunk_size=None takes.
+        default = _as_measured(entry.forms[0], ms, fallback)
+        size = measured_chunk_size(mixer, causal, length, device=device, training=training) or fallback
+        picked = _as_measured(measured_form(mixer, causal, length, device=device, training=training)
+                              or entry.forms[0], ms, size)
         best = min(ms, key=ms.get)
         ratio = ms.get(picked, math.inf) / ms[best]
         fine &= ratio <= TOLERANCE
@@ -185,3 +191,9 @@ def check(result: dict[str, Any]) -> tuple[str, bool]:
     header = ["mixer", "mode", "T", "auto picks", "ms", "fastest", "ms", "auto/fastest", "first listed",
               "first/fastest"]
     return markdown(table_of(header, lines)), fine
+
+
+def _as_measured(form: str, ms: dict[str, float], chunk_size: int | None) -> str:
+    """The variant of ``form`` among the measured ones: ``chunk@size`` where the chunk form was measured
+    at chunk sizes."""
+    return f"chunk@{chunk_size}" if form == "chunk" and "chunk" not in ms else form
