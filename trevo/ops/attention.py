@@ -250,14 +250,15 @@ def selected_block_attention(
     hi = torch.arange(H, device=q.device)[None, :, None, None]
     offsets = torch.arange(block_size, device=q.device)
     outs = []
-    for start in range(0, tq, query_chunk):
+    # q.split, not q[:, :, a:b] per chunk: each slice's gradient is a zero tensor of q's full size.
+    for start, q_chunk in zip(range(0, tq, query_chunk), q.split(query_chunk, dim=2), strict=True):
         idx = block_indices[:, :, start:start + query_chunk]  # [B, H, c, n]
         k_sel = kb[bi, hi, idx.clamp_min(0)].flatten(-3, -2)  # [B, H, c, n·bs, D]
         v_sel = vb[bi, hi, idx.clamp_min(0)].flatten(-3, -2)
         pos = (idx.clamp_min(0)[..., None] * block_size + offsets).flatten(-2)  # [B, H, c, n·bs]
         seen = (idx >= 0)[..., None].expand(*idx.shape, block_size).flatten(-2)
         seen = seen & (pos <= qpos[start:start + query_chunk, None])
-        scores = (q[:, :, start:start + query_chunk, None, :] @ k_sel.transpose(-1, -2))[..., 0, :] * scale
+        scores = (q_chunk[:, :, :, None, :] @ k_sel.transpose(-1, -2))[..., 0, :] * scale
         w = _softmax_rows(scores.masked_fill(~seen, float("-inf")))
         outs.append((w[..., None, :] @ v_sel)[..., 0, :])
     return torch.cat(outs, dim=2)

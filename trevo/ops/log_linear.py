@@ -67,10 +67,11 @@ def log_linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_
     if size < 1:
         raise TrevoError(f"chunk_size must be >= 1, got {chunk_size}")
     outs = []
-    for start in range(0, T, size):
-        sl = slice(start, start + size)
-        o, state = _block(q[:, :, sl], k[:, :, sl], v[:, :, sl], log_decay[:, :, sl], level_weights[:, :, sl],
-                          state, pos + start)
+    # split, not x[:, :, a:b] per block: each slice's gradient is a zero tensor of x's full size, which
+    # made the backward pass quadratic in T.
+    blocks = zip(*(x.split(size, dim=2) for x in (q, k, v, log_decay, level_weights)), strict=True)
+    for start, (qb, kb, vb, gb, lb) in zip(range(0, T, size), blocks, strict=True):
+        o, state = _block(qb, kb, vb, gb, lb, state, pos + start)
         outs.append(o)
     return torch.cat(outs, dim=2), state
 

@@ -120,15 +120,19 @@ def ttt(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lr: torch.Tensor, par
     args = (LAYERS[model], loss, ln_weight, ln_bias)
     P, P0, S = dict(params), dict(params0), (dict(momentum) if titans else None)
     b, T = mini_batch_size, q.shape[2]
+    sizes, start = [], 0
+    while start < T:  # segments end at mini-batch boundaries
+        sizes.append(min(b - (pos + start) % b, T - start))
+        start += sizes[-1]
+    # split, not x[:, :, a:b] per segment: each slice's gradient is a zero tensor of x's full size, which
+    # made the backward pass quadratic in T.
+    pieces = [x.split(sizes, dim=2) if x is not None else [None] * len(sizes)
+              for x in (q, k, v, lr, log_retain if titans else None, log_momentum if titans else None)]
+    run = _dual if form == "chunk" else _primal
     outs = []
     start = 0
-    while start < T:  # segments end at mini-batch boundaries
-        n = min(b - (pos + start) % b, T - start)
-        sl = slice(start, start + n)
-        seg = [x[:, :, sl] for x in (q, k, v)]
-        gates = [x[:, :, sl] for x in (lr, log_retain, log_momentum)] if titans else [lr[:, :, sl], None, None]
-        run = _dual if form == "chunk" else _primal
-        z, P, S = run(*seg, *gates, P, P0, S, args)
+    for n, *segment in zip(sizes, *pieces, strict=True):
+        z, P, S = run(*segment, P, P0, S, args)
         outs.append(z)
         start += n
         if (pos + start) % b == 0:
