@@ -50,8 +50,8 @@ def test_the_stamp_records_versions_corpus_and_resolved_defaults(tmp_path, tiny_
     assert stamp["device"] == "cpu" and stamp["processes"] == 1
     assert stamp["corpus_sha256"] == corpus_fingerprint(load_corpus())
     gla = stamp["defaults"]["model.mixer"]
-    # the option the config set, and a default it did not (GLA's chunk_size, 64 in its constructor)
-    assert gla["name"] == "gla" and gla["options"]["n_heads"] == 2 and gla["options"]["chunk_size"] == 64
+    # the option the config set, and a default it did not (GLA's gate_low_rank_dim, 16 in its constructor)
+    assert gla["name"] == "gla" and gla["options"]["n_heads"] == 2 and gla["options"]["gate_low_rank_dim"] == 16
     assert "d_model" not in gla["options"]  # context, set by the model
     assert stamp["defaults"]["task"]["options"]["seq_len"] == 32
 

@@ -150,7 +150,11 @@ def test_a_flop_budget_matches_every_variants_training_compute():
     from trevo.arena.runner import _flops_per_token
 
     budget = 6.4e7  # training FLOPs: 4 steps × 2 sequences × 16 tokens at 500k matmul FLOPs per token
-    runs = plan_sweep(tiny_sweep(flop_budget=budget, variants=["softmax_attention", "gla"]))
+    # GLA pinned to its chunk form at chunk 64: FLOPs are counted on the form that runs, which the form
+    # table would otherwise choose.
+    gla = {"label": "gla",
+           "set": {"model.mixer.name": "gla", "model.mixer.form": "chunk", "model.mixer.chunk_size": 64}}
+    runs = plan_sweep(tiny_sweep(flop_budget=budget, variants=["softmax_attention", gla]))
     widths = {r.label: r.config.model.d_model for r in runs}
     assert widths["softmax_attention"] != widths["gla"]  # the same compute takes different widths
     for r in runs:

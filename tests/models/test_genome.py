@@ -55,7 +55,7 @@ def test_equivalent_spellings_are_one_genome_with_one_hash():
     a = Genome.parse("4×d32 [gla,attn+rope] swiglu rmsnorm pre")
     spellings = [
         "4xd32 [gla,softmax_attention+rope] swiglu rmsnorm prenorm",
-        "4×d32 [gla(chunk_size=64,n_heads=4),attn(n_heads=4)+rope,gla,attn+rope] swiglu(expand=4) rmsnorm pre",
+        "4×d32 [gla(gate_low_rank_dim=16,n_heads=4),attn(n_heads=4)+rope,gla,attn+rope] swiglu(expand=4) rmsnorm pre",
     ]
     for line in spellings:
         assert Genome.parse(line) == a and Genome.parse(line).hash == a.hash
@@ -93,7 +93,7 @@ def test_editing_layers_gives_canonical_genomes():
     layers[3] = layers[3].replace(mixer="softmax_attention", position="rope")
     edited = Genome(tuple(layers), g.d_model)
     assert edited == Genome.parse("4×d32 [gla,gla,gla,attn+rope] swiglu rmsnorm pre")
-    assert Gene(mixer={"name": "gla", "chunk_size": 64}) == Gene(mixer="gla")  # defaults dropped
+    assert Gene(mixer={"name": "gla", "gate_low_rank_dim": 16}) == Gene(mixer="gla")  # defaults dropped
     assert Part.of("channel", {"name": "swiglu", "expand": 3}) == Part("swiglu", (("expand", 3.0),))
 
 
