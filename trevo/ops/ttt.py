@@ -127,7 +127,7 @@ def ttt(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lr: torch.Tensor, par
     # split, not x[:, :, a:b] per segment: each slice's gradient is a zero tensor of x's full size, which
     # made the backward pass quadratic in T.
     pieces = [x.split(sizes, dim=2) if x is not None else [None] * len(sizes)
-              for x in (q, k, v, lr, log_retain if titans else None, log_momentum if titans else None)]
+              for x in (q, k, v, lr, log_retain, log_momentum)]  # the two gates are None unless Titans
     run = _dual if form == "chunk" else _primal
     outs = []
     start = 0
