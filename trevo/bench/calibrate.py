@@ -166,7 +166,7 @@ def check(result: dict[str, Any]) -> tuple[str, bool]:
     """(Markdown table, every point within TOLERANCE): per mixer, mode and length, the time of the
     form (and, measured with chunk sizes, the chunk size) the table in use picks for ``auto`` and
     ``chunk_size=None`` over the fastest variant in this run."""
-    from trevo.bench.form_table import measured_chunk_size, measured_form, reload
+    from trevo.bench.form_table import measured, reload
 
     reload()
     device = result["meta"]["device"]
@@ -180,9 +180,8 @@ def check(result: dict[str, Any]) -> tuple[str, bool]:
         fallback = getattr(entry.factory, "default_chunk_size", None)
         # Measured at chunk sizes, the chunk form's time is the one at the size chunk_size=None takes.
         default = _as_measured(entry.forms[0], ms, fallback)
-        size = measured_chunk_size(mixer, causal, length, device=device, training=training) or fallback
-        picked = _as_measured(measured_form(mixer, causal, length, device=device, training=training)
-                              or entry.forms[0], ms, size)
+        form, size = measured(mixer, causal, length, device=device, training=training)
+        picked = _as_measured(form or entry.forms[0], ms, size or fallback)
         best = min(ms, key=ms.get)
         ratio = ms.get(picked, math.inf) / ms[best]
         fine &= ratio <= TOLERANCE

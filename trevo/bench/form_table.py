@@ -70,17 +70,16 @@ def _nearest(mixer: str, causal: bool, seq_len: int, device: str, training: bool
     return {}, False
 
 
+def measured(mixer: str, causal: bool, seq_len: int, *, device: str = "cpu",
+             training: bool = True) -> tuple[str | None, int | None]:
+    """(the fastest form, the fastest chunk size of the chunk form) measured for ``mixer`` at the
+    calibrated length nearest ``seq_len``, each None where none was. The chunk size (calibrated with
+    ``--chunk-sizes``) holds past twice the longest calibrated length, unlike the form: every chunk size
+    gives the same numbers, and the cost per chunk does not depend on the length."""
+    entry, covered = _nearest(mixer, causal, seq_len, device, training)
+    return (entry["form"] if covered else None), entry.get("chunk_size")
+
+
 def measured_form(mixer: str, causal: bool, seq_len: int, *, device: str = "cpu", training: bool = True) -> str | None:
     """The fastest form measured for ``mixer`` at the calibrated length nearest ``seq_len``, or None."""
-    entry, covered = _nearest(mixer, causal, seq_len, device, training)
-    return entry["form"] if covered else None
-
-
-def measured_chunk_size(mixer: str, causal: bool, seq_len: int, *, device: str = "cpu",
-                        training: bool = True) -> int | None:
-    """The fastest chunk size measured for ``mixer``'s chunk form at the calibrated length nearest
-    ``seq_len`` (calibrated with ``--chunk-sizes``), or None. Unlike the form, it holds past twice the
-    longest calibrated length: every chunk size gives the same numbers, and the cost per chunk does not
-    depend on the length."""
-    entry, _ = _nearest(mixer, causal, seq_len, device, training)
-    return entry.get("chunk_size")
+    return measured(mixer, causal, seq_len, device=device, training=training)[0]

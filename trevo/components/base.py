@@ -31,11 +31,11 @@ State = dict[str, torch.Tensor]
 
 
 def _measured(mixer: str, causal: bool, seq_len: int, device: str, training: bool) -> tuple[str, int]:
-    """``trevo.bench.form_table``'s form and chunk size ("" and 0 where none)."""
-    from trevo.bench.form_table import measured_chunk_size, measured_form  # the table is data of the benchmark
+    """``trevo.bench.form_table.measured``'s form and chunk size ("" and 0 where none)."""
+    from trevo.bench.form_table import measured  # the table is data of the benchmark
 
-    return (measured_form(mixer, causal, seq_len, device=device, training=training) or "",
-            measured_chunk_size(mixer, causal, seq_len, device=device, training=training) or 0)
+    form, chunk_size = measured(mixer, causal, seq_len, device=device, training=training)
+    return form or "", chunk_size or 0
 
 
 def trace_form_lookup_as_constant() -> None:
@@ -87,7 +87,7 @@ class TokenMixer(nn.Module):
             return "recurrent"
         if len(self.forms) < 2:
             return self.forms[0] if self.forms else ""
-        form = self._measured(seq_len)[0]
+        form = self._table_choice(seq_len)[0]
         return form if form in self.forms else self.forms[0]
 
     def chunk_size_for(self, seq_len: int) -> int:
@@ -97,9 +97,9 @@ class TokenMixer(nn.Module):
         same numbers up to rounding; only the time differs."""
         if self.chunk_size is not None:
             return self.chunk_size
-        return self._measured(seq_len)[1] or self.default_chunk_size
+        return self._table_choice(seq_len)[1] or self.default_chunk_size
 
-    def _measured(self, seq_len: int) -> tuple[str, int]:
+    def _table_choice(self, seq_len: int) -> tuple[str, int]:
         entry = getattr(type(self), "registry_entry", None)
         if entry is None:
             return "", 0
