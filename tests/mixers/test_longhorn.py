@@ -33,10 +33,10 @@ def test_layer_equals_the_online_regression_update_step_by_step(form):
 
 def test_the_decay_stays_in_zero_one_for_large_beta():
     """1 − ε k² with ε = β/(1 + β‖k‖²) is in (0, 1]; the log form stays finite where β‖k‖² is huge."""
-    from trevo.components.mixers.longhorn import longhorn_decay_and_input
+    from trevo.components.mixers.longhorn import longhorn_log_decay
 
     k = torch.tensor([[[3.0, 0.0, 0.0]]])  # one dominant channel
-    log_a, _ = longhorn_decay_and_input(torch.ones(1, 1, 2), k, torch.tensor([[[1e6, 1e-3]]]))
+    log_a = longhorn_log_decay(torch.tensor([[[1e6, 1e-3]]]), k)
     assert torch.isfinite(log_a).all() and (log_a <= 0).all()
     assert log_a[0, 0, 0, 0] < -10  # strongly erased along the dominant key channel
     torch.testing.assert_close(log_a[0, 0, :, 1:], torch.zeros(2, 2))  # untouched where k = 0

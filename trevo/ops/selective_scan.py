@@ -5,6 +5,8 @@ arXiv:2312.00752, Algorithm 2, with the ZOH/Euler discretisation of its code)::
     h_t = exp(Δ_t A) ⊙ h_{t-1} + (Δ_t x_t) B_t,   y_t = h_t C_t        (per channel d, state n)
 
 Layout: x, Δ ``[B, T, D]``; A ``[D, N]`` (negative); B, C ``[B, T, N]``; state ``[B, D, N]``.
+``chunked_selective_scan`` is the chunk form for any decay given as a function of per-token inputs
+(Longhorn's, ``trevo.components.mixers.longhorn``).
 
 Forms:
   ``chunk``     the training form: segments of about ``STATE_ELEMENTS`` state entries, each scanned in chunks of
@@ -22,6 +24,8 @@ Forms:
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -53,19 +57,36 @@ def selective_scan(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.
     if form == "chunk":
         if chunk_size < 1:
             raise TrevoError(f"chunk_size must be >= 1, got {chunk_size}")
-        if x.shape[1] == 0:
-            return x, h0
         if triton_kernels.enabled(x, dt, A, B, C, h0):
             from trevo.ops.triton.selective_scan import chunk_selective_scan
 
             return chunk_selective_scan(x, dt, A, B, C, h0, chunk_size)
-        return _ChunkedSelectiveScan.apply(x, dt, A, B, C, h0, chunk_size)
+        return chunked_selective_scan(_mamba_log_decay, (dt,), (A,), dt * x, B, C, h0, chunk_size)
     if form == "scan":
         log_a = dt[..., None] * A  # [B, T, D, N]
         inputs = (dt * x)[..., None] * B[:, :, None, :]
         h, last = linear_scan(log_a, inputs, h0, form="scan")
         return torch.einsum("btdn,btn->btd", h, C), last
     raise TrevoError(f"unknown form {form!r}; choose one of {', '.join(FORMS)}")
+
+
+def chunked_selective_scan(log_decay: Callable[..., torch.Tensor], per_token: Sequence[torch.Tensor],
+                           shared: Sequence[torch.Tensor], u: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+                           h0: torch.Tensor, chunk_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The chunk form of any selective (vector-gated, rank-one-input) scan, y_t = h_t C_t with
+    h_t = exp(log a_t) ⊙ h_{t−1} + u_t B_tᵀ, in O(T·(D + N) + STATE_ELEMENTS) memory.
+
+    u ``[B, T, D]``; B, C ``[B, T, N]``; h0 ``[B, D, N]``. ``log_decay(*per_token, *shared)`` gives
+    log a ``[B, S, D, N]`` (<= 0) for a segment of S steps: ``per_token`` tensors ``[B, T, ...]`` are
+    split along time with the segment, ``shared`` ones (parameters) are passed whole. It is called again
+    in the backward pass, so it must be a pure function of its arguments."""
+    if u.shape[1] == 0:
+        return u, h0
+    return _ChunkedSelectiveScan.apply(log_decay, len(per_token), chunk_size, u, B, C, h0, *per_token, *shared)
+
+
+def _mamba_log_decay(dt: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
+    return dt[..., None] * A
 
 
 def _recurrent(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
@@ -113,48 +134,60 @@ def _states(decay: torch.Tensor, u: torch.Tensor, B: torch.Tensor, h: torch.Tens
 class _ChunkedSelectiveScan(torch.autograd.Function):
     """The ``chunk`` form: forward by segments keeping only each segment's start state; backward by
     segments in reverse, recomputing the states and running the adjoint recurrence
-    g_t = C_t ∂y_t + exp(Δ_{t+1}A) g_{t+1} through the same chunked sweep."""
+    g_t = C_t ∂y_t + a_{t+1} ⊙ g_{t+1} through the same chunked sweep. The log decay's own inputs get
+    their gradients from ∂loss/∂log a_t through autograd, one segment at a time."""
 
     @staticmethod
-    def forward(ctx, x, dt, A, B, C, h0, chunk_size):
+    def forward(ctx, log_decay, n_per_token, chunk_size, u, B, C, h0, *decay_args):
+        per_token, shared = decay_args[:n_per_token], decay_args[n_per_token:]
         ys, starts, h = [], [], h0
-        steps = segment_steps(x.shape[0], *A.shape, chunk_size)
-        for xs, dts, Bs, Cs in zip(*(t.split(steps, dim=1) for t in (x, dt, B, C)), strict=True):
+        steps = segment_steps(u.shape[0], u.shape[-1], B.shape[-1], chunk_size)
+        for us, Bs, Cs, *ts in zip(*(t.split(steps, dim=1) for t in (u, B, C, *per_token)), strict=True):
             starts.append(h)
-            hs = _states(torch.exp(dts[..., None] * A), dts * xs, Bs, h, chunk_size)
+            hs = _states(torch.exp(log_decay(*ts, *shared)), us, Bs, h, chunk_size)
             ys.append(torch.einsum("btdn,btn->btd", hs, Cs))
             h = hs[:, -1]
-        ctx.chunk_size = chunk_size
-        ctx.save_for_backward(x, dt, A, B, C, torch.stack(starts))
+        ctx.log_decay, ctx.n_per_token, ctx.chunk_size = log_decay, n_per_token, chunk_size
+        ctx.save_for_backward(u, B, C, torch.stack(starts), *decay_args)
         return torch.cat(ys, dim=1), h.clone()
 
     @staticmethod
     def backward(ctx, grad_y, grad_last):
-        x, dt, A, B, C, starts = ctx.saved_tensors
-        L = ctx.chunk_size
-        steps = segment_steps(x.shape[0], *A.shape, L)
-        segments = list(zip(*(t.split(steps, dim=1) for t in (x, dt, B, C, grad_y)), starts.unbind(0),
-                            strict=True))
+        u, B, C, starts, *decay_args = ctx.saved_tensors
+        L, n = ctx.chunk_size, ctx.n_per_token
+        shared = [t.detach().requires_grad_(need) for t, need in zip(decay_args[n:], ctx.needs_input_grad[7 + n:],
+                                                                     strict=True)]
+        steps = segment_steps(u.shape[0], u.shape[-1], B.shape[-1], L)
+        segments = list(zip(*(t.split(steps, dim=1) for t in (u, B, C, grad_y, *decay_args[:n])),
+                            starts.unbind(0), strict=True))
         # ∂loss/∂(the state after a segment), and the decay that carries it into the next segment
         g_next = torch.zeros_like(starts[0]) if grad_last is None else grad_last
         a_next = torch.ones_like(starts[0])
-        grads = {"x": [], "dt": [], "B": [], "C": []}
-        grad_A = torch.zeros_like(A)
-        for xs, dts, Bs, Cs, gys, start in reversed(segments):
-            u = dts * xs
-            decay = torch.exp(dts[..., None] * A)
-            hs = _states(decay, u, Bs, start, L)
+        grads = {"u": [], "B": [], "C": [], "per_token": []}
+        grad_shared = [torch.zeros_like(t) for t in shared]
+        for us, Bs, Cs, gys, *ts, start in reversed(segments):
+            ts = [t.detach().requires_grad_(need) for t, need in zip(ts, ctx.needs_input_grad[7:7 + n], strict=True)]
+            with torch.enable_grad():
+                log_a = ctx.log_decay(*ts, *shared)
+            decay = torch.exp(log_a.detach())
+            hs = _states(decay, us, Bs, start, L)
             # g_t = C_t ∂y_t + a_{t+1} g_{t+1}: the same recurrence backwards in time.
             following = torch.cat([decay[:, 1:], a_next[:, None]], dim=1)
             g = _states(following, gys, Cs, g_next, L, reverse=True)
-            # ∂loss/∂(Δ_t A) = exp(Δ_t A) h_{t−1} ⊙ g_t, with exp(Δ_t A) h_{t−1} = h_t − u_t B_tᵀ
-            g_log_a = torch.addcmul(hs, u[..., None], Bs[:, :, None, :], value=-1).mul_(g)
-            g_u = torch.einsum("btdn,btn->btd", g, Bs)
+            # ∂loss/∂log a_t = a_t h_{t−1} ⊙ g_t, with a_t h_{t−1} = h_t − u_t B_tᵀ
+            g_log_a = torch.addcmul(hs, us[..., None], Bs[:, :, None, :], value=-1).mul_(g)
+            grads["u"].append(torch.einsum("btdn,btn->btd", g, Bs))
+            grads["B"].append(torch.einsum("btdn,btd->btn", g, us))
             grads["C"].append(torch.einsum("btd,btdn->btn", gys, hs))
-            grads["B"].append(torch.einsum("btdn,btd->btn", g, u))
-            grads["dt"].append(torch.einsum("btdn,dn->btd", g_log_a, A) + g_u * xs)
-            grads["x"].append(g_u * dts)
-            grad_A += (g_log_a * dts[..., None]).sum((0, 1))  # (einsum's bmm for this one is 20× slower)
+            wanted = [t for t in (*ts, *shared) if t.requires_grad]
+            got = iter(torch.autograd.grad(log_a, wanted, g_log_a) if wanted else ())
+            grads["per_token"].append([next(got) if t.requires_grad else None for t in ts])
+            for i, t in enumerate(shared):
+                if t.requires_grad:
+                    grad_shared[i] += next(got)
             g_next, a_next = g[:, 0], decay[:, 0]
-        gx, gdt, gB, gC = (torch.cat(grads[k][::-1], dim=1) for k in ("x", "dt", "B", "C"))
-        return gx, gdt, grad_A, gB, gC, a_next * g_next, None
+        gu, gB, gC = (torch.cat(grads[k][::-1], dim=1) for k in ("u", "B", "C"))
+        g_per_token = [None if parts[0] is None else torch.cat(parts, dim=1)
+                       for parts in zip(*grads["per_token"][::-1], strict=True)]
+        g_shared = [g if t.requires_grad else None for g, t in zip(grad_shared, shared, strict=True)]
+        return None, None, None, gu, gB, gC, a_next * g_next, *g_per_token, *g_shared
