@@ -68,7 +68,8 @@ def test_positions_past_the_levels_are_a_clear_error():
 
 def test_delta_rule_hierarchy_is_the_sum_over_levels_of_transported_writes():
     """o_t = Σ_{i<=t} λ_t[ℓ(t, i)] q_tᵀ (Π_{i<j<=t} α_j (I − β_j k_j k_jᵀ)) β_i k_i v_iᵀ, the products formed
-    explicitly; split at 9 through the state."""
+    explicitly; split at 9 through the state, in every form (blocks of 4 from position 9 straddle the
+power-of-two boundaries)."""
     T = 17
     q, k, v, g, lam, empty = inputs(T, seed=1)
     k = F.normalize(k, dim=-1)
@@ -84,13 +85,13 @@ def test_delta_rule_hierarchy_is_the_sum_over_levels_of_transported_writes():
             A = g[:, :, i].exp()[..., None, None] * (eye - beta[:, :, i, None, None] * k[:, :, i, :, None]
                                                      * k[:, :, i, None, :])
             P = P @ A
-    o1, S = log_linear_attention(q[:, :, :9], k[:, :, :9], v[:, :, :9], g[:, :, :9], lam[:, :, :9], state=empty,
-                                 pos=0, form="recurrent", beta=beta[:, :, :9])
-    o2, _ = log_linear_attention(q[:, :, 9:], k[:, :, 9:], v[:, :, 9:], g[:, :, 9:], lam[:, :, 9:], state=S, pos=9,
-                                 form="recurrent", beta=beta[:, :, 9:])
-    torch.testing.assert_close(torch.cat([o1, o2], dim=2), expected, rtol=1e-10, atol=1e-10)
-    with pytest.raises(TrevoError, match="recurrent form only"):
-        log_linear_attention(q, k, v, g, lam, state=empty, pos=0, form="chunk", beta=beta)
+    for form in FORMS:
+        o1, S = log_linear_attention(q[:, :, :9], k[:, :, :9], v[:, :, :9], g[:, :, :9], lam[:, :, :9],
+                                     state=empty, pos=0, form=form, chunk_size=4, beta=beta[:, :, :9])
+        o2, _ = log_linear_attention(q[:, :, 9:], k[:, :, 9:], v[:, :, 9:], g[:, :, 9:], lam[:, :, 9:], state=S,
+                                     pos=9, form=form, chunk_size=4, beta=beta[:, :, 9:])
+        torch.testing.assert_close(torch.cat([o1, o2], dim=2), expected, rtol=1e-10, atol=1e-10,
+                                   msg=lambda m, form=form: f"{form}: {m}")
 
 
 def test_unit_level_weights_give_back_the_gated_delta_rule():
@@ -99,7 +100,9 @@ def test_unit_level_weights_give_back_the_gated_delta_rule():
     q, k, v, g, lam, empty = inputs(20, seed=2)
     k = F.normalize(k, dim=-1)
     beta = torch.rand(*g.shape, dtype=torch.float64)
-    o, S = log_linear_attention(q, k, v, g, torch.ones_like(lam), state=empty, pos=0, form="recurrent", beta=beta)
     o_ref, S_ref = delta_rule(q, k, v, beta, log_decay=g, form="recurrent")
-    torch.testing.assert_close(o, o_ref)
-    torch.testing.assert_close(S.sum(2), S_ref)
+    for form in FORMS:
+        o, S = log_linear_attention(q, k, v, g, torch.ones_like(lam), state=empty, pos=0, form=form, chunk_size=6,
+                                    beta=beta)
+        torch.testing.assert_close(o, o_ref)
+        torch.testing.assert_close(S.sum(2), S_ref)

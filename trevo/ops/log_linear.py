@@ -20,13 +20,15 @@ A model with ``n_levels`` level weights covers 2^(n_levels − 1) − 1 position
 
 Over Gated DeltaNet (``beta`` given): every bucket evolves by the delta transition
 S ← α_t (I − β_t k_t k_tᵀ) S and the token writes β_t k_t v_tᵀ into level 0, so that bucket ℓ holds
-Σ_{i in ℓ} (Π_{i<j<=t} α_j (I − β_j k_j k_jᵀ)) β_i k_i v_iᵀ. trevo has its ``recurrent`` form only (the
-chunked form needs the delta rule's UT transform per level).
+Σ_{i in ℓ} (Π_{i<j<=t} α_j (I − β_j k_j k_jᵀ)) β_i k_i v_iᵀ. Its ``chunk`` form takes the transition
+products inside a block from the delta rule's UT transform (as ``trevo.ops.delta_rule``): they are the
+same for every level, so one triangular solve per block serves all of them.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from trevo.errors import TrevoError
 from trevo.ops.linear_recurrence import segsum
@@ -54,8 +56,6 @@ def log_linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_
                          f"{end}: raise n_levels")
     if form not in FORMS:
         raise TrevoError(f"unknown form {form!r}; choose one of {', '.join(FORMS)}")
-    if beta is not None and form != "recurrent":
-        raise TrevoError(f"log-linear attention over the delta rule has the recurrent form only, got form={form!r}")
     levels = max(int(end).bit_length(), state.shape[2])
     if state.shape[2] < levels:  # the hierarchy grows with the positions it covers
         state = torch.cat([state, state.new_zeros(*state.shape[:2], levels - state.shape[2], *state.shape[3:])], 2)
@@ -70,38 +70,52 @@ def log_linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_
     # split, not x[:, :, a:b] per block: each slice's gradient is a zero tensor of x's full size, which
     # made the backward pass quadratic in T.
     blocks = zip(*(x.split(size, dim=2) for x in (q, k, v, log_decay, level_weights)), strict=True)
-    for start, (qb, kb, vb, gb, lb) in zip(range(0, T, size), blocks, strict=True):
-        o, state = _block(qb, kb, vb, gb, lb, state, pos + start)
+    betas = beta.split(size, dim=2) if beta is not None else [None] * -(-T // size)
+    for start, (qb, kb, vb, gb, lb), bb in zip(range(0, T, size), blocks, betas, strict=True):
+        o, state = _block(qb, kb, vb, gb, lb, state, pos + start, bb)
         outs.append(o)
     return torch.cat(outs, dim=2), state
 
 
-def _block(q, k, v, g, lam, S, p0):
+def _block(q, k, v, g, lam, S, p0, beta):
     n, levels, bits = q.shape[2], S.shape[2], lam.shape[-1]
     positions = p0 + torch.arange(n, device=q.device)
     B, H = q.shape[:2]
+    gam = g.cumsum(-1)
+    k_out = k * torch.exp(gam[..., -1:] - gam)[..., None]  # k_i carried to the block's end by the decay
+    pair_decay = torch.exp(segsum(g))  # e^{γ_t − γ_i} for i <= t, 0 above the diagonal
+    scores = (q @ k.transpose(-1, -2)) * pair_decay
+    q_state, k_write = q * torch.exp(gam)[..., None], k_out
+    if beta is not None:
+        # The delta rule's UT transform: with T_β = (I + A)⁻¹ diag(β), A_ti = β_t (k_t·k_i) e^{γ_t − γ_i} (i < t),
+        # q_tᵀ P_{i→t} β_i k_i = (scores T_β)_ti for the transition P = Π α_j (I − β_j k_j k_jᵀ) between
+        # i and t; q_tᵀ P_{0→t} = q_state − (scores W)_t with W = T_β (k e^γ); P_{i→n} β_i k_i = (T_βᵀ k_out)_i.
+        strict = torch.ones(n, n, dtype=torch.bool, device=q.device).tril(-1)
+        A = beta[..., :, None] * (k @ k.transpose(-1, -2)) * pair_decay.masked_fill(~strict, 0)
+        eye = torch.eye(n, dtype=q.dtype, device=q.device)
+        t_beta = torch.linalg.solve_triangular(eye + A, torch.diag_embed(beta), upper=False, unitriangular=True)
+        W = t_beta @ (k * torch.exp(gam)[..., None])
+        q_state = q_state - scores @ W
+        scores = scores @ t_beta
+        k_write = t_beta.transpose(-1, -2) @ k_out
+    carried = S * torch.exp(gam[..., -1])[..., None, None, None]  # P_{0→n} S on every level
+    if beta is not None:  # P_{0→n} S = e^{γ_n} S − k_outᵀ W S
+        carried = carried - torch.einsum("bhde,bhlef->bhldf", k_out.transpose(-1, -2) @ W, S)
     # inside the block: the masked quadratic form with a level weight per pair
     lvl = bit_length(positions[:, None] ^ positions[None, :], bits)
-    causal = torch.ones(n, n, dtype=torch.bool, device=q.device).tril()
-    lam_pair = torch.gather(lam, -1, lvl.expand(B, H, n, n))
-    A = (q @ k.transpose(-1, -2)) * torch.exp(segsum(g)) * lam_pair * causal
-    o = A @ v
+    o = (scores * torch.gather(lam, -1, lvl.expand(B, H, n, n))) @ v
     # the state: bucket ℓ is seen from t at level max(ℓ, bit_length(t XOR p0))
     buckets = torch.arange(1, levels + 1, device=q.device)
     seen = torch.maximum(buckets[None, :], bit_length(positions ^ p0, bits)[:, None])  # [n, levels]
-    w = torch.gather(lam, -1, seen.expand(B, H, n, levels)) * torch.exp(g.cumsum(-1))[..., None]
-    o = o + torch.einsum("bhtl,bhtd,bhlde->bhte", w, q, S)
+    o = o + torch.einsum("bhtl,bhtd,bhlde->bhte", torch.gather(lam, -1, seen.expand(B, H, n, levels)), q_state, S)
     # re-bucketed relative to the next position
     p_end = p0 + n
-    total = g.sum(-1)[..., None, None, None]
     old = torch.maximum(buckets, bit_length(torch.tensor(p_end ^ p0, device=q.device), bits)) - 1
     move = torch.zeros(levels, levels, dtype=q.dtype, device=q.device)
     move[old, buckets - 1] = 1
-    new = bit_length(p_end ^ positions, bits) - 1  # [n]
-    place = torch.nn.functional.one_hot(new, levels).to(q.dtype)  # [n, levels]
-    suffix = g.flip(-1).cumsum(-1).flip(-1) - g  # Σ_{j>i} g_j
-    writes = torch.einsum("il,bhid,bhie->bhlde", place, k * torch.exp(suffix)[..., None], v)
-    return o, torch.einsum("ml,bhlde->bhmde", move, S) * torch.exp(total) + writes
+    place = F.one_hot(bit_length(p_end ^ positions, bits) - 1, levels).to(q.dtype)  # [n, levels]
+    writes = torch.einsum("il,bhid,bhie->bhlde", place, k_write, v)
+    return o, torch.einsum("ml,bhlde->bhmde", move, carried) + writes
 
 
 def _recurrent(q, k, v, g, lam, S, p, beta):

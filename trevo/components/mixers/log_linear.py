@@ -69,20 +69,21 @@ class LogLinearMamba2(TokenMixer):
 
 
 @register("mixer", "log_linear_gated_deltanet", paper=LOG_LINEAR, category="Rnn", family="log_linear", causal=True,
-          bidirectional=False, recurrent=False, time="O(T·log T·d²/H) recurrent (sequential)",
-          memory="O(log T·d²/H) state (one matrix per level)", test_options={"n_levels": 8})
+          bidirectional=False, recurrent=False, time="O(T·C·d + T·log T·d²/H) chunk, O(T·log T·d²/H) recurrent",
+          memory="O(log T·d²/H) state (one matrix per level)", test_options={"n_levels": 8, "chunk_size": 4})
 class LogLinearGatedDeltaNet(TokenMixer):
     """Gated DeltaNet (see ``gated_deltanet``: short convolutions and SiLU on q, k, v, ℓ2-normalised q, k,
     β = σ(W_β x), Mamba-2 decay, output RMSNorm(o) ⊙ SiLU(W_g x)) with the log-linear read: every
-    Fenwick bucket evolves by α_t (I − β_t k_t k_tᵀ), o_t = Σ_ℓ λ_t^(ℓ) S_t^(ℓ)ᵀ q_t / √d_k. Only the
-    recurrent form (token by token) is implemented."""
+    Fenwick bucket evolves by α_t (I − β_t k_t k_tᵀ), o_t = Σ_ℓ λ_t^(ℓ) S_t^(ℓ)ᵀ q_t / √d_k. Forms: ``chunk``
+    (blocks of ``chunk_size`` through the delta rule's UT transform), ``quadratic``, ``recurrent``."""
 
-    forms = ("recurrent",)
+    forms = ("chunk", "quadratic", "recurrent")
 
     def __init__(self, d_model: int, *, causal: bool = True, n_heads: int = 4, n_levels: int = 16,
-                 conv_size: int = 4) -> None:
-        super().__init__(d_model, causal=causal)
+                 conv_size: int = 4, chunk_size: int = 64, form: str = "auto") -> None:
+        super().__init__(d_model, causal=causal, form=form)
         self.n_heads, self.head_dim, self.n_levels = n_heads, head_dim_of(d_model, n_heads), n_levels
+        self.chunk_size = chunk_size
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
         self.conv = ShortConv(3 * d_model, conv_size)
         self.b_proj = nn.Linear(d_model, n_heads)
@@ -109,7 +110,8 @@ class LogLinearGatedDeltaNet(TokenMixer):
         beta = torch.sigmoid(self.b_proj(x)).transpose(1, 2)
         log_decay = (-self.A_log.exp() * F.softplus(self.a_proj(x) + self.dt_bias)).transpose(1, 2)
         lam = F.softplus(self.level_scale * self.l_proj(x).unflatten(-1, (H, self.n_levels))).transpose(1, 2)
+        T = x.shape[1]
         o, S = log_linear_attention(q, k, v, log_decay, lam, state=state["S"], pos=int(state["pos"]),
-                                    form="recurrent", beta=beta)
+                                    form=self.form_for(T), chunk_size=self.chunk_size, beta=beta)
         y = merge_heads(self.o_norm(o)) * F.silu(self.g_proj(x))
         return self.out_proj(y), {"S": S, "conv": conv, "pos": state["pos"] + x.shape[1]}
