@@ -89,7 +89,7 @@ def test_selected_block_attention_equals_a_loop_over_the_chosen_keys(form):
     n_blocks = -(-tk // bs)
     idx = torch.stack([torch.randperm(n_blocks)[:2] for _ in range(B * H * tq)]).view(B, H, tq, 2)
     idx[0, 0, 0, 1] = -1  # an empty slot
-    out = selected_block_attention(q, k, v, idx, bs, form=form, query_chunk=4)
+    out = selected_block_attention(q, k, v, idx, bs, form=form)
     for b in range(B):
         for h in range(H):
             for r in range(tq):
@@ -100,3 +100,24 @@ def test_selected_block_attention_equals_a_loop_over_the_chosen_keys(form):
                     continue
                 w = torch.softmax(torch.stack([q[b, h, r] @ k[b, h, j] / 2 for j in keys]), 0)
                 torch.testing.assert_close(out[b, h, r], sum(wi * v[b, h, j] for wi, j in zip(w, keys, strict=True)))
+
+
+def test_selected_block_attention_sparse_form_has_the_quadratic_gradients():
+    """Distinct blocks per query (some after it, some empty slots), scores far below 0: the sparse form's
+    values and gradients equal the dense masked reference's."""
+    from trevo.ops.attention import selected_block_attention
+    torch.manual_seed(5)
+    B, H, tq, tk, D, bs = 2, 3, 9, 14, 4, 4
+    q = torch.randn(B, H, tq, D, dtype=torch.float64, requires_grad=True)
+    k = (torch.randn(B, H, tk, D, dtype=torch.float64) - 30).requires_grad_()  # q·k ≈ −60 · Σq: far from 0
+    v = torch.randn(B, H, tk, D, dtype=torch.float64, requires_grad=True)
+    n_blocks = -(-tk // bs)
+    idx = torch.stack([torch.randperm(n_blocks)[:3] for _ in range(B * H * tq)]).view(B, H, tq, 3)
+    idx[0, 1, 2, 0] = idx[1, 0, 4, 2] = -1
+    w = torch.randn(B, H, tq, D, dtype=torch.float64)
+    results = []
+    for form in ("sparse", "quadratic"):
+        out = selected_block_attention(q, k, v, idx, bs, form=form)
+        results.append((out, *torch.autograd.grad((out * w).sum(), (q, k, v))))
+    for name, a, b in zip(("out", "dq", "dk", "dv"), *results, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12, msg=lambda m, name=name: f"{name}: {m}")

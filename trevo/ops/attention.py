@@ -219,7 +219,6 @@ def selected_block_attention(
     *,
     form: str = "sparse",
     scale: float | None = None,
-    query_chunk: int = 256,
 ) -> torch.Tensor:
     """Causal softmax attention of each query over the keys of its own selected blocks only.
 
@@ -227,13 +226,16 @@ def selected_block_attention(
     (block b = positions b·block_size … (b+1)·block_size − 1; −1 marks an empty slot; a block listed
     twice counts once only in ``quadratic``, so callers list each block once); a key after the query
     is never seen. ``quadratic`` masks the full ``[Tq, Tk]`` score matrix (the reference); ``sparse``
-    gathers the n·block_size keys of each query, ``query_chunk`` queries at a time: O(T·n·block_size·d).
-    NSA's selected branch and MoBA are this op with their own selections."""
+    takes the key blocks one at a time, each with the queries that chose it (a matmul of those queries
+    by the block's keys), and merges each query's partial softmaxes by their maxima and sums, as
+    flash attention merges its key tiles: O(T·n·block_size·d) time, and the selected queries, not the
+    selected keys, are gathered (block_size times less memory traffic). NSA's selected branch and MoBA
+    are this op with their own selections."""
     B, H, tq, D = q.shape
     tk = k.shape[-2]
     scale = D ** -0.5 if scale is None else scale
-    qpos = torch.arange(tk - tq, tk, device=q.device)
     if form == "quadratic":
+        qpos = torch.arange(tk - tq, tk, device=q.device)
         n_blocks = -(-tk // block_size)
         chosen = torch.zeros(B, H, tq, n_blocks + 1, dtype=torch.bool, device=q.device)
         chosen.scatter_(-1, torch.where(block_indices < 0, n_blocks, block_indices), True)
@@ -243,25 +245,43 @@ def selected_block_attention(
         return _softmax_rows(scores) @ v
     if form != "sparse":
         raise ValueError(f"selected_block_attention has the forms quadratic and sparse, got {form!r}")
-    pad = -tk % block_size
-    kb = F.pad(k, (0, 0, 0, pad)).unflatten(2, (-1, block_size))  # [B, H, Nb, bs, D]
-    vb = F.pad(v, (0, 0, 0, pad)).unflatten(2, (-1, block_size))
-    bi = torch.arange(B, device=q.device)[:, None, None, None]
-    hi = torch.arange(H, device=q.device)[None, :, None, None]
+    n_blocks = -(-tk // block_size)
+    pad = n_blocks * block_size - tk
+    # every (query, selected block) pair, grouped by (batch·head, block)
+    rows = torch.arange(B * H * tq, device=q.device).view(B * H, tq, 1).expand(-1, -1, block_indices.shape[-1])
+    segment = torch.arange(B * H, device=q.device)[:, None, None] * n_blocks + block_indices.reshape(B * H, tq, -1)
+    chosen = block_indices.reshape(B * H, tq, -1) >= 0
+    segment, order = segment[chosen].sort(stable=True)
+    rows = rows[chosen][order]
+    counts = torch.bincount(segment, minlength=B * H * n_blocks).tolist()
+    q_rows = q.reshape(B * H * tq, D)[rows]  # [P, D], one gather
+    q_pos = rows % tq + (tk - tq)
+    key_blocks = F.pad(k, (0, 0, 0, pad)).reshape(B * H * n_blocks, block_size, D).unbind(0)
+    value_blocks = F.pad(v, (0, 0, 0, pad)).reshape(B * H * n_blocks, block_size, D).unbind(0)
     offsets = torch.arange(block_size, device=q.device)
-    outs = []
-    # q.split, not q[:, :, a:b] per chunk: each slice's gradient is a zero tensor of q's full size.
-    for start, q_chunk in zip(range(0, tq, query_chunk), q.split(query_chunk, dim=2), strict=True):
-        idx = block_indices[:, :, start:start + query_chunk]  # [B, H, c, n]
-        k_sel = kb[bi, hi, idx.clamp_min(0)].flatten(-3, -2)  # [B, H, c, n·bs, D]
-        v_sel = vb[bi, hi, idx.clamp_min(0)].flatten(-3, -2)
-        pos = (idx.clamp_min(0)[..., None] * block_size + offsets).flatten(-2)  # [B, H, c, n·bs]
-        seen = (idx >= 0)[..., None].expand(*idx.shape, block_size).flatten(-2)
-        seen = seen & (pos <= qpos[start:start + query_chunk, None])
-        scores = (q_chunk[:, :, :, None, :] @ k_sel.transpose(-1, -2))[..., 0, :] * scale
-        w = _softmax_rows(scores.masked_fill(~seen, float("-inf")))
-        outs.append((w[..., None, :] @ v_sel)[..., 0, :])
-    return torch.cat(outs, dim=2)
+    maxima, sums, partial = [], [], []
+    # unbind and split, not per-block indexing: an index's gradient is a zero tensor of the full size.
+    for s, (qs, pos) in enumerate(zip(q_rows.split(counts), q_pos.split(counts), strict=True)):
+        if not counts[s]:
+            continue
+        scores = (qs @ key_blocks[s].transpose(0, 1)) * scale
+        scores = scores.masked_fill((s % n_blocks) * block_size + offsets > pos[:, None], float("-inf"))
+        top = scores.amax(dim=-1, keepdim=True).detach()  # −inf where the block is after the query
+        e = torch.exp(scores - torch.where(torch.isinf(top), torch.zeros_like(top), top))
+        maxima.append(top[:, 0])
+        sums.append(e.sum(-1))
+        partial.append(e @ value_blocks[s])
+    out = q.new_zeros(B * H * tq, D)
+    if not partial:
+        return out.view(B, H, tq, D)
+    maxima, sums, partial = torch.cat(maxima), torch.cat(sums), torch.cat(partial)
+    # each query's blocks put on its largest maximum (a constant shift: no gradient needed)
+    top = q.new_full((B * H * tq,), float("-inf")).scatter_reduce(0, rows, maxima, "amax")
+    top = torch.where(torch.isinf(top), torch.zeros_like(top), top)  # a query that sees no key: output 0
+    w = torch.exp(maxima - top[rows])
+    total = q.new_zeros(B * H * tq).index_add(0, rows, w * sums)
+    out = out.index_add(0, rows, w[:, None] * partial)
+    return (out / total.clamp_min(torch.finfo(q.dtype).tiny)[:, None]).view(B, H, tq, D)
 
 
 def _softmax_rows(scores: torch.Tensor) -> torch.Tensor:
