@@ -48,6 +48,7 @@ def moba_select(q: torch.Tensor, k: torch.Tensor, *, block_size: int, topk: int,
 def moba_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, block_size: int, topk: int,
                    form: str = "sparse") -> torch.Tensor:
     """MoBA: causal attention over each query's own block and its topk − 1 gated past blocks
-    (``sparse``: the selected keys gathered; ``quadratic``: the dense masked reference)."""
+    (``sparse``: each selected key block with the queries that chose it; ``quadratic``: the dense masked
+    reference)."""
     idx = moba_select(q, k, block_size=block_size, topk=topk)
     return selected_block_attention(q, k, v, idx, block_size, form=form)

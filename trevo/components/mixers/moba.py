@@ -21,8 +21,9 @@ class MoBA(TokenMixer):
     """MoBA (Lu et al. 2025): the keys in blocks of ``block_size``; query t scores each past block b
     by s_tb = q_t · mean(K_b) and attends in one softmax to its ``topk − 1`` highest-scoring past blocks
     and, causally, to its own block. Selection per head; it is discrete, so gradients flow through
-    the attention only. Forms: ``sparse`` (each query's keys gathered) and ``quadratic`` (the dense
-    masked reference). Generation keeps the KV cache; block means are recomputed from it. Accepts RoPE."""
+    the attention only. Forms: ``sparse`` (each selected key block with the queries that chose it) and
+    ``quadratic`` (the dense masked reference). Generation keeps the KV cache; block means are recomputed
+    from it. Accepts RoPE."""
 
     forms = ("sparse", "quadratic")
 

@@ -36,8 +36,8 @@ class NativeSparseAttention(TokenMixer):
 
     One key/value projection serves the three branches (fla's layer; the paper gives each branch its
     own). ``n_kv_heads`` groups query heads (GQA), which share their selection. Forms: ``sparse``
-    (gathered selected blocks, banded window, compressed keys in chunks of ``chunk_size``) and
-    ``quadratic`` (dense masked references of each branch). The generation state is the KV cache
+    (selected blocks each with the queries that chose them, banded window, compressed keys in chunks of
+    ``chunk_size``) and ``quadratic`` (dense masked references of each branch). The generation state is the KV cache
     and the compressed keys and values (``block_k``, ``block_v``). Accepts RoPE."""
 
     forms = ("sparse", "quadratic")
