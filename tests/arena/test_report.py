@@ -44,3 +44,18 @@ def test_report_renders_from_a_fixture_and_escapes_labels(tmp_path):
     assert len(exported["runs"]) == 9
     assert exported["leaderboards"]["byte_lm"][0]["label"] in ("softmax_attention", "close")
     assert paths["csv"].read_text().count("\n") == 10
+
+
+def test_the_versions_line_lists_each_code_version_the_runs_recorded():
+    """A store resumed under newer code holds runs of two commits: the report names both, with counts,
+    instead of the first run's version alone."""
+    from types import SimpleNamespace
+
+    from trevo.arena.report import versions_line
+
+    old, new = {"git_commit": "aaa", "defaults": {"x": 1}}, {"git_commit": "bbb"}
+    same = [SimpleNamespace(versions=old), SimpleNamespace(versions=dict(old))]
+    assert versions_line(same) == 'Versions: {"git_commit": "aaa"}.'
+    mixed = [*same, SimpleNamespace(versions=new), SimpleNamespace(versions=None)]
+    assert versions_line(mixed) == ('Versions differ between runs: {"git_commit": "aaa"} (2 runs); '
+                                    '{"git_commit": "bbb"} (1 run).')

@@ -182,6 +182,20 @@ METHOD = ("Each leaderboard row: the learning rate chosen on validation; test me
           "seeds only when their configs differ in nothing but the seed.")
 
 
+def versions_line(runs: list) -> str:
+    """The code and library versions the runs recorded: one set, or each distinct set with its run count
+    (a store resumed under newer code holds runs of several commits)."""
+    counts: dict[str, int] = {}
+    for r in runs:
+        if r.versions:
+            key = json.dumps({k: v for k, v in r.versions.items() if k != "defaults"})
+            counts[key] = counts.get(key, 0) + 1
+    if len(counts) <= 1:
+        return f"Versions: {next(iter(counts), '{}')}."
+    listed = "; ".join(f"{k} ({n} run{'s' * (n != 1)})" for k, n in counts.items())
+    return f"Versions differ between runs: {listed}."
+
+
 def write_report(db_path: str | Path, out_dir: str | Path | None = None, baseline: str | None = None,
                  sweep: str | None = None, plots: bool = True) -> dict[str, Path]:
     """Write report.html, report.md, results.csv and results.json for one sweep (default: the most
@@ -197,11 +211,10 @@ def write_report(db_path: str | Path, out_dir: str | Path | None = None, baselin
     failed = [r for r in runs if r.status == "failed"]
     unfinished = [r for r in runs if r.status in ("pending", "running")]
     # the stamp's short fields (versions, device, corpus); each run's resolved defaults stay in the store
-    versions = {k: v for k, v in next((r.versions for r in runs if r.versions), {}).items() if k != "defaults"}
     draw = plots and plotting.available()
 
     summary = (f"{len(runs)} runs: {len(runs) - len(failed) - len(unfinished)} done, {len(failed)} failed, "
-               f"{len(unfinished)} unfinished. Baseline: {baseline or 'none'}. Versions: {json.dumps(versions)}.")
+               f"{len(unfinished)} unfinished. Baseline: {baseline or 'none'}. {versions_line(runs)}")
     lines = controlled(runs)
     md = [f"# trevo arena report: {escape_markdown(chosen.sweep or 'runs')}", "", escape_markdown(chosen.note), "",
           escape_markdown(summary), "", "Controlled variables (shared by every run of a task; a field that variants "
