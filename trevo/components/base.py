@@ -30,6 +30,13 @@ from trevo.errors import IncompatibleError, TrevoError
 State = dict[str, torch.Tensor]
 
 
+def keep_init(*modules: nn.Module) -> None:
+    """Exempt ``modules`` from a model's unit-scale initialisation (``trevo.models.init``): their own
+    initialisation is the paper's (gate biases, a kernel network's frequencies) and must survive it."""
+    for module in modules:
+        module.keeps_init = True
+
+
 def _measured(mixer: str, causal: bool, seq_len: int, device: str, training: bool) -> tuple[str, int]:
     """``trevo.bench.form_table.measured``'s form and chunk size ("" and 0 where none)."""
     from trevo.bench.form_table import measured  # the table is data of the benchmark

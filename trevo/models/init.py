@@ -33,7 +33,10 @@ class ScaledEmbedding(nn.Embedding):
 def init_unit_scale(module: nn.Module) -> None:
     """``model.apply(init_unit_scale)``: LeCun-normal linears with zero bias, token embeddings as
     above, other embeddings and learned positions N(0, 1). Components' own parameters (decays,
-    filters, gates) keep their papers' initialisations."""
+    filters, gates) keep their papers' initialisations, and so do the modules a component marked with
+    ``trevo.components.base.keep_init``."""
+    if getattr(module, "keeps_init", False):
+        return
     if isinstance(module, nn.Linear):
         nn.init.trunc_normal_(module.weight, std=module.in_features ** -0.5)
         if module.bias is not None:

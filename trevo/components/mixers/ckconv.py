@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trevo.components.base import State, TokenMixer
+from trevo.components.base import State, TokenMixer, keep_init
 from trevo.errors import IncompatibleError
 from trevo.ops.ckconv import conv2d_direct, conv2d_fft, cropped_extent, gaussian_mask, relative_positions
 from trevo.ops.long_conv import (
@@ -49,6 +49,7 @@ class SirenKernel(nn.Module):
             self.fc1.weight.uniform_(-1 / n_dims, 1 / n_dims)
             bound = math.sqrt(6 / hidden) / omega
             self.fc2.weight.uniform_(-bound, bound)
+        keep_init(self.fc1, self.fc2)
 
     def forward(self, p: torch.Tensor) -> torch.Tensor:
         h = torch.sin(self.omega * self.fc1(p))
@@ -71,6 +72,7 @@ class MAGNetKernel(nn.Module):
             for i, layer in enumerate(self.freq):  # frequencies scaled by each filter's envelope width
                 layer.weight.normal_().mul_(omega * torch.exp(0.5 * self.log_gamma[i]))
                 layer.bias.uniform_(-math.pi, math.pi)
+        keep_init(*self.freq)
 
     def _gabor(self, i: int, p: torch.Tensor) -> torch.Tensor:
         envelope = torch.exp(-0.5 * (torch.exp(self.log_gamma[i]) * (p[..., None, :] - self.mu[i]) ** 2).sum(-1))

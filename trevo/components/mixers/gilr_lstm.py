@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trevo.components.base import State, TokenMixer
+from trevo.components.base import State, TokenMixer, keep_init
 from trevo.ops.blocked_scan import blocked_scan
 from trevo.ops.scan import linear_scan
 from trevo.registry import Paper, register
@@ -45,6 +45,7 @@ class GILRLSTM(TokenMixer):
         self.surrogate_gates = nn.Linear(d_model, 4 * d_model, bias=False)  # U_{f,i,o,z}
         with torch.no_grad():
             self.input_proj.bias[:d_model].fill_(1.0)
+        keep_init(self.input_proj)
 
     def _recurrence(self, log_a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         form = self.form_for(b.shape[1])

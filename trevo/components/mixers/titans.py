@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trevo.components.base import State, TokenMixer
+from trevo.components.base import State, TokenMixer, keep_init
 from trevo.components.mixers.ttt import inner_weights
 from trevo.components.multihead import head_dim_of, merge_heads, split_heads
 from trevo.components.short_conv import ShortConv
@@ -44,6 +44,7 @@ class NeuralMemory(TokenMixer):
         self.gates = nn.Linear(d_model, 3 * n_heads)  # θ (rate), α (forgetting), μ (momentum)
         with torch.no_grad():
             self.gates.bias.copy_(torch.tensor([0.0, -4.0, 1.0]).repeat_interleave(n_heads))
+        keep_init(self.gates)
         sizes = [("", D, D)] if memory == "linear" else [("1", D, 4 * D), ("2", 4 * D, D)]
         self.initial = nn.ParameterDict({f"W{n}": nn.Parameter(torch.randn(H, i, o) * i ** -0.5) for n, i, o in sizes})
         self.g_proj = nn.Linear(d_model, d_model, bias=False)

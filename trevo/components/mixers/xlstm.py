@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trevo.components.base import State, TokenMixer
+from trevo.components.base import State, TokenMixer, keep_init
 from trevo.components.multihead import head_dim_of, merge_heads, split_heads
 from trevo.components.short_conv import ShortConv
 from trevo.errors import IncompatibleError
@@ -63,6 +63,7 @@ class MLSTM(TokenMixer):
             self.gates.weight.zero_()
             self.gates.bias[:n_heads].normal_(0, 0.1)
             self.gates.bias[n_heads:] = torch.linspace(3.0, 6.0, n_heads)
+        keep_init(self.gates)
         self.norm_weight = nn.Parameter(torch.ones(self.head_dim))
         self.skip = nn.Parameter(torch.ones(inner))
         self.down_proj = nn.Linear(inner, d_model, bias=False)
@@ -110,6 +111,7 @@ class SLSTM(TokenMixer):
         self.R = nn.Parameter(torch.randn(4, n_heads, D, D) / math.sqrt(D))
         with torch.no_grad():  # forget biases from 3 to 6 as in the paper's code
             self.w_if.bias[d_model:] = torch.linspace(3.0, 6.0, d_model)
+        keep_init(self.w_if)
         self.norm_weight = nn.Parameter(torch.ones(D))
         self.out_proj = nn.Linear(d_model, d_model, bias=False)
 
