@@ -17,21 +17,20 @@ def test_route_keeps_the_top_k_with_renormalised_weights():
     torch.testing.assert_close(w[0, 0, 1:3], p[1:3] / p[1:3].sum())
 
 
-def test_mom_equals_a_loop_over_routed_memories():
-    torch.manual_seed(0)
-    d, H, M, T = 8, 2, 3, 14
-    m = MixtureOfMemories(d, n_heads=H, n_memories=M, topk=2, shared_memory=True, chunk_size=4).double()
-    x = torch.randn(2, T, d, dtype=torch.float64)
+def loop_reference(m: MixtureOfMemories, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mixer's output and final memories by a float64 loop over tokens and memories."""
+    B, T, d = x.shape
+    H, M = m.n_heads, m.n_memories
     Dh, Mt = d // H, M + 1
-    mask, weights = route(m.router(x), 2)
-    q = F.normalize(F.silu(m.q_conv(m.q_proj(x))[0]).view(2, T, H, Dh), dim=-1)
-    k, v = F.silu(m.kv_conv(m.kv_proj(x))[0]).view(2, T, 2, Mt, H, Dh).unbind(2)
+    mask, weights = route(m.router(x), m.topk)
+    q = F.normalize(F.silu(m.q_conv(m.q_proj(x))[0]).view(B, T, H, Dh), dim=-1)
+    k, v = F.silu(m.kv_conv(m.kv_proj(x))[0]).view(B, T, 2, Mt, H, Dh).unbind(2)
     k = F.normalize(k, dim=-1)
-    beta = torch.sigmoid(m.b_proj(x)).view(2, T, Mt, H)
-    alpha = torch.exp(-m.A_log.exp() * F.softplus(m.a_proj(x) + m.dt_bias)).view(2, T, Mt, H)
-    S = torch.zeros(2, Mt, H, Dh, Dh, dtype=torch.float64)
-    outs = torch.zeros(2, T, H, Dh, dtype=torch.float64)
-    for b in range(2):
+    beta = torch.sigmoid(m.b_proj(x)).view(B, T, Mt, H)
+    alpha = torch.exp(-m.A_log.exp() * F.softplus(m.a_proj(x) + m.dt_bias)).view(B, T, Mt, H)
+    S = torch.zeros(B, Mt, H, Dh, Dh, dtype=torch.float64)
+    outs = torch.zeros(B, T, H, Dh, dtype=torch.float64)
+    for b in range(B):
         for t in range(T):
             for j in range(Mt):
                 shared = j == M
@@ -42,7 +41,38 @@ def test_mom_equals_a_loop_over_routed_memories():
                 S[b, j] = at[:, None, None] * proj @ S[b, j] + bt[:, None, None] * kt[:, :, None] * vt[:, None, :]
                 w = 1.0 if shared else weights[b, t, j]
                 outs[b, t] += w * torch.einsum("hk,hkv->hv", q[b, t], S[b, j]) * Dh ** -0.5
-    expected = m.out_proj(m.o_norm(outs).flatten(2) * F.silu(m.g_proj(x)))
+    return m.out_proj(m.o_norm(outs).flatten(2) * F.silu(m.g_proj(x))), S.flatten(1, 2)
+
+
+def test_mom_equals_a_loop_over_routed_memories():
+    torch.manual_seed(0)
+    m = MixtureOfMemories(8, n_heads=2, n_memories=3, topk=2, shared_memory=True, chunk_size=4).double()
+    x = torch.randn(2, 14, 8, dtype=torch.float64)
+    expected, S = loop_reference(m, x)
     for form in m.forms:
         m.form = form
-        torch.testing.assert_close(m(x), expected, rtol=1e-10, atol=1e-10)
+        y, state = m.prefill(x)
+        torch.testing.assert_close(y, expected, rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(state["S"], S, rtol=1e-10, atol=1e-10)
+
+
+def test_mom_with_unbalanced_routing_and_an_unused_memory():
+    """Rows route different numbers of tokens to a memory (the subsequences are padded to the longest), and
+    memory 3 receives no token at all: it must keep its (zero) state."""
+    torch.manual_seed(1)
+    m = MixtureOfMemories(8, n_heads=2, n_memories=4, topk=1, shared_memory=True, chunk_size=4).double()
+    x = torch.randn(3, 11, 8, dtype=torch.float64)
+    x[..., 0] = 1.0  # a constant feature: the router's bias
+    with torch.no_grad():
+        m.router.weight[3] = 0.0
+        m.router.weight[3, 0] = -100.0  # memory 3 is never a token's top memory
+    mask, _ = route(m.router(x), 1)
+    counts = mask.sum(1)
+    assert counts[:, 3].eq(0).all() and (counts[:, :3].max(0).values != counts[:, :3].min(0).values).any()
+    expected, S = loop_reference(m, x)
+    for form in m.forms:
+        m.form = form
+        y, state = m.prefill(x)
+        torch.testing.assert_close(y, expected, rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(state["S"], S, rtol=1e-10, atol=1e-10)
+    assert state["S"][:, 3 * 2:4 * 2].eq(0).all()
