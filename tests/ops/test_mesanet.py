@@ -69,8 +69,21 @@ def test_conjugate_gradient_solves_a_positive_definite_system_in_n_steps():
     M = torch.randn(3, 6, 6, generator=gen, dtype=torch.float64)
     A = M @ M.transpose(-1, -2) + 0.1 * torch.eye(6, dtype=torch.float64)
     b = torch.randn(3, 6, generator=gen, dtype=torch.float64)
-    x, _ = conjugate_gradient(lambda p: ((A @ p[..., None])[..., 0], None), b, 6)
+    x = conjugate_gradient(lambda p: (A @ p[..., None])[..., 0], b, 6)
     torch.testing.assert_close(x, torch.linalg.solve(A, b), rtol=1e-8, atol=1e-10)
+
+
+def test_conjugate_gradient_stops_once_every_system_has_converged():
+    """A = 2I is solved by the first step; the other 29 are skipped, not run on a zero residual."""
+    b = torch.randn(4, 5, dtype=torch.float64)
+    calls = []
+
+    def apply(p):
+        calls.append(p)
+        return 2 * p
+
+    torch.testing.assert_close(conjugate_gradient(apply, b, 30), b / 2)
+    assert len(calls) == 1
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])

@@ -15,10 +15,11 @@ positive semi-definite terms with positive weights, so H_t + Λ is positive defi
 flash-linear-attention stored H_t in float16, where rounding made it numerically indefinite and CG
 diverged to NaN (fla issue #1187, fixed by PR #1152 by keeping H_t in float32).
 
-Forms: ``chunk`` and ``quadratic`` compute every product H_t p_t of a CG iteration at once as a linear
-attention with the CG directions as queries (``trevo.ops.linear_recurrence``, H symmetric:
-H_t p_t = Σ_i (Π γ) β_i k_i (k_iᵀ p_t)); ``recurrent`` keeps H_t and G_t and solves token by token.
-All three run the same CG iterations, so they agree to rounding.
+Forms: ``chunk`` and ``quadratic`` compute every product H_t p_t of a CG iteration at once, the
+intra-chunk part as a masked linear attention with the CG directions as queries (H symmetric:
+H_t p_t = Σ_i (Π γ) β_i k_i (k_iᵀ p_t)) and the rest from the states entering each chunk, which are built
+once for all iterations; ``recurrent`` keeps H_t and G_t and solves token by token. All three run the same
+CG iterations, so they agree to rounding.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from __future__ import annotations
 import torch
 
 from trevo.errors import TrevoError
-from trevo.ops.linear_recurrence import linear_recurrence
+from trevo.ops.linear_recurrence import linear_recurrence, segsum
 
 FORMS = ("chunk", "quadratic", "recurrent")
 
@@ -78,20 +79,55 @@ def mesa_net(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tens
         o, H_T, G_T = _recurrent(q, k, v, beta, g, lamb, H0, G0, cg_steps)
         return o.to(out_dtype), (H_T, G_T)
     kb = beta[..., None] * k
-
-    def state_times(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(H_t + Λ) x_t for every t, and the final H."""
-        hx, H_T = linear_recurrence(x, kb, k, log_decay=g, initial_state=H0, form=form, chunk_size=chunk_size)
-        return hx + lam * x, H_T
-
-    x, H_T = conjugate_gradient(state_times, q, cg_steps)
-    o, G_T = linear_recurrence(x, kb, v, log_decay=g, initial_state=G0, form=form, chunk_size=chunk_size)
+    state_times, H_T, to_chunks, from_chunks = _chunked_state_product(k, kb, g, H0, T if form == "quadratic"
+                                                                      else chunk_size)
+    lam = lam[..., None, :]  # the chunked layout [B, H, N, C, Dk]
+    x = conjugate_gradient(lambda p: state_times(p) + lam * p, to_chunks(q), cg_steps)
+    o, G_T = linear_recurrence(from_chunks(x), kb, v, log_decay=g, initial_state=G0, form=form,
+                               chunk_size=chunk_size)
     return o.to(out_dtype), (H_T, G_T)
 
 
-def conjugate_gradient(apply, b: torch.Tensor, steps: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _chunked_state_product(k, kb, g, H0, C):
+    """(x ↦ H_t x_t at every t, H_T, and the maps into and out of the chunked layout ``[B, H, N, C, Dk]``).
+
+    H_t x_t = e^{b_t} H_c x_t + Σ_{i<=t} e^{b_t − b_i} kb_i (k_iᵀ x_t) inside chunk c, with b the log decay
+    cumulated from the chunk start and H_c the state entering the chunk (H symmetric). The chunk states and
+    the decay weights depend on k, β and γ alone, so they are built once: each CG iteration is then three
+    batched matmuls, not a linear-attention pass with its scan over chunks."""
+    B, H, T, Dk = k.shape
+    N = -(-T // C)
+    pad = N * C - T
+
+    def to_chunks(x: torch.Tensor) -> torch.Tensor:  # zero padding: no write, no decay, a zero right-hand side
+        if pad:
+            x = torch.cat([x, x.new_zeros(*x.shape[:2], pad, *x.shape[3:])], dim=2)
+        return x.reshape(B, H, N, C, *x.shape[3:])
+
+    def from_chunks(x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(B, H, N * C, *x.shape[4:])[:, :, :T]
+
+    kc, kbc, gc = to_chunks(k), to_chunks(kb), to_chunks(g[..., None])[..., 0]
+    seg = segsum(gc)  # [B, H, N, C(t), C(i)]: Σ_{i<j<=t} g_j, summed directly (no cancellation at C = T)
+    w = torch.exp(seg)
+    b = gc.cumsum(dim=-1)
+    writes = (kbc * torch.exp(seg[..., -1, :])[..., None]).transpose(-1, -2) @ kc  # [B, H, N, Dk, Dk]
+    states, S = [], H0
+    for decay, write in zip(torch.exp(b[..., -1]).unbind(dim=2), writes.unbind(dim=2), strict=True):
+        states.append(S)
+        S = decay[..., None, None] * S + write
+    entering = torch.stack(states, dim=2)
+    from_start = torch.exp(b)[..., None]
+
+    def state_times(x: torch.Tensor) -> torch.Tensor:
+        return ((x @ kc.transpose(-1, -2)) * w) @ kbc + (x * from_start) @ entering
+
+    return state_times, S, to_chunks, from_chunks
+
+
+def conjugate_gradient(apply, b: torch.Tensor, steps: int) -> torch.Tensor:
     """At most ``steps`` iterations of CG for A x = b from x = 0 over the last axis (A symmetric positive
-    definite, one system per leading index); ``apply(p)`` returns (A p, anything it wants passed back).
+    definite, one system per leading index); ``apply(p)`` returns A p.
 
     A system stops once its residual is below √ε·‖b‖: iterating on a residual made of rounding errors
     changes x by nothing but makes its gradient rounding noise (the ratios of CG are then 0/0)."""
@@ -99,10 +135,11 @@ def conjugate_gradient(apply, b: torch.Tensor, steps: int) -> tuple[torch.Tensor
     r, p = b, b
     delta = (r * r).sum(-1, keepdim=True)
     threshold = delta * torch.finfo(b.dtype).eps
-    extra = None
     for _ in range(steps):
-        Ap, extra = apply(p)
         active = delta > threshold
+        if not bool(active.any()):  # every system converged: the remaining iterations change nothing
+            break
+        Ap = apply(p)
         curvature = (p * Ap).sum(-1, keepdim=True)
         alpha = torch.where(active, delta / torch.where(active, curvature, torch.ones_like(curvature)), 0)
         x = x + alpha * p
@@ -111,7 +148,7 @@ def conjugate_gradient(apply, b: torch.Tensor, steps: int) -> tuple[torch.Tensor
         ratio = torch.where(active, new / torch.where(active, delta, torch.ones_like(delta)), 0)
         p = torch.where(active, r + ratio * p, p)
         delta = torch.where(active, new, delta)
-    return x, extra
+    return x
 
 
 def _recurrent(q, k, v, beta, g, lamb, Hs, Gs, steps):
@@ -122,6 +159,6 @@ def _recurrent(q, k, v, beta, g, lamb, Hs, Gs, steps):
         kb = (bt[..., None] * kt)[..., :, None]
         Hs = decay * Hs + kb * kt[..., None, :]
         Gs = decay * Gs + kb * vt[..., None, :]
-        x, _ = conjugate_gradient(lambda p, Hs=Hs: ((Hs @ p[..., None])[..., 0] + lamb * p, None), qt, steps)
+        x = conjugate_gradient(lambda p, Hs=Hs: (Hs @ p[..., None])[..., 0] + lamb * p, qt, steps)
         out.append((x[..., None, :] @ Gs)[..., 0, :])
     return torch.stack(out, dim=2), Hs, Gs
