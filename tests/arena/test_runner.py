@@ -14,7 +14,7 @@ from tests.helpers import tiny_sweep, tiny_sweep_spec
 from trevo.arena.report import write_report
 from trevo.arena.runner import DB_NAME, run_sweep, threads_per_worker
 from trevo.arena.store import Run, Store
-from trevo.arena.sweep import parse_sweep
+from trevo.arena.sweep import SweepError, parse_sweep
 
 
 @pytest.mark.slow
@@ -34,6 +34,27 @@ def test_sweep_runs_records_crashes_and_is_idempotent(tmp_path):
     assert store.get(runs["softmax_attention"].key).val == first
     paths = write_report(tmp_path / DB_NAME)
     assert "diverges" in paths["md"].read_text() and "Failed runs" in paths["md"].read_text()
+
+
+@pytest.mark.slow
+def test_redo_trains_the_named_variants_again_and_keeps_their_old_run_directories(tmp_path):
+    sweep = tiny_sweep()
+    store, _ = run_sweep(sweep, tmp_path, log=lambda line: None)
+    before = {r.label: r for r in store.runs()}
+    (tmp_path / "runs" / before["linear_attention"].key / "note.txt").write_text("the user's")
+    logs: list[str] = []
+    store, _ = run_sweep(sweep, tmp_path, log=logs.append, redo=["linear_attention"])
+    assert "1 already done, 1 to run" in logs[0]
+    after = {r.label: r for r in store.runs()}
+    redone, kept = after["linear_attention"], after["softmax_attention"]
+    assert redone.status == "done" and redone.updated > before["linear_attention"].updated
+    assert kept.updated == before["softmax_attention"].updated  # not redone
+    runs = tmp_path / "runs"
+    assert (runs / f"{redone.key}.superseded-1" / "note.txt").read_text() == "the user's"
+    assert (runs / redone.key).is_dir()
+    with pytest.raises(SweepError, match="--redo mamba: not a variant of sweep 'tiny'; its variants: "
+                                         "softmax_attention, linear_attention"):
+        run_sweep(sweep, tmp_path, redo=["mamba"])
 
 
 @pytest.mark.slow

@@ -38,7 +38,8 @@ def _arena(args: argparse.Namespace) -> None:
     if args.plan:
         print(plan_summary(plan_sweep(sweep)))
         return
-    run_sweep(sweep, out, workers=args.workers, log=_print, backend=args.backend, address=args.address)
+    run_sweep(sweep, out, workers=args.workers, log=_print, backend=args.backend, address=args.address,
+              redo=args.redo)
     db = out / DB_NAME
     _print("\n" + leaderboard_text(db, sweep.baseline, sweep.name))
     if not args.no_report:
@@ -88,6 +89,9 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
                             "label or a task's group; also sweep.variants); or match widths to another budget: "
                             "--set sweep.state_budget=BYTES (also sweep.param_budget, sweep.flop_budget)")
         s.add_argument("--plan", action="store_true", help="validate and print the plan, run nothing")
+        s.add_argument("--redo", type=lambda text: [label for label in text.split(",") if label], metavar="LABEL,…",
+                       help="train these variants' finished runs again (after a fix to their component); the old "
+                            "run directories are kept as runs/<key>.superseded-N")
         s.add_argument("--no-report", action="store_true", help="skip writing the HTML/Markdown report")
         s.add_argument("--no-plots", action="store_true", help="a report without plots (no matplotlib needed)")
         s.set_defaults(run=_arena)

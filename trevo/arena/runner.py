@@ -212,13 +212,29 @@ def _first_difference(recorded: dict[str, Any], now: dict[str, Any]) -> str:
 
 
 BACKENDS = ("local", "ray")
+RESULT_FIELDS = ("metric", "higher_is_better", "val", "test", "curves", "params", "flops_per_token", "tokens_per_s",
+                 "peak_mem_mb", "state_bytes", "wall_s", "versions", "error")
+
+
+def supersede(run_dir: Path) -> None:
+    """Move a run directory aside (to ``<name>.superseded-N``, the first N free) so the run starts afresh
+    and nothing of the old one is lost."""
+    if not run_dir.exists():
+        return
+    n = 1
+    while run_dir.with_name(f"{run_dir.name}.superseded-{n}").exists():
+        n += 1
+    run_dir.rename(run_dir.with_name(f"{run_dir.name}.superseded-{n}"))
 
 
 def run_sweep(sweep: Sweep, out_dir: str | Path, *, workers: int = 1, log: Callable[[str], None] = print,
-              backend: str = "local", address: str | None = None) -> tuple[Store, list[Run]]:
+              backend: str = "local", address: str | None = None,
+              redo: list[str] | None = None) -> tuple[Store, list[Run]]:
     """Run every unfinished run of ``sweep`` into ``out_dir``; returns the store and the chosen runs.
     ``backend``: ``local`` (``workers`` processes at once) or ``ray`` (a Ray task per run, on the cluster
-    at ``address`` or a local one; ``workers`` then only sets each run's share of this machine's threads)."""
+    at ``address`` or a local one; ``workers`` then only sets each run's share of this machine's threads).
+    ``redo``: variant labels whose finished runs are trained again (after a fix to their component); their
+    old run directories are kept beside the new ones as ``<key>.superseded-N``."""
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise SweepError(f"--workers = {workers!r}: expected an integer ≥ 1 (runs at once)")
     if backend not in BACKENDS:
@@ -229,18 +245,25 @@ def run_sweep(sweep: Sweep, out_dir: str | Path, *, workers: int = 1, log: Calla
         require_ray()  # before anything is planned or written
     out = Path(out_dir)
     plan: list[PlannedRun] = plan_sweep(sweep)  # raises before anything runs
+    unknown = sorted(set(redo or ()) - {p.label for p in plan})
+    if unknown:
+        raise SweepError(f"--redo {','.join(unknown)}: not a variant of sweep {sweep.name!r}; its variants: "
+                         f"{', '.join(dict.fromkeys(p.label for p in plan))}")
     db = str(out / DB_NAME)
     store = Store(db)
     store.add_sweep(sweep.name, sweep.baseline, sweep.description, sweep.spec, [p.key for p in plan])
     for p in plan:
         store.add(Run(key=p.key, sweep=sweep.name, label=p.label, family=p.family, task=p.task, seed=p.seed,
                       lr=p.lr, status="pending", config=p.config.to_dict()))
+    for p in plan:
+        if p.label in (redo or ()) and store.get(p.key).status in ("done", "failed"):
+            supersede(out / "runs" / p.key)
+            store.update(p.key, status="pending", **{name: None for name in RESULT_FIELDS})
     todo = [p for p in plan if store.get(p.key).status != "done"]
     changed = changed_defaults([store.get(p.key) for p in plan if p not in todo])
     if changed:
         log(f"note: {len(changed)} finished run(s) were trained with other component defaults than this trevo's "
-            f"(e.g. {changed[0]}); their results are kept, not redone. To redo them with this trevo, run the sweep "
-            f"into another --out")
+            f"(e.g. {changed[0]}); their results are kept, not redone. To redo them with this trevo: --redo LABEL,…")
     log(f"arena {sweep.name!r}: {len(plan)} runs, {len(plan) - len(todo)} already done, {len(todo)} to run "
         f"with {workers} worker(s); results in {db}")
     threads = threads_per_worker(workers)
