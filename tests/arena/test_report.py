@@ -53,9 +53,11 @@ def test_the_versions_line_lists_each_code_version_the_runs_recorded():
 
     from trevo.arena.report import versions_line
 
-    old, new = {"git_commit": "aaa", "defaults": {"x": 1}}, {"git_commit": "bbb"}
+    old = {"trevo": "0.1.0", "git_commit": "aaaaaaaaaa", "torch": "2.13.0", "cuda": None, "defaults": {"x": 1}}
+    new = {"trevo": "0.1.0", "git_commit": "bbbbbbbbbb", "torch": "2.14.0", "cuda": None}
     same = [SimpleNamespace(versions=old), SimpleNamespace(versions=dict(old))]
-    assert versions_line(same) == 'Versions: {"git_commit": "aaa"}.'
+    assert versions_line(same) == "Versions: trevo 0.1.0, git_commit aaaaaaa, torch 2.13.0."
     mixed = [*same, SimpleNamespace(versions=new), SimpleNamespace(versions=None)]
-    assert versions_line(mixed) == ('Versions differ between runs: {"git_commit": "aaa"} (2 runs); '
-                                    '{"git_commit": "bbb"} (1 run).')
+    assert versions_line(mixed) == ("Versions: trevo 0.1.0; differing between runs: git_commit aaaaaaa, torch 2.13.0 "
+                                    "(2 runs); git_commit bbbbbbb, torch 2.14.0 (1 run).")
+    assert versions_line([SimpleNamespace(versions=None)]) == "Versions: not recorded."

@@ -183,17 +183,25 @@ METHOD = ("Each leaderboard row: the learning rate chosen on validation; test me
 
 
 def versions_line(runs: list) -> str:
-    """The code and library versions the runs recorded: one set, or each distinct set with its run count
-    (a store resumed under newer code holds runs of several commits)."""
+    """The code and library versions the runs recorded: the fields every run shares, then each distinct
+    combination of the others with its run count (a store resumed under newer code holds runs of several
+    commits). Commits are shortened to 7 characters; unrecorded (null) fields are left out."""
+    recorded = [{k: (v[:7] if k == "git_commit" and isinstance(v, str) else v)
+                 for k, v in r.versions.items() if k != "defaults" and v is not None} for r in runs if r.versions]
+    if not recorded:
+        return "Versions: not recorded."
+    fields = list(dict.fromkeys(k for v in recorded for k in v))
+    shared = [k for k in fields if all(k in v and v[k] == recorded[0].get(k) for v in recorded)]
+    line = "Versions: " + ", ".join(f"{k} {recorded[0][k]}" for k in shared)
+    varying = [k for k in fields if k not in shared]
+    if not varying:
+        return line + "."
     counts: dict[str, int] = {}
-    for r in runs:
-        if r.versions:
-            key = json.dumps({k: v for k, v in r.versions.items() if k != "defaults"})
-            counts[key] = counts.get(key, 0) + 1
-    if len(counts) <= 1:
-        return f"Versions: {next(iter(counts), '{}')}."
-    listed = "; ".join(f"{k} ({n} run{'s' * (n != 1)})" for k, n in counts.items())
-    return f"Versions differ between runs: {listed}."
+    for v in recorded:
+        combination = ", ".join(f"{k} {v.get(k, '(none)')}" for k in varying)
+        counts[combination] = counts.get(combination, 0) + 1
+    listed = "; ".join(f"{c} ({n} run{'s' * (n != 1)})" for c, n in counts.items())
+    return f"{line}; differing between runs: {listed}."
 
 
 def write_report(db_path: str | Path, out_dir: str | Path | None = None, baseline: str | None = None,
