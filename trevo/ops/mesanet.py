@@ -27,6 +27,7 @@ from __future__ import annotations
 import torch
 
 from trevo.errors import TrevoError
+from trevo.ops.delta_rule import chunked
 from trevo.ops.linear_recurrence import linear_recurrence, segsum
 
 FORMS = ("chunk", "quadratic", "recurrent")
@@ -79,35 +80,24 @@ def mesa_net(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tens
         o, H_T, G_T = _recurrent(q, k, v, beta, g, lamb, H0, G0, cg_steps)
         return o.to(out_dtype), (H_T, G_T)
     kb = beta[..., None] * k
-    state_times, H_T, to_chunks, from_chunks = _chunked_state_product(k, kb, g, H0, T if form == "quadratic"
-                                                                      else chunk_size)
+    C = T if form == "quadratic" else chunk_size
+    state_times, H_T = _chunked_state_product(k, kb, g, H0, C)
     lam = lam[..., None, :]  # the chunked layout [B, H, N, C, Dk]
-    x = conjugate_gradient(lambda p: state_times(p) + lam * p, to_chunks(q), cg_steps)
-    o, G_T = linear_recurrence(from_chunks(x), kb, v, log_decay=g, initial_state=G0, form=form,
+    x = conjugate_gradient(lambda p: state_times(p) + lam * p, chunked(q, C), cg_steps)
+    o, G_T = linear_recurrence(x.flatten(2, 3)[:, :, :T], kb, v, log_decay=g, initial_state=G0, form=form,
                                chunk_size=chunk_size)
     return o.to(out_dtype), (H_T, G_T)
 
 
 def _chunked_state_product(k, kb, g, H0, C):
-    """(x ↦ H_t x_t at every t, H_T, and the maps into and out of the chunked layout ``[B, H, N, C, Dk]``).
+    """(x ↦ H_t x_t at every t in the chunked layout ``[B, H, N, C, Dk]`` of ``delta_rule.chunked``, and H_T).
 
     H_t x_t = e^{b_t} H_c x_t + Σ_{i<=t} e^{b_t − b_i} kb_i (k_iᵀ x_t) inside chunk c, with b the log decay
     cumulated from the chunk start and H_c the state entering the chunk (H symmetric). The chunk states and
     the decay weights depend on k, β and γ alone, so they are built once: each CG iteration is then three
-    batched matmuls, not a linear-attention pass with its scan over chunks."""
-    B, H, T, Dk = k.shape
-    N = -(-T // C)
-    pad = N * C - T
-
-    def to_chunks(x: torch.Tensor) -> torch.Tensor:  # zero padding: no write, no decay, a zero right-hand side
-        if pad:
-            x = torch.cat([x, x.new_zeros(*x.shape[:2], pad, *x.shape[3:])], dim=2)
-        return x.reshape(B, H, N, C, *x.shape[3:])
-
-    def from_chunks(x: torch.Tensor) -> torch.Tensor:
-        return x.reshape(B, H, N * C, *x.shape[4:])[:, :, :T]
-
-    kc, kbc, gc = to_chunks(k), to_chunks(kb), to_chunks(g[..., None])[..., 0]
+    batched matmuls, not a linear-attention pass with its scan over chunks. Zero padding writes nothing and
+    does not decay."""
+    kc, kbc, gc = chunked(k, C), chunked(kb, C), chunked(g[..., None], C)[..., 0]
     seg = segsum(gc)  # [B, H, N, C(t), C(i)]: Σ_{i<j<=t} g_j, summed directly (no cancellation at C = T)
     w = torch.exp(seg)
     b = gc.cumsum(dim=-1)
@@ -122,7 +112,7 @@ def _chunked_state_product(k, kb, g, H0, C):
     def state_times(x: torch.Tensor) -> torch.Tensor:
         return ((x @ kc.transpose(-1, -2)) * w) @ kbc + (x * from_start) @ entering
 
-    return state_times, S, to_chunks, from_chunks
+    return state_times, S
 
 
 def conjugate_gradient(apply, b: torch.Tensor, steps: int) -> torch.Tensor:
