@@ -61,3 +61,28 @@ def test_the_versions_line_lists_each_code_version_the_runs_recorded():
     assert versions_line(mixed) == ("Versions: trevo 0.1.0; differing between runs: git_commit aaaaaaa, torch 2.13.0 "
                                     "(2 runs); git_commit bbbbbbb, torch 2.14.0 (1 run).")
     assert versions_line([SimpleNamespace(versions=None)]) == "Versions: not recorded."
+
+
+def test_a_metric_s_breakdowns_get_their_own_table_with_intervals(tmp_path):
+    store = Store(tmp_path / DB_NAME)
+    heads = {"memory": [1.90, 1.92, 1.94], "none": [2.10, 2.12, 2.14]}
+    for label, values in heads.items():
+        for seed, head in enumerate(values):
+            _fake_run(store, label, seed, head + 0.05)
+            store.update(f"{label}-{seed}", test={"bpb": head + 0.05, "bpb_head": head, "bpb_tail": 2.0,
+                                                  "accuracy": 0.5})
+    store.add_sweep("fixture", "none", "", {}, [r.key for r in store.runs()])
+    md = write_report(tmp_path / DB_NAME, plots=False)["md"].read_text()
+    header = next(line for line in md.splitlines() if line.startswith("| variant | seeds | test bpb"))
+    assert header == "| variant | seeds | test bpb | bpb head | bpb tail |"  # accuracy is no part of bpb
+    memory = next(line for line in md.splitlines() if line.startswith("| memory | 3 |"))
+    # mean 1.92, sample sd 0.02, t(2) 4.303: half width 4.303 · 0.02 / √3 = 0.0497
+    assert "| 1.9200 ± 0.0497 | 2.0000 ± 0.0000 |" in memory
+
+
+def test_a_task_without_breakdowns_has_no_parts_table(tmp_path):
+    store = Store(tmp_path / DB_NAME)
+    for seed in range(2):
+        _fake_run(store, "softmax_attention", seed, 2.0 + seed / 10)
+    store.add_sweep("fixture", "softmax_attention", "", {}, [r.key for r in store.runs()])
+    assert "by part" not in write_report(tmp_path / DB_NAME, plots=False)["md"].read_text()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from trevo.arena.stats import Estimate, estimate, significantly_different
@@ -118,6 +118,8 @@ class Row:
     significant: bool | None  # vs the baseline; None for the baseline itself or too few seeds
     delta: float | None
     values: list[float]
+    # the test metric's breakdowns a task reports as ``<metric>_<part>`` (e.g. bpb_head, bpb_tail), over seeds
+    parts: dict[str, Estimate] = field(default_factory=dict)
 
 
 def leaderboard(runs: list[Run], baseline: str | None) -> dict[str, list[Row]]:
@@ -153,10 +155,18 @@ def leaderboard(runs: list[Run], baseline: str | None) -> dict[str, list[Row]]:
                 state_bytes=_mean_or_none([r.state_bytes for r in rs]),
                 significant=significantly_different(values, base_values) if compare else None,
                 delta=statistics.fmean(values) - statistics.fmean(base_values) if compare else None,
-                values=values))
+                values=values, parts=_parts(rs)))
         rows.sort(key=lambda row: -row.test.mean if row.higher_is_better else row.test.mean)
         boards[task] = rows
     return boards
+
+
+def _parts(runs: list[Run]) -> dict[str, Estimate]:
+    """Each breakdown ``<metric>_<part>`` of the test metric that every run reports, over the runs."""
+    metric = runs[0].metric
+    names = [k for k in (runs[0].test or {}) if k.startswith(f"{metric}_")]
+    return {name[len(metric) + 1:]: estimate([r.test[name] for r in runs]) for name in names
+            if all(name in (r.test or {}) for r in runs)}
 
 
 def _baseline_runs(base_groups: list[list[Run]], d_model: int) -> list[Run] | None:

@@ -62,6 +62,18 @@ def board_table(rows: list[Row], baseline: str | None) -> Table:
     return Table(header, body, left={1, 2})
 
 
+def parts_table(rows: list[Row]) -> Table | None:
+    """The test metric by part (a task's ``<metric>_<part>`` breakdowns, e.g. by position in the segment),
+    mean and 95% interval over seeds; None where the task reports none."""
+    parts = list(dict.fromkeys(p for r in rows for p in r.parts))
+    if not parts:
+        return None
+    metric = rows[0].metric
+    body = [[shown_label(r, rows), str(r.seeds), str(r.test),
+             *[str(r.parts[p]) if p in r.parts else "—" for p in parts]] for r in rows]
+    return Table(["variant", "seeds", f"test {metric}", *[f"{metric} {p}" for p in parts]], body, left={0})
+
+
 def family_table(boards: dict[str, list[Row]]) -> Table:
     """The best variant of each family on each task."""
     tasks = list(boards)
@@ -247,6 +259,11 @@ def write_report(db_path: str | Path, out_dir: str | Path | None = None, baselin
         md.append(markdown(table))
         reference = f"<p>Reference: {html.escape(ref_text)}</p>" if ref_text else ""
         page.append(f"<h2>{html.escape(heading)}</h2>{reference}{html_table(table)}")
+        by_part = parts_table(rows)
+        if by_part:
+            lead = f"The test {rows[0].metric} by part, as the task reports it (mean ± 95% interval over seeds):"
+            md += ["", escape_markdown(lead), "", markdown(by_part)]
+            page.append(f"<p>{html.escape(lead)}</p>{html_table(by_part)}")
         entry = published.get(task)
         if isinstance(entry, dict) and baseline is not None and entry.get("baseline") == baseline:
             pub, agreed, compared = published_effects(entry, rows)
