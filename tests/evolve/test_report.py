@@ -72,7 +72,9 @@ def test_the_ablation_reverts_each_difference_from_the_baseline_once():
     baseline = Genome.parse("2×d32 [attn+rope] swiglu rmsnorm pre")
     kept, skipped = reversions(winner, baseline, [create("task", "byte_lm", seq_len=16).info])
     got = {what: g.line() for what, g in kept}
-    assert got["mixer → baseline's"] == "4×d32 [attn|channel=none,attn+rope] swiglu rmsnorm post"
+    # the mixer comes back with its relative position: attention without RoPE would measure the position
+    assert got["mixer and its relative position → baseline's"] == \
+        "4×d32 [attn+rope|channel=none,attn+rope] swiglu rmsnorm post"
     assert got["channel → baseline's"] == "4×d32 [gla,attn+rope] swiglu rmsnorm post"
     assert got["residual → baseline's"] == "4×d32 [gla|channel=none,attn+rope] swiglu rmsnorm pre"
     assert got["depth 4 → 2"] == "2×d32 [gla|channel=none,attn+rope] swiglu rmsnorm post"

@@ -3,10 +3,13 @@
 A difference is a field kind (mixer, channel, norm, residual, relative position) in which some layer of
 the winner differs from the baseline's layer at the same place (layers aligned cyclically), the depth,
 the absolute position, or the head tying. Reverting one sets it to the baseline's in every layer and
-keeps the rest of the winner; a reverted genome that is not valid for the search's tasks (e.g. RoPE on
-a mixer that takes no relative position) is skipped with its reason. Each reverted genome is trained at
-the final stage with the winner's seeds and learning rates, so each difference's worth is measured
-paired by seed, as the Evolved Transformer's and Primer's ablations were (So et al. 2019, 2021).
+keeps the rest of the winner. A relative position acts inside its mixer, so reverting the mixer reverts
+the layer's relative position with it (the baseline's ``attn+rope``, not attention without positions,
+which would measure the missing position rather than the winner's mixer); a reverted genome that is not
+valid for the search's tasks (e.g. RoPE on a mixer that takes no relative position) is skipped with its
+reason. Each reverted genome is trained at the final stage with the winner's seeds and learning rates,
+so each difference's worth is measured paired by seed, as the Evolved Transformer's and Primer's
+ablations were (So et al. 2019, 2021).
 """
 
 from __future__ import annotations
@@ -22,8 +25,12 @@ def reversions(winner: Genome, baseline: Genome, infos: list[TaskInfo]) -> tuple
     candidates = []
     for kind in FIELD_KINDS:
         if any(getattr(g, kind) != getattr(base[i % len(base)], kind) for i, g in enumerate(winner.layers)):
-            layers = [g.replace(**{kind: getattr(base[i % len(base)], kind)}) for i, g in enumerate(winner.layers)]
-            candidates.append((f"{kind} → baseline's", Genome.of(layers, winner.d_model, position=winner.position,
+            fields = ("mixer", "position") if kind == "mixer" else (kind,)
+            layers = [g.replace(**{f: getattr(base[i % len(base)], f) for f in fields})
+                      for i, g in enumerate(winner.layers)]
+            moved = any(g.position != b.position for g, b in zip(winner.layers, layers, strict=True))
+            what = "mixer and its relative position" if kind == "mixer" and moved else kind
+            candidates.append((f"{what} → baseline's", Genome.of(layers, winner.d_model, position=winner.position,
                                                                  tie_embeddings=winner.tie_embeddings)))
     if winner.n_layers != baseline.n_layers:
         candidates.append((f"depth {winner.n_layers} → {baseline.n_layers}",
