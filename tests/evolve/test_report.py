@@ -83,3 +83,29 @@ def test_the_ablation_reverts_each_difference_from_the_baseline_once():
     else:  # RoPE on GLA is not a valid genome: skipped, with the reason
         assert any(s.startswith("position → baseline's") for s in skipped)
     assert "norm → baseline's" not in got  # the same norm everywhere: nothing to revert
+
+
+def test_the_random_control_gets_its_own_final_leaderboard(tmp_path):
+    from trevo.evolve.search import save_state
+
+    store = Store(tmp_path / DB_NAME)
+    result = {"crashed": False, "params": 100, "state_bytes": 10, "tokens_per_s": 1.0}
+    lines = {"evolution": "1×d16 [gla] swiglu rmsnorm pre", "random": "2×d16 [attn+rope] none rmsnorm pre"}
+    for seed in range(3):
+        store.add(_run(f"b{seed}", "baseline", seed, 5.0 + seed / 10))
+    for strategy, line in lines.items():
+        for seed in range(3):
+            store.add(_run(f"{strategy}{seed}", line, seed, 4.0 + seed / 10))
+        entry = {**result, "line": line, "quality": 1.0, "generation": 0, "edit": "random", "parents": []}
+        final = {"baseline": {**result, "runs": ["b0", "b1", "b2"]},
+                 "genomes": {"h": {**result, "runs": [f"{strategy}{s}" for s in range(3)]}}}
+        save_state(tmp_path, {
+            "strategy": strategy, "spec": "", "generation": 1, "population": ["h"], "archive": {"h": entry},
+            "history": [{"generation": 0, "evaluations": 1, "best": 1.0, "median": 1.0, "crashed": 0}],
+            "winner": "h", "stages": {"final": final}})
+    text = write_report(tmp_path, parse_spec(tiny_spec()))["md"].read_text()
+    for strategy, line in lines.items():
+        board = text.split(f"## Final leaderboard ({strategy})")[1].split("##")[0]
+        assert md(line) in board and "-1.0000" in board  # 1 bpb below the baseline on every seed
+        assert f"{strategy}: {md(line)}" in text.splitlines()[2]  # the intro names both winners
+    assert "lineage (evolution)" in text and "lineage (random)" not in text

@@ -52,3 +52,10 @@ def test_presets_load_and_plan(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "population 2 × 2 generations = 4 genomes" in out and "baseline: 2×d16 [attn+rope]" in out
     assert not (tmp_path / "out").exists()
+
+
+def test_rewording_the_description_keeps_the_hash_and_changing_the_search_does_not():
+    spec = parse_spec(tiny_spec(description="one wording"))
+    assert parse_spec(tiny_spec(description="another wording, measured times added")).hash == spec.hash
+    assert parse_spec(tiny_spec(description="one wording", param_budget=15000)).hash != spec.hash
+    assert parse_spec(tiny_spec(description="one wording", seed=1)).hash != spec.hash

@@ -105,16 +105,19 @@ def _tables(spec: Spec, states: dict[str, dict[str, Any]], store: Store) -> list
                      _num(base["tokens_per_s"], 0), _num(base["params"]), "← baseline (Transformer++)"])
     tables.append((f"Pareto set of the cheap stage ({', '.join(spec.objectives)}; state bytes after {spec.context} "
                    f"tokens)", ["genome", "quality", "state bytes", "tokens/s", "params", ""], rows))
-    winner = main.get("winner")
-    if winner:
-        tables.append(("The winner's lineage (winner first)", ["generation", "genome", "made by", "quality"],
-                       [[e["generation"], e["line"], e["edit"], _num(e["quality"])] for e in lineage(main, winner)]))
-    for title, board in [("Final leaderboard (held-out test metric; Δ and p paired by seed with the baseline)",
-                          leaderboard(spec, main, store)),
-                         ("Ablation of the winner (each difference from the baseline reverted; Δ and p paired by "
-                          "seed with the winner)", ablation(main, store))]:
-        if board:
-            tables.append(_board(title, board))
+    for strategy, state in states.items():  # each strategy's winner on the ladder, the random control's too
+        of = f" ({strategy})" if len(states) > 1 else ""
+        winner = state.get("winner")
+        if winner and strategy != "random":  # a random draw has no lineage
+            tables.append((f"The winner's lineage{of} (winner first)", ["generation", "genome", "made by", "quality"],
+                           [[e["generation"], e["line"], e["edit"], _num(e["quality"])]
+                            for e in lineage(state, winner)]))
+        for title, board in [(f"Final leaderboard{of} (held-out test metric; Δ and p paired by seed with the "
+                              "baseline)", leaderboard(spec, state, store)),
+                             (f"Ablation of the winner{of} (each difference from the baseline reverted; Δ and p "
+                              "paired by seed with the winner)", ablation(state, store))]:
+            if board:
+                tables.append(_board(title, board))
     return tables
 
 
@@ -144,13 +147,12 @@ def write_report(out: str | Path, spec: Spec) -> dict[str, Path]:
         raise TrevoError(f"no search state in {out}: run `trevo evolve SPEC --out {out}` first")
     store = Store(out / DB_NAME)
     tables = _tables(spec, states, store)
-    strategy = "evolution" if "evolution" in states else next(iter(states))
-    main = states[strategy]
-    winner = main["archive"].get(main.get("winner") or "", {}).get("line")
+    winners = "; ".join(f"{s}: {st['archive'][st['winner']]['line']}" + (
+        f" (run config: {winner_file(s)})" if (out / winner_file(s)).is_file() else "")
+        for s, st in states.items() if st.get("winner") in st["archive"])
     curves = {s: [(h["evaluations"], h["best"]) for h in _best_so_far(st["history"])] for s, st in states.items()}
     counts = ", ".join(f"{s} ({len(st['archive'])} genomes)" for s, st in states.items())
-    intro = (f"Search {spec.name!r}: {counts}. Winner: {winner or '—'}"
-             + (f" (run config: {winner_file(strategy)})" if (out / winner_file(strategy)).is_file() else ""))
+    intro = f"Search {spec.name!r}: {counts}. Winner{'s' if len(states) > 1 else ''}: {winners or '—'}"
     md_lines = [f"# trevo evolve: {md(spec.name)}", "", md(intro), ""]
     for title, header, rows in tables:
         md_lines += [f"## {md(title)}", "", "| " + " | ".join(md(h) for h in header) + " |",

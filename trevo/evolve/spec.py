@@ -91,8 +91,10 @@ class Spec:
 
     @property
     def hash(self) -> str:
-        """Of the spec as written: a state file of another spec is never resumed."""
-        return hashlib.sha256(json.dumps(self.data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        """Of the spec as written, less its description (prose, which changes no evaluation): a state file of
+        another spec is never resumed, and a state stays resumable when the description is reworded."""
+        searched = {k: v for k, v in self.data.items() if k != "description"}
+        return hashlib.sha256(json.dumps(searched, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def sweep(self, stage: str, genomes: list[Genome], baseline: bool = False) -> Sweep:
         """The arena sweep that evaluates ``genomes`` at ``stage`` (one variant per genome, labelled by its
