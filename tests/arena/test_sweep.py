@@ -205,6 +205,19 @@ def test_width_grids_and_published_tables_are_checked():
         plan_sweep(collapsed)
 
 
+def test_a_task_override_changes_the_task_widths_are_matched_on():
+    # --set task.vocab_size=… must reach the task the widths are matched on, not only the run's config:
+    # else the plan's parameter counts are those of another model than the one each run builds.
+    from trevo.arena.sweep import count_params
+    from trevo.train import build
+
+    sweep = load_sweep("hybrid_mqar", ["sweep.seeds=0", "task.vocab_size=512", "sweep.variants=softmax_attention"])
+    (run,) = plan_sweep(sweep)
+    task, _ = build(run.config)
+    assert run.config.task.options["vocab_size"] == 512
+    assert run.params == count_params(run.config, task.info)
+
+
 def test_the_narang_preset_sets_every_row_beside_table_1():
     sweep = load_sweep("narang")
     effects = sweep.spec["published"]["byte_lm"]

@@ -432,6 +432,8 @@ def plan_sweep(sweep: Sweep) -> list[PlannedRun]:
     for task in sweep.tasks:
         try:
             task_cfg = sweep.base.replace(task.values)
+            if sweep.overrides:  # a --set task.<field> changes the task that widths are matched on
+                task_cfg = task_cfg.override(sweep.overrides)
             task_obj = create("task", task_cfg.task.name, **task_cfg.task.options)
         except TrevoError as e:
             problems.append(f"task {task.label!r}: {e}")
