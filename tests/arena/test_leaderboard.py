@@ -216,6 +216,23 @@ def test_the_report_averages_each_variant_over_a_tasks_difficulty_settings(tmp_p
     assert "| b | 0.7000 (1 of 2) | 0.8000 | — | 100 | 10.0 |" in section
 
 
+def test_a_subset_with_one_setting_per_task_still_gets_the_averaged_table_and_its_published_scores(tmp_path):
+    # The mad preset's CPU subset runs each task's baseline setting only; its MAD score is the mean of those.
+    store = Store(tmp_path / DB_NAME)
+    keys = [_hyper_run(store, "a", f"{t} baseline", 1e-3, 0.0, v, v) for t, v in (("r", 0.9), ("c", 0.4))]
+    spec = {"tasks": [{"label": t, "set": {"task.name": "mad_recall"}, "vary": [{"task.seq_len": 64}]} for t in "rc"],
+            "published": {"r": {"source": "a figure", "rows": {"Hyena": 0.82}}}}
+    store.add_sweep("s", None, "", spec, keys)
+    md = write_report(tmp_path / DB_NAME, plots=False)["md"].read_text()
+    section = md.split("## Averaged over difficulty settings")[1]
+    assert "| variant | r (1 setting) | c (1 setting) | mean over tasks |" in section
+    assert "| a | 0.9000 | 0.4000 | 0.6500 |" in section and "| Hyena | a figure | 0.82 |" in section
+    # A sweep without difficulty groups has no such table.
+    plain = Store(tmp_path / "plain" / DB_NAME)
+    plain.add_sweep("s", None, "", {"tasks": ["t"]}, [_hyper_run(plain, "a", "t", 1e-3, 0.0, 0.5, 0.5)])
+    assert "Averaged over" not in write_report(tmp_path / "plain" / DB_NAME, plots=False)["md"].read_text()
+
+
 def test_a_papers_effects_are_set_beside_the_sweeps_and_each_is_judged_by_the_welch_test(tmp_path):
     """Narang et al.'s question, per row: the paper's change from its baseline (within the tolerance: none)
     against trevo's significant change, or its absence."""

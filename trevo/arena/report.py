@@ -94,10 +94,11 @@ def width_table(cells: dict[str, dict[int, Row]]) -> Table:
 def group_table(boards: dict[str, list[Row]], groups: dict[str, str]) -> tuple[Table, list[str]] | None:
     """MAD's table: per variant, its mean test metric over each group's difficulty settings, the mean over
     groups (where it finished them all), its parameters and its largest generation state; None where no
-    task has difficulty settings. Also the groups, in order."""
+    task of the boards belongs to a group of difficulty settings (a subset that kept one setting of each
+    still gets it: its mean over tasks is MAD's score on those settings). Also the groups, in order."""
     scores = group_scores(boards, groups)
     names = list(dict.fromkeys(groups.get(t, t) for t in [*groups, *boards] if t in boards))  # the sweep's order
-    if not any(s.total > 1 for by_group in scores.values() for s in by_group.values()):
+    if all(groups.get(t, t) == t for t in boards):
         return None
     params = {shown_label(r, rows): r.params for rows in boards.values() for r in rows}
 
