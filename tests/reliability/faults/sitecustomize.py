@@ -27,13 +27,19 @@ if _spec:
     real = getattr(module, attribute)
 
     def _count() -> int:
-        with open(fault["counter"], "a+") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            f.seek(0)
-            n = int(f.read() or 0) + 1
-            f.seek(0)
-            f.truncate()
-            f.write(str(n))
+        # The new count replaces the file atomically: a process killed mid-count (a worker taken down
+        # with its killed parent) leaves the previous count, never an empty file.
+        counter = fault["counter"]
+        with open(counter + ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                with open(counter) as f:
+                    n = int(f.read()) + 1
+            except FileNotFoundError:
+                n = 1
+            with open(counter + ".tmp", "w") as f:
+                f.write(str(n))
+            os.replace(counter + ".tmp", counter)
             return n
 
     def _kill(args: tuple) -> None:
