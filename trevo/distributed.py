@@ -26,6 +26,7 @@ CUDA uses the NCCL backend, one device per process (``cuda:LOCAL_RANK``); the CP
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -86,7 +87,11 @@ def setup(parallel: str, device: str, batch_size: int) -> World:
 
 
 def teardown(world: World) -> None:
+    """Destroy the process group once nothing holds its work: the caller drops its sharded model, whose
+    DTensors and mesh are collected here first (gloo aborts a process whose group dies with work still held,
+    "terminate called without an active exception")."""
     if world.size > 1 and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
 
 
@@ -165,7 +170,3 @@ def mean(value: torch.Tensor, world: World) -> torch.Tensor:
     dist.all_reduce(total)
     return total / world.size
 
-
-def barrier(world: World) -> None:
-    if world.size > 1:
-        dist.barrier()

@@ -241,6 +241,9 @@ def train(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, progress
         with run_directory(out_dir, cfg) as out:
             return _train(cfg, out, task, model, world, device, resume=resume, progress=progress, log=note)
     finally:
+        # the sharded model's DTensors hold the process group's pending work: released (and collected) before
+        # the group is destroyed, or gloo's worker threads were seen to abort the process at exit
+        task = model = None  # noqa: F841
         distributed.teardown(world)
 
 
