@@ -28,11 +28,12 @@ test-fast: $(STAMP)
 	$(PY) -m ruff check trevo tests
 	$(PY) -m pytest -n auto --dist worksteal -m "not slow"
 
-# The GPU checks (tests marked cuda: the quick arena on CUDA, resume bitwise, generation parity, FLOPs equal
+# The GPU checks (tests/test_cuda.py, marked cuda: mixers against the CPU, the Triton kernels compiled for
+# the device rather than interpreted, the quick arena on CUDA, resume bitwise, generation parity, FLOPs equal
 # to the CPU count, mixed precision), on a machine with a CUDA device; PyPI's Linux torch wheel is a CUDA build.
 test-gpu: $(STAMP)
 	$(PY) -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'make test-gpu: torch sees no CUDA device')"
-	$(PY) -m pytest -m cuda
+	TRITON_INTERPRET=0 $(PY) -m pytest -m cuda tests/test_cuda.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check trevo tests

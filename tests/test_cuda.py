@@ -1,11 +1,16 @@
 """GPU checks, marked ``cuda`` (skipped without a CUDA device; ``make test-gpu`` runs them): every
-mixer gives the CPU's numbers on the GPU, a model trains, resumes bitwise and generates there, the
-arena's quick preset runs end to end on it with the CPU's FLOP counts, and mixed precision trains."""
+mixer gives the CPU's numbers on the GPU (in float64 on the torch forms, in float32 through the Triton
+kernels where they serve), each Triton kernel compiled for the device equals the float64 recurrence, a
+model trains, resumes bitwise and generates there, the arena's quick preset runs end to end on it with
+the CPU's FLOP counts, and mixed precision trains."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
+import torch.nn.functional as F
 
 from tests.helpers import train_until_killed
 from trevo.registry import build, get, names
@@ -37,6 +42,101 @@ def test_mixer_on_gpu_matches_cpu(name, causal):
         y0, state = gpu.prefill(x[:, : n // 2].cuda())
         y1, _ = gpu.prefill(x[:, n // 2:].cuda(), state)
         torch.testing.assert_close(torch.cat([y0, y1], 1).cpu(), ref, rtol=1e-7, atol=1e-8)
+
+
+@pytest.mark.parametrize("name", [n for n in names("mixer") if get("mixer", n).causal and not get("mixer", n).needs_2d])
+def test_mixer_in_float32_on_gpu_is_near_float64(name):
+    """float32 on the GPU (the Triton kernels where they serve) against float64 on the CPU, at a length of
+    several chunks; cuDNN's convolutions and cuBLAS may use TF32, hence a tolerance of 1 % of the output's
+    scale."""
+    entry = get("mixer", name)
+    torch.manual_seed(0)
+    mixer = build("mixer", name, entry.test_options, d_model=64, causal=True, max_len=256).double()
+    x = torch.randn(2, 256, 64, dtype=torch.float64)
+    ref = mixer(x)
+    out = mixer.float().cuda()(x.float().cuda()).double().cpu()
+    error = float((out - ref).abs().max() / ref.abs().max().clamp_min(1e-12))
+    assert error < 1e-2, error
+
+
+def _recurrence(vector: bool):
+    from trevo.ops.linear_recurrence import linear_recurrence
+    from trevo.ops.triton.linear_recurrence import chunk_linear_recurrence
+
+    def inputs(g):
+        q, k, v = (torch.randn(2, 3, 300, 64, generator=g, dtype=torch.float64) for _ in range(3))
+        log_decay = F.logsigmoid(torch.randn(2, 3, 300, 64 if vector else 1, generator=g, dtype=torch.float64) + 3)
+        return [q, k, v, log_decay, torch.randn(2, 3, 64, 64, generator=g, dtype=torch.float64)]
+
+    def reference(q, k, v, log_decay, S0):
+        return linear_recurrence(q, k, v, log_decay=log_decay if vector else log_decay[..., 0], initial_state=S0,
+                                 form="recurrent")
+
+    return inputs, lambda *xs: chunk_linear_recurrence(*xs, 64), reference
+
+
+def _delta(gated: bool):
+    from trevo.ops.delta_rule import delta_rule
+    from trevo.ops.triton.delta_rule import chunk_delta_rule
+
+    def inputs(g):
+        q, v = (torch.randn(2, 3, 300, 64, generator=g, dtype=torch.float64) for _ in range(2))
+        k = F.normalize(torch.randn(2, 3, 300, 64, generator=g, dtype=torch.float64), dim=-1)
+        beta = torch.sigmoid(torch.randn(2, 3, 300, generator=g, dtype=torch.float64))
+        log_decay = F.logsigmoid(torch.randn(2, 3, 300, generator=g, dtype=torch.float64) + 3)
+        return [q, k, v, beta, log_decay, torch.randn(2, 3, 64, 64, generator=g, dtype=torch.float64)]
+
+    def kernel(q, k, v, beta, log_decay, S0):
+        return chunk_delta_rule(q, k, v, beta, log_decay if gated else None, S0, 64)
+
+    def reference(q, k, v, beta, log_decay, S0):
+        return delta_rule(q, k, v, beta, log_decay=log_decay if gated else None, initial_state=S0, form="recurrent")
+
+    return inputs, kernel, reference
+
+
+def _scan():
+    from trevo.ops.selective_scan import selective_scan
+    from trevo.ops.triton.selective_scan import chunk_selective_scan
+
+    def inputs(g):
+        x = torch.randn(2, 300, 96, generator=g, dtype=torch.float64)
+        dt = F.softplus(torch.randn(2, 300, 96, generator=g, dtype=torch.float64) - 2)
+        A = -torch.rand(96, 16, generator=g, dtype=torch.float64) - 0.1
+        B, C = (torch.randn(2, 300, 16, generator=g, dtype=torch.float64) for _ in range(2))
+        return [x, dt, A, B, C, torch.randn(2, 96, 16, generator=g, dtype=torch.float64)]
+
+    return inputs, lambda *xs: chunk_selective_scan(*xs, 16), lambda *xs: selective_scan(*xs, form="recurrent")
+
+
+TRITON_KERNELS = {"scalar_decay": lambda: _recurrence(False), "vector_decay": lambda: _recurrence(True),
+                  "delta_rule": lambda: _delta(False), "gated_delta_rule": lambda: _delta(True),
+                  "selective_scan": _scan}
+
+
+@pytest.mark.parametrize("kernel", list(TRITON_KERNELS))
+def test_triton_kernel_compiled_for_the_gpu_equals_float64(kernel):
+    """The kernel compiled for the device (not the interpreter of tests/triton) in float32 against the
+    torch recurrent form in float64 on the CPU, forward and every input's gradient, at 300 steps (four
+    chunks, a ragged end) and the field's head size."""
+    pytest.importorskip("triton")
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        pytest.skip("TRITON_INTERPRET=1 (set by tests/triton's conftest when collected in the same run): "
+                    "run this file alone, with TRITON_INTERPRET=0, as `make test-gpu` does")
+    inputs, kernel, reference = TRITON_KERNELS[kernel]()
+    exact = [x.requires_grad_() for x in inputs(torch.Generator().manual_seed(0))]
+    single = [x.detach().float().cuda().requires_grad_() for x in exact]
+    out, last = kernel(*single)
+    out_ref, last_ref = reference(*exact)
+    w_out, w_last = torch.randn_like(out_ref), torch.randn_like(last_ref)
+    got = torch.autograd.grad((out * w_out.float().cuda()).sum() + (last * w_last.float().cuda()).sum(), single,
+                              allow_unused=True)  # the ungated delta rule takes no decay
+    want = torch.autograd.grad((out_ref * w_out).sum() + (last_ref * w_last).sum(), exact, allow_unused=True)
+    assert [a is None for a in got] == [b is None for b in want]
+    for what, a, b in [("output", out, out_ref), ("state", last, last_ref)] + [
+            (f"gradient {i}", a, b) for i, (a, b) in enumerate(zip(got, want, strict=True)) if b is not None]:
+        error = float((a.detach().double().cpu() - b.detach()).abs().max() / b.detach().abs().max())
+        assert error < 1e-4, (what, error)
 
 
 def test_training_and_generation_on_gpu(tmp_path):
@@ -99,3 +199,18 @@ def test_mixed_precision_trains_on_gpu(tmp_path, tiny_cfg, precision):
     mixed = train(tiny_cfg("train.device=cuda", "train.steps=30", f"train.precision={precision}"), tmp_path / "mixed",
                   progress=False)
     assert max(abs(a - b) for a, b in zip(fp32["losses"], mixed["losses"], strict=True)) < 0.1
+
+
+@pytest.mark.parametrize("pair", ["scalar_decay", "vector_decay", "rwkv6", "delta_rule", "mamba"])
+def test_bench_peers_agree_on_gpu(pair):
+    """`trevo bench peers --device cuda`: trevo agrees with every peer there, fla's Triton kernels included."""
+    from trevo.bench import peers
+
+    names = peers.peer_names(pair, "cuda")
+    if not names:
+        pytest.skip(peers.INSTALL)
+    for peer in names:
+        for mode in ("fwd", "fwdbwd"):
+            row = peers.measure_point({"pair": pair, "peer": peer, "mode": mode, "length": 200, "repeats": 1,
+                                       "time_cap_s": 60.0, "device": "cuda"})
+            assert row["status"] == "ok" or (mode == "fwdbwd" and "no_grad" in row["reason"]), row

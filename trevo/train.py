@@ -131,19 +131,20 @@ def evaluate(model: torch.nn.Module, task: Task, split: str, batch_size: int, n_
     return task.finalize(totals) | (objective.finalize(totals) if own else {})
 
 
-def check_device(device: str) -> None:
-    """Refuse a device this machine does not have, naming the ones it has."""
+def check_device(device: str, field: str = "train.device") -> None:
+    """Refuse a device this machine does not have, naming the ones it has (``field``: how the user set it)."""
     kind, _, index = device.partition(":")
+    sep = " " if field.startswith("-") else "="
     if kind == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
-            raise DeviceError(f"train.device={device} but torch sees no CUDA device (torch {torch.__version__}); "
-                              f"use train.device=cpu, or install a CUDA build of torch")
+            raise DeviceError(f"{field}{sep}{device} but torch sees no CUDA device (torch {torch.__version__}); "
+                              f"use {field}{sep}cpu, or install a CUDA build of torch")
         if index and int(index) >= count:
-            raise DeviceError(f"train.device={device} but this machine has {count} CUDA device(s): cuda:0 … "
+            raise DeviceError(f"{field}{sep}{device} but this machine has {count} CUDA device(s): cuda:0 … "
                               f"cuda:{count - 1}")
     elif kind == "mps" and not torch.backends.mps.is_available():
-        raise DeviceError("train.device=mps but torch sees no Apple GPU; use train.device=cpu")
+        raise DeviceError(f"{field}{sep}mps but torch sees no Apple GPU; use {field}{sep}cpu")
 
 
 def device_memory(device: str) -> int:

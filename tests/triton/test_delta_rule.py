@@ -42,3 +42,34 @@ def test_kernels_equal_the_recurrent_delta_rule_forward_and_backward(gated, T, D
     for i, a, b in zip(inputs, got, want, strict=True):
         error = float((a.double() - b).abs().max() / b.abs().max())
         assert error < 1e-5, (names[i], error)
+
+
+def test_delta_rule_dispatches_its_chunk_form_to_the_kernels(monkeypatch):
+    import trevo.ops.triton.delta_rule as kernels
+    from trevo.ops import triton as triton_kernels
+
+    calls = []
+    real = kernels.chunk_delta_rule
+    monkeypatch.setattr(kernels, "chunk_delta_rule", lambda *args: calls.append(args[-1]) or real(*args))
+    g = torch.Generator().manual_seed(0)
+    q, v = torch.randn(1, 2, 20, 16, generator=g), torch.randn(1, 2, 20, 16, generator=g)
+    k = F.normalize(torch.randn(1, 2, 20, 16, generator=g), dim=-1)
+    beta = torch.sigmoid(torch.randn(1, 2, 20, generator=g))
+    log_decay = F.logsigmoid(torch.randn(1, 2, 20, generator=g) + 2)
+    mask = torch.ones(1, 20, dtype=torch.bool)
+    mask[:, 15:] = False
+    kwargs = dict(log_decay=log_decay, padding_mask=mask, scale=0.5, form="chunk", chunk_size=16)
+    monkeypatch.setattr(triton_kernels, "enabled", lambda *tensors: True)
+    o, S = delta_rule(q, k, v, beta, **kwargs)
+    assert calls == [16]
+    monkeypatch.setattr(triton_kernels, "enabled", lambda *tensors: False)
+    o_torch, S_torch = delta_rule(q, k, v, beta, **kwargs)
+    torch.testing.assert_close(o, o_torch, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(S, S_torch, rtol=1e-5, atol=1e-5)
+    # a vector decay (KDA), an erase key (Gated DeltaNet-2, Comba) and chunk sizes the kernels cannot take stay
+    # on the torch form
+    monkeypatch.setattr(triton_kernels, "enabled", lambda *tensors: True)
+    delta_rule(q, k, v, beta, log_decay=log_decay[..., None].expand(-1, -1, -1, 16), form="chunk", chunk_size=16)
+    delta_rule(q, k, v, beta, erase_key=k * 0.5, form="chunk", chunk_size=16)
+    delta_rule(q, k, v, beta, form="chunk", chunk_size=24)
+    assert calls == [16]

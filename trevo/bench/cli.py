@@ -39,6 +39,14 @@ def _progress(row: dict) -> None:
 def _check(args: argparse.Namespace) -> None:
     """What can be refused before anything is measured: a missing device or plotting library."""
     from trevo import plotting
+
+    _check_device(args)
+    if not args.no_plots and not plotting.available():
+        raise plotting.MissingExtraError(f"the benchmark's plots need matplotlib, which is not installed: "
+                                         f"{plotting.INSTALL}, or pass --no-plots")
+
+
+def _check_device(args: argparse.Namespace) -> None:
     from trevo.config import ConfigError, TrainConfig
     from trevo.train import check_device
     from trevo.validation import check_field
@@ -46,10 +54,7 @@ def _check(args: argparse.Namespace) -> None:
     problem = check_field(TrainConfig, "device", args.device, "--device")
     if problem:
         raise ConfigError(problem)
-    check_device(args.device)
-    if not args.no_plots and not plotting.available():
-        raise plotting.MissingExtraError(f"the benchmark's plots need matplotlib, which is not installed: "
-                                         f"{plotting.INSTALL}, or pass --no-plots")
+    check_device(args.device, "--device")
 
 
 def _mixers(args: argparse.Namespace) -> None:
@@ -107,8 +112,10 @@ def _calibrate(args: argparse.Namespace) -> None:
 def _peers(args: argparse.Namespace) -> None:
     from trevo.bench import output, peers
 
+    _check_device(args)  # the peers table has no plots
     result = peers.run(args.pairs, args.lengths, args.modes, repeats=args.repeats, time_cap_s=args.time_cap,
-                       threads=args.threads, isolate=not args.in_process, on_row=_peer_progress)
+                       threads=args.threads, isolate=not args.in_process, on_row=_peer_progress, device=args.device,
+                       dtype=args.dtype)
     paths = output.write_results(result, args.out, "peers")
     print(peers.table(result))
     print("\nwritten: " + ", ".join(str(p) for p in paths.values()))
@@ -208,7 +215,8 @@ def add_parser(subparsers, name: str) -> None:
                          description="Per pair (see trevo.bench.peers.PAIRS), length and mode: both sides run on the "
                                      "same inputs, their agreement is checked (a pair that disagrees is not timed), "
                                      "then both are timed in this process; speedup = peer time / trevo time. Needs "
-                                     "the peers extra (fla-core 0.6.0 without its dependencies, einops, transformers).")
+                                     "the peers extra (fla-core 0.6.0 without its dependencies, einops, transformers); "
+                                     "with --device cuda fla's Triton kernels are peers too (Triton needed).")
     s.add_argument("--pairs", type=_names, help="comma-separated pairs (default: all)")
     s.add_argument("--lengths", type=_ints, default=[1024, 4096], help="comma-separated sequence lengths")
     s.add_argument("--modes", type=_names, default=["fwd", "fwdbwd"], help="fwd, fwdbwd")

@@ -5,9 +5,11 @@ Peers (the optional extra ``peers``: ``pip install 'trevo[peers]'`` then ``pip i
 fla-core==0.6.0``): flash-linear-attention's naive references (``fla/ops/*/naive.py``; loaded from
 their files, since ``fla.ops`` imports its Triton kernels at import time) and the torch paths of
 Hugging Face transformers (``MambaMixer`` and ``Mamba2Mixer`` without their CUDA kernels, RWKV's
-``rwkv_linear_attention_cpu``). Every point first runs both sides on the same inputs and records the
+``rwkv_linear_attention_cpu``). On CUDA (``--device cuda``) fla's Triton kernels join as peers
+(``chunk_simple_gla``, ``chunk_gla``, ``chunk_rwkv6``, ``chunk_delta_rule``), against trevo's own Triton
+kernels where they serve. Every point first runs both sides on the same inputs and records the
 largest difference relative to the peer's largest output (and, for ``fwdbwd``, of the input
-gradients); a pair that disagrees by more than ``TOLERANCE`` is not timed. Times are medians of
+gradients); a pair that disagrees by more than ``tolerance()`` is not timed. Times are medians of
 ``repeats`` calls after a warm-up; ``speedup`` is the peer's time over trevo's (> 1: trevo is faster).
 """
 
@@ -27,11 +29,33 @@ from trevo.bench import measure as M
 from trevo.bench.mixers import machine_meta
 from trevo.bench.output import fmt, table_of
 from trevo.bench.runner import Row, heartbeat, run_points
+from trevo.dtypes import DTYPES
 from trevo.errors import TrevoError
 from trevo.tables import markdown
 
 TOLERANCE = 1e-3  # float32 over thousands of recurrent steps
 INSTALL = "install the peers extra: pip install 'trevo[peers]' && pip install --no-deps fla-core==0.6.0"
+
+
+def tolerance(device: str, dtype: str) -> float:
+    """The largest relative difference at which two sides count as computing the same thing: float32 on
+    the CPU; on CUDA fla's kernels take ``tl.dot``'s default precision for float32 inputs (TF32, a 10-bit
+    mantissa); 16-bit inputs round every product to 8 (bfloat16) or 11 (float16) bits."""
+    if dtype in ("bfloat16", "float16"):
+        return 5e-2
+    return 1e-2 if device == "cuda" else TOLERANCE
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where both sides of a pair run, and in which dtype."""
+
+    device: torch.device = torch.device("cpu")
+    dtype: torch.dtype = torch.float32
+
+    @property
+    def cuda(self) -> bool:
+        return self.device.type == "cuda"
 
 
 class MissingPeer(TrevoError):
@@ -51,6 +75,14 @@ def fla_function(relative: str, name: str) -> Callable:
     except (FileNotFoundError, ModuleNotFoundError) as exc:
         raise MissingPeer(f"{path} could not be loaded ({exc}); {INSTALL}") from exc
     return getattr(module, name)
+
+
+def fla_triton(module: str, name: str) -> Callable:
+    """fla's Triton kernel ``fla.ops.<module>.<name>`` (a peer on CUDA only)."""
+    try:
+        return getattr(importlib.import_module(f"fla.ops.{module}"), name)
+    except ImportError as exc:
+        raise MissingPeer(f"fla's Triton kernels could not be imported ({exc}); {INSTALL}, and Triton") from exc
 
 
 def _transformers(module: str):
@@ -73,11 +105,12 @@ class Side:
         return [None if t.grad is None else t.grad.transpose(1, 2) if self.transposed else t.grad for t in self.inputs]
 
 
-Setup = Callable[[int, torch.Generator], tuple[Side, dict[str, Side]]]
+Setup = Callable[[int, torch.Generator, Place], tuple[Side, dict[str, Side]]]
 
 
-def _leaves(*tensors: torch.Tensor) -> list[torch.Tensor]:
-    return [t.detach().clone().requires_grad_(t.is_floating_point()) for t in tensors]
+def _leaves(place: Place, *tensors: torch.Tensor) -> list[torch.Tensor]:
+    """Leaf copies of CPU-drawn inputs (the same numbers on every device) at the place."""
+    return [t.detach().to(place.device, place.dtype).requires_grad_() for t in tensors]
 
 
 def _qkv(T, gen, B=1, H=4, D=64):
@@ -89,67 +122,86 @@ def _bthd(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(1, 2).contiguous()
 
 
-def scalar_decay(T: int, gen: torch.Generator):
+def scalar_decay(T: int, gen: torch.Generator, place: Place):
     from trevo.ops.linear_recurrence import linear_recurrence
 
     q, k, v = _qkv(T, gen)
     g = F.logsigmoid(torch.randn(1, 4, T, generator=gen) + 4)
     scale = q.shape[-1] ** -0.5
-    mine = _leaves(q, k, v, g)
+    mine = _leaves(place, q, k, v, g)
     trevo = Side(lambda: linear_recurrence(*mine[:3], log_decay=mine[3], scale=scale, form="chunk")[0], mine)
-    theirs = _leaves(*(_bthd(x) for x in (q, k, v)), g.transpose(1, 2).contiguous())
+    theirs = _leaves(place, *(_bthd(x) for x in (q, k, v)), g.transpose(1, 2).contiguous())
     chunk = fla_function("ops/simple_gla/naive.py", "naive_chunk_simple_gla")
-    return trevo, {"fla naive_chunk_simple_gla": Side(lambda: _bthd(chunk(*theirs, scale=scale)[0]), theirs,
-                                                      transposed=True)}
+    peers = {"fla naive_chunk_simple_gla": Side(lambda: _bthd(chunk(*theirs, scale=scale)[0]), theirs,
+                                                transposed=True)}
+    if place.cuda:
+        kernel, fast = fla_triton("simple_gla", "chunk_simple_gla"), _leaves(place, *theirs)
+        peers["fla chunk_simple_gla (Triton)"] = Side(lambda: _bthd(kernel(*fast, scale=scale)[0]), fast,
+                                                      transposed=True)
+    return trevo, peers
 
 
-def vector_decay(T: int, gen: torch.Generator):
+def vector_decay(T: int, gen: torch.Generator, place: Place):
     from trevo.ops.linear_recurrence import linear_recurrence
 
     q, k, v = _qkv(T, gen)
     g = F.logsigmoid(torch.randn(*q.shape, generator=gen) + 4)
     scale = q.shape[-1] ** -0.5
-    mine = _leaves(q, k, v, g)
+    mine = _leaves(place, q, k, v, g)
     trevo = Side(lambda: linear_recurrence(*mine[:3], log_decay=mine[3], scale=scale, form="chunk")[0], mine)
-    theirs = _leaves(*(_bthd(x) for x in (q, k, v, g)))
+    theirs = _leaves(place, *(_bthd(x) for x in (q, k, v, g)))
     recurrent = fla_function("ops/gla/naive.py", "naive_recurrent_gla")
-    return trevo, {"fla naive_recurrent_gla": Side(lambda: _bthd(recurrent(*theirs)[0]), theirs, transposed=True)}
+    peers = {"fla naive_recurrent_gla": Side(lambda: _bthd(recurrent(*theirs)[0]), theirs, transposed=True)}
+    if place.cuda:
+        kernel, fast = fla_triton("gla", "chunk_gla"), _leaves(place, *theirs)
+        peers["fla chunk_gla (Triton)"] = Side(lambda: _bthd(kernel(*fast, scale=scale)[0]), fast, transposed=True)
+    return trevo, peers
 
 
-def rwkv6(T: int, gen: torch.Generator):
+def rwkv6(T: int, gen: torch.Generator, place: Place):
     from trevo.ops.linear_recurrence import linear_recurrence
 
     q, k, v = _qkv(T, gen)
     w = F.logsigmoid(torch.randn(*q.shape, generator=gen) + 4)
     u = torch.randn(4, 64, generator=gen) * 0.1
     scale = q.shape[-1] ** -0.5
-    mine = _leaves(q, k, v, w, u)
+    mine = _leaves(place, q, k, v, w, u)
     trevo = Side(lambda: linear_recurrence(*mine[:3], log_decay=mine[3], bonus=mine[4], scale=scale,
                                            form="chunk")[0], mine)
     peers = {}
     recurrent = fla_function("ops/rwkv6/recurrent_naive.py", "naive_recurrent_rwkv6")
-    theirs = _leaves(q, k, v, w, u)
+    theirs = _leaves(place, q, k, v, w, u)
     peers["fla naive_recurrent_rwkv6"] = Side(lambda: recurrent(*theirs, scale=scale)[0], theirs)
+    if place.cuda:
+        kernel = fla_triton("rwkv6", "chunk_rwkv6")
+        fast = _leaves(place, *(_bthd(x) for x in (q, k, v, w)), u)
+        peers["fla chunk_rwkv6 (Triton)"] = Side(lambda: _bthd(kernel(*fast, scale=scale)[0]), fast, transposed=True)
     return trevo, peers
 
 
-def delta_rule(T: int, gen: torch.Generator):
+def delta_rule(T: int, gen: torch.Generator, place: Place):
     from trevo.ops.delta_rule import delta_rule as trevo_delta_rule
 
     q, k, v = _qkv(T, gen)
     k = F.normalize(k, dim=-1)  # DeltaNet's L2-normalised keys keep the recurrence contractive
     beta = torch.sigmoid(torch.randn(1, 4, T, generator=gen))
     scale = q.shape[-1] ** -0.5
-    mine = _leaves(q, k, v, beta)
+    mine = _leaves(place, q, k, v, beta)
     trevo = Side(lambda: trevo_delta_rule(*mine, scale=scale, form="chunk")[0], mine)
     chunkwise = fla_function("ops/delta_rule/naive.py", "delta_rule_chunkwise")
     recurrence = fla_function("ops/delta_rule/naive.py", "delta_rule_recurrence")
-    theirs, theirs_rec = _leaves(q, k, v, beta), _leaves(q, k, v, beta)
-    return trevo, {"fla delta_rule_chunkwise (no grad)": Side(lambda: chunkwise(*theirs)[0], theirs),
-                   "fla delta_rule_recurrence": Side(lambda: recurrence(*theirs_rec)[0], theirs_rec)}
+    theirs, theirs_rec = _leaves(place, q, k, v, beta), _leaves(place, q, k, v, beta)
+    peers = {"fla delta_rule_chunkwise (no grad)": Side(lambda: chunkwise(*theirs)[0], theirs),
+             "fla delta_rule_recurrence": Side(lambda: recurrence(*theirs_rec)[0], theirs_rec)}
+    if place.cuda:
+        kernel = fla_triton("delta_rule", "chunk_delta_rule")
+        fast = _leaves(place, *(_bthd(x) for x in (q, k, v)), beta.transpose(1, 2).contiguous())
+        peers["fla chunk_delta_rule (Triton)"] = Side(lambda: _bthd(kernel(*fast, scale=scale)[0]), fast,
+                                                      transposed=True)
+    return trevo, peers
 
 
-def rwkv4(T: int, gen: torch.Generator):
+def rwkv4(T: int, gen: torch.Generator, place: Place):
     from trevo.ops.rwkv4 import wkv4, wkv4_init_state
     from trevo.registry import build
 
@@ -157,16 +209,16 @@ def rwkv4(T: int, gen: torch.Generator):
     mixer = build("mixer", "rwkv4", {}, d_model=C, causal=True)  # its form choice and chunk size, as it trains
     k, v = torch.randn(1, T, C, generator=gen), torch.randn(1, T, C, generator=gen)
     time_decay, time_first = torch.randn(C, generator=gen) * 0.5 - 1, torch.randn(C, generator=gen) * 0.5
-    mine = _leaves(time_decay, time_first, k, v)
-    state = wkv4_init_state(1, C, k.device, k.dtype)
+    mine = _leaves(place, time_decay, time_first, k, v)
+    state = wkv4_init_state(1, C, place.device, place.dtype)
     trevo = Side(lambda: wkv4(torch.exp(mine[0]), mine[1], mine[2], mine[3], state, form=mixer.form_for(T),
                               chunk_size=mixer.chunk_size)[0], mine)
     hf = _transformers("rwkv.modeling_rwkv").rwkv_linear_attention_cpu
-    theirs = _leaves(time_decay, time_first, k, v)
+    theirs = _leaves(place, time_decay, time_first, k, v)
     return trevo, {"HF rwkv_linear_attention_cpu": Side(lambda: hf(*theirs)[0], theirs)}
 
 
-def mamba(T: int, gen: torch.Generator):
+def mamba(T: int, gen: torch.Generator, place: Place):
     from trevo.registry import build
 
     torch.manual_seed(0)
@@ -182,12 +234,13 @@ def mamba(T: int, gen: torch.Generator):
                             "dt_proj.weight": mine.dt_proj.weight, "dt_proj.bias": mine.dt_bias,
                             "A_log": mine.A_log, "D": mine.D, "out_proj.weight": mine.out_proj.weight}.items():
             theirs.get_parameter(name).copy_(value)
+    mine, theirs = mine.to(place.device, place.dtype), theirs.to(place.device, place.dtype)
     x = torch.randn(1, T, 256, generator=gen)
-    a, b = _leaves(x), _leaves(x)
+    a, b = _leaves(place, x), _leaves(place, x)
     return Side(lambda: mine(a[0]), a, mine), {"HF MambaMixer (torch path)": Side(lambda: theirs(b[0]), b, theirs)}
 
 
-def mamba2(T: int, gen: torch.Generator):
+def mamba2(T: int, gen: torch.Generator, place: Place):
     from trevo.registry import build
 
     torch.manual_seed(0)
@@ -203,8 +256,9 @@ def mamba2(T: int, gen: torch.Generator):
                             "conv1d.bias": mine.conv.bias, "dt_bias": mine.dt_bias, "A_log": mine.A_log, "D": mine.D,
                             "norm.weight": mine.norm.weight, "out_proj.weight": mine.out_proj.weight}.items():
             theirs.get_parameter(name).copy_(value)
+    mine, theirs = mine.to(place.device, place.dtype), theirs.to(place.device, place.dtype)
     x = torch.randn(1, T, 256, generator=gen)
-    a, b = _leaves(x), _leaves(x)
+    a, b = _leaves(place, x), _leaves(place, x)
     return Side(lambda: mine(a[0]), a, mine), {"HF Mamba2Mixer (torch path)": Side(lambda: theirs(b[0]), b, theirs)}
 
 
@@ -246,8 +300,9 @@ def measure_point(point: Row) -> Row:
     """Agreement, then the time of trevo's side and of the peer's, at one length and mode."""
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(point.get("seed", 0))
+    place = _place(point)
     try:
-        trevo, peers = PAIRS[point["pair"]][1](point["length"], gen)
+        trevo, peers = PAIRS[point["pair"]][1](point["length"], gen, place)
     except MissingPeer as exc:
         return {**point, "status": "skipped", "reason": str(exc)}
     peer = peers.get(point["peer"])
@@ -256,21 +311,22 @@ def measure_point(point: Row) -> Row:
     mode = point["mode"]
     if mode == "fwdbwd" and "no grad" in point["peer"]:
         return {**point, "status": "skipped", "reason": "the reference runs under torch.no_grad (forward only)"}
-    device = torch.device("cpu")
+    device = place.device
     for side in (trevo, peer):
         if side.module is not None:
             side.module.train(mode == "fwdbwd")
     y_mine, y_theirs = trevo.call(), peer.call()
     error = _relative_error(y_mine, y_theirs)
-    grad = torch.randn(y_mine.shape, generator=gen)
+    grad = torch.randn(y_mine.shape, generator=gen).to(device, y_mine.dtype)
     if mode == "fwdbwd":
         (y_mine * grad).sum().backward()
         (y_theirs * grad).sum().backward()
         error = max([error] + [_relative_error(a, b) for a, b in zip(trevo.grads(), peer.grads(), strict=True)
                                if a is not None and b is not None])
     row = {**point, "max_rel_error": error}
-    if not math.isfinite(error) or error > TOLERANCE:
-        return {**row, "status": "disagree", "reason": f"outputs differ by {error:.2e} relative (> {TOLERANCE:g})"}
+    limit = tolerance(device.type, point.get("dtype", "float32"))
+    if not math.isfinite(error) or error > limit:
+        return {**row, "status": "disagree", "reason": f"outputs differ by {error:.2e} relative (> {limit:g})"}
     cap = point["time_cap_s"]
     times = {}
     for label, side in (("trevo", trevo), ("peer", peer)):
@@ -286,16 +342,21 @@ def measure_point(point: Row) -> Row:
             "speedup": peer_ms / trevo_ms, "n_timed": min(len(t) for t in times.values())}
 
 
-def peer_names(pair: str) -> list[str]:
-    """The peers of ``pair`` (built at a tiny length; empty when the libraries are missing)."""
+def _place(point: Row) -> Place:
+    return Place(torch.device(point.get("device", "cpu")), DTYPES[point.get("dtype", "float32")])
+
+
+def peer_names(pair: str, device: str = "cpu", dtype: str = "float32") -> list[str]:
+    """The peers of ``pair`` on ``device`` (built at a tiny length; empty when the libraries are missing)."""
     try:
-        return list(PAIRS[pair][1](64, torch.Generator().manual_seed(0))[1])
+        return list(PAIRS[pair][1](64, torch.Generator().manual_seed(0), _place({"device": device, "dtype": dtype}))[1])
     except MissingPeer:
         return []
 
 
 def run(pairs: list[str] | None, lengths: list[int], modes=("fwd", "fwdbwd"), *, repeats: int = 5,
-        time_cap_s: float = 120.0, threads: int | None = 1, isolate: bool = True, on_row=None) -> dict[str, Any]:
+        time_cap_s: float = 120.0, threads: int | None = 1, isolate: bool = True, on_row=None, device: str = "cpu",
+        dtype: str = "float32") -> dict[str, Any]:
     chosen = list(pairs) if pairs else list(PAIRS)
     unknown = [p for p in chosen if p not in PAIRS]
     if unknown:
@@ -304,7 +365,7 @@ def run(pairs: list[str] | None, lengths: list[int], modes=("fwd", "fwdbwd"), *,
         torch.set_num_threads(threads)
     points, skipped = [], []
     for pair in chosen:
-        peers = peer_names(pair)
+        peers = peer_names(pair, device, dtype)
         if not peers:
             skipped.append({"bench": "peers", "pair": pair, "peer": "", "mode": "", "length": 0, "status": "skipped",
                             "reason": INSTALL})
@@ -312,10 +373,11 @@ def run(pairs: list[str] | None, lengths: list[int], modes=("fwd", "fwdbwd"), *,
             for mode in modes:
                 for length in sorted(set(lengths)):
                     points.append({"bench": "peers", "pair": pair, "what": PAIRS[pair][0], "peer": peer, "mode": mode,
-                                   "length": int(length), "repeats": repeats, "time_cap_s": time_cap_s})
+                                   "length": int(length), "repeats": repeats, "time_cap_s": time_cap_s,
+                                   "device": device, "dtype": dtype})
     rows = run_points(measure_point, points, group=lambda p: f"{p['pair']} {p['peer']} {p['mode']}", isolate=isolate,
                       hard_timeout_s=(repeats + 2) * 2 * time_cap_s + 60, threads=threads, on_row=on_row) + skipped
-    meta = machine_meta(torch.device("cpu"), "float32", threads)
+    meta = machine_meta(torch.device(device), dtype, threads)
     meta.update(bench="peers", lengths=sorted(set(lengths)), repeats=repeats, peers=_versions())
     return {"meta": meta, "rows": rows}
 

@@ -19,8 +19,9 @@ The backward pass walks the chunks in reverse with dS (the gradient of S_end) in
            − Σ_v U ∘ diag(e^{γ_C − γ}) K dS (+ Σ S_end ∘ dS at the chunk's last step),  dg = reverse cumsum(dγ)
 
 Computed in float32 (``tl.dot`` in IEEE precision). Tested against ``trevo.ops.delta_rule``'s
-recurrent form under ``TRITON_INTERPRET=1``. ``delta_rule()`` does not dispatch here yet: the
-module is extended by its owner; ``chunk_delta_rule`` is the entry point to wire in.
+recurrent form under ``TRITON_INTERPRET=1``. ``delta_rule()``'s chunk form runs here on CUDA when
+the erase key is the key and the decay is scalar (DeltaNet, Gated DeltaNet); KDA's vector decay,
+Gated DeltaNet-2's and Comba's erase keys stay on the torch form.
 """
 
 from __future__ import annotations
