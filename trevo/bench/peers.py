@@ -6,11 +6,12 @@ fla-core==0.6.0``): flash-linear-attention's naive references (``fla/ops/*/naive
 their files, since ``fla.ops`` imports its Triton kernels at import time) and the torch paths of
 Hugging Face transformers (``MambaMixer`` and ``Mamba2Mixer`` without their CUDA kernels, RWKV's
 ``rwkv_linear_attention_cpu``). On CUDA (``--device cuda``) fla's Triton kernels join as peers
-(``chunk_simple_gla``, ``chunk_gla``, ``chunk_rwkv6``, ``chunk_delta_rule``), against trevo's own Triton
-kernels where they serve. Every point first runs both sides on the same inputs and records the
-largest difference relative to the peer's largest output (and, for ``fwdbwd``, of the input
-gradients); a pair that disagrees by more than ``tolerance()`` is not timed. Times are medians of
-``repeats`` calls after a warm-up; ``speedup`` is the peer's time over trevo's (> 1: trevo is faster).
+(``chunk_simple_gla``, ``chunk_gla``, ``chunk_rwkv6``, and ``chunk_delta_rule``, which takes 16-bit
+inputs only), against trevo's own Triton kernels where they serve. Every point first runs both sides
+on the same inputs and records the largest difference relative to the peer's largest output (and, for
+``fwdbwd``, of the input gradients); a pair that disagrees by more than ``tolerance()`` is not timed.
+Times are medians of ``repeats`` calls after a warm-up; ``speedup`` is the peer's time over trevo's
+(> 1: trevo is faster).
 """
 
 from __future__ import annotations
@@ -193,7 +194,7 @@ def delta_rule(T: int, gen: torch.Generator, place: Place):
     theirs, theirs_rec = _leaves(place, q, k, v, beta), _leaves(place, q, k, v, beta)
     peers = {"fla delta_rule_chunkwise (no grad)": Side(lambda: chunkwise(*theirs)[0], theirs),
              "fla delta_rule_recurrence": Side(lambda: recurrence(*theirs_rec)[0], theirs_rec)}
-    if place.cuda:
+    if place.cuda and place.dtype != torch.float32:  # fla's chunk_delta_rule refuses float32 inputs
         kernel = fla_triton("delta_rule", "chunk_delta_rule")
         fast = _leaves(place, *(_bthd(x) for x in (q, k, v)), beta.transpose(1, 2).contiguous())
         peers["fla chunk_delta_rule (Triton)"] = Side(lambda: _bthd(kernel(*fast, scale=scale)[0]), fast,
