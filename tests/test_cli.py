@@ -35,3 +35,23 @@ def test_errors_are_one_clear_line(tmp_path, capsys):
     assert err.startswith("trevo: error: unknown mixer 'rwkv'") and "Traceback" not in err
     assert main(["generate", "--run", str(tmp_path / "none")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+
+def _interrupt(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("argv,module,function,hint", [
+    (["train", "--set", "train.steps=1"], "trevo.train", "train", "; `--resume` continues from the last checkpoint"),
+    (["bench", "peers", "--pairs", "vector_decay"], "trevo.bench.peers", "run", "; nothing was written"),
+    (["list"], "trevo.cli", "_list", ""),
+])
+def test_an_interrupt_names_what_the_command_kept(tmp_path, monkeypatch, capsys, argv, module, function, hint):
+    import importlib
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(importlib.import_module(module), function, _interrupt)
+    assert main(argv) == 130
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("trevo: interrupted" + hint), err

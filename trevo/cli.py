@@ -236,13 +236,23 @@ def _watch(read_fd: int) -> None:
         pass
     time.sleep(TERM_GRACE_S)
     os.write(2, f"trevo: still running {TERM_GRACE_S:g} s after SIGTERM (inside a long operation); "
-                f"ending now. `--resume` continues from the last checkpoint\n".encode())
+                f"ending now{_after_interrupt}\n".encode())
     os._exit(128 + signal.SIGTERM)
 
 
+# What an interrupted command leaves, by command (the others keep nothing worth naming).
+AFTER_INTERRUPT = {"train": "; `--resume` continues from the last checkpoint",
+                   "arena": "; the same command continues where it stopped (finished runs are kept)",
+                   "evolve": "; the same command continues where it stopped (finished runs are kept)",
+                   "bench": "; nothing was written (results are written when every point is measured)"}
+_after_interrupt = ""
+
+
 def main(argv: list[str] | None = None) -> int:
+    global _after_interrupt
     _handle_sigterm()
     args = parser().parse_args(argv)
+    _after_interrupt = AFTER_INTERRUPT.get(args.command, "")
     try:
         from trevo import plugins
 
@@ -256,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (keeps the interpreter's final flush quiet)
         return 0
     except KeyboardInterrupt:
-        print("trevo: interrupted; `--resume` continues from the last checkpoint", file=sys.stderr)
+        print(f"trevo: interrupted{_after_interrupt}", file=sys.stderr)
         return 130
     return 0
 
