@@ -9,7 +9,7 @@ Hugging Face transformers (``MambaMixer`` and ``Mamba2Mixer`` without their CUDA
 (``chunk_simple_gla``, ``chunk_gla``, ``chunk_rwkv6``, and ``chunk_delta_rule``, which takes 16-bit
 inputs only), against trevo's own Triton kernels where they serve. Every point first runs both sides
 on the same inputs and records the largest difference relative to the peer's largest output (and, for
-``fwdbwd``, of the input gradients); a pair that disagrees by more than ``tolerance()`` is not timed.
+``fwdbwd``, of the input gradients); a pair that disagrees by more than ``Place.tolerance`` is not timed.
 Times are medians of ``repeats`` calls after a warm-up; ``speedup`` is the peer's time over trevo's
 (> 1: trevo is faster).
 """
@@ -38,15 +38,6 @@ TOLERANCE = 1e-3  # float32 over thousands of recurrent steps
 INSTALL = "install the peers extra: pip install 'trevo[peers]' && pip install --no-deps fla-core==0.6.0"
 
 
-def tolerance(device: str, dtype: str) -> float:
-    """The largest relative difference at which two sides count as computing the same thing: float32 on
-    the CPU; on CUDA fla's kernels take ``tl.dot``'s default precision for float32 inputs (TF32, a 10-bit
-    mantissa); 16-bit inputs round every product to 8 (bfloat16) or 11 (float16) bits."""
-    if dtype in ("bfloat16", "float16"):
-        return 5e-2
-    return 1e-2 if device == "cuda" else TOLERANCE
-
-
 @dataclass(frozen=True)
 class Place:
     """Where both sides of a pair run, and in which dtype."""
@@ -57,6 +48,15 @@ class Place:
     @property
     def cuda(self) -> bool:
         return self.device.type == "cuda"
+
+    @property
+    def tolerance(self) -> float:
+        """The largest relative difference at which two sides count as computing the same thing: float32
+        on the CPU; on CUDA fla's kernels take ``tl.dot``'s default precision for float32 inputs (TF32, a
+        10-bit mantissa); 16-bit inputs round every product to 8 (bfloat16) or 11 (float16) bits."""
+        if self.dtype in (torch.bfloat16, torch.float16):
+            return 5e-2
+        return 1e-2 if self.cuda else TOLERANCE
 
 
 class MissingPeer(TrevoError):
@@ -84,6 +84,12 @@ def fla_triton(module: str, name: str) -> Callable:
         return getattr(importlib.import_module(f"fla.ops.{module}"), name)
     except ImportError as exc:
         raise MissingPeer(f"fla's Triton kernels could not be imported ({exc}); {INSTALL}, and Triton") from exc
+
+
+def _fla_triton_side(module: str, name: str, inputs: list[torch.Tensor], scale: float) -> Side:
+    """fla's Triton kernel as a peer side on ``inputs`` laid out ``[B, T, H, …]``."""
+    kernel = fla_triton(module, name)
+    return Side(lambda: _bthd(kernel(*inputs, scale=scale)[0]), inputs, transposed=True)
 
 
 def _transformers(module: str):
@@ -136,9 +142,8 @@ def scalar_decay(T: int, gen: torch.Generator, place: Place):
     peers = {"fla naive_chunk_simple_gla": Side(lambda: _bthd(chunk(*theirs, scale=scale)[0]), theirs,
                                                 transposed=True)}
     if place.cuda:
-        kernel, fast = fla_triton("simple_gla", "chunk_simple_gla"), _leaves(place, *theirs)
-        peers["fla chunk_simple_gla (Triton)"] = Side(lambda: _bthd(kernel(*fast, scale=scale)[0]), fast,
-                                                      transposed=True)
+        peers["fla chunk_simple_gla (Triton)"] = _fla_triton_side("simple_gla", "chunk_simple_gla",
+                                                                  _leaves(place, *theirs), scale)
     return trevo, peers
 
 
@@ -154,8 +159,7 @@ def vector_decay(T: int, gen: torch.Generator, place: Place):
     recurrent = fla_function("ops/gla/naive.py", "naive_recurrent_gla")
     peers = {"fla naive_recurrent_gla": Side(lambda: _bthd(recurrent(*theirs)[0]), theirs, transposed=True)}
     if place.cuda:
-        kernel, fast = fla_triton("gla", "chunk_gla"), _leaves(place, *theirs)
-        peers["fla chunk_gla (Triton)"] = Side(lambda: _bthd(kernel(*fast, scale=scale)[0]), fast, transposed=True)
+        peers["fla chunk_gla (Triton)"] = _fla_triton_side("gla", "chunk_gla", _leaves(place, *theirs), scale)
     return trevo, peers
 
 
@@ -174,9 +178,8 @@ def rwkv6(T: int, gen: torch.Generator, place: Place):
     theirs = _leaves(place, q, k, v, w, u)
     peers["fla naive_recurrent_rwkv6"] = Side(lambda: recurrent(*theirs, scale=scale)[0], theirs)
     if place.cuda:
-        kernel = fla_triton("rwkv6", "chunk_rwkv6")
         fast = _leaves(place, *(_bthd(x) for x in (q, k, v, w)), u)
-        peers["fla chunk_rwkv6 (Triton)"] = Side(lambda: _bthd(kernel(*fast, scale=scale)[0]), fast, transposed=True)
+        peers["fla chunk_rwkv6 (Triton)"] = _fla_triton_side("rwkv6", "chunk_rwkv6", fast, scale)
     return trevo, peers
 
 
@@ -195,10 +198,8 @@ def delta_rule(T: int, gen: torch.Generator, place: Place):
     peers = {"fla delta_rule_chunkwise (no grad)": Side(lambda: chunkwise(*theirs)[0], theirs),
              "fla delta_rule_recurrence": Side(lambda: recurrence(*theirs_rec)[0], theirs_rec)}
     if place.cuda and place.dtype != torch.float32:  # fla's chunk_delta_rule refuses float32 inputs
-        kernel = fla_triton("delta_rule", "chunk_delta_rule")
         fast = _leaves(place, *(_bthd(x) for x in (q, k, v)), beta.transpose(1, 2).contiguous())
-        peers["fla chunk_delta_rule (Triton)"] = Side(lambda: _bthd(kernel(*fast, scale=scale)[0]), fast,
-                                                      transposed=True)
+        peers["fla chunk_delta_rule (Triton)"] = _fla_triton_side("delta_rule", "chunk_delta_rule", fast, scale)
     return trevo, peers
 
 
@@ -325,7 +326,7 @@ def measure_point(point: Row) -> Row:
         error = max([error] + [_relative_error(a, b) for a, b in zip(trevo.grads(), peer.grads(), strict=True)
                                if a is not None and b is not None])
     row = {**point, "max_rel_error": error}
-    limit = tolerance(device.type, point.get("dtype", "float32"))
+    limit = place.tolerance
     if not math.isfinite(error) or error > limit:
         return {**row, "status": "disagree", "reason": f"outputs differ by {error:.2e} relative (> {limit:g})"}
     cap = point["time_cap_s"]

@@ -72,20 +72,15 @@ def delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Te
     else:
         if chunk_size < 1:
             raise TrevoError(f"chunk_size must be >= 1, got {chunk_size}")
-        if form == "chunk" and _triton_chunk_supports(g, erase_key, chunk_size) and triton_kernels.enabled(
-                q, k, v, beta, g, S0):
+        # the kernels take the erase key equal to the key and a scalar decay (DeltaNet, Gated DeltaNet)
+        if (form == "chunk" and erase_key is None and g.shape[-1] == 1 and triton_kernels.takes_chunk(chunk_size)
+                and triton_kernels.enabled(q, k, v, beta, g, S0)):
             from trevo.ops.triton.delta_rule import chunk_delta_rule
 
             o, S = chunk_delta_rule(q, k, v, beta, g[..., 0], S0, chunk_size)
             return (o * scale).to(v.dtype), S
         o, S = _chunk(q, k, v, beta, g, p, S0, T if form == "quadratic" else chunk_size)
     return o * scale, S
-
-
-def _triton_chunk_supports(g: torch.Tensor, erase_key: torch.Tensor | None, chunk_size: int) -> bool:
-    """The Triton chunk kernels take the erase key equal to the key, a scalar decay (DeltaNet, Gated
-    DeltaNet) and a power-of-two chunk of at least 16 (``tl.dot``)."""
-    return erase_key is None and g.shape[-1] == 1 and chunk_size >= 16 and chunk_size & (chunk_size - 1) == 0
 
 
 def delta_product(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor, *,

@@ -78,7 +78,9 @@ def linear_recurrence(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
         return v.new_zeros(v.shape), S0
     if form == "chunk" and chunk_size < 1:
         raise TrevoError(f"chunk_size must be >= 1, got {chunk_size}")
-    if form == "chunk" and triton_kernels.enabled(q, k, v, g, S0) and _triton_chunk_supports(chunk_size, bonus):
+    # the kernels have no bonus term (RWKV-5/6 stay on the torch form)
+    if form == "chunk" and bonus is None and triton_kernels.takes_chunk(chunk_size) and triton_kernels.enabled(
+            q, k, v, g, S0):
         from trevo.ops.triton.linear_recurrence import chunk_linear_recurrence
 
         o, S = chunk_linear_recurrence(q, k, v, g.to(q.dtype), S0.to(q.dtype), chunk_size)
@@ -103,11 +105,6 @@ def _forms(q, k, v, g, bonus, S0, form, chunk_size, scale):
     else:
         o, S = _chunk(q, k, v, g, bonus, S0, chunk_size)
     return (o * scale).to(v.dtype), S
-
-
-def _triton_chunk_supports(chunk_size: int, bonus: torch.Tensor | None) -> bool:
-    """The Triton chunk kernels take a power-of-two chunk of at least 16 (``tl.dot``) and no bonus."""
-    return bonus is None and chunk_size >= 16 and chunk_size & (chunk_size - 1) == 0
 
 
 def _prepare(q, k, v, log_decay, bonus, initial_state, padding_mask):

@@ -20,3 +20,9 @@ def enabled(*tensors: torch.Tensor) -> bool:
     if os.environ.get("TREVO_TRITON", "1") == "0" or importlib.util.find_spec("triton") is None:
         return False
     return all(t.is_cuda and t.dtype in (torch.float32, torch.float16, torch.bfloat16) for t in tensors)
+
+
+def takes_chunk(chunk_size: int) -> bool:
+    """Whether the matmul kernels (the engine's and the delta rule's) take this chunk: ``tl.dot`` needs a
+    power of two of at least 16."""
+    return chunk_size >= 16 and chunk_size & (chunk_size - 1) == 0
